@@ -1,0 +1,332 @@
+"""The subscription router: a topic trie, a match cache and shared subscription groups.
+
+Rules this module keeps:
+- the trie is keyed by filter level; '+' and '#' children live in their own
+  slots, so matching a topic walks at most (literal + '+') branches per level
+  plus one '#' look-up, never the whole subscription set;
+- a node holds non-shared subscriptions by client id and shared groups by
+  group name, so (client_id, topic_filter) is unique and add() replaces;
+- match results are cached per topic name; the cache is itself a topic tree so
+  (un)subscribing to a filter drops only the cached topics that filter matches;
+- nodes left empty by remove() are pruned, so churn does not grow memory;
+- filters are assumed valid (the broker validates them before they get here).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable, Iterator
+
+from ferrymq.core.retained import TopicTree
+from ferrymq.core.subscription import Subscription
+from ferrymq.protocol.topics import parse_shared
+
+STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
+
+Available = Callable[[Subscription], bool]
+MatchResult = tuple[list[Subscription], list["SharedGroup"]]
+
+
+class SharedGroup:
+    """The members of one ``$share/{name}/{filter}`` group; one of them gets each message."""
+
+    __slots__ = ("_next", "_pos", "_sticky", "_strategy", "filter", "members", "name")
+
+    def __init__(self, name: str, topic_filter: str, strategy: str = "round_robin") -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown shared subscription strategy {strategy!r}")
+        self.name = name
+        self.filter = topic_filter
+        self.members: list[Subscription] = []
+        self._strategy = strategy
+        self._pos: dict[str, int] = {}  # client_id -> index in members
+        self._next = 0
+        self._sticky: Subscription | None = None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __repr__(self) -> str:
+        return f"SharedGroup(name={self.name!r}, filter={self.filter!r}, members={len(self)})"
+
+    def get(self, client_id: str) -> Subscription | None:
+        i = self._pos.get(client_id)
+        return None if i is None else self.members[i]
+
+    def put(self, sub: Subscription) -> Subscription | None:
+        """Add ``sub``, replacing (in place) the member with the same client id."""
+        i = self._pos.get(sub.client_id)
+        if i is None:
+            self._pos[sub.client_id] = len(self.members)
+            self.members.append(sub)
+            return None
+        old = self.members[i]
+        self.members[i] = sub
+        if self._sticky is old:
+            self._sticky = sub
+        return old
+
+    def discard(self, client_id: str) -> Subscription | None:
+        """Remove the member with ``client_id``; O(1) by moving the last member into its slot."""
+        i = self._pos.pop(client_id, None)
+        if i is None:
+            return None
+        members = self.members
+        old = members[i]
+        last = members.pop()
+        if i < len(members):
+            members[i] = last
+            self._pos[last.client_id] = i
+        if self._sticky is old:
+            self._sticky = None
+        return old
+
+    def pick(self, publisher_id: str, available: Available) -> Subscription | None:
+        """Choose the member that gets the next message, preferring available ones.
+
+        When no member is available one is returned anyway, so an offline
+        persistent session still queues the message; None only when empty.
+        """
+        members = self.members
+        n = len(members)
+        if n == 0:
+            return None
+        strategy = self._strategy
+        if strategy == "sticky":
+            sticky = self._sticky
+            if sticky is not None and available(sticky):
+                return sticky
+            start = random.randrange(n)
+        elif strategy == "round_robin":
+            start = self._next % n
+        elif strategy == "hash_clientid":
+            start = zlib.crc32(publisher_id.encode()) % n
+        else:
+            start = random.randrange(n)
+        for k in range(n):
+            i = (start + k) % n
+            sub = members[i]
+            if available(sub):
+                break
+        else:
+            i = start
+            sub = members[i]
+        if strategy == "round_robin":
+            self._next = i + 1
+        elif strategy == "sticky":
+            self._sticky = sub
+        return sub
+
+
+class _Node:
+    __slots__ = ("children", "groups", "hash", "plus", "subs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.plus: _Node | None = None
+        self.hash: _Node | None = None
+        self.subs: dict[str, Subscription] | None = None
+        self.groups: dict[str, SharedGroup] | None = None
+
+    def empty(self) -> bool:
+        return not (self.children or self.plus or self.hash or self.subs or self.groups)
+
+
+# Shared by every result that has no subscriptions or no groups: the common
+# "nobody listens" and "no shared groups" answers then cost no allocation.
+_NO_SUBS: list[Subscription] = []
+_NO_GROUPS: list[SharedGroup] = []
+_EMPTY: MatchResult = (_NO_SUBS, _NO_GROUPS)
+
+
+class Router:
+    """Maps topic names to the subscriptions (and shared groups) that should receive them."""
+
+    __slots__ = ("_cache", "_cache_size", "_cached", "_count", "_root", "shared_strategy")
+
+    def __init__(self, shared_strategy: str = "round_robin", cache_size: int = 100_000) -> None:
+        if shared_strategy not in STRATEGIES:
+            raise ValueError(f"unknown shared subscription strategy {shared_strategy!r}")
+        self.shared_strategy = shared_strategy
+        self._root = _Node()
+        self._count = 0
+        self._cache_size = cache_size
+        self._cache: TopicTree[MatchResult] = TopicTree()
+        self._cached = self._cache.by_topic  # the flat dict, for the warm path
+
+    def __len__(self) -> int:
+        return self._count
+
+    # -- updates -----------------------------------------------------------------
+
+    def add(self, sub: Subscription) -> Subscription | None:
+        """Install ``sub``; return the subscription it replaced (same client id and filter)."""
+        node = self._root
+        for level in sub.filter.split("/"):
+            if level == "+":
+                nxt = node.plus
+                if nxt is None:
+                    nxt = node.plus = _Node()
+            elif level == "#":
+                nxt = node.hash
+                if nxt is None:
+                    nxt = node.hash = _Node()
+            else:
+                nxt = node.children.get(level)
+                if nxt is None:
+                    nxt = node.children[level] = _Node()
+            node = nxt
+        group_name = sub.share_group
+        if group_name is None:
+            subs = node.subs
+            if subs is None:
+                subs = node.subs = {}
+            old = subs.get(sub.client_id)
+            subs[sub.client_id] = sub
+            self._invalidate(sub.filter)
+        else:
+            groups = node.groups
+            if groups is None:
+                groups = node.groups = {}
+            group = groups.get(group_name)
+            if group is None:
+                group = groups[group_name] = SharedGroup(
+                    group_name, sub.filter, self.shared_strategy
+                )
+                # Only a new group changes match results; members live inside the group.
+                self._invalidate(sub.filter)
+            old = group.put(sub)
+        if old is None:
+            self._count += 1
+        return old
+
+    def remove(self, client_id: str, topic_filter: str) -> Subscription | None:
+        """Uninstall the subscription; ``topic_filter`` as the client sent it."""
+        group_name, plain = parse_shared(topic_filter)
+        node: _Node | None = self._root
+        path: list[tuple[_Node, str]] = []
+        for level in plain.split("/"):
+            path.append((node, level))
+            if level == "+":
+                node = node.plus
+            elif level == "#":
+                node = node.hash
+            else:
+                node = node.children.get(level)
+            if node is None:
+                return None
+        if group_name is None:
+            if not node.subs:
+                return None
+            old = node.subs.pop(client_id, None)
+            if old is None:
+                return None
+            if not node.subs:
+                node.subs = None
+            self._invalidate(plain)
+        else:
+            group = node.groups.get(group_name) if node.groups else None
+            if group is None:
+                return None
+            old = group.discard(client_id)
+            if old is None:
+                return None
+            if not group.members:
+                del node.groups[group_name]  # type: ignore[union-attr]
+                if not node.groups:
+                    node.groups = None
+                self._invalidate(plain)
+        self._count -= 1
+        self._prune(node, path)
+        return old
+
+    @staticmethod
+    def _prune(node: _Node, path: list[tuple[_Node, str]]) -> None:
+        while path and node.empty():
+            parent, level = path.pop()
+            if level == "+":
+                parent.plus = None
+            elif level == "#":
+                parent.hash = None
+            else:
+                del parent.children[level]
+            node = parent
+
+    def _invalidate(self, plain_filter: str) -> None:
+        """Drop the cached results of every topic ``plain_filter`` matches."""
+        if not self._cached:
+            return
+        if plain_filter == "#":
+            self._cache.clear()
+        else:
+            self._cache.pop_matching(plain_filter)
+
+    # -- lookups -----------------------------------------------------------------
+
+    def match(self, topic: str) -> MatchResult:
+        """Non-shared subscriptions and shared groups whose filter matches ``topic``.
+
+        The lists belong to the router (and its cache): callers must not mutate them.
+        """
+        hit = self._cached.get(topic)
+        if hit is not None:
+            return hit
+        levels = topic.split("/")
+        result = self._walk(levels, topic[:1] == "$")
+        if self._cache_size > 0:
+            if len(self._cached) >= self._cache_size:
+                self._cache.clear()
+            self._cache.insert(topic, result, levels)
+        return result
+
+    def _walk(self, levels: list[str], dollar: bool) -> MatchResult:
+        subs: list[Subscription] = []
+        groups: list[SharedGroup] = []
+        n = len(levels)
+        if dollar:
+            # Filters starting with a wildcard never match $ topics: skip the root's + and #.
+            first = self._root.children.get(levels[0])
+            if first is None:
+                return _EMPTY
+            stack = [(first, 1)]
+        else:
+            stack = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            h = node.hash
+            if h is not None:
+                if h.subs:
+                    subs.extend(h.subs.values())
+                if h.groups:
+                    groups.extend(h.groups.values())
+            if i == n:
+                if node.subs:
+                    subs.extend(node.subs.values())
+                if node.groups:
+                    groups.extend(node.groups.values())
+                continue
+            child = node.children.get(levels[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if node.plus is not None:
+                stack.append((node.plus, i + 1))
+        if not groups:
+            return (subs, _NO_GROUPS) if subs else _EMPTY
+        return subs or _NO_SUBS, groups
+
+    def filters(self) -> Iterator[Subscription]:
+        """Every installed subscription, shared members included (for listing)."""
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            if node.subs:
+                yield from list(node.subs.values())
+            if node.groups:
+                for group in list(node.groups.values()):
+                    yield from list(group.members)
+            stack.extend(node.children.values())
+            if node.plus is not None:
+                stack.append(node.plus)
+            if node.hash is not None:
+                stack.append(node.hash)

@@ -1,0 +1,57 @@
+"""One session's subscription to one topic filter, as the router stores it."""
+
+from __future__ import annotations
+
+from ferrymq.protocol.topics import parse_shared
+
+
+class Subscription:
+    """One subscription of one session.
+
+    ``topic_filter`` is the filter as the client sent it (``$share/g/a/b``,
+    ``$queue/a/b`` or ``a/b``); ``filter`` is the plain filter the router
+    matches (``a/b``) and ``share_group`` the shared group (``"g"``,
+    ``"$queue"``) or None. ``session`` belongs to the broker core; the router
+    never looks at it.
+    """
+
+    __slots__ = (
+        "client_id",
+        "filter",
+        "identifier",
+        "no_local",
+        "qos",
+        "retain_as_published",
+        "retain_handling",
+        "session",
+        "share_group",
+        "topic_filter",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        session: object,
+        topic_filter: str,
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        identifier: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.session = session
+        self.topic_filter = topic_filter
+        self.share_group, self.filter = parse_shared(topic_filter)
+        self.qos = qos
+        self.no_local = no_local
+        self.retain_as_published = retain_as_published
+        self.retain_handling = retain_handling
+        self.identifier = identifier
+
+    def __repr__(self) -> str:
+        return (
+            f"Subscription(client_id={self.client_id!r}, topic_filter={self.topic_filter!r}, "
+            f"qos={self.qos})"
+        )
