@@ -9,6 +9,8 @@ class MQTTError(Exception):
     """A packet the peer sent breaks the specification; the connection must close."""
 
     reason_code: int = rc.UNSPECIFIED_ERROR
+    # Packets decoded successfully before the bad one, in the same feed() call.
+    packets: list = []
 
     def __init__(self, message: str, reason_code: int | None = None) -> None:
         super().__init__(message)
@@ -38,3 +40,5 @@ class UnsupportedProtocolVersion(MQTTError):
     """CONNECT names a protocol level or name we do not speak (0x84 / v3 return code 1)."""
 
     reason_code = rc.UNSUPPORTED_PROTOCOL_VERSION
+    protocol_version: int = 4
+    protocol_name: str = ""

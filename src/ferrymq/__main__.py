@@ -1,0 +1,5 @@
+import sys
+
+from ferrymq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``ferrymq`` command line; each module has ``register(subparsers)``."""

@@ -1,0 +1,34 @@
+"""``ferrymq start``: run the broker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ferrymq import config
+from ferrymq.logs import setup_logging
+
+
+def register(sub: Any) -> None:
+    start = sub.add_parser(
+        "start",
+        help="run the broker",
+        description="Run the broker. Settings: defaults < --config file < FERRYMQ_* "
+        "environment variables < these flags.",
+    )
+    config.add_arguments(start)
+    start.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferrymq.server import run as serve
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func")}
+    try:
+        settings = config.load(args.config, flags)
+    except config.ConfigError as exc:
+        print(f"ferrymq: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    return serve(settings)

@@ -1,0 +1,626 @@
+"""The broker: sessions, routing, retained messages, wills, takeover, back-pressure.
+
+Everything here runs on the event loop thread and never blocks: durable
+writes are handed to the store, which batches them on its own thread.
+
+Rules kept here:
+- one online connection per client id; a new CONNECT takes the session over
+  (the old connection gets MQTT 5 DISCONNECT 0x8E);
+- clean start discards an existing session; a persistent session outlives
+  its connection until its expiry interval has passed offline;
+- a will is published when the connection ends without a normal DISCONNECT
+  (or with MQTT 5 DISCONNECT 0x04), after its will delay unless the session
+  is resumed first, and at the latest when the session ends;
+- a publisher is paused (TCP back-pressure) while a subscriber it feeds has a
+  full socket buffer, for at most ``_MAX_PAUSE`` seconds; after that the slow
+  subscriber only queues and drops, so it cannot stall everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from ferrymq.access.acl import Acl
+from ferrymq.access.authn import Authenticator
+from ferrymq.core.message import Message
+from ferrymq.core.metrics import new_metrics
+from ferrymq.core.retained import RetainedStore
+from ferrymq.core.router import Router
+from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
+from ferrymq.core.subscription import Subscription
+from ferrymq.protocol import reason_codes as rc
+from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
+from ferrymq.protocol.topics import (
+    TopicError,
+    is_wildcard,
+    parse_shared,
+    validate_topic_filter,
+)
+
+if TYPE_CHECKING:
+    from ferrymq.config import Settings
+    from ferrymq.core.client import Client
+    from ferrymq.storage.sqlite import SqliteStore
+
+log = logging.getLogger("ferrymq.broker")
+
+_MAX_PAUSE = 1.0
+_QOS_RECEIVED = ("messages.qos0.received", "messages.qos1.received", "messages.qos2.received")
+_WILL_FORWARDED = (
+    "payload_format_indicator",
+    "content_type",
+    "response_topic",
+    "correlation_data",
+    "user_property",
+)
+
+
+def _online(sub: Subscription) -> bool:
+    session = sub.session
+    return session.client is not None  # type: ignore[attr-defined]
+
+
+class Broker:
+    """All broker state of one node."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: SqliteStore | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.settings = settings
+        self.loop = loop or asyncio.get_event_loop()
+        self.store = store
+        self.metrics = new_metrics()
+        self.router = Router(settings.shared_subscription_strategy)
+        self.retained = RetainedStore(settings.max_retained_messages)
+        self.sessions: dict[str, Session] = {}
+        self.clients: dict[str, Client] = {}
+        self.connections: set[Client] = set()
+        self.authenticator = Authenticator(settings.anonymous_allowed())
+        self.acl = Acl(settings.acl_nomatch)
+        self.started_at = time.time()
+        self._dirty: list[Client] = []
+        self._flush_scheduled = False
+        self._paused: set[Client] = set()
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self._last_sys = 0.0
+
+    # --- start-up and shutdown ----------------------------------------------
+
+    def load_state(self) -> None:
+        """Restore retained messages, persistent sessions and access data from the store."""
+        store = self.store
+        if store is None:
+            return
+        now_mono = time.monotonic()
+        for msg in store.load_retained():
+            if not msg.expired(now_mono):
+                self.retained.set(msg)
+        now = time.time()
+        messages = store.load_session_messages()
+        for client_id, data in store.load_sessions().items():
+            expiry = int(data.get("expiry_interval", 0))
+            gone_at = data.get("disconnected_at") or now
+            if expiry == 0 or (expiry != 0xFFFFFFFF and gone_at + expiry <= now):
+                store.delete_session(client_id)
+                continue
+            session = Session(self, client_id, expiry)
+            session.created_at = data.get("created_at", now)
+            session.disconnected_at = gone_at
+            session.username = data.get("username")
+            session.next_pid = int(data.get("next_pid", 1)) or 1
+            session.awaiting_rel = dict.fromkeys(data.get("awaiting_rel", []), now_mono)
+            for item in data.get("subscriptions", []):
+                sub = Subscription(
+                    client_id,
+                    session,
+                    item["f"],
+                    item.get("q", 0),
+                    no_local=item.get("nl", False),
+                    retain_as_published=item.get("rap", False),
+                    retain_handling=item.get("rh", 0),
+                    identifier=item.get("id"),
+                )
+                self.router.add(sub)
+                session.subscriptions[sub.topic_filter] = sub
+            for key, msg, meta in messages.get(client_id, []):
+                d = Delivery.from_meta(key, msg, meta)
+                if d.state in (INFLIGHT, RELEASING) and d.pid:
+                    session.inflight[d.pid] = d
+                else:
+                    session.queue.append(d)
+                session.next_key = max(session.next_key, key + 1)
+            self.sessions[client_id] = session
+            self._schedule_expiry(session, remaining=gone_at + expiry - now)
+        for client_id in messages.keys() - self.sessions.keys():
+            store.delete_session(client_id)
+        self.load_access()
+        log.info(
+            "restored %d retained messages and %d persistent sessions",
+            len(self.retained),
+            len(self.sessions),
+        )
+
+    def load_access(self) -> None:
+        """(Re)load credentials and ACL rules from the store."""
+        store = self.store
+        if store is None:
+            return
+        self.authenticator.load(
+            {r["subject"]: r["password_hash"] for r in store.list_auth("username")},
+            {r["subject"]: r["password_hash"] for r in store.list_auth("clientid")},
+        )
+        from ferrymq.access.acl import AclRule
+
+        self.acl.load(
+            AclRule(r["kind"], r["subject"], r["topic"], r["action"], r["access"])
+            for r in store.list_acl()
+        )
+
+    def start(self) -> None:
+        self._housekeeping = self.loop.call_later(1.0, self._tick)
+        if self.settings.sys_interval > 0:
+            self._publish_sys()
+
+    def shutdown(self) -> None:
+        """Tell every client we are going (MQTT 5: 0x8B), close them, persist sessions."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+        for client in list(self.connections):
+            client.will_allowed = False
+            client.kick(rc.SERVER_SHUTTING_DOWN, "server shutting down")
+        for session in self.sessions.values():
+            if session.expiry_timer is not None:
+                session.expiry_timer.cancel()
+            if session.will_timer is not None:
+                session.will_timer.cancel()
+        self._flush()
+
+    # --- connections ----------------------------------------------------------
+
+    def online_count(self) -> int:
+        return len(self.clients)
+
+    def authenticate(self, client_id: str, username: str | None, password: bytes | None) -> int:
+        """0 when the CONNECT may proceed, else the MQTT 5 reason code to refuse it with."""
+        metrics = self.metrics
+        metrics["client.authenticate"] += 1
+        result, anonymous = self.authenticator.authenticate_ex(client_id, username, password)
+        if anonymous:
+            metrics["client.auth.anonymous"] += 1
+        return int(result)
+
+    def open_session(
+        self, client: Client, clean_start: bool, expiry: int, will: Will | None
+    ) -> tuple[Session, bool]:
+        """Attach ``client`` to its session (new, resumed or taken over)."""
+        client_id = client.client_id
+        metrics = self.metrics
+        old = self.clients.get(client_id)
+        if old is not None and old is not client:
+            log.info("client %s taken over by a new connection", client_id)
+            old.will_allowed = True
+            old.kick(rc.SESSION_TAKEN_OVER, "session taken over")
+            if not clean_start:
+                metrics["session.takeovered"] += 1
+        session = self.sessions.get(client_id)
+        if session is not None:
+            if session.will_timer is not None:
+                # Reconnected within the will delay: the will is not sent.
+                session.will_timer.cancel()
+                session.will_timer = None
+                session.will = None
+            if session.expiry_timer is not None:
+                session.expiry_timer.cancel()
+                session.expiry_timer = None
+            if clean_start:
+                self._end_session(session, "discarded")
+                session = None
+        present = session is not None
+        if session is None:
+            session = Session(self, client_id, expiry)
+            self.sessions[client_id] = session
+            metrics["session.created"] += 1
+        else:
+            metrics["session.resumed"] += 1
+            if session.persistent and not expiry and self.store is not None:
+                self.store.delete_session(client_id)
+                for d in list(session.inflight.values()) + list(session.queue):
+                    d.key = 0
+            session.expiry_interval = expiry
+        session.client = client
+        session.will = will
+        session.username = client.username
+        session.disconnected_at = None
+        client.session = session
+        self.clients[client_id] = client
+        if session.persistent:
+            self.persist_session(session)
+            if present:
+                for d in list(session.inflight.values()) + list(session.queue):
+                    if not d.key:
+                        session._track(d)
+        return session, present
+
+    def client_closed(self, client: Client) -> None:
+        """The connection of ``client`` is gone (or going): detach it from its session."""
+        if client not in self.connections:
+            return
+        self.connections.discard(client)
+        self._unblock(client)
+        if not client.connected:
+            return
+        self.metrics["client.disconnected"] += 1
+        client_id = client.client_id
+        if self.clients.get(client_id) is client:
+            del self.clients[client_id]
+        self.acl.forget_client(client_id)
+        session = client.session
+        log.info("client %s disconnected: %s", client_id, client.disconnect_reason)
+        if session is None or session.client is not client:
+            return
+        session.client = None
+        session.disconnected_at = time.time()
+        if not client.will_allowed:
+            session.will = None
+        if not session.persistent:
+            self._end_session(session, "terminated")
+            return
+        if session.will is not None:
+            delay = session.will.properties.get("will_delay_interval", 0)
+            if delay:
+                delay = min(delay, session.expiry_interval)
+                session.will_timer = self.loop.call_later(delay, self._will_due, session)
+            else:
+                self._publish_will(session)
+        self.persist_session(session)
+        self._schedule_expiry(session, remaining=session.expiry_interval)
+
+    def set_session_expiry(self, session: Session, expiry: int) -> None:
+        was = session.persistent
+        session.expiry_interval = expiry
+        if was and not expiry and self.store is not None:
+            self.store.delete_session(session.client_id)
+
+    def kick(self, client_id: str) -> bool:
+        """Close the client's connection and discard its session; its will is published."""
+        session = self.sessions.get(client_id)
+        client = self.clients.get(client_id)
+        if session is None and client is None:
+            return False
+        if client is not None:
+            client.will_allowed = True
+            if client.session is not None:
+                client.session.expiry_interval = 0
+            client.kick(rc.ADMINISTRATIVE_ACTION, "kicked by administrator")
+        session = self.sessions.get(client_id)
+        if session is not None:
+            self._end_session(session, "discarded")
+        return True
+
+    def _schedule_expiry(self, session: Session, remaining: float) -> None:
+        if session.expiry_interval == 0xFFFFFFFF:
+            return
+        session.expiry_timer = self.loop.call_later(
+            max(0.0, remaining), self._expire_session, session
+        )
+
+    def _expire_session(self, session: Session) -> None:
+        session.expiry_timer = None
+        if session.client is None and self.sessions.get(session.client_id) is session:
+            log.info("session %s expired", session.client_id)
+            self._end_session(session, "terminated")
+
+    def _end_session(self, session: Session, why: str) -> None:
+        """Remove a session for good; a will still pending is published now."""
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if session.will is not None:
+            self._publish_will(session)
+        for topic_filter in list(session.subscriptions):
+            self.router.remove(session.client_id, topic_filter)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        if self.store is not None and (session.persistent or session.disconnected_at):
+            self.store.delete_session(session.client_id)
+        session.inflight.clear()
+        session.queue.clear()
+        self.metrics["session." + why] += 1
+
+    def _will_due(self, session: Session) -> None:
+        session.will_timer = None
+        self._publish_will(session)
+
+    def _publish_will(self, session: Session) -> None:
+        will = session.will
+        session.will = None
+        if session.will_timer is not None:
+            session.will_timer.cancel()
+            session.will_timer = None
+        if will is None:
+            return
+        if not self.acl.check_publish(session.client_id, session.username, will.topic):
+            self.metrics["messages.dropped"] += 1
+            return
+        props = will.properties
+        forwarded = {k: props[k] for k in _WILL_FORWARDED if k in props} or None
+        interval = props.get("message_expiry_interval")
+        expiry_at = time.monotonic() + interval if interval is not None else 0.0
+        msg = Message(
+            will.topic, will.payload, will.qos, will.retain, forwarded, session.client_id, expiry_at
+        )
+        log.info("publishing will of %s to %s", session.client_id, will.topic)
+        self.publish(msg)
+
+    # --- access ----------------------------------------------------------------
+
+    def acl_publish(self, client: Client, topic: str) -> bool:
+        self.metrics["client.check_acl"] += 1
+        return self.acl.check_publish(client.client_id, client.username, topic)
+
+    # --- publish -------------------------------------------------------------
+
+    def publish(self, msg: Message, origin: Client | None = None) -> int:
+        """Route ``msg`` to every matching subscription; return how many it went to."""
+        metrics = self.metrics
+        metrics["messages.received"] += 1
+        metrics[_QOS_RECEIVED[msg.qos]] += 1
+        metrics["messages.publish"] += 1
+        if msg.retain:
+            self._retain(msg)
+        subs, groups = self.router.match(msg.topic)
+        if not subs and not groups:
+            metrics["messages.dropped"] += 1
+            metrics["messages.dropped.no_subscribers"] += 1
+            return 0
+        publisher = msg.publisher
+        qos = msg.qos
+        count = 0
+        for sub in subs:
+            if sub.no_local and sub.client_id == publisher:
+                metrics["delivery.dropped.no_local"] += 1
+                metrics["delivery.dropped"] += 1
+                continue
+            session: Session = sub.session  # type: ignore[assignment]
+            ident = sub.identifier
+            session.deliver(
+                msg,
+                qos if qos < sub.qos else sub.qos,
+                msg.retain and sub.retain_as_published,
+                (ident,) if ident else None,
+            )
+            count += 1
+            target = session.client
+            if target is not None and target.write_paused and origin is not None:
+                self._block(origin, target)
+        for group in groups:
+            sub = group.pick(publisher, _online)
+            if sub is None:
+                continue
+            session = sub.session  # type: ignore[assignment]
+            ident = sub.identifier
+            session.deliver(
+                msg,
+                qos if qos < sub.qos else sub.qos,
+                msg.retain and sub.retain_as_published,
+                (ident,) if ident else None,
+            )
+            count += 1
+            target = session.client
+            if target is not None and target.write_paused and origin is not None:
+                self._block(origin, target)
+        return count
+
+    def _retain(self, msg: Message) -> None:
+        if not self.settings.retain_available:
+            return
+        durable = self.store is not None and not msg.topic.startswith("$SYS/")
+        if msg.payload:
+            if self.retained.set(msg):
+                self.metrics["messages.retained"] += 1
+                if durable:
+                    self.store.put_retained(msg)  # type: ignore[union-attr]
+        elif self.retained.delete(msg.topic) is not None and durable:
+            self.store.delete_retained(msg.topic)  # type: ignore[union-attr]
+
+    # --- subscribe -------------------------------------------------------------
+
+    def subscribe(
+        self,
+        session: Session,
+        options: Iterable[SubscriptionOptions],
+        sub_id: int | None,
+        client: Client | None = None,
+    ) -> tuple[list[int], list[Callable[[], None]]]:
+        """Install subscriptions; return the reason codes and the retained deliveries to run
+        after the SUBACK has been sent."""
+        settings = self.settings
+        metrics = self.metrics
+        codes: list[int] = []
+        deliveries: list[Callable[[], None]] = []
+        for opt in options:
+            topic_filter = opt.topic_filter
+            try:
+                validate_topic_filter(
+                    topic_filter, settings.max_topic_levels, settings.max_topic_length
+                )
+                group, plain = parse_shared(topic_filter)
+            except TopicError:
+                metrics["packets.subscribe.error"] = metrics.get("packets.subscribe.error", 0) + 1
+                codes.append(rc.TOPIC_FILTER_INVALID)
+                continue
+            if group is not None and not settings.shared_subscription:
+                codes.append(rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                continue
+            if not settings.wildcard_subscription and is_wildcard(plain):
+                codes.append(rc.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
+                continue
+            metrics["client.check_acl"] += 1
+            if not self.acl.check_subscribe(session.client_id, session.username, topic_filter):
+                metrics["packets.subscribe.auth_error"] += 1
+                codes.append(rc.NOT_AUTHORIZED)
+                continue
+            if (
+                settings.max_subscriptions
+                and topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= settings.max_subscriptions
+            ):
+                codes.append(rc.QUOTA_EXCEEDED)
+                continue
+            qos = min(opt.qos, settings.max_qos)
+            sub = Subscription(
+                session.client_id,
+                session,
+                topic_filter,
+                qos,
+                no_local=opt.no_local,
+                retain_as_published=opt.retain_as_published,
+                retain_handling=opt.retain_handling,
+                identifier=sub_id,
+            )
+            existed = self.router.add(sub) is not None
+            session.subscriptions[topic_filter] = sub
+            metrics["client.subscribe"] += 1
+            codes.append(qos)
+            if (
+                group is None
+                and settings.retain_available
+                and (opt.retain_handling == 0 or (opt.retain_handling == 1 and not existed))
+            ):
+                deliveries.append(partial(self._deliver_retained, session, sub))
+        if session.persistent:
+            self.persist_session(session)
+        if client is not None and client.version != MQTT5:
+            codes = [c if c < 0x80 else rc.V3_SUBACK_FAILURE for c in codes]
+        return codes, deliveries
+
+    def _deliver_retained(self, session: Session, sub: Subscription) -> None:
+        ident = sub.identifier
+        ids = (ident,) if ident else None
+        sub_qos = sub.qos
+        for msg in self.retained.match(sub.filter, time.monotonic()):
+            session.deliver(msg, msg.qos if msg.qos < sub_qos else sub_qos, True, ids)
+
+    def unsubscribe(self, session: Session, topic_filters: Iterable[str]) -> list[int]:
+        codes = []
+        for topic_filter in topic_filters:
+            removed = self.router.remove(session.client_id, topic_filter)
+            if session.subscriptions.pop(topic_filter, None) is not None or removed is not None:
+                self.metrics["client.unsubscribe"] += 1
+                codes.append(rc.SUCCESS)
+            else:
+                codes.append(rc.NO_SUBSCRIPTION_EXISTED)
+        if session.persistent:
+            self.persist_session(session)
+        return codes
+
+    # --- writing and back-pressure ------------------------------------------
+
+    def mark_dirty(self, client: Client) -> None:
+        self._dirty.append(client)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        for client in dirty:
+            client.flush()
+
+    def _block(self, origin: Client, target: Client) -> None:
+        if target.slow or target is origin or target in origin.paused_by:
+            return
+        origin.paused_by.add(target)
+        target.blocked.append(origin)
+        if not origin.read_paused and not origin.closing:
+            origin.read_paused = True
+            origin.paused_since = time.monotonic()
+            self._paused.add(origin)
+            origin.transport.pause_reading()
+
+    def release_publishers(self, target: Client) -> None:
+        """``target`` can take more again: resume the publishers it held up."""
+        blocked = target.blocked
+        if not blocked:
+            return
+        target.blocked = []
+        for origin in blocked:
+            origin.paused_by.discard(target)
+            if not origin.paused_by and origin.read_paused:
+                origin.read_paused = False
+                self._paused.discard(origin)
+                if not origin.closing:
+                    origin.transport.resume_reading()
+
+    def _unblock(self, client: Client) -> None:
+        """Forget the pause relations of a closing connection."""
+        self.release_publishers(client)
+        for target in client.paused_by:
+            if client in target.blocked:
+                target.blocked.remove(client)
+        client.paused_by.clear()
+        self._paused.discard(client)
+
+    # --- periodic work ----------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._paused:
+            for origin in list(self._paused):
+                if now - origin.paused_since >= _MAX_PAUSE:
+                    for target in list(origin.paused_by):
+                        target.slow = True
+                        self.release_publishers(target)
+        interval = self.settings.sys_interval
+        if interval > 0 and now - self._last_sys >= interval:
+            self._publish_sys()
+        self._housekeeping = self.loop.call_later(1.0, self._tick)
+
+    def _publish_sys(self) -> None:
+        from ferrymq.core.sys_topics import sys_messages
+
+        self._last_sys = time.monotonic()
+        for topic, payload in sys_messages(self):
+            self.publish(Message(topic, payload, 0, True))
+
+    # --- persistence hooks (called by Session) --------------------------------
+
+    def persist_session(self, session: Session) -> None:
+        if self.store is not None and session.persistent:
+            self.store.put_session(session.client_id, session.snapshot())
+
+    def store_put_delivery(self, session: Session, d: Delivery) -> None:
+        if self.store is not None:
+            self.store.put_session_message(session.client_id, d.key, d.msg, d.meta())
+
+    def store_update_meta(self, session: Session, d: Delivery) -> None:
+        if self.store is not None:
+            self.store.update_session_message_meta(session.client_id, d.key, d.meta())
+
+    def store_delete_delivery(self, session: Session, d: Delivery) -> None:
+        if self.store is not None:
+            self.store.delete_session_message(session.client_id, d.key)
+
+    # --- introspection (API, $SYS) ----------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections.count": len(self.clients),
+            "sessions.count": len(self.sessions),
+            "subscriptions.count": len(self.router),
+            "retained.count": len(self.retained),
+        }

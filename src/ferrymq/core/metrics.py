@@ -1,0 +1,78 @@
+"""Broker-wide counters under their EMQX names.
+
+A plain ``dict`` of name -> int: incrementing one is a single dict operation,
+cheap enough for the message path, and the API serves it as it is.
+"""
+
+from __future__ import annotations
+
+from ferrymq.protocol.packets import PACKET_NAMES
+
+_BASE = [
+    "bytes.received",
+    "bytes.sent",
+    "client.connect",
+    "client.connack",
+    "client.connected",
+    "client.disconnected",
+    "client.authenticate",
+    "client.auth.anonymous",
+    "client.check_acl",
+    "client.subscribe",
+    "client.unsubscribe",
+    "delivery.dropped",
+    "delivery.dropped.too_large",
+    "delivery.dropped.queue_full",
+    "delivery.dropped.qos0_msg",
+    "delivery.dropped.expired",
+    "delivery.dropped.no_local",
+    "messages.received",
+    "messages.sent",
+    "messages.qos0.received",
+    "messages.qos1.received",
+    "messages.qos2.received",
+    "messages.qos0.sent",
+    "messages.qos1.sent",
+    "messages.qos2.sent",
+    "messages.publish",
+    "messages.delivered",
+    "messages.acked",
+    "messages.dropped",
+    "messages.dropped.expired",
+    "messages.dropped.no_subscribers",
+    "messages.forward",
+    "messages.retained",
+    "messages.delayed",
+    "packets.received",
+    "packets.sent",
+    "session.created",
+    "session.resumed",
+    "session.takeovered",
+    "session.discarded",
+    "session.terminated",
+    "rules.matched",
+    "actions.success",
+    "actions.failure",
+]
+
+_PACKET_VARIANTS = ("", ".error", ".auth_error", ".inuse", ".missed", ".dropped")
+
+
+def metric_names() -> list[str]:
+    """Every metric name the broker reports, in a stable order."""
+    names = list(_BASE)
+    for ptype in sorted(PACKET_NAMES):
+        pname = PACKET_NAMES[ptype]
+        for direction in ("received", "sent"):
+            for variant in _PACKET_VARIANTS:
+                names.append(f"packets.{pname}.{direction}{variant}")
+    return names
+
+
+def new_metrics() -> dict[str, int]:
+    return dict.fromkeys(metric_names(), 0)
+
+
+# Precomputed keys for the per-packet counters, indexed by packet type number.
+RECEIVED_KEYS = {t: f"packets.{n}.received" for t, n in PACKET_NAMES.items()}
+SENT_KEYS = {t: f"packets.{n}.sent" for t, n in PACKET_NAMES.items()}

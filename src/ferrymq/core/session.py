@@ -1,0 +1,313 @@
+"""Session state: subscriptions, the inflight window, the message queue, packet ids.
+
+A session outlives its connection when it is persistent (MQTT 3 clean session
+= 0, MQTT 5 session expiry interval > 0). The rules it keeps:
+
+- QoS 1/2 messages go out while the inflight window (min of ``max_inflight``
+  and the client's receive maximum) has room; the rest wait in the queue, in
+  order, and leave it as acknowledgements free the window.
+- QoS 0 messages go straight to the connection unless it is offline or its
+  socket is backed up; then they wait in the queue too.
+- The queue is bounded by ``max_mqueue_len``; when full, the oldest message is
+  dropped and counted (``delivery.dropped.queue_full``).
+- Every message that enters the queue or the inflight window of a persistent
+  session is written to the store under a per-session key, and deleted when
+  it is acknowledged or dropped, so a restart can resume the session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ferrymq.core.message import Message
+
+if TYPE_CHECKING:
+    from ferrymq.core.broker import Broker
+    from ferrymq.core.client import Client
+    from ferrymq.core.subscription import Subscription
+    from ferrymq.protocol.packets import Will
+
+# Delivery states.
+QUEUED = 0
+INFLIGHT = 1  # PUBLISH sent, waiting for PUBACK / PUBREC
+RELEASING = 2  # QoS 2: PUBREL sent, waiting for PUBCOMP
+
+_STATE_NAMES = {QUEUED: "queued", INFLIGHT: "inflight", RELEASING: "pubrel"}
+_STATE_BY_NAME = {v: k for k, v in _STATE_NAMES.items()}
+
+EXPIRY_NEVER = 0xFFFFFFFF
+
+
+class Delivery:
+    """A message on its way to one session, with the QoS and flags it is delivered with."""
+
+    __slots__ = ("msg", "qos", "retain", "sub_ids", "pid", "state", "key")
+
+    def __init__(
+        self,
+        msg: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...] | None,
+        pid: int = 0,
+        state: int = QUEUED,
+        key: int = 0,
+    ) -> None:
+        self.msg = msg
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.pid = pid
+        self.state = state
+        self.key = key
+
+    def meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"q": self.qos, "s": _STATE_NAMES[self.state]}
+        if self.pid:
+            meta["p"] = self.pid
+        if self.retain:
+            meta["r"] = 1
+        if self.sub_ids:
+            meta["i"] = list(self.sub_ids)
+        return meta
+
+    @classmethod
+    def from_meta(cls, key: int, msg: Message, meta: dict[str, Any]) -> Delivery:
+        ids = meta.get("i")
+        return cls(
+            msg,
+            int(meta.get("q", msg.qos)),
+            bool(meta.get("r", 0)),
+            tuple(ids) if ids else None,
+            int(meta.get("p", 0)),
+            _STATE_BY_NAME.get(meta.get("s", "queued"), QUEUED),
+            key,
+        )
+
+
+class Session:
+    """The broker-side state of one client id."""
+
+    __slots__ = (
+        "client_id",
+        "broker",
+        "client",
+        "subscriptions",
+        "inflight",
+        "queue",
+        "awaiting_rel",
+        "next_pid",
+        "next_key",
+        "expiry_interval",
+        "created_at",
+        "disconnected_at",
+        "expiry_timer",
+        "will",
+        "will_timer",
+        "dropped",
+        "username",
+    )
+
+    def __init__(self, broker: Broker, client_id: str, expiry_interval: int = 0) -> None:
+        self.client_id = client_id
+        self.broker = broker
+        self.client: Client | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self.inflight: dict[int, Delivery] = {}
+        self.queue: deque[Delivery] = deque()
+        self.awaiting_rel: dict[int, float] = {}
+        self.next_pid = 1
+        self.next_key = 1
+        self.expiry_interval = expiry_interval
+        self.created_at = time.time()
+        self.disconnected_at: float | None = None
+        self.expiry_timer: Any = None
+        self.will: Will | None = None
+        self.will_timer: Any = None
+        self.dropped = 0
+        self.username: str | None = None
+
+    @property
+    def persistent(self) -> bool:
+        return self.expiry_interval > 0
+
+    # --- packet ids -----------------------------------------------------
+
+    def allocate_pid(self) -> int:
+        pid = self.next_pid
+        inflight = self.inflight
+        while pid in inflight:
+            pid = pid + 1 if pid < 65535 else 1
+        self.next_pid = pid + 1 if pid < 65535 else 1
+        return pid
+
+    # --- delivery -------------------------------------------------------
+
+    def deliver(
+        self, msg: Message, qos: int, retain: bool, sub_ids: tuple[int, ...] | None
+    ) -> None:
+        """Hand one message to this session: send it now, or queue it."""
+        client = self.client
+        if client is None:
+            if not self.persistent:
+                return
+            if qos == 0 and not self.broker.settings.mqueue_store_qos0:
+                self.broker.metrics["delivery.dropped.qos0_msg"] += 1
+                self.broker.metrics["delivery.dropped"] += 1
+                return
+            self._enqueue(Delivery(msg, qos, retain, sub_ids))
+            return
+        if qos == 0:
+            if client.write_paused or self.queue:
+                self._enqueue(Delivery(msg, 0, retain, sub_ids))
+            else:
+                client.send_message(msg, 0, retain, sub_ids, 0, False)
+            return
+        if self.queue or len(self.inflight) >= client.send_window:
+            self._enqueue(Delivery(msg, qos, retain, sub_ids))
+            return
+        pid = self.allocate_pid()
+        d = Delivery(msg, qos, retain, sub_ids, pid, INFLIGHT)
+        if client.send_message(msg, qos, retain, sub_ids, pid, False):
+            self.inflight[pid] = d
+            if self.expiry_interval:
+                self._track(d)
+
+    def _enqueue(self, d: Delivery) -> None:
+        queue = self.queue
+        if len(queue) >= self.broker.settings.max_mqueue_len:
+            old = queue.popleft()
+            self._untrack(old)
+            self.dropped += 1
+            metrics = self.broker.metrics
+            metrics["delivery.dropped.queue_full"] += 1
+            metrics["delivery.dropped"] += 1
+        queue.append(d)
+        if self.expiry_interval:
+            self._track(d)
+
+    def drain(self) -> None:
+        """Send queued messages while the connection and the inflight window allow."""
+        client = self.client
+        if client is None:
+            return
+        queue = self.queue
+        inflight = self.inflight
+        window = client.send_window
+        now = time.monotonic()
+        while queue and not client.write_paused and not client.closing:
+            d = queue[0]
+            if d.qos and len(inflight) >= window:
+                return
+            queue.popleft()
+            if d.msg.expired(now):
+                self._drop_expired(d)
+                continue
+            if d.qos == 0:
+                client.send_message(d.msg, 0, d.retain, d.sub_ids, 0, False)
+                self._untrack(d)
+                continue
+            d.pid = self.allocate_pid()
+            d.state = INFLIGHT
+            if client.send_message(d.msg, d.qos, d.retain, d.sub_ids, d.pid, False):
+                inflight[d.pid] = d
+                self._retrack(d)
+            else:
+                self._untrack(d)
+
+    def resend_inflight(self) -> None:
+        """On session resume: resend unacknowledged PUBLISH (DUP) and PUBREL, in order."""
+        client = self.client
+        if client is None:
+            return
+        for pid, d in list(self.inflight.items()):
+            if d.state == RELEASING:
+                client.send_pubrel(pid)
+            elif not client.send_message(d.msg, d.qos, d.retain, d.sub_ids, pid, True):
+                del self.inflight[pid]
+                self._untrack(d)
+
+    def _drop_expired(self, d: Delivery) -> None:
+        metrics = self.broker.metrics
+        metrics["delivery.dropped.expired"] += 1
+        metrics["delivery.dropped"] += 1
+        self._untrack(d)
+
+    # --- acknowledgements -------------------------------------------------
+
+    def acked(self, pid: int, qos: int) -> bool:
+        """PUBACK (qos 1) or PUBCOMP (qos 2) arrived: free the slot. False if unknown."""
+        d = self.inflight.get(pid)
+        if d is None or d.qos != qos or (qos == 2 and d.state != RELEASING):
+            return False
+        del self.inflight[pid]
+        self._untrack(d)
+        self.broker.metrics["messages.acked"] += 1
+        if self.queue:
+            self.drain()
+        return True
+
+    def received(self, pid: int) -> bool:
+        """PUBREC arrived for a QoS 2 message: it now awaits PUBCOMP."""
+        d = self.inflight.get(pid)
+        if d is None or d.qos != 2:
+            return False
+        if d.state == INFLIGHT:
+            d.state = RELEASING
+            if d.key:
+                self.broker.store_update_meta(self, d)
+        return True
+
+    def discard_inflight(self, pid: int) -> None:
+        """A v5 PUBREC with an error code ends the QoS 2 flow for that message."""
+        d = self.inflight.pop(pid, None)
+        if d is not None:
+            self._untrack(d)
+            if self.queue:
+                self.drain()
+
+    # --- persistence ------------------------------------------------------
+
+    def _track(self, d: Delivery) -> None:
+        if not d.key:
+            d.key = self.next_key
+            self.next_key += 1
+        self.broker.store_put_delivery(self, d)
+
+    def _retrack(self, d: Delivery) -> None:
+        if d.key:
+            self.broker.store_update_meta(self, d)
+        elif self.expiry_interval:
+            self._track(d)
+
+    def _untrack(self, d: Delivery) -> None:
+        if d.key:
+            self.broker.store_delete_delivery(self, d)
+            d.key = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the store keeps of this session besides its messages."""
+        return {
+            "expiry_interval": self.expiry_interval,
+            "created_at": self.created_at,
+            "disconnected_at": self.disconnected_at,
+            "username": self.username,
+            "next_pid": self.next_pid,
+            "awaiting_rel": list(self.awaiting_rel),
+            "subscriptions": [
+                {
+                    "f": s.topic_filter,
+                    "q": s.qos,
+                    "nl": s.no_local,
+                    "rap": s.retain_as_published,
+                    "rh": s.retain_handling,
+                    "id": s.identifier,
+                }
+                for s in self.subscriptions.values()
+            ],
+        }
+
+    def mqueue_len(self) -> int:
+        return len(self.queue)

@@ -1,0 +1,129 @@
+"""Test harness: start the real broker as a subprocess and talk to it over real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+class BrokerProcess:
+    """One ``ferrymq start`` subprocess with its own data directory and port."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.env = env or {}
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"broker-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self) -> BrokerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [
+            sys.executable,
+            "-m",
+            "ferrymq",
+            "start",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "debug",
+            *self.args,
+        ]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("broker did not start:\n" + self.log()) from None
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.proc = None
+        self._log.close()
+        return proc.returncode
+
+    def restart(self) -> BrokerProcess:
+        port = self.port
+        self.stop()
+        self.port = port
+        return self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A broker shared by the tests that only need default settings."""
+    b = BrokerProcess(tmp_path_factory.mktemp("shared-broker"), "--sys-interval", "1").start()
+    yield b
+    assert b.alive(), "the shared broker died during the tests:\n" + b.log()[-4000:]
+    b.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
+    """Start brokers with their own settings; all are stopped after the test."""
+    started: list[BrokerProcess] = []
+
+    def make(
+        *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> BrokerProcess:
+        b = BrokerProcess(data_dir or tmp_path / f"b{len(started)}", *args, env=env).start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique token for client ids and topics, so tests sharing a broker do not meet."""
+    return uuid.uuid4().hex[:10]
