@@ -1,0 +1,129 @@
+"""Compact binary form of a Message for the database.
+
+Layout (little endian)::
+
+    u8 version | u8 flags (qos in bits 0-1, retain in bit 2)
+    f64 expiry deadline, wall clock (0 = never) | f64 created, wall clock
+    u32 topic length | u32 publisher length | u32 properties length
+    topic (UTF-8) | publisher (UTF-8) | properties (JSON, absent when empty) | payload
+
+``Message.expiry_at`` is a ``time.monotonic()`` deadline, meaningless in another
+process, so it is stored as a wall-clock deadline and converted back on load.
+JSON cannot hold bytes or tuples, and properties carry both (correlation_data,
+user_property pairs), so such values are wrapped in one-key tag objects:
+``{"b": base64}`` for bytes, ``{"t": [...]}`` for tuples, ``{"d": {...}}`` for
+nested dicts (so that every dict met while decoding is a tag).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import struct
+import time
+from typing import Any
+
+from ferrymq.core.message import Message
+
+__all__ = ["dump_message", "load_message"]
+
+_VERSION = 1
+_HEADER = struct.Struct("<BBddIII")
+_HEADER_SIZE = _HEADER.size
+_RETAIN = 0x04
+_NEVER_PAST = 1e-9  # a deadline that already passed, but is not 0.0 ("never")
+
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, check_circular=False, separators=(",", ":")
+).encode
+_decode_json = json.JSONDecoder().decode
+
+
+def dump_message(msg: Message) -> bytes:
+    """Serialise ``msg``; the inverse of :func:`load_message`."""
+    topic = msg.topic.encode()
+    publisher = msg.publisher.encode() if msg.publisher else b""
+    props = msg.properties
+    props_data = _encode_json({k: _tag(v) for k, v in props.items()}).encode() if props else b""
+    expiry = msg.expiry_at
+    if expiry:
+        expiry += time.time() - time.monotonic()
+    header = _HEADER.pack(
+        _VERSION,
+        msg.qos | (_RETAIN if msg.retain else 0),
+        expiry,
+        msg.created,
+        len(topic),
+        len(publisher),
+        len(props_data),
+    )
+    return b"".join((header, topic, publisher, props_data, msg.payload))
+
+
+def load_message(data: bytes) -> Message:
+    """Rebuild a Message from :func:`dump_message` output; ValueError when it is not one."""
+    if len(data) < _HEADER_SIZE:
+        raise ValueError("stored message is truncated")
+    version, flags, expiry, created, topic_len, publisher_len, props_len = _HEADER.unpack_from(data)
+    if version != _VERSION:
+        raise ValueError(f"unknown stored message version {version}")
+    start = _HEADER_SIZE
+    end = start + topic_len + publisher_len + props_len
+    if end > len(data):
+        raise ValueError("stored message is truncated")
+    topic = str(data[start : start + topic_len], "utf-8")
+    start += topic_len
+    publisher = str(data[start : start + publisher_len], "utf-8") if publisher_len else ""
+    start += publisher_len
+    props = None
+    if props_len:
+        raw = _decode_json(str(data[start:end], "utf-8"))
+        props = {k: _untag(v) for k, v in raw.items()}
+    if expiry:
+        expiry += time.monotonic() - time.time()
+        if expiry <= 0.0:
+            expiry = _NEVER_PAST
+    return Message(
+        topic,
+        bytes(data[end:]),
+        flags & 0x03,
+        bool(flags & _RETAIN),
+        props,
+        publisher,
+        expiry,
+        created,
+    )
+
+
+def _tag(value: Any) -> Any:
+    """Make ``value`` JSON-representable without losing its type."""
+    if type(value) in (str, int):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"b": binascii.b2a_base64(value, newline=False).decode("ascii")}
+    if isinstance(value, tuple):
+        return {"t": [_tag(v) for v in value]}
+    if isinstance(value, list):
+        return [_tag(v) for v in value]
+    if isinstance(value, dict):
+        return {"d": {k: _tag(v) for k, v in value.items()}}
+    return value
+
+
+def _untag(value: Any) -> Any:
+    """Inverse of :func:`_tag`."""
+    kind = type(value)
+    if kind is list:
+        return [_untag(v) for v in value]
+    if kind is not dict:
+        return value
+    if len(value) != 1:
+        raise ValueError("malformed stored property")
+    ((tag, inner),) = value.items()
+    if tag == "b":
+        return binascii.a2b_base64(inner)
+    if tag == "t":
+        return tuple(_untag(v) for v in inner)
+    if tag == "d":
+        return {k: _untag(v) for k, v in inner.items()}
+    raise ValueError(f"unknown stored property tag {tag!r}")

@@ -1,0 +1,770 @@
+"""SQLite implementation of the storage port.
+
+One writer thread owns the only connection; nothing touches SQLite on the
+event loop. Rules this file keeps:
+
+* Message-path methods only record the latest operation per key in dicts under
+  a lock; the writer swaps those dicts out every ``flush_interval`` and commits
+  them as one transaction (serialising messages there, so operations that
+  cancel out within a batch cost no encoding and no I/O). ``delete_session``
+  drops the session's pending message operations and schedules a wipe of its
+  stored messages, which runs before any message operation of the same batch.
+* Synchronous operations (admin, loading, flush) are jobs queued to the same
+  thread. The writer takes the jobs and the pending writes in one step and
+  commits the writes first, so a job sees every write queued before it.
+* A batch that fails to commit (database locked by another process, disk
+  full) is kept and retried ahead of the next one, in order, for up to
+  ``_GIVE_UP_AFTER`` seconds. The writer thread logs errors and never dies.
+* WAL with synchronous=NORMAL: a killed process loses at most the batch in
+  progress; each batch is one transaction, so the file is never half-written.
+  Message-path writes made after ``close()`` are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from ferrymq.core.message import Message
+from ferrymq.storage.codec import dump_message, load_message
+from ferrymq.storage.store import (
+    ACL_KINDS,
+    AUTH_KINDS,
+    DuplicateError,
+    SessionMessage,
+    StorageError,
+)
+
+__all__ = ["SCHEMA_VERSION", "DuplicateError", "SqliteStore", "StorageError"]
+
+log = logging.getLogger("ferrymq.storage")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_GIVE_UP_AFTER = 300.0  # seconds a failing batch is retried before it is dropped
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, data BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, data TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS session_messages (
+        client_id TEXT NOT NULL, key INTEGER NOT NULL, data BLOB NOT NULL, meta TEXT NOT NULL,
+        PRIMARY KEY (client_id, key))""",
+    """CREATE TABLE IF NOT EXISTS apps (
+        app_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL,
+        description TEXT NOT NULL, enabled INTEGER NOT NULL, created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS auth (
+        kind TEXT NOT NULL, subject TEXT NOT NULL, password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL, PRIMARY KEY (kind, subject))""",
+    """CREATE TABLE IF NOT EXISTS acl (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, topic TEXT NOT NULL,
+        action TEXT NOT NULL, access TEXT NOT NULL, created_at REAL NOT NULL,
+        UNIQUE (kind, subject, topic))""",
+)
+# Upgrades from version N to N + 1, keyed by N; empty while there is one version.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+_WIPE = "DELETE FROM session_messages WHERE client_id = ?"
+_DEL_SESSION = "DELETE FROM sessions WHERE client_id = ?"
+_PUT_SESSION = "INSERT OR REPLACE INTO sessions (client_id, data) VALUES (?, ?)"
+_DEL_MESSAGE = "DELETE FROM session_messages WHERE client_id = ? AND key = ?"
+_SET_META = "UPDATE session_messages SET meta = ? WHERE client_id = ? AND key = ?"
+_PUT_MESSAGE = (
+    "INSERT OR REPLACE INTO session_messages (client_id, key, data, meta) VALUES (?, ?, ?, ?)"
+)
+_DEL_RETAINED = "DELETE FROM retained WHERE topic = ?"
+_PUT_RETAINED = "INSERT OR REPLACE INTO retained (topic, data) VALUES (?, ?)"
+
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode_json = json.JSONDecoder().decode
+
+# A pending session-message operation: (msg, meta) is a put, (None, meta) a meta
+# update, None a delete.
+_MessageOp = tuple[Message | None, dict[str, Any]] | None
+_Statements = list[tuple[str, list[tuple[Any, ...]]]]
+_Job = tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]
+_Batch = tuple[
+    dict[str, Message | None],  # retained: topic -> message, None to delete
+    dict[str, dict[str, Any] | None],  # sessions: client id -> data, None to delete
+    set[str],  # client ids whose stored messages are wiped first
+    dict[str, dict[int, _MessageOp]],  # session messages: client id -> key -> operation
+]
+
+
+def _stop(conn: sqlite3.Connection) -> None:
+    """Job that ends the writer loop (recognised by identity)."""
+
+
+class SqliteStore:
+    """Durable state in one SQLite file (or ``":memory:"``), see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        flush_interval: float = 0.05,
+        *,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if flush_interval <= 0:
+            raise ValueError("flush_interval must be positive")
+        self.path = os.fspath(path)
+        self.flush_interval = flush_interval
+        self._busy_ms = int(busy_timeout * 1000)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._state = "new"  # -> "opening" -> "open" -> "closing" -> "closed"
+        self._thread: threading.Thread | None = None
+        self._writer_ident: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        # Pending message-path operations; swapped out by the writer under _lock.
+        self._retained: dict[str, Message | None] = {}
+        self._sessions: dict[str, dict[str, Any] | None] = {}
+        self._wipes: set[str] = set()
+        self._messages: dict[str, dict[int, _MessageOp]] = {}
+        self._jobs: list[_Job] = []
+        # Writer-thread state: statements of batches that failed to commit.
+        self._backlog: _Statements = []
+        self._failures = 0
+        self._failing_since = 0.0
+
+    # --- lifecycle ---
+
+    def open(self) -> None:
+        """Create the file (and its directory), the schema, switch to WAL; start the writer."""
+        with self._lock:
+            if self._state != "new":
+                raise StorageError(f"store is {self._state}")
+            self._state = "opening"
+        ready: Future[None] = Future()
+        thread = threading.Thread(
+            target=self._writer, args=(ready,), name="ferrymq-storage", daemon=True
+        )
+        thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            thread.join()
+            with self._lock:
+                self._state = "new"
+            raise
+        self._thread = thread
+        with self._lock:
+            self._state = "open"
+        atexit.register(self.close)  # a process that forgets close() still commits
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer thread and close the database."""
+        with self._lock:
+            if self._state != "open":
+                return
+            self._state = "closing"
+            done: Future[None] = Future()
+            self._jobs.append((_stop, (), done))
+        atexit.unregister(self.close)
+        self._wake.set()
+        done.result()
+        assert self._thread is not None
+        self._thread.join()
+        self._thread = None
+        with self._lock:
+            self._state = "closed"
+
+    def __enter__(self) -> SqliteStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def flush(self) -> None:
+        """Block until every write queued before the call is committed.
+
+        Raises StorageError when the batch could not be committed (it stays
+        queued and is retried).
+        """
+        self._run(self._check_flushed)
+
+    # --- message path ---
+
+    def put_retained(self, msg: Message) -> None:
+        with self._lock:
+            self._retained[msg.topic] = msg
+
+    def delete_retained(self, topic: str) -> None:
+        with self._lock:
+            self._retained[topic] = None
+
+    def put_session(self, client_id: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._sessions[client_id] = data
+
+    def delete_session(self, client_id: str) -> None:
+        with self._lock:
+            self._sessions[client_id] = None
+            self._messages.pop(client_id, None)
+            self._wipes.add(client_id)
+
+    def put_session_message(
+        self, client_id: str, key: int, msg: Message, meta: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            ops = self._messages.get(client_id)
+            if ops is None:
+                self._messages[client_id] = {key: (msg, meta)}
+            else:
+                ops[key] = (msg, meta)
+
+    def update_session_message_meta(self, client_id: str, key: int, meta: dict[str, Any]) -> None:
+        with self._lock:
+            ops = self._messages.get(client_id)
+            if ops is None:
+                self._messages[client_id] = {key: (None, meta)}
+                return
+            op = ops.get(key, False)
+            if op is False:
+                ops[key] = (None, meta)
+            elif op is not None:  # a pending put or meta update: replace its meta
+                ops[key] = (op[0], meta)
+            # else: deleted in this batch, stays deleted
+
+    def delete_session_message(self, client_id: str, key: int) -> None:
+        with self._lock:
+            ops = self._messages.get(client_id)
+            if ops is None:
+                self._messages[client_id] = {key: None}
+            else:
+                ops[key] = None
+
+    # --- start-up loading ---
+
+    def load_retained(self) -> list[Message]:
+        return self._run(_load_retained)
+
+    def load_sessions(self) -> dict[str, dict[str, Any]]:
+        return self._run(_load_sessions)
+
+    def load_session_messages(self) -> dict[str, list[SessionMessage]]:
+        return self._run(_load_session_messages)
+
+    # --- admin data ---
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` without blocking the event loop.
+
+        A method of this store goes straight to the writer thread; any other
+        callable runs in the loop's default executor.
+        """
+        if getattr(fn, "__self__", None) is self:
+            name = fn.__name__
+            job = self._check_flushed if name == "flush" else _JOBS.get(name)
+            if job is not None:
+                return await asyncio.wrap_future(self._submit(job, args))
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def add_app(
+        self, app_id: str, name: str, secret_hash: str, desc: str = "", enabled: bool = True
+    ) -> None:
+        self._run(_add_app, app_id, name, secret_hash, desc, enabled)
+
+    def get_app(self, app_id: str) -> dict[str, Any] | None:
+        return self._run(_get_app, app_id)
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        return self._run(_list_apps)
+
+    def set_app_enabled(self, app_id: str, enabled: bool) -> bool:
+        return self._run(_set_app_enabled, app_id, enabled)
+
+    def delete_app(self, app_id: str) -> bool:
+        return self._run(_delete_app, app_id)
+
+    def add_auth(self, kind: str, subject: str, password_hash: str) -> None:
+        self._run(_add_auth, kind, subject, password_hash)
+
+    def get_auth(self, kind: str, subject: str) -> dict[str, Any] | None:
+        return self._run(_get_auth, kind, subject)
+
+    def list_auth(self, kind: str) -> list[dict[str, Any]]:
+        return self._run(_list_auth, kind)
+
+    def update_auth(self, kind: str, subject: str, password_hash: str) -> bool:
+        return self._run(_update_auth, kind, subject, password_hash)
+
+    def delete_auth(self, kind: str, subject: str) -> bool:
+        return self._run(_delete_auth, kind, subject)
+
+    def put_acl(self, kind: str, subject: str, topic: str, action: str, access: str) -> None:
+        """Add a rule, or change action/access of the rule with the same (kind, subject, topic).
+
+        A changed rule keeps its place in the order and its created_at.
+        """
+        self._run(_put_acl, kind, subject, topic, action, access)
+
+    def list_acl(self, kind: str | None = None, subject: str | None = None) -> list[dict[str, Any]]:
+        return self._run(_list_acl, kind, subject)
+
+    def delete_acl(self, kind: str, subject: str, topic: str) -> bool:
+        return self._run(_delete_acl, kind, subject, topic)
+
+    # --- jobs ---
+
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
+        fut: Future[T] = Future()
+        with self._lock:
+            if self._state != "open":
+                raise StorageError(f"store is {self._state}")
+            self._jobs.append((fn, args, fut))
+        self._wake.set()
+        return fut
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if threading.get_ident() == self._writer_ident:  # re-entrant use from a job
+            assert self._conn is not None
+            return fn(self._conn, *args)
+        return self._submit(fn, args).result()
+
+    def _check_flushed(self, conn: sqlite3.Connection) -> None:
+        if self._backlog:
+            raise StorageError("queued writes could not be committed yet; they will be retried")
+
+    # --- writer thread ---
+
+    def _writer(self, ready: Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        self._conn = conn
+        self._writer_ident = threading.get_ident()
+        ready.set_result(None)
+        stopped: Future[None] | None = None
+        try:
+            while stopped is None:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                with self._lock:
+                    jobs = self._jobs
+                    self._jobs = []
+                    batch = self._take_batch()
+                try:
+                    if batch is not None or self._backlog:
+                        self._commit(conn, batch)
+                except Exception:
+                    log.exception("storage writer failed on a batch")
+                for fn, args, fut in jobs:
+                    if fn is _stop:
+                        stopped = fut
+                        continue
+                    try:
+                        self._run_job(conn, fn, args, fut)
+                    except Exception:
+                        log.exception("storage writer failed on a job")
+        finally:
+            self._writer_ident = None
+            self._conn = None
+            if self._backlog:
+                log.error("closing with %d uncommitted write statements", len(self._backlog))
+            try:
+                conn.close()
+            except sqlite3.Error:
+                log.exception("closing the database failed")
+            if stopped is not None:
+                stopped.set_result(None)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(parent, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal" and self.path != ":memory:":
+                log.warning("database %s is in journal mode %s, not WAL", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _create_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _take_batch(self) -> _Batch | None:
+        """Swap out the pending operations (caller holds _lock)."""
+        if not (self._retained or self._sessions or self._messages or self._wipes):
+            return None
+        batch = (self._retained, self._sessions, self._wipes, self._messages)
+        self._retained = {}
+        self._sessions = {}
+        self._wipes = set()
+        self._messages = {}
+        return batch
+
+    def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> None:
+        statements = self._backlog + _statements(*batch) if batch is not None else self._backlog
+        if not statements:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            _rollback(conn)
+            now = time.monotonic()
+            if not self._failures:
+                self._failing_since = now
+            self._failures += 1
+            if now - self._failing_since > _GIVE_UP_AFTER:
+                log.error(
+                    "dropping %d write statements after %d failed commits: %s",
+                    len(statements),
+                    self._failures,
+                    exc,
+                )
+                self._backlog = []
+                self._failures = 0
+                return
+            self._backlog = statements
+            if self._failures & (self._failures - 1) == 0:  # 1, 2, 4, 8 ...: rate-limited
+                log.error(
+                    "committing a batch failed (attempt %d), will retry: %s", self._failures, exc
+                )
+            return
+        if self._failures:
+            log.warning("batch committed after %d failed attempts", self._failures)
+            self._failures = 0
+        self._backlog = []
+
+    def _run_job(
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        fut: Future[Any],
+    ) -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            result = fn(conn, *args)
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            fut.set_exception(StorageError(str(exc)))
+        except Exception as exc:
+            _rollback(conn)
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in _SCHEMA:
+            conn.execute(sql)
+        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        if version is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif version > SCHEMA_VERSION:
+            raise StorageError(
+                f"database schema version {version} is newer than this ferrymq ({SCHEMA_VERSION})"
+            )
+        else:
+            while version < SCHEMA_VERSION:
+                for sql in _MIGRATIONS[version]:
+                    conn.execute(sql)
+                version += 1
+            conn.execute("UPDATE schema_version SET version = ?", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+
+def _statements(
+    retained: dict[str, Message | None],
+    sessions: dict[str, dict[str, Any] | None],
+    wipes: set[str],
+    messages: dict[str, dict[int, _MessageOp]],
+) -> _Statements:
+    """Encode one batch; an operation that cannot be encoded is logged and skipped."""
+    out: _Statements = []
+    if wipes:
+        out.append((_WIPE, [(cid,) for cid in wipes]))
+    if sessions:
+        deletes: list[tuple[Any, ...]] = []
+        puts: list[tuple[Any, ...]] = []
+        for cid, data in sessions.items():
+            if data is None:
+                deletes.append((cid,))
+                continue
+            try:
+                puts.append((cid, _encode_json(data)))
+            except Exception:
+                log.exception("cannot store session %r", cid)
+        out.append((_DEL_SESSION, deletes))
+        out.append((_PUT_SESSION, puts))
+    if messages:
+        deletes = []
+        metas: list[tuple[Any, ...]] = []
+        puts = []
+        for cid, ops in messages.items():
+            for key, op in ops.items():
+                if op is None:
+                    deletes.append((cid, key))
+                    continue
+                msg, meta = op
+                try:
+                    if msg is None:
+                        metas.append((_encode_json(meta), cid, key))
+                    else:
+                        puts.append((cid, key, dump_message(msg), _encode_json(meta)))
+                except Exception:
+                    log.exception("cannot store message %r of session %r", key, cid)
+        out.append((_DEL_MESSAGE, deletes))
+        out.append((_SET_META, metas))
+        out.append((_PUT_MESSAGE, puts))
+    if retained:
+        deletes = []
+        puts = []
+        for topic, msg in retained.items():
+            if msg is None:
+                deletes.append((topic,))
+                continue
+            try:
+                puts.append((topic, dump_message(msg)))
+            except Exception:
+                log.exception("cannot store retained message on %r", topic)
+        out.append((_DEL_RETAINED, deletes))
+        out.append((_PUT_RETAINED, puts))
+    return [stmt for stmt in out if stmt[1]]
+
+
+# --- jobs run on the writer thread; each takes the connection first ---
+
+
+def _load_retained(conn: sqlite3.Connection) -> list[Message]:
+    out = []
+    for topic, data in conn.execute("SELECT topic, data FROM retained"):
+        try:
+            out.append(load_message(data))
+        except ValueError:
+            log.exception("skipping unreadable retained message on %r", topic)
+    return out
+
+
+def _load_sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    out = {}
+    for cid, data in conn.execute("SELECT client_id, data FROM sessions"):
+        try:
+            out[cid] = _decode_json(data)
+        except ValueError:
+            log.exception("skipping unreadable session %r", cid)
+    return out
+
+
+def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMessage]]:
+    out: dict[str, list[SessionMessage]] = {}
+    rows = conn.execute(
+        "SELECT client_id, key, data, meta FROM session_messages ORDER BY client_id, key"
+    )
+    for cid, key, data, meta in rows:
+        try:
+            record = (key, load_message(data), _decode_json(meta))
+        except ValueError:
+            log.exception("skipping unreadable message %r of session %r", key, cid)
+            continue
+        items = out.get(cid)
+        if items is None:
+            out[cid] = [record]
+        else:
+            items.append(record)
+    return out
+
+
+_APP_COLUMNS = "app_id, name, secret_hash, description, enabled, created_at"
+
+
+def _app(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "app_id": row[0],
+        "name": row[1],
+        "secret_hash": row[2],
+        "desc": row[3],
+        "enabled": bool(row[4]),
+        "created_at": row[5],
+    }
+
+
+def _add_app(
+    conn: sqlite3.Connection,
+    app_id: str,
+    name: str,
+    secret_hash: str,
+    desc: str = "",
+    enabled: bool = True,
+) -> None:
+    cur = conn.execute(
+        f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (app_id, name, secret_hash, desc, int(bool(enabled)), time.time()),
+    )
+    if cur.rowcount == 0:
+        raise DuplicateError(app_id)
+
+
+def _get_app(conn: sqlite3.Connection, app_id: str) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_APP_COLUMNS} FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+    return None if row is None else _app(row)
+
+
+def _list_apps(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY created_at, app_id")
+    return [_app(row) for row in rows]
+
+
+def _set_app_enabled(conn: sqlite3.Connection, app_id: str, enabled: bool) -> bool:
+    cur = conn.execute("UPDATE apps SET enabled = ? WHERE app_id = ?", (int(bool(enabled)), app_id))
+    return cur.rowcount > 0
+
+
+def _delete_app(conn: sqlite3.Connection, app_id: str) -> bool:
+    return conn.execute("DELETE FROM apps WHERE app_id = ?", (app_id,)).rowcount > 0
+
+
+def _check_auth_kind(kind: str) -> None:
+    if kind not in AUTH_KINDS:
+        raise ValueError(f"auth kind must be one of {AUTH_KINDS}, not {kind!r}")
+
+
+def _add_auth(conn: sqlite3.Connection, kind: str, subject: str, password_hash: str) -> None:
+    _check_auth_kind(kind)
+    cur = conn.execute(
+        "INSERT INTO auth (kind, subject, password_hash, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (kind, subject, password_hash, time.time()),
+    )
+    if cur.rowcount == 0:
+        raise DuplicateError(subject)
+
+
+def _get_auth(conn: sqlite3.Connection, kind: str, subject: str) -> dict[str, Any] | None:
+    _check_auth_kind(kind)
+    row = conn.execute(
+        "SELECT subject, password_hash, created_at FROM auth WHERE kind = ? AND subject = ?",
+        (kind, subject),
+    ).fetchone()
+    if row is None:
+        return None
+    return {"subject": row[0], "password_hash": row[1], "created_at": row[2]}
+
+
+def _list_auth(conn: sqlite3.Connection, kind: str) -> list[dict[str, Any]]:
+    _check_auth_kind(kind)
+    rows = conn.execute(
+        "SELECT subject, password_hash, created_at FROM auth WHERE kind = ?"
+        " ORDER BY created_at, subject",
+        (kind,),
+    )
+    return [{"subject": s, "password_hash": h, "created_at": c} for s, h, c in rows]
+
+
+def _update_auth(conn: sqlite3.Connection, kind: str, subject: str, password_hash: str) -> bool:
+    _check_auth_kind(kind)
+    cur = conn.execute(
+        "UPDATE auth SET password_hash = ? WHERE kind = ? AND subject = ?",
+        (password_hash, kind, subject),
+    )
+    return cur.rowcount > 0
+
+
+def _delete_auth(conn: sqlite3.Connection, kind: str, subject: str) -> bool:
+    _check_auth_kind(kind)
+    cur = conn.execute("DELETE FROM auth WHERE kind = ? AND subject = ?", (kind, subject))
+    return cur.rowcount > 0
+
+
+def _check_acl_kind(kind: str, subject: str) -> None:
+    if kind not in ACL_KINDS:
+        raise ValueError(f"ACL kind must be one of {ACL_KINDS}, not {kind!r}")
+    if kind == "all" and subject:
+        raise ValueError('ACL rules of kind "all" have the subject ""')
+
+
+def _put_acl(
+    conn: sqlite3.Connection, kind: str, subject: str, topic: str, action: str, access: str
+) -> None:
+    _check_acl_kind(kind, subject)
+    conn.execute(
+        "INSERT INTO acl (kind, subject, topic, action, access, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, subject, topic)"
+        " DO UPDATE SET action = excluded.action, access = excluded.access",
+        (kind, subject, topic, action, access, time.time()),
+    )
+
+
+def _list_acl(
+    conn: sqlite3.Connection, kind: str | None = None, subject: str | None = None
+) -> list[dict[str, Any]]:
+    where = []
+    params = []
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if subject is not None:
+        where.append("subject = ?")
+        params.append(subject)
+    sql = "SELECT kind, subject, topic, action, access, created_at FROM acl"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = conn.execute(sql + " ORDER BY id", params)
+    return [
+        {"kind": k, "subject": s, "topic": t, "action": a, "access": x, "created_at": c}
+        for k, s, t, a, x, c in rows
+    ]
+
+
+def _delete_acl(conn: sqlite3.Connection, kind: str, subject: str, topic: str) -> bool:
+    cur = conn.execute(
+        "DELETE FROM acl WHERE kind = ? AND subject = ? AND topic = ?", (kind, subject, topic)
+    )
+    return cur.rowcount > 0
+
+
+# Store method name -> writer job with the same parameters (after the connection),
+# so that ``call`` can skip the executor thread.
+_JOBS: dict[str, Callable[..., Any]] = {
+    "load_retained": _load_retained,
+    "load_sessions": _load_sessions,
+    "load_session_messages": _load_session_messages,
+    "add_app": _add_app,
+    "get_app": _get_app,
+    "list_apps": _list_apps,
+    "set_app_enabled": _set_app_enabled,
+    "delete_app": _delete_app,
+    "add_auth": _add_auth,
+    "get_auth": _get_auth,
+    "list_auth": _list_auth,
+    "update_auth": _update_auth,
+    "delete_auth": _delete_auth,
+    "put_acl": _put_acl,
+    "list_acl": _list_acl,
+    "delete_acl": _delete_acl,
+}
