@@ -32,6 +32,11 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
+# Credentials of the API app every test broker creates at start (tests/api_http.py).
+API_APP_ID = "test-app"
+API_APP_SECRET = "test-secret"
+
+
 class BrokerProcess:
     """One ``ferrymq start`` subprocess with its own data directory and port."""
 
@@ -40,6 +45,7 @@ class BrokerProcess:
         self.args = list(args)
         self.env = env or {}
         self.port = free_port()
+        self.api_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"broker-{uuid.uuid4().hex[:6]}.log"
 
@@ -47,6 +53,8 @@ class BrokerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("FERRYMQ_API_APP_ID", API_APP_ID)
+        env.setdefault("FERRYMQ_API_APP_SECRET", API_APP_SECRET)
         cmd = [
             sys.executable,
             "-m",
@@ -58,6 +66,8 @@ class BrokerProcess:
             str(self.data_dir),
             "--log-level",
             "debug",
+            "--api-port",
+            str(self.api_port),
             *self.args,
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115

@@ -73,16 +73,41 @@ class Settings:
     flush_interval: float = _s(0.05, "seconds between durable-state commits")
     log_level: str = _s("info", "log level", ("debug", "info", "warning", "error"))
     log_format: str = _s("text", "log line format", ("text", "json"))
+    # --- management API ---
+    api_bind: str = _s("127.0.0.1", "address of the management REST API")
+    api_port: int = _s(8081, "port of the management REST API (0: no API)")
+    api_certfile: str = _s("", "PEM certificate chain: serve the API over HTTPS")
+    api_keyfile: str = _s("", "PEM private key of api_certfile")
+    api_max_body: int = _s(4194304, "largest API request body accepted, in bytes")
+    api_app_id: str = _s("", "AppID of an API app to create at start (with api_app_secret)")
+    api_app_secret: str = _s("", "AppSecret of api_app_id; stored hashed")
+
+    def __post_init__(self) -> None:
+        # The [[listeners]] tables of the config file; not a flag or variable.
+        self.listeners: list[ListenerSettings] = []
 
     @property
     def db_path(self) -> Path:
         return Path(self.data_dir) / "ferrymq.db"
 
     def anonymous_allowed(self) -> bool:
-        """Resolve allow_anonymous: explicit value, else only when bound to loopback."""
+        """Resolve allow_anonymous: explicit value, else only when every listener is loopback."""
         if self.allow_anonymous is not None:
             return self.allow_anonymous
-        return _is_loopback(self.bind)
+        return all(_is_loopback(spec.bind) for spec in self.effective_listeners())
+
+    def effective_listeners(self) -> list[ListenerSettings]:
+        """The listeners to open: the [[listeners]] tables, else one TCP on bind:port."""
+        if not self.listeners:
+            return [ListenerSettings(kind="tcp", name="default", bind=self.bind, port=self.port)]
+        return [
+            dataclasses.replace(
+                spec,
+                bind=spec.bind or self.bind,
+                port=LISTENER_PORTS[spec.kind] if spec.port is None else spec.port,
+            )
+            for spec in self.listeners
+        ]
 
 
 def _is_loopback(host: str) -> bool:
@@ -92,6 +117,114 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+LISTENER_PORTS = {"tcp": 1883, "ssl": 8883, "ws": 8083, "wss": 8084}
+_CERT_IDENTITY = ("", "cn", "dn", "san", "md5")
+_TLS_ONLY = ("certfile", "keyfile", "cafile", "verify_peer", "fail_if_no_peer_cert")
+_TLS_ONLY += ("peer_cert_as_username", "peer_cert_as_clientid")
+_WS_ONLY = ("path", "proxy_header")
+
+
+@dataclass
+class ListenerSettings:
+    """One ``[[listeners]]`` table: a socket the broker accepts MQTT connections on."""
+
+    kind: str = "tcp"  # tcp | ssl | ws | wss
+    name: str = ""  # unique per kind; default "default", then "default2", ...
+    bind: str = ""  # empty: the top-level ``bind``
+    port: int | None = None  # None: 1883 / 8883 / 8083 / 8084 by kind; 0: a free port
+    zone: str = "default"
+    max_connections: int = 0  # open sockets on this listener (0: unlimited)
+    max_conn_rate: float = 0.0  # new connections accepted per second (0: unlimited)
+    proxy_protocol: bool = False  # expect a PROXY protocol v1/v2 header first
+    certfile: str = ""  # ssl/wss: PEM certificate chain
+    keyfile: str = ""  # ssl/wss: PEM private key
+    cafile: str = ""  # ssl/wss: CAs that sign client certificates
+    verify_peer: bool = False  # ssl/wss: ask for and verify a client certificate
+    fail_if_no_peer_cert: bool = False  # ssl/wss: refuse clients without a certificate
+    peer_cert_as_username: str = ""  # ssl/wss: "cn", "dn", "san" or "md5" of the certificate
+    peer_cert_as_clientid: str = ""  # ssl/wss: as peer_cert_as_username
+    path: str = "/mqtt"  # ws/wss: HTTP path of the WebSocket endpoint
+    proxy_header: str = ""  # ws/wss: "x-forwarded-for" to trust that header
+
+    @property
+    def tls(self) -> bool:
+        return self.kind in ("ssl", "wss")
+
+    @property
+    def websocket(self) -> bool:
+        return self.kind in ("ws", "wss")
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def parse_listeners(tables: Any, origin: str) -> list[ListenerSettings]:
+    """Validate the ``[[listeners]]`` tables of a config file."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{origin}: listeners must be [[listeners]] tables")
+    known = {f.name: f for f in fields(ListenerSettings)}
+    specs: list[ListenerSettings] = []
+    names: set[str] = set()
+    addresses: set[tuple[str, int]] = set()
+    for i, table in enumerate(tables):
+        where = f"{origin}: listeners[{i}]"
+        spec = ListenerSettings()
+        for key, value in table.items():
+            f = known.get(key)
+            if f is None:
+                raise ConfigError(f"{where}: unknown setting {key!r}")
+            setattr(spec, key, _convert(f"{where}.{key}", _field_type(f), value))
+        _check_listener(spec, table, where)
+        if not spec.name:
+            same = sum(1 for s in specs if s.kind == spec.kind)
+            spec.name = "default" if not same else f"default{same + 1}"
+        if spec.id in names:
+            raise ConfigError(f"{where}: a {spec.kind} listener named {spec.name!r} exists already")
+        names.add(spec.id)
+        port = LISTENER_PORTS[spec.kind] if spec.port is None else spec.port
+        if port and (spec.bind, port) in addresses:
+            raise ConfigError(f"{where}: port {port} is used by another listener")
+        addresses.add((spec.bind, port))
+        specs.append(spec)
+    return specs
+
+
+def _check_listener(spec: ListenerSettings, table: dict[str, Any], where: str) -> None:
+    if spec.kind not in LISTENER_PORTS:
+        raise ConfigError(f"{where}: kind must be one of tcp, ssl, ws, wss, got {spec.kind!r}")
+    if spec.port is not None and not 0 <= spec.port <= 65535:
+        raise ConfigError(f"{where}: port must be 0..65535, got {spec.port}")
+    if spec.max_connections < 0 or spec.max_conn_rate < 0:
+        raise ConfigError(f"{where}: max_connections and max_conn_rate must be >= 0")
+    for key in _TLS_ONLY if not spec.tls else ():
+        if key in table:
+            raise ConfigError(f"{where}: {key} applies to ssl and wss listeners only")
+    for key in _WS_ONLY if not spec.websocket else ():
+        if key in table:
+            raise ConfigError(f"{where}: {key} applies to ws and wss listeners only")
+    for key in ("peer_cert_as_username", "peer_cert_as_clientid"):
+        if getattr(spec, key) not in _CERT_IDENTITY:
+            raise ConfigError(f"{where}: {key} must be one of cn, dn, san, md5")
+        if getattr(spec, key) and not spec.verify_peer:
+            raise ConfigError(f"{where}: {key} needs verify_peer = true")
+    if spec.proxy_header not in ("", "x-forwarded-for"):
+        raise ConfigError(f'{where}: proxy_header must be "x-forwarded-for"')
+    if spec.websocket and not spec.path.startswith("/"):
+        raise ConfigError(f"{where}: path must start with /, got {spec.path!r}")
+    if spec.tls:
+        if not spec.certfile or not spec.keyfile:
+            raise ConfigError(f"{where}: a {spec.kind} listener needs certfile and keyfile")
+        if spec.verify_peer and not spec.cafile:
+            raise ConfigError(f"{where}: verify_peer needs cafile")
+        if spec.fail_if_no_peer_cert and not spec.verify_peer:
+            raise ConfigError(f"{where}: fail_if_no_peer_cert needs verify_peer = true")
+        for key in ("certfile", "keyfile", "cafile"):
+            path = getattr(spec, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{where}: {key} {path} not found")
 
 
 def _field_type(f: dataclasses.Field[Any]) -> type:
@@ -128,6 +261,34 @@ def _convert(name: str, kind: type, value: Any) -> Any:
     return value
 
 
+# Inclusive bounds of numeric MQTT settings (None: no upper bound). A value outside
+# them would break the protocol (a QoS 3 grant, a receive maximum of 0, a port that
+# wraps around), so it is refused here rather than met later on the wire.
+_U32 = 0xFFFFFFFF
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "port": (0, 65535),
+    "max_connections": (0, None),
+    "connect_timeout": (0.001, None),
+    "max_packet_size": (16, 268_435_460),
+    "max_clientid_len": (1, 65535),
+    "max_topic_levels": (1, None),
+    "max_topic_length": (1, 65535),
+    "max_qos": (0, 2),
+    "max_subscriptions": (0, None),
+    "max_inflight": (1, 65535),
+    "max_mqueue_len": (1, None),
+    "max_awaiting_rel": (1, 65535),
+    "topic_alias_maximum": (0, 65535),
+    "max_retained_messages": (0, None),
+    "session_expiry_interval": (0, _U32),
+    "max_session_expiry_interval": (0, _U32),
+    "server_keepalive": (0, 65535),
+    "max_keepalive": (1, 65535),
+    "sys_interval": (0, None),
+    "flush_interval": (0.001, None),
+}
+
+
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
     known = {f.name: f for f in fields(Settings)}
     for name, value in values.items():
@@ -138,6 +299,12 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+        bounds = _RANGES.get(name)
+        if bounds is not None and not (
+            bounds[0] <= value and (bounds[1] is None or value <= bounds[1])
+        ):
+            limit = f"at least {bounds[0]}" if bounds[1] is None else f"{bounds[0]}..{bounds[1]}"
+            raise ConfigError(f"{name}: must be {limit}, got {value!r}")
         setattr(settings, name, value)
 
 
@@ -183,6 +350,8 @@ def load(
             raise ConfigError(f"config file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        if "listeners" in data:
+            settings.listeners = parse_listeners(data.pop("listeners"), str(path))
         _apply(settings, data, str(path))
     env = os.environ if environ is None else environ
     env_values = {

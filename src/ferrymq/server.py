@@ -7,11 +7,11 @@ import logging
 import signal
 import sys
 
-from ferrymq import __version__
+from ferrymq.api.app import ApiServer, start_api
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.storage.sqlite import SqliteStore
-from ferrymq.transport.tcp import start_tcp_listener
+from ferrymq.transport.listeners import ListenerManager
 
 log = logging.getLogger("ferrymq")
 
@@ -23,14 +23,15 @@ async def serve(settings: Settings) -> None:
     store.open()
     broker = Broker(settings, store, loop)
     servers: list[asyncio.Server] = []
+    listeners: ListenerManager | None = None
+    api: ApiServer | None = None
     try:
         broker.load_state()
         broker.start()
-        server = await start_tcp_listener(broker, settings.bind, settings.port)
-        servers.append(server)
-        for sock in server.sockets:
-            host, port = sock.getsockname()[:2]
-            log.info("ferrymq %s: MQTT listener tcp://%s:%s", __version__, host, port)
+        api = await start_api(broker)
+        listeners = ListenerManager(broker, settings.effective_listeners())
+        await listeners.start()
+        broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         stop = asyncio.Event()
@@ -39,10 +40,16 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if api is not None:
+            await api.stop()
+        if listeners is not None:
+            listeners.close()
         for server in servers:
             server.close()
         broker.shutdown()
         await asyncio.sleep(0.05)  # let transports write their last bytes
+        if listeners is not None:
+            await listeners.wait_closed()
         store.close()
         log.info("stopped")
 

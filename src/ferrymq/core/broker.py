@@ -51,6 +51,15 @@ log = logging.getLogger("ferrymq.broker")
 
 _MAX_PAUSE = 1.0
 _QOS_RECEIVED = ("messages.qos0.received", "messages.qos1.received", "messages.qos2.received")
+# Counters that $SYS publications must not move (see _publish_sys).
+_SYS_UNCOUNTED = (
+    "messages.received",
+    "messages.qos0.received",
+    "messages.publish",
+    "messages.retained",
+    "messages.dropped",
+    "messages.dropped.no_subscribers",
+)
 _WILL_FORWARDED = (
     "payload_format_indicator",
     "content_type",
@@ -165,9 +174,11 @@ class Broker:
         )
 
     def start(self) -> None:
-        self._housekeeping = self.loop.call_later(1.0, self._tick)
+        # $SYS first: a tick scheduled before it would find less than one interval
+        # passed and skip, doubling the first $SYS period.
         if self.settings.sys_interval > 0:
             self._publish_sys()
+        self._housekeeping = self.loop.call_later(1.0, self._tick)
 
     def shutdown(self) -> None:
         """Tell every client we are going (MQTT 5: 0x8B), close them, persist sessions."""
@@ -214,10 +225,12 @@ class Broker:
         session = self.sessions.get(client_id)
         if session is not None:
             if session.will_timer is not None:
-                # Reconnected within the will delay: the will is not sent.
+                # Resumed within the will delay: the will is not sent. A clean start
+                # ends the session instead, and _end_session publishes the will.
                 session.will_timer.cancel()
                 session.will_timer = None
-                session.will = None
+                if not clean_start:
+                    session.will = None
             if session.expiry_timer is not None:
                 session.expiry_timer.cancel()
                 session.expiry_timer = None
@@ -456,7 +469,7 @@ class Broker:
                 )
                 group, plain = parse_shared(topic_filter)
             except TopicError:
-                metrics["packets.subscribe.error"] = metrics.get("packets.subscribe.error", 0) + 1
+                metrics["packets.subscribe.error"] += 1
                 codes.append(rc.TOPIC_FILTER_INVALID)
                 continue
             if group is not None and not settings.shared_subscription:
@@ -594,8 +607,13 @@ class Broker:
         from ferrymq.core.sys_topics import sys_messages
 
         self._last_sys = time.monotonic()
-        for topic, payload in sys_messages(self):
+        # The broker describing itself is not traffic: restore the inbound counters
+        # afterwards so an idle broker does not report messages received and dropped.
+        metrics = self.metrics
+        saved = [(key, metrics[key]) for key in _SYS_UNCOUNTED]
+        for topic, payload in list(sys_messages(self)):
             self.publish(Message(topic, payload, 0, True))
+        metrics.update(saved)
 
     # --- persistence hooks (called by Session) --------------------------------
 

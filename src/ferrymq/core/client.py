@@ -94,6 +94,9 @@ class Client:
         self.session: Session | None = None
         self.client_id = ""
         self.username: str | None = None
+        # Set by a TLS listener (peer_cert_as_username / _clientid): override CONNECT.
+        self.cert_username: str | None = None
+        self.cert_clientid: str | None = None
         self.proto_name = "MQTT"
         self.clean_start = True
         self.keepalive = 0
@@ -168,7 +171,7 @@ class Client:
                 handlers[packet.type](packet)
                 connected = self.connected
         if error is not None and not self.closing:
-            self._on_decode_error(error)
+            self._on_decode_error(error, data)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -298,15 +301,25 @@ class Client:
                 aliases[topic] = alias
                 props["topic_alias"] = alias
         data = encode_publish(wire_topic, msg.payload, qos, retain, False, 0, props, self.version)
+        if wire_topic and alias is not None and 0 < self.max_packet_out < len(data):
+            # A new alias on a packet too large to send: the client never learns it.
+            del aliases[topic]
         return data, _pid_offset(data, wire_topic)
 
     def send_pubrel(self, pid: int) -> None:
         self.send_packet(Pubrel(pid))
 
-    def send_disconnect(self, reason: int) -> None:
-        """MQTT 5: tell the client why we close; MQTT 3 has no server DISCONNECT."""
+    def send_disconnect(self, reason: int, text: str = "") -> None:
+        """MQTT 5: tell the client why we close (code and reason string); MQTT 3 has no
+        server DISCONNECT."""
         if self.version == MQTT5 and self.connected:
-            self.send_packet(Disconnect(reason))
+            self.send_packet(Disconnect(reason, self._reason_string(text)))
+
+    def _reason_string(self, text: str) -> dict[str, Any] | None:
+        """The reason string property, unless it could break the client's maximum packet size."""
+        if not text or (self.max_packet_out and len(text) + 16 > self.max_packet_out):
+            return None
+        return {"reason_string": text}
 
     def close(self, reason: str = "closed") -> None:
         """Flush what is queued and close the connection."""
@@ -325,7 +338,7 @@ class Client:
         self.broker.client_closed(self)
 
     def kick(self, reason_code: int, reason: str) -> None:
-        self.send_disconnect(reason_code)
+        self.send_disconnect(reason_code, reason)
         self.close(reason)
 
     # --- errors and timers ----------------------------------------------
@@ -349,11 +362,11 @@ class Client:
             return
         self.timer = self.broker.loop.call_later(limit - idle, self._keepalive_check)
 
-    def _on_decode_error(self, error: MQTTError) -> None:
+    def _on_decode_error(self, error: MQTTError, data: bytes = b"") -> None:
         if not self.connected:
             if isinstance(error, UnsupportedProtocolVersion):
                 level = getattr(error, "protocol_version", 4)
-                self.broker.metrics["packets.connect.received.error"] += 1
+                self.broker.metrics["packets.connack.error"] += 1
                 if level == MQTT5:
                     self.version = MQTT5
                     self._send_connack_error(rc.UNSUPPORTED_PROTOCOL_VERSION)
@@ -363,9 +376,9 @@ class Client:
                 log.info("%s:%s unsupported protocol: %s", *self.peer, error)
                 self.close("unsupported protocol version")
                 return
-            if self.decoder.version == MQTT5:
+            if self.decoder.version == MQTT5 or _is_v5_connect(data):
                 self.version = MQTT5
-                self._send_connack_error(error.reason_code)
+                self._send_connack_error(error.reason_code, str(error))
             log.info("%s:%s malformed CONNECT: %s", *self.peer, error)
             self.close(f"malformed: {error}")
             return
@@ -376,10 +389,10 @@ class Client:
         self.will_allowed = True
         self.kick(reason_code, f"protocol error: {text}")
 
-    def _send_connack_error(self, reason_code: int) -> None:
+    def _send_connack_error(self, reason_code: int, text: str = "") -> None:
         self.broker.metrics["client.connack"] += 1
         if self.version == MQTT5:
-            self.send_packet(Connack(False, reason_code))
+            self.send_packet(Connack(False, reason_code, self._reason_string(text)))
         else:
             self.send_packet(Connack(False, rc.v3_connack_code(reason_code)))
 
@@ -394,9 +407,9 @@ class Client:
         self.version = version = packet.protocol_version
         self.proto_name = packet.protocol_name
         self.clean_start = packet.clean_start
-        self.username = packet.username
+        self.username = packet.username if self.cert_username is None else self.cert_username
         props = packet.properties
-        client_id = packet.client_id
+        client_id = packet.client_id if self.cert_clientid is None else self.cert_clientid
         assigned = False
         if not client_id:
             if version == MQTT31 or (version == 4 and not packet.clean_start):
@@ -410,7 +423,11 @@ class Client:
         self.client_id = client_id
         if version == MQTT5 and props.get("authentication_method") is not None:
             return self._refuse(rc.BAD_AUTHENTICATION_METHOD, "no enhanced authentication")
-        if settings.max_connections and broker.online_count() >= settings.max_connections:
+        if (
+            settings.max_connections
+            and broker.online_count() >= settings.max_connections
+            and client_id not in broker.clients  # a takeover adds no connection
+        ):
             return self._refuse(rc.QUOTA_EXCEEDED, "too many connections")
         will = packet.will
         if will is not None:
@@ -424,9 +441,9 @@ class Client:
                 return self._refuse(rc.QOS_NOT_SUPPORTED, "will QoS not supported")
             if will.retain and not settings.retain_available:
                 return self._refuse(rc.RETAIN_NOT_SUPPORTED, "retain not supported")
-        reason = broker.authenticate(client_id, packet.username, packet.password)
+        reason = broker.authenticate(client_id, self.username, packet.password)
         if reason:
-            metrics["packets.connect.received.auth_error"] += 1
+            metrics["packets.connack.auth_error"] += 1
             return self._refuse(reason, "not authorised")
         # accepted: negotiate limits
         if version == MQTT5:
@@ -499,7 +516,7 @@ class Client:
 
     def _refuse(self, reason: int, text: str) -> None:
         log.info("client %s from %s:%s refused: %s", self.client_id, *self.peer, text)
-        self._send_connack_error(reason)
+        self._send_connack_error(reason, text)
         self.will_allowed = False
         self.close(f"refused: {text}")
 
@@ -516,6 +533,8 @@ class Client:
         forwarded: dict[str, Any] | None = None
         expiry_at = 0.0
         if props:
+            if "subscription_identifier" in props:
+                return self._protocol_error(rc.PROTOCOL_ERROR, "subscription identifier in PUBLISH")
             alias = props.get("topic_alias")
             if alias is not None:
                 if alias > self.alias_max_in:
@@ -539,13 +558,18 @@ class Client:
                 try:
                     packet.payload.decode("utf-8")
                 except UnicodeDecodeError:
-                    return self._publish_refused(packet, rc.PAYLOAD_FORMAT_INVALID)
-        if not topic or "+" in topic or "#" in topic:
-            metrics["packets.publish.received.error"] += 1
+                    return self._publish_refused(
+                        packet, rc.PAYLOAD_FORMAT_INVALID, "payload is not valid UTF-8"
+                    )
+        if not topic:
+            metrics["packets.publish.error"] += 1
+            return self._protocol_error(rc.PROTOCOL_ERROR, "empty topic without a topic alias")
+        if "+" in topic or "#" in topic:
+            metrics["packets.publish.error"] += 1
             return self._protocol_error(rc.TOPIC_NAME_INVALID, "invalid topic name")
         settings = broker.settings
         if len(topic) > settings.max_topic_length or topic.count("/") >= settings.max_topic_levels:
-            metrics["packets.publish.received.error"] += 1
+            metrics["packets.publish.error"] += 1
             return self._protocol_error(rc.TOPIC_NAME_INVALID, "topic name exceeds limits")
         if qos > settings.max_qos:
             return self._protocol_error(rc.QOS_NOT_SUPPORTED, "QoS not supported")
@@ -565,7 +589,7 @@ class Client:
                 return self._protocol_error(rc.RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 in flight")
         if not broker.acl_publish(self, topic):
             metrics["packets.publish.auth_error"] += 1
-            return self._publish_refused(packet, rc.NOT_AUTHORIZED)
+            return self._publish_refused(packet, rc.NOT_AUTHORIZED, "not authorized")
         msg = Message(
             topic, packet.payload, qos, packet.retain, forwarded, self.client_id, expiry_at
         )
@@ -580,20 +604,23 @@ class Client:
                 Pubrec(packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS)
             )
 
-    def _publish_refused(self, packet: Publish, reason: int) -> None:
+    def _publish_refused(self, packet: Publish, reason: int, text: str) -> None:
         """Drop a PUBLISH; acknowledge it so the client's flow completes."""
         metrics = self.broker.metrics
         metrics["messages.dropped"] += 1
         if packet.qos == 0:
             return
+        props = None
         if self.version != MQTT5:
             reason = rc.SUCCESS
+        elif self.request_problem_info:
+            props = self._reason_string(text)
         if packet.qos == 1:
-            self.send_packet(Puback(packet.packet_id, reason))
+            self.send_packet(Puback(packet.packet_id, reason, props))
         else:
             if reason == rc.SUCCESS and self.session is not None:
                 self.session.awaiting_rel[packet.packet_id] = time.monotonic()
-            self.send_packet(Pubrec(packet.packet_id, reason))
+            self.send_packet(Pubrec(packet.packet_id, reason, props))
 
     def _on_puback(self, packet: Packet) -> None:
         assert isinstance(packet, Puback)
@@ -701,6 +728,16 @@ def _peer(transport: Any) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return ("", 0)
+
+
+def _is_v5_connect(data: bytes) -> bool:
+    """Whether ``data`` starts a v5 CONNECT: a malformed one still gets a v5 CONNACK."""
+    if len(data) < 2 or data[0] != 0x10:
+        return False
+    i = 1
+    while i < 4 and data[i] & 0x80 and i + 1 < len(data):
+        i += 1
+    return data[i + 1 : i + 8] == b"\x00\x04MQTT\x05"
 
 
 def _props_for(msg: Message, sub_ids: tuple[int, ...] | None, left: int | None) -> dict[str, Any]:

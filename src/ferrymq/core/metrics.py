@@ -55,7 +55,9 @@ _BASE = [
     "actions.failure",
 ]
 
-_PACKET_VARIANTS = ("", ".error", ".auth_error", ".inuse", ".missed", ".dropped")
+# EMQX names the failure counters per packet type without a direction:
+# packets.publish.auth_error, packets.puback.missed, packets.connack.auth_error ...
+_PACKET_VARIANTS = ("error", "auth_error", "inuse", "missed", "dropped")
 
 
 def metric_names() -> list[str]:
@@ -63,9 +65,10 @@ def metric_names() -> list[str]:
     names = list(_BASE)
     for ptype in sorted(PACKET_NAMES):
         pname = PACKET_NAMES[ptype]
-        for direction in ("received", "sent"):
-            for variant in _PACKET_VARIANTS:
-                names.append(f"packets.{pname}.{direction}{variant}")
+        names.append(f"packets.{pname}.received")
+        names.append(f"packets.{pname}.sent")
+        for variant in _PACKET_VARIANTS:
+            names.append(f"packets.{pname}.{variant}")
     return names
 
 

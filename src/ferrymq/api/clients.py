@@ -1,0 +1,278 @@
+"""``/clients``: connected clients and offline persistent sessions, and kicking them.
+
+Filtering runs on the live session objects and only the requested page is
+formatted, so listing stays cheap with many clients. Fields describing the
+network connection (address, protocol, keep alive, traffic counters) belong
+to a connection: an offline session reports ``null`` for the address, the
+protocol and the keep alive it no longer has, and 0 traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ferrymq.api.context import ApiContext, ctx, strftime
+from ferrymq.api.errors import CLIENT_OFFLINE, not_found
+from ferrymq.api.params import (
+    page_params,
+    paged,
+    query_bool,
+    query_choice,
+    query_int,
+    query_time,
+)
+from ferrymq.api.routes import BOOL, INT, STR, TIME, Param, Route, arr, nullable, obj, ok, reply
+
+if TYPE_CHECKING:
+    from ferrymq.core.session import Session
+
+_STATS = (
+    "recv_oct",
+    "recv_cnt",
+    "recv_pkt",
+    "recv_msg",
+    "send_oct",
+    "send_cnt",
+    "send_pkt",
+    "send_msg",
+)
+
+
+def format_client(c: ApiContext, session: Session) -> dict[str, Any]:
+    """One client in the EMQX 4 shape."""
+    settings = c.settings
+    client = session.client
+    online = client is not None and client.connected
+    item: dict[str, Any] = {
+        "node": c.node,
+        "clientid": session.client_id,
+        "username": client.username if client is not None else session.username,
+        "proto_name": None,
+        "proto_ver": None,
+        "ip_address": None,
+        "port": None,
+        "is_bridge": False,
+        "connected": online,
+        "connected_at": None,
+        "created_at": strftime(session.created_at),
+        "zone": "default",
+        "keepalive": None,
+        "clean_start": session.expiry_interval == 0,
+        "expiry_interval": session.expiry_interval,
+        "subscriptions_cnt": len(session.subscriptions),
+        "max_subscriptions": settings.max_subscriptions,
+        "inflight": len(session.inflight),
+        "max_inflight": settings.max_inflight,
+        "mqueue_len": len(session.queue),
+        "max_mqueue": settings.max_mqueue_len,
+        "mqueue_dropped": session.dropped,
+        "awaiting_rel": len(session.awaiting_rel),
+        "max_awaiting_rel": settings.max_awaiting_rel,
+        "mailbox_len": 0,
+        "heap_size": 0,
+        "reductions": 0,
+    }
+    if client is not None:
+        item["proto_name"] = client.proto_name
+        item["proto_ver"] = client.version
+        item["ip_address"], item["port"] = client.peer
+        item["connected_at"] = strftime(client.connected_at)
+        item["zone"] = client.zone
+        item["keepalive"] = client.keepalive
+        item["clean_start"] = client.clean_start
+        item["max_inflight"] = client.send_window
+        # Packets written but not yet flushed: the closest to a mailbox.
+        item["mailbox_len"] = len(client.out)
+        for name in _STATS:
+            item[name] = getattr(client, name)
+    else:
+        for name in _STATS:
+            item[name] = 0
+        item["disconnected_at"] = strftime(session.disconnected_at)
+    return item
+
+
+Test = Callable[["Session"], bool]
+
+
+def _filters(request: web.Request) -> list[Test]:
+    """The filters of API.md as predicates on sessions (validated up front)."""
+    q = request.query
+    tests: list[Test] = []
+    username = q.get("username")
+    if username is not None:
+        tests.append(lambda s: _username(s) == username)
+    ip = q.get("ip_address")
+    if ip is not None:
+        tests.append(lambda s: s.client is not None and s.client.peer[0] == ip)
+    state = query_choice(request, "conn_state", ("connected", "disconnected"))
+    if state is not None:
+        want = state == "connected"
+        tests.append(lambda s: (s.client is not None and s.client.connected) == want)
+    clean = query_bool(request, "clean_start")
+    if clean is not None:
+        tests.append(lambda s: _clean_start(s) == clean)
+    proto_name = q.get("proto_name")
+    if proto_name is not None:
+        tests.append(lambda s: s.client is not None and s.client.proto_name == proto_name)
+    proto_ver = query_int(request, "proto_ver")
+    if proto_ver is not None:
+        tests.append(lambda s: s.client is not None and s.client.version == proto_ver)
+    like_id = q.get("_like_clientid")
+    if like_id is not None:
+        tests.append(lambda s: like_id in s.client_id)
+    like_user = q.get("_like_username")
+    if like_user is not None:
+        tests.append(lambda s: like_user in (_username(s) or ""))
+    for key, getter, ge in (
+        ("_gte_created_at", _created_at, True),
+        ("_lte_created_at", _created_at, False),
+        ("_gte_connected_at", _connected_at, True),
+        ("_lte_connected_at", _connected_at, False),
+    ):
+        bound = query_time(request, key)
+        if bound is not None:
+            tests.append(_time_test(getter, bound, ge))
+    return tests
+
+
+def _username(s: Session) -> str | None:
+    return s.client.username if s.client is not None else s.username
+
+
+def _clean_start(s: Session) -> bool:
+    return s.client.clean_start if s.client is not None else s.expiry_interval == 0
+
+
+def _created_at(s: Session) -> float | None:
+    return s.created_at
+
+
+def _connected_at(s: Session) -> float | None:
+    return s.client.connected_at if s.client is not None and s.client.connected else None
+
+
+def _time_test(getter: Callable[[Session], float | None], bound: float, ge: bool) -> Test:
+    # Times are shown with second precision; compare on whole seconds too.
+    if ge:
+        return lambda s: (t := getter(s)) is not None and int(t) >= bound
+    return lambda s: (t := getter(s)) is not None and int(t) <= bound
+
+
+async def list_clients(request: web.Request) -> web.Response:
+    c = ctx(request)
+    page_params(request)
+    tests = _filters(request)
+    sessions = c.broker.sessions
+    clientid = request.query.get("clientid")
+    if clientid is not None:
+        one = sessions.get(clientid)
+        candidates: list[Session] = [one] if one is not None else []
+    else:
+        candidates = list(sessions.values())
+    if tests:
+        candidates = [s for s in candidates if all(t(s) for t in tests)]
+    return reply(paged(request, candidates, lambda s: format_client(c, s)))
+
+
+async def lookup_client(request: web.Request) -> web.Response:
+    c = ctx(request)
+    session = c.broker.sessions.get(request.match_info["clientid"])
+    return ok([format_client(c, session)] if session is not None else [])
+
+
+async def kick_client(request: web.Request) -> web.Response:
+    c = ctx(request)
+    clientid = request.match_info["clientid"]
+    if not c.broker.kick(clientid):
+        raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected and has no session")
+    return ok()
+
+
+CLIENT_SCHEMA = obj(
+    {
+        "node": STR,
+        "clientid": STR,
+        "username": nullable(STR),
+        "proto_name": nullable(STR),
+        "proto_ver": nullable(INT),
+        "ip_address": nullable(STR),
+        "port": nullable(INT),
+        "is_bridge": BOOL,
+        "connected": BOOL,
+        "connected_at": nullable(TIME),
+        "disconnected_at": TIME,
+        "created_at": TIME,
+        "zone": STR,
+        "keepalive": nullable(INT),
+        "clean_start": BOOL,
+        "expiry_interval": INT,
+        **{
+            name: INT
+            for name in (
+                "subscriptions_cnt",
+                "max_subscriptions",
+                "inflight",
+                "max_inflight",
+                "mqueue_len",
+                "max_mqueue",
+                "mqueue_dropped",
+                "awaiting_rel",
+                "max_awaiting_rel",
+                *_STATS,
+                "mailbox_len",
+                "heap_size",
+                "reductions",
+            )
+        },
+    }
+)
+
+_QUERY = (
+    Param("clientid", "string", "exact client id"),
+    Param("username", "string", "exact username"),
+    Param("ip_address", "string", "peer address"),
+    Param("conn_state", "string", "connection state", ("connected", "disconnected")),
+    Param("clean_start", "boolean", "clean start / clean session flag"),
+    Param("proto_name", "string", "protocol name (MQTT, MQIsdp)"),
+    Param("proto_ver", "integer", "protocol level (3, 4, 5)"),
+    Param("_like_clientid", "string", "client id contains"),
+    Param("_like_username", "string", "username contains"),
+    Param("_gte_created_at", "number", "session created at or after (epoch seconds)"),
+    Param("_lte_created_at", "number", "session created at or before (epoch seconds)"),
+    Param("_gte_connected_at", "number", "connected at or after (epoch seconds)"),
+    Param("_lte_connected_at", "number", "connected at or before (epoch seconds)"),
+)
+
+ROUTES = [
+    Route(
+        "list_clients",
+        "GET",
+        "/clients",
+        list_clients,
+        "Connected clients and offline persistent sessions",
+        query=_QUERY,
+        data=arr(CLIENT_SCHEMA),
+        paged=True,
+    ),
+    Route(
+        "lookup_client",
+        "GET",
+        "/clients/{clientid}",
+        lookup_client,
+        "One client (an empty list when unknown)",
+        data=arr(CLIENT_SCHEMA),
+        errors=(),
+    ),
+    Route(
+        "kickout_client",
+        "DELETE",
+        "/clients/{clientid}",
+        kick_client,
+        "Disconnect the client and discard its session; its will is published",
+        errors=(404,),
+    ),
+]

@@ -1,0 +1,60 @@
+"""What every handler reaches through ``request.app[CTX]``: the broker and its neighbours."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ferrymq.api.auth import AppAuth
+    from ferrymq.api.routes import Route
+    from ferrymq.api.sync import AccessSync
+    from ferrymq.config import Settings
+    from ferrymq.core.broker import Broker
+    from ferrymq.storage.sqlite import SqliteStore
+
+
+class ApiContext:
+    """Live broker state plus the API's own helpers; one per API server."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        sync: AccessSync,
+        auth: AppAuth,
+        routes: list[Route],
+        mqtt_listen: list[str] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.settings: Settings = broker.settings
+        self.node = broker.settings.node_name
+        self.sync = sync
+        self.auth = auth
+        self.routes = routes
+        self.mqtt_listen = mqtt_listen or [f"{self.settings.bind}:{self.settings.port}"]
+
+    @property
+    def store(self) -> SqliteStore:
+        store = self.broker.store
+        if store is None:  # pragma: no cover - the server always has a store
+            raise RuntimeError("the API needs a store")
+        return store
+
+
+CTX = web.AppKey("ferrymq_api", ApiContext)
+# Where a listener manager may be put (an object with describe() -> list[dict]); the
+# broker's ``listeners`` attribute is used otherwise.
+LISTENERS = "listeners"
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[CTX]
+
+
+def strftime(ts: float | None) -> str | None:
+    """API.md time format, local time."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

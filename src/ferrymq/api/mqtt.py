@@ -1,0 +1,377 @@
+"""``/mqtt/...``: subscribe, unsubscribe and publish on behalf of clients.
+
+Subscribing goes through the broker exactly like a SUBSCRIBE packet (limits,
+ACL, retained messages are delivered); publishing goes through the broker
+like a PUBLISH from ``clientid`` (or from no client), without the ACL check
+of that client, as EMQX does for administrative publishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ferrymq.api.context import ApiContext, ctx
+from ferrymq.api.errors import (
+    BAD_PARAMETER,
+    CLIENT_OFFLINE,
+    ILLEGAL_TOPIC,
+    MISSING_PARAMETER,
+    ApiError,
+    bad_request,
+    not_found,
+)
+from ferrymq.api.params import (
+    as_batch,
+    as_object,
+    get_bool,
+    get_choice,
+    get_int,
+    get_str,
+    read_json,
+    type_name,
+)
+from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
+from ferrymq.core.message import Message
+from ferrymq.protocol import reason_codes as rc
+from ferrymq.protocol.packets import SubscriptionOptions
+from ferrymq.protocol.topics import TopicError, validate_topic_filter, validate_topic_name
+
+_MAX_STRING = 65535  # bytes in an MQTT string or binary field
+_MAX_EXPIRY = 0xFFFFFFFF
+
+_REFUSALS = {
+    rc.NOT_AUTHORIZED: (BAD_PARAMETER, "not authorized by the ACL"),
+    rc.QUOTA_EXCEEDED: (BAD_PARAMETER, "max_subscriptions reached"),
+    rc.TOPIC_FILTER_INVALID: (ILLEGAL_TOPIC, "invalid topic filter"),
+    rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: (ILLEGAL_TOPIC, "shared subscriptions are disabled"),
+    rc.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: (ILLEGAL_TOPIC, "wildcard subscriptions are disabled"),
+}
+
+
+def _topics(item: dict[str, Any]) -> list[str]:
+    """``topic`` and the comma-separated ``topics``, as EMQX combines them."""
+    topic = get_str(item, "topic", required=False)
+    many = get_str(item, "topics", required=False)
+    out = [topic] if topic else []
+    if many:
+        out.extend(t for t in many.split(",") if t)
+    if not out:
+        raise bad_request(MISSING_PARAMETER, "missing required field 'topic' (or 'topics')")
+    return out
+
+
+def _session_of(c: ApiContext, item: dict[str, Any]) -> Any:
+    clientid = get_str(item, "clientid", required=False) or get_str(
+        item, "client_id", required=False
+    )
+    if not clientid:
+        raise bad_request(MISSING_PARAMETER, "missing required field 'clientid'")
+    session = c.broker.sessions.get(clientid)
+    if session is None:
+        raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected and has no session")
+    return session
+
+
+def _check_filters(c: ApiContext, filters: list[str]) -> None:
+    s = c.settings
+    for f in filters:
+        try:
+            validate_topic_filter(f, s.max_topic_levels, s.max_topic_length)
+        except TopicError as exc:
+            raise bad_request(ILLEGAL_TOPIC, f"illegal topic filter {f!r}: {exc}") from None
+
+
+def _subscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
+    filters = _topics(item)
+    qos = get_int(item, "qos", 0, 0, 2)
+    session = _session_of(c, item)
+    _check_filters(c, filters)
+    codes, deliveries = c.broker.subscribe(
+        session, [SubscriptionOptions(f, qos) for f in filters], None
+    )
+    for run in deliveries:
+        run()
+    results = []
+    failed: ApiError | None = None
+    for f, code in zip(filters, codes, strict=True):
+        api_code = 0
+        if code >= 0x80:
+            api_code, why = _REFUSALS.get(code, (BAD_PARAMETER, f"refused (0x{code:02X})"))
+            if failed is None:
+                failed = bad_request(api_code, f"subscription to {f!r} refused: {why}")
+        results.append({"clientid": session.client_id, "topic": f, "code": api_code})
+    if failed is not None:
+        failed.data = results
+        raise failed
+    return results
+
+
+def _unsubscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
+    filters = _topics(item)
+    session = _session_of(c, item)
+    _check_filters(c, filters)
+    c.broker.unsubscribe(session, filters)
+    return [{"clientid": session.client_id, "topic": f, "code": 0} for f in filters]
+
+
+def _mqtt_string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise bad_request(BAD_PARAMETER, f"{key} must be a string, not {type_name(value)}")
+    if "\x00" in value or len(value.encode("utf-8")) > _MAX_STRING:
+        raise bad_request(BAD_PARAMETER, f"{key} must be at most 65535 bytes, without U+0000")
+    return value
+
+
+def _user_properties(value: Any) -> list[tuple[str, str]]:
+    pairs: list[Any]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = value
+    else:
+        raise bad_request(BAD_PARAMETER, "user_properties must be an object of strings")
+    out = []
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise bad_request(BAD_PARAMETER, "user_properties must be an object of strings")
+        out.append(
+            (_mqtt_string("user_properties", pair[0]), _mqtt_string("user_properties", pair[1]))
+        )
+    return out
+
+
+def _properties(c: ApiContext, value: Any, payload: bytes) -> tuple[dict[str, Any], float]:
+    """(message properties, expiry deadline) from the API's ``properties`` object."""
+    props = as_object(value, "properties")
+    out: dict[str, Any] = {}
+    expiry_at = 0.0
+    for key, v in props.items():
+        if key == "message_expiry_interval":
+            interval = get_int(props, key, 0, 0, _MAX_EXPIRY)
+            if interval:  # 0: never expires
+                expiry_at = time.monotonic() + interval
+        elif key == "user_properties":
+            pairs = _user_properties(v)
+            if pairs:
+                out["user_property"] = pairs
+        elif key == "content_type":
+            out["content_type"] = _mqtt_string(key, v)
+        elif key == "response_topic":
+            topic = _mqtt_string(key, v)
+            try:
+                validate_topic_name(topic)
+            except TopicError as exc:
+                raise bad_request(ILLEGAL_TOPIC, f"illegal response_topic: {exc}") from None
+            out["response_topic"] = topic
+        elif key == "correlation_data":
+            out["correlation_data"] = _mqtt_string(key, v).encode("utf-8")
+        elif key == "payload_format_indicator":
+            indicator = get_int(props, key, 0, 0, 1)
+            if indicator == 1:
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise bad_request(
+                        BAD_PARAMETER, "payload_format_indicator is 1 but the payload is not UTF-8"
+                    ) from None
+            out["payload_format_indicator"] = indicator
+        else:
+            raise bad_request(BAD_PARAMETER, f"unknown property {key!r}")
+    return out, expiry_at
+
+
+def _messages(c: ApiContext, item: dict[str, Any]) -> list[Message]:
+    s = c.settings
+    topics = _topics(item)
+    for t in topics:
+        try:
+            validate_topic_name(t, s.max_topic_levels, s.max_topic_length)
+        except TopicError as exc:
+            raise bad_request(ILLEGAL_TOPIC, f"illegal topic {t!r}: {exc}") from None
+    clientid = get_str(item, "clientid", required=False) or get_str(
+        item, "client_id", required=False, default=""
+    )
+    encoding = get_choice(item, "encoding", ("plain", "base64"), "plain")
+    text = get_str(item, "payload", required=False, default="")
+    assert text is not None
+    if encoding == "base64":
+        try:
+            payload = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(BAD_PARAMETER, "payload is not valid base64") from None
+    else:
+        payload = text.encode("utf-8")
+    if len(payload) > s.max_packet_size:
+        raise bad_request(
+            BAD_PARAMETER, f"payload larger than max_packet_size ({s.max_packet_size})"
+        )
+    qos = get_int(item, "qos", 0, 0, 2)
+    retain = get_bool(item, "retain", False)
+    props: dict[str, Any] | None = None
+    expiry_at = 0.0
+    if item.get("properties") is not None:
+        props, expiry_at = _properties(c, item["properties"], payload)
+    return [Message(t, payload, qos, retain, props, clientid or "", expiry_at) for t in topics]
+
+
+def _publish(c: ApiContext, item: dict[str, Any]) -> list[str]:
+    messages = _messages(c, item)
+    for msg in messages:
+        c.broker.publish(msg)
+    return [m.topic for m in messages]
+
+
+# --- handlers ------------------------------------------------------------------
+
+
+async def subscribe(request: web.Request) -> web.Response:
+    c = ctx(request)
+    _subscribe(c, as_object(await read_json(request)))
+    return ok()
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    c = ctx(request)
+    _unsubscribe(c, as_object(await read_json(request)))
+    return ok()
+
+
+async def publish(request: web.Request) -> web.Response:
+    c = ctx(request)
+    _publish(c, as_object(await read_json(request)))
+    return ok()
+
+
+def _describe(item: Any) -> tuple[Any, Any]:
+    if not isinstance(item, dict):
+        return None, None
+    topic = item.get("topic") or item.get("topics")
+    return item.get("clientid", item.get("client_id")), topic
+
+
+async def subscribe_batch(request: web.Request) -> web.Response:
+    return await _batch(request, _subscribe)
+
+
+async def unsubscribe_batch(request: web.Request) -> web.Response:
+    return await _batch(request, _unsubscribe)
+
+
+async def _batch(request: web.Request, action: Any) -> web.Response:
+    c = ctx(request)
+    results: list[dict[str, Any]] = []
+    for item in as_batch(await read_json(request)):
+        clientid, topic = _describe(item)
+        try:
+            action(c, as_object(item, "each item"))
+        except ApiError as exc:
+            results.append(
+                {"clientid": clientid, "topic": topic, "code": exc.code, "message": exc.message}
+            )
+        else:
+            results.append({"clientid": clientid, "topic": topic, "code": 0})
+    return ok(results)
+
+
+async def publish_batch(request: web.Request) -> web.Response:
+    c = ctx(request)
+    results: list[dict[str, Any]] = []
+    for item in as_batch(await read_json(request)):
+        _clientid, topic = _describe(item)
+        try:
+            _publish(c, as_object(item, "each item"))
+        except ApiError as exc:
+            results.append({"topic": topic, "code": exc.code, "message": exc.message})
+        else:
+            results.append({"topic": topic, "code": 0})
+    return ok(results)
+
+
+_TOPICS = {
+    "topic": STR,
+    "topics": {"type": "string", "description": "comma-separated topics"},
+}
+_SUB = obj({"clientid": STR, **_TOPICS, "qos": {**INT, "enum": [0, 1, 2]}}, ("clientid",))
+_UNSUB = obj({"clientid": STR, **_TOPICS}, ("clientid",))
+_PUB = obj(
+    {
+        **_TOPICS,
+        "clientid": STR,
+        "payload": STR,
+        "encoding": {"type": "string", "enum": ["plain", "base64"]},
+        "qos": {**INT, "enum": [0, 1, 2]},
+        "retain": BOOL,
+        "properties": obj(
+            {
+                "message_expiry_interval": INT,
+                "user_properties": {"type": "object", "additionalProperties": STR},
+                "content_type": STR,
+                "response_topic": STR,
+                "correlation_data": STR,
+                "payload_format_indicator": {**INT, "enum": [0, 1]},
+            }
+        ),
+    }
+)
+_RESULT = obj({"clientid": STR, "topic": STR, "code": INT, "message": STR})
+
+ROUTES = [
+    Route(
+        "mqtt_subscribe",
+        "POST",
+        "/mqtt/subscribe",
+        subscribe,
+        "Subscribe a client's session as if it had sent SUBSCRIBE",
+        body=_SUB,
+        errors=(400, 404),
+    ),
+    Route(
+        "mqtt_unsubscribe",
+        "POST",
+        "/mqtt/unsubscribe",
+        unsubscribe,
+        "Unsubscribe a client's session",
+        body=_UNSUB,
+        errors=(400, 404),
+    ),
+    Route(
+        "mqtt_subscribe_batch",
+        "POST",
+        "/mqtt/subscribe_batch",
+        subscribe_batch,
+        "Several subscribes; data has a code per item",
+        body=arr(_SUB),
+        data=arr(_RESULT),
+    ),
+    Route(
+        "mqtt_unsubscribe_batch",
+        "POST",
+        "/mqtt/unsubscribe_batch",
+        unsubscribe_batch,
+        "Several unsubscribes; data has a code per item",
+        body=arr(_UNSUB),
+        data=arr(_RESULT),
+    ),
+    Route(
+        "mqtt_publish",
+        "POST",
+        "/mqtt/publish",
+        publish,
+        "Publish a message (as clientid, when given)",
+        body=_PUB,
+    ),
+    Route(
+        "mqtt_publish_batch",
+        "POST",
+        "/mqtt/publish_batch",
+        publish_batch,
+        "Publish several messages; data has a code per item",
+        body=arr(_PUB),
+        data=arr(obj({"topic": STR, "code": INT, "message": STR})),
+    ),
+]

@@ -1,0 +1,67 @@
+"""Admin data on the data directory, for the ``apps``, ``users`` and ``acl`` commands.
+
+The commands open the same SQLite database as the broker (WAL lets both
+write) and, after a change, replace the stamp file that a running broker
+watches (``sync.py``), so the broker applies the change within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ferrymq import config
+from ferrymq.api.sync import touch_stamp
+from ferrymq.storage.sqlite import SqliteStore, StorageError
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="TOML config file (for data_dir, password_hash)")
+    parser.add_argument("--data-dir", dest="data_dir", help="data directory of the broker")
+
+
+def load_settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(getattr(args, "config", None), {"data_dir": getattr(args, "data_dir", None)})
+
+
+@contextmanager
+def open_store(settings: config.Settings) -> Iterator[SqliteStore]:
+    store = SqliteStore(settings.db_path, settings.flush_interval)
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def run_command(
+    args: argparse.Namespace,
+    action: Callable[[config.Settings, SqliteStore], int],
+    changes: bool,
+) -> int:
+    """Load settings, open the store, run ``action``; report errors as exit status 2."""
+    try:
+        settings = load_settings(args)
+        with open_store(settings) as store:
+            status = action(settings, store)
+        if changes and status == 0:
+            touch_stamp(settings.data_dir)
+    except (config.ConfigError, StorageError, OSError, ValueError, RuntimeError) as exc:
+        print(f"ferrymq: {exc}", file=sys.stderr)
+        return 2
+    return status
+
+
+def fail(message: str, status: int = 1) -> int:
+    print(f"ferrymq: {message}", file=sys.stderr)
+    return status
+
+
+def print_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    cells = [tuple(str(v) for v in row) for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    for row in [headers, *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

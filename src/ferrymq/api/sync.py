@@ -1,0 +1,120 @@
+"""Picking up changes that the command line writes straight into the data directory.
+
+``ferrymq users|acl|apps ...`` write to the SQLite database and then replace
+the small stamp file ``access.stamp`` next to it. A running broker looks at
+the stamp once a second (one ``stat``) and, when it changed, reloads
+credentials and ACL rules from the database and forgets cached API
+credentials. No signals or sockets are involved, so it works for any broker
+sharing the data directory, started before or after the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ferrymq.access.acl import AclRule
+
+if TYPE_CHECKING:
+    from ferrymq.core.broker import Broker
+
+log = logging.getLogger("ferrymq.api")
+
+STAMP = "access.stamp"
+POLL_INTERVAL = 0.25
+
+
+def touch_stamp(data_dir: str | os.PathLike[str]) -> None:
+    """Tell running brokers on ``data_dir`` that access data changed."""
+    path = Path(data_dir) / STAMP
+    tmp = path.with_name(f"{STAMP}.{secrets.token_hex(4)}")
+    tmp.write_text(secrets.token_hex(8))
+    os.replace(tmp, path)
+
+
+def _stamp_of(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class AccessSync:
+    """Reloads access data when the stamp changes; counts the API's own writes.
+
+    ``writes`` is bumped by every API change to credentials or rules: a reload
+    that overlapped one is redone, so a reload never undoes an API write.
+    """
+
+    def __init__(self, broker: Broker, on_change: Callable[[], None] | None = None) -> None:
+        self.broker = broker
+        self.on_change = on_change
+        self.writes = 0
+        self.reloads = 0
+        self._path = Path(broker.settings.data_dir) / STAMP
+        self._seen = _stamp_of(self._path)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            stamp = _stamp_of(self._path)
+            if stamp == self._seen:
+                continue
+            self._seen = stamp
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("reloading access data failed")
+
+    async def reload(self) -> None:
+        """Load credentials and rules from the store into the broker."""
+        store = self.broker.store
+        if store is None:
+            return
+        for _attempt in range(5):
+            before = self.writes
+            usernames = await store.call(store.list_auth, "username")
+            clientids = await store.call(store.list_auth, "clientid")
+            rules = await store.call(store.list_acl)
+            if self.writes == before:
+                break
+        self.broker.authenticator.load(
+            {r["subject"]: r["password_hash"] for r in usernames},
+            {r["subject"]: r["password_hash"] for r in clientids},
+        )
+        loaded = []
+        for r in rules:
+            try:
+                loaded.append(
+                    AclRule(r["kind"], r["subject"], r["topic"], r["action"], r["access"])
+                )
+            except ValueError as exc:
+                log.warning("ignoring a stored ACL rule %r: %s", r, exc)
+        self.broker.acl.load(loaded)
+        self.reloads += 1
+        if self.on_change is not None:
+            self.on_change()
+        log.info(
+            "reloaded access data: %d users, %d client ids, %d ACL rules",
+            len(usernames),
+            len(clientids),
+            len(loaded),
+        )
