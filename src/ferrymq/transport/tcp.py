@@ -44,16 +44,3 @@ class MQTTProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client is not None:
             self.client.connection_lost(exc)
-
-
-async def start_tcp_listener(
-    broker: Broker, host: str, port: int, name: str = "tcp:default"
-) -> asyncio.Server:
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: MQTTProtocol(broker, name),
-        host,
-        port,
-        backlog=4096,
-        reuse_address=True,
-    )
