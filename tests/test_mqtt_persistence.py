@@ -150,6 +150,37 @@ def test_incoming_qos2_state_survives_restart(make_broker, uid):
     watcher.disconnect()
 
 
+def test_incoming_qos2_state_survives_a_crash_mid_connection(make_broker, uid):
+    """The packet id of a QoS 2 PUBLISH awaiting PUBREL is durable while the client is still
+    connected: after a SIGKILL the resent PUBLISH is acknowledged but not delivered again."""
+    b = make_broker()
+    topic = f"crash2/{uid}"
+    watcher = TestClient(f"w-{uid}", V311)
+    watcher.connect(b.port, clean=False)
+    watcher.subscribe(topic, 2)
+    c = RawClient(b.port, 4)
+    c.connect(f"crash2-{uid}", clean=False)
+    c.publish(topic, b"once", 2, pid=21)
+    c.expect(Pubrec)
+    assert watcher.get().payload == b"once"
+    watcher.disconnect()
+    time.sleep(0.3)  # several flush intervals
+    assert b.stop(signal.SIGKILL) == -signal.SIGKILL
+    c.close()
+    b.start()
+    watcher = TestClient(f"w-{uid}", V311)
+    watcher.connect(b.port, clean=False)
+    c = RawClient(b.port, 4)
+    assert c.connect(f"crash2-{uid}", clean=False).session_present
+    c.publish(topic, b"once", 2, pid=21, dup=True)
+    assert c.expect(Pubrec).packet_id == 21
+    c.send(Pubrel(21))
+    assert c.expect(Pubcomp).packet_id == 21
+    watcher.expect_nothing(0.3)
+    c.close()
+    watcher.disconnect()
+
+
 def test_session_and_message_expiry_count_across_restart(make_broker, uid):
     b = make_broker()
     for cid, expiry in ((f"short-{uid}", 1), (f"long-{uid}", 300)):

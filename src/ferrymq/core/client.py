@@ -600,6 +600,8 @@ class Client:
             )
         elif qos == 2:
             session.awaiting_rel[packet.packet_id] = time.monotonic()
+            if session.expiry_interval:
+                broker.persist_session(session)  # a resent PUBLISH must not route twice
             self.send_packet(
                 Pubrec(packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS)
             )
@@ -652,6 +654,8 @@ class Client:
             self.broker.metrics["packets.pubrel.missed"] += 1
             self.send_packet(Pubcomp(pid, rc.PACKET_IDENTIFIER_NOT_FOUND))
         else:
+            if session.expiry_interval:
+                self.broker.persist_session(session)
             self.send_packet(Pubcomp(pid))
 
     def _on_pubcomp(self, packet: Packet) -> None:
