@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -32,6 +33,7 @@ async def serve(settings: Settings) -> None:
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()
         broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
+        _tune_gc()
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         stop = asyncio.Event()
@@ -52,6 +54,15 @@ async def serve(settings: Settings) -> None:
             await listeners.wait_closed()
         store.close()
         log.info("stopped")
+
+
+def _tune_gc() -> None:
+    """Collect garbage rarely: the message path allocates many short-lived objects but
+    makes no reference cycles, so frequent young-generation passes only cost CPU and
+    add pauses to delivery latency. Objects alive after start-up are frozen out of it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def run(settings: Settings) -> int:

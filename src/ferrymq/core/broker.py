@@ -98,6 +98,10 @@ class Broker:
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         self._paused: set[Client] = set()
+        # A subscriber whose queue passes this length pauses its publishers (QoS 1/2
+        # messages wait for acks there); below a quarter of the limit they resume.
+        self._queue_high = max(1, settings.max_mqueue_len // 2)
+        self.queue_low = settings.max_mqueue_len // 4
         self._housekeeping: asyncio.TimerHandle | None = None
         self._last_sys = 0.0
 
@@ -414,7 +418,11 @@ class Broker:
             )
             count += 1
             target = session.client
-            if target is not None and target.write_paused and origin is not None:
+            if (
+                target is not None
+                and origin is not None
+                and (target.write_paused or len(session.queue) >= self._queue_high)
+            ):
                 self._block(origin, target)
         for group in groups:
             sub = group.pick(publisher, _online)
@@ -430,7 +438,11 @@ class Broker:
             )
             count += 1
             target = session.client
-            if target is not None and target.write_paused and origin is not None:
+            if (
+                target is not None
+                and origin is not None
+                and (target.write_paused or len(session.queue) >= self._queue_high)
+            ):
                 self._block(origin, target)
         return count
 

@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferrymq.client")
 
 _PINGRESP_BYTES = b"\xd0\x00"
+# Bytes collected for one connection before they are written without waiting for
+# the end of the event-loop iteration.
+_FLUSH_AT = 65536
 # Properties a PUBLISH carries on to subscribers (the rest are per-hop).
 _FORWARDED = (
     "payload_format_indicator",
@@ -109,6 +112,7 @@ class Client:
         self.paused_by: set[Client] = set()  # subscribers this client waits for
         self.paused_since = 0.0
         self.out: list[bytes] = []
+        self.out_size = 0
         self.send_window = settings.max_inflight
         self.max_packet_out = 0  # client's maximum packet size (0: no limit)
         self.alias_max_in = 0
@@ -182,7 +186,9 @@ class Client:
         session = self.session
         if session is not None and session.client is self and session.queue:
             session.drain()
-        if not self.write_paused:
+        if not self.write_paused and (
+            session is None or len(session.queue) <= self.broker.queue_low
+        ):
             self.broker.release_publishers(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -198,18 +204,29 @@ class Client:
     # --- writing --------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue bytes for the end-of-iteration flush."""
-        if not self.out:
+        """Queue bytes for the end-of-iteration flush, or flush now once a burst is large.
+
+        The early flush matters under overload: the event loop may feed megabytes of
+        input before the iteration ends, and only a real ``transport.write`` lets the
+        socket report back-pressure (``pause_writing``) in time to pause publishers.
+        """
+        out = self.out
+        if not out:
             self.broker.mark_dirty(self)
-        self.out.append(data)
+        out.append(data)
+        self.out_size += len(data)
+        if self.out_size >= _FLUSH_AT:
+            self.flush()
 
     def flush(self) -> None:
         out = self.out
         if not out or (self.closing and self.transport.is_closing()):
             out.clear()
+            self.out_size = 0
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self.out_size = 0
         self.send_oct += len(data)
         self.send_cnt += 1
         self.broker.metrics["bytes.sent"] += len(data)
@@ -304,7 +321,7 @@ class Client:
         if wire_topic and alias is not None and 0 < self.max_packet_out < len(data):
             # A new alias on a packet too large to send: the client never learns it.
             del aliases[topic]
-        return data, _pid_offset(data, wire_topic)
+        return data, _pid_offset(data, qos)
 
     def send_pubrel(self, pid: int) -> None:
         self.send_packet(Pubrel(pid))
@@ -753,12 +770,15 @@ def _props_for(msg: Message, sub_ids: tuple[int, ...] | None, left: int | None) 
     return props
 
 
-def _pid_offset(data: bytes, topic: str) -> int:
-    """Offset of the packet id in an encoded PUBLISH: after header, length and topic."""
-    i = 1
-    while data[i] & 0x80:
+def _pid_offset(data: bytes, qos: int) -> int:
+    """Offset of the packet id in an encoded PUBLISH (after header, length and topic);
+    0 for QoS 0, which has none."""
+    if not qos:
+        return 0
+    i = 2
+    while data[i - 1] & 0x80:
         i += 1
-    return i + 1 + 2 + len(topic.encode("utf-8"))
+    return i + 2 + (data[i] << 8 | data[i + 1])
 
 
 def _encode_template(
@@ -773,7 +793,7 @@ def _encode_template(
     data = encode_publish(
         msg.topic, msg.payload, qos, retain, False, 1 if qos else 0, props, version
     )
-    return data, _pid_offset(data, msg.topic)
+    return data, _pid_offset(data, qos)
 
 
 _QOS_SENT = ("messages.qos0.sent", "messages.qos1.sent", "messages.qos2.sent")

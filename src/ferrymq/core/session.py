@@ -244,9 +244,15 @@ class Session:
             return False
         del self.inflight[pid]
         self._untrack(d)
-        self.broker.metrics["messages.acked"] += 1
+        broker = self.broker
+        broker.metrics["messages.acked"] += 1
         if self.queue:
             self.drain()
+        client = self.client
+        if client is not None and client.blocked and len(self.queue) <= broker.queue_low:
+            client.slow = False
+            if not client.write_paused:
+                broker.release_publishers(client)
         return True
 
     def received(self, pid: int) -> bool:
