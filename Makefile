@@ -22,5 +22,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 
+# ferrymq, Mosquitto and amqtt side by side (bench/README.md); QUICK=1: one round, SOAK=300: soak.
+bench: $(VENV)/.installed
+	$(PY) bench/run.py $(if $(QUICK),--quick) $(if $(SOAK),--soak $(SOAK)) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

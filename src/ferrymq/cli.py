@@ -9,7 +9,7 @@ import sys
 from ferrymq import __version__
 
 # Each module defines register(subparsers) and sets args.func.
-COMMANDS = ("start", "certs", "apps", "users", "acl")
+COMMANDS = ("start", "certs", "apps", "users", "acl", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""``ferrymq bench``: a multi-process MQTT load generator usable against any broker."""

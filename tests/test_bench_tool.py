@@ -1,0 +1,130 @@
+"""``ferrymq bench``: short real runs against the test broker, and the latency histogram."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ferrymq.bench.histogram import Histogram, bucket, bucket_value
+
+
+def bench(*args: str, timeout: float = 30.0) -> tuple[int, dict[str, Any], str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "ferrymq", "bench", *args, "--json", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = r.stdout.strip().splitlines()
+    assert lines, f"no summary; stderr:\n{r.stderr}"
+    return r.returncode, json.loads(lines[-1]), r.stderr
+
+
+def start_subscribers(*args: str) -> subprocess.Popen[str]:
+    """Start ``bench sub`` and return once every subscriber is ready (its stderr says so)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferrymq", "bench", "sub", *args, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if "clients tried" in line:
+            assert " 0 failed" in line, line
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("subscribers did not get ready: " + proc.communicate()[1])
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any]]:
+    out, _ = proc.communicate(timeout=20)
+    return proc.returncode, json.loads(out.strip().splitlines()[-1])
+
+
+def test_qos1_publishers_reach_every_subscriber_with_latency(broker: Any, uid: str) -> None:
+    port = str(broker.port)
+    subs = start_subscribers(
+        "-p", port, "-c", "3", "-t", f"{uid}/#", "-q", "1", "-L", "120", "-w", "2", "-d", "20"
+    )
+    code, pub, _ = bench(
+        "pub", "-p", port, "-c", "4", "-t", f"{uid}/%i", "-q", "1", "-L", "30", "-I", "1",
+        "-s", "64", "-w", "2",
+    )  # fmt: skip
+    assert code == 0
+    assert (pub["ready"], pub["sent"], pub["acked"], pub["failed"]) == (4, 120, 120, 0)
+    code, sub = finish(subs)
+    assert code == 0
+    assert sub["received"] == 3 * 120  # every subscriber saw all 4 x 30 messages
+    lat = sub["lat_ms"]
+    assert lat["n"] == 360
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] < 5000
+
+
+def test_qos0_unlimited_and_qos2_counts(broker: Any, uid: str) -> None:
+    port = str(broker.port)
+    subs = start_subscribers("-p", port, "-c", "1", "-t", f"{uid}/+", "-q", "2", "-L", "1000")
+    code, pub = bench(
+        "pub", "-p", port, "-c", "2", "-t", f"{uid}/%i", "-q", "2", "-L", "500", "-I", "0",
+        "-V", "5",
+    )[:2]  # fmt: skip
+    assert code == 0
+    assert (pub["sent"], pub["acked"]) == (1000, 1000)  # PUBCOMP for every QoS 2 message
+    assert finish(subs)[1]["received"] == 1000
+    code, pub = bench("pub", "-p", port, "-c", "2", "-t", f"{uid}/q0", "-L", "2000", "-I", "0")[:2]
+    assert (code, pub["sent"], pub["acked"]) == (0, 4000, 0)
+
+
+def test_idle_connections_counted(broker: Any) -> None:
+    code, s, _ = bench("conn", "-p", str(broker.port), "-c", "40", "-i", "1", "-d", "0.5")
+    assert code == 0
+    assert (s["connected"], s["ready"], s["failed"], s["lost"]) == (40, 40, 0, 0)
+    assert s["connect_ms"]["n"] == 40
+
+
+def test_refused_credentials_are_failures(make_broker: Any) -> None:
+    b = make_broker("--no-allow-anonymous")
+    code, s, _ = bench(
+        "conn", "-p", str(b.port), "-c", "3", "-u", "nobody", "-P", "nope", "-d", "3"
+    )
+    assert code == 1
+    assert (s["ready"], s["failed"]) == (0, 3)
+    assert any("CONNACK refused" in e for e in s["errors"])
+
+
+def test_nothing_listening_is_a_failure() -> None:
+    code, s, _ = bench("conn", "-p", "1", "-c", "2", "-d", "3")
+    assert code == 1
+    assert s["failed"] == 2
+
+
+@given(st.integers(min_value=0, max_value=10**9))
+def test_histogram_bucket_bounds(us: int) -> None:
+    b = bucket(us)
+    low = bucket_value(b)
+    assert low <= us
+    assert bucket(low) == b
+    assert us - low <= max(1, us // 256)  # under 0.4 % wide
+
+
+def test_histogram_percentiles_and_merge() -> None:
+    a, b = Histogram(), Histogram()
+    for us in range(1, 1001):
+        a.add(us)  # 1 us .. 1 ms
+    for _ in range(10):
+        b.add(250_000)  # ten slow ones
+    a.merge(Histogram.from_dict(b.to_dict()))
+    assert a.count == 1010
+    assert a.percentile(50) == 0.505
+    assert 249.0 < a.percentile(99.5) <= 250.0
+    assert a.summary()["max"] == 250.0
