@@ -84,6 +84,56 @@ _FORWARDED = (
 class Client:
     """The broker's side of one MQTT connection."""
 
+    # Slots, not a __dict__: a broker holds tens of thousands of these.
+    __slots__ = (
+        "broker",
+        "transport",
+        "listener",
+        "zone",
+        "decoder",
+        "version",
+        "session",
+        "client_id",
+        "username",
+        "cert_username",
+        "cert_clientid",
+        "proto_name",
+        "clean_start",
+        "keepalive",
+        "connected",
+        "closing",
+        "write_paused",
+        "read_paused",
+        "slow",
+        "blocked",
+        "paused_by",
+        "paused_since",
+        "out",
+        "out_size",
+        "send_window",
+        "max_packet_out",
+        "alias_max_in",
+        "aliases_in",
+        "alias_max_out",
+        "aliases_out",
+        "request_problem_info",
+        "disconnect_reason",
+        "will_allowed",
+        "peer",
+        "connected_at",
+        "created_at",
+        "last_recv",
+        "timer",
+        "recv_oct",
+        "recv_cnt",
+        "recv_pkt",
+        "recv_msg",
+        "send_oct",
+        "send_cnt",
+        "send_pkt",
+        "send_msg",
+    )
+
     def __init__(
         self, broker: Broker, transport: Any, listener: str = "tcp:default", zone: str = "default"
     ) -> None:
@@ -131,19 +181,6 @@ class Client:
         # statistics (served by the API)
         self.recv_oct = self.recv_cnt = self.recv_pkt = self.recv_msg = 0
         self.send_oct = self.send_cnt = self.send_pkt = self.send_msg = 0
-        self._handlers = {
-            CONNECT: self._on_connect,
-            PUBLISH: self._on_publish,
-            PUBACK: self._on_puback,
-            PUBREC: self._on_pubrec,
-            PUBREL: self._on_pubrel,
-            PUBCOMP: self._on_pubcomp,
-            SUBSCRIBE: self._on_subscribe,
-            UNSUBSCRIBE: self._on_unsubscribe,
-            PINGREQ: self._on_pingreq,
-            DISCONNECT: self._on_disconnect,
-            AUTH: self._on_auth,
-        }
 
     # --- transport callbacks --------------------------------------------
 
@@ -164,7 +201,7 @@ class Client:
         if packets:
             self.recv_pkt += len(packets)
             metrics["packets.received"] += len(packets)
-            handlers = self._handlers
+            handlers = _HANDLERS
             connected = self.connected
             for packet in packets:
                 if self.closing:
@@ -172,7 +209,7 @@ class Client:
                 if not connected and packet.type != CONNECT:
                     return self._protocol_error(rc.PROTOCOL_ERROR, "packet before CONNECT")
                 metrics[_RECV_KEYS[packet.type]] += 1
-                handlers[packet.type](packet)
+                handlers[packet.type](self, packet)
                 connected = self.connected
         if error is not None and not self.closing:
             self._on_decode_error(error, data)
@@ -238,6 +275,17 @@ class Client:
         metrics[_SENT_KEYS[packet.type]] += 1
         self.send_pkt += 1
         self.write(encode(packet, self.version))
+
+    def _send_ack(self, ptype: int, pid: int, reason: int) -> None:
+        """PUBACK / PUBREC without properties, built directly (the QoS 1/2 hot path)."""
+        metrics = self.broker.metrics
+        metrics["packets.sent"] += 1
+        metrics[_SENT_KEYS[ptype]] += 1
+        self.send_pkt += 1
+        if reason and self.version == MQTT5:
+            self.write(bytes((ptype << 4, 3, pid >> 8, pid & 0xFF, reason)))
+        else:
+            self.write(bytes((ptype << 4, 2, pid >> 8, pid & 0xFF)))
 
     def send_message(
         self,
@@ -612,15 +660,15 @@ class Client:
         )
         matched = broker.publish(msg, self)
         if qos == 1:
-            self.send_packet(
-                Puback(packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS)
+            self._send_ack(
+                PUBACK, packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS
             )
         elif qos == 2:
             session.awaiting_rel[packet.packet_id] = time.monotonic()
             if session.expiry_interval:
                 broker.persist_session(session)  # a resent PUBLISH must not route twice
-            self.send_packet(
-                Pubrec(packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS)
+            self._send_ack(
+                PUBREC, packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS
             )
 
     def _publish_refused(self, packet: Publish, reason: int, text: str) -> None:
@@ -739,6 +787,22 @@ class Client:
         # No enhanced authentication method is offered, so CONNECT with one was
         # refused (0x8C) and any AUTH afterwards breaks the protocol.
         self._protocol_error(rc.PROTOCOL_ERROR, "AUTH without an authentication method")
+
+
+# Packet type -> handler; one table for every connection.
+_HANDLERS = {
+    CONNECT: Client._on_connect,
+    PUBLISH: Client._on_publish,
+    PUBACK: Client._on_puback,
+    PUBREC: Client._on_pubrec,
+    PUBREL: Client._on_pubrel,
+    PUBCOMP: Client._on_pubcomp,
+    SUBSCRIBE: Client._on_subscribe,
+    UNSUBSCRIBE: Client._on_unsubscribe,
+    PINGREQ: Client._on_pingreq,
+    DISCONNECT: Client._on_disconnect,
+    AUTH: Client._on_auth,
+}
 
 
 def _peer(transport: Any) -> tuple[str, int]:
