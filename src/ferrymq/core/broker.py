@@ -401,8 +401,13 @@ class Broker:
             metrics["messages.dropped.no_subscribers"] += 1
             return 0
         publisher = msg.publisher
+        if groups:
+            # One member of each shared group; the router's list itself is not ours to extend.
+            picked = [group.pick(publisher, _online) for group in groups]
+            subs = subs + [sub for sub in picked if sub is not None]
         qos = msg.qos
         count = 0
+        queue_high = self._queue_high
         for sub in subs:
             if sub.no_local and sub.client_id == publisher:
                 metrics["delivery.dropped.no_local"] += 1
@@ -421,27 +426,7 @@ class Broker:
             if (
                 target is not None
                 and origin is not None
-                and (target.write_paused or len(session.queue) >= self._queue_high)
-            ):
-                self._block(origin, target)
-        for group in groups:
-            sub = group.pick(publisher, _online)
-            if sub is None:
-                continue
-            session = sub.session  # type: ignore[assignment]
-            ident = sub.identifier
-            session.deliver(
-                msg,
-                qos if qos < sub.qos else sub.qos,
-                msg.retain and sub.retain_as_published,
-                (ident,) if ident else None,
-            )
-            count += 1
-            target = session.client
-            if (
-                target is not None
-                and origin is not None
-                and (target.write_paused or len(session.queue) >= self._queue_high)
+                and (target.write_paused or len(session.queue) >= queue_high)
             ):
                 self._block(origin, target)
         return count
