@@ -26,6 +26,7 @@ from ferrymq.protocol.packets import (
     Unsubscribe,
     Will,
 )
+from ferrymq.protocol.properties import encode_varint
 
 _NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
 
@@ -198,14 +199,7 @@ class RawClient:
 
 def frame(first: int, body: bytes) -> bytes:
     """A packet with fixed header byte ``first`` and the given body (length encoded here)."""
-    size = len(body)
-    head = bytearray((first,))
-    while True:
-        byte = size & 0x7F
-        size >>= 7
-        head.append(byte | 0x80 if size else byte)
-        if not size:
-            return bytes(head) + body
+    return bytes((first,)) + encode_varint(len(body)) + body
 
 
 def utf8(text: str | bytes) -> bytes:

@@ -31,16 +31,10 @@ from ferrymq.protocol.packets import (
     Unsuback,
     Will,
 )
-from ferrymq.protocol.properties import encode_properties, encode_varint
+from ferrymq.protocol.properties import encode_properties
+from rawclient import frame, utf8
 
-
-def frame(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + encode_varint(len(body)) + body
-
-
-def s(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return len(raw).to_bytes(2, "big") + raw
+s = utf8
 
 
 def connect_wire(
