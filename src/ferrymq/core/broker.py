@@ -429,6 +429,8 @@ class Broker:
                 and (target.write_paused or len(session.queue) >= queue_high)
             ):
                 self._block(origin, target)
+        if msg.retain:
+            msg.cache = None  # the retained store keeps the message, not its encodings
         return count
 
     def _retain(self, msg: Message) -> None:
@@ -520,6 +522,7 @@ class Broker:
         sub_qos = sub.qos
         for msg in self.retained.match(sub.filter, time.monotonic()):
             session.deliver(msg, msg.qos if msg.qos < sub_qos else sub_qos, True, ids)
+            msg.cache = None
 
     def unsubscribe(self, session: Session, topic_filters: Iterable[str]) -> list[int]:
         codes = []

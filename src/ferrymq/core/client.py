@@ -71,6 +71,8 @@ _PINGRESP_BYTES = b"\xd0\x00"
 # Bytes collected for one connection before they are written without waiting for
 # the end of the event-loop iteration.
 _FLUSH_AT = 65536
+# Encoded variants kept per message (protocol version, QoS, retain, ids, expiry).
+_CACHE_VARIANTS = 16
 # Properties a PUBLISH carries on to subscribers (the rest are per-hop).
 _FORWARDED = (
     "payload_format_indicator",
@@ -317,6 +319,9 @@ class Client:
                 cache = msg.cache = {}
             entry = cache.get(key)
             if entry is None:
+                if len(cache) >= _CACHE_VARIANTS:
+                    # Remaining expiry and subscription ids make new variants over time.
+                    cache.clear()
                 entry = cache[key] = _encode_template(msg, version, qos, retain, sub_ids, left)
             data, offset = entry
         if self.max_packet_out and len(data) > self.max_packet_out:
