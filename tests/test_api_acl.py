@@ -176,10 +176,7 @@ def test_publish_rules_and_levels(api: Api, broker, uid: str, rules) -> None:
     pub.publish(f"{uid}/secret/2", qos=0)
     watcher.expect_nothing(0.3)
     after = api.metrics()
-    assert (
-        after["packets.publish.auth_error"]
-        == before["packets.publish.auth_error"] + 2
-    )
+    assert after["packets.publish.auth_error"] == before["packets.publish.auth_error"] + 2
     assert after["client.check_acl"] >= before["client.check_acl"] + 2
     # a username rule comes before the all-clients rules
     add(
@@ -242,10 +239,7 @@ def test_subscribe_rules(api: Api, broker, uid: str, rules) -> None:
     other.connect(broker.port)
     assert [int(c.value) for c in other.subscribe("+/a/b", 0)] == [0x80]
     after = api.metrics()
-    assert (
-        after["packets.subscribe.auth_error"]
-        == before["packets.subscribe.auth_error"] + 3
-    )
+    assert after["packets.subscribe.auth_error"] == before["packets.subscribe.auth_error"] + 3
     # the API's own subscribe goes through the same check
     r = api.post("/mqtt/subscribe", {"clientid": f"{uid}-s5", "topic": f"{uid}/z"})
     assert (r.status, r.code) == (400, 108) and r.data[0]["topic"] == f"{uid}/z"

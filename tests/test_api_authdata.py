@@ -147,10 +147,7 @@ def test_username_decides_connect(api: Api, broker, uid: str) -> None:
     assert _connect(broker.port, f"{uid}-5", user, "right", v5=True) == 0
     mid = api.metrics()
     assert mid["client.authenticate"] == before["client.authenticate"] + 5
-    assert (
-        mid["packets.connack.auth_error"]
-        == before["packets.connack.auth_error"] + 3
-    )
+    assert mid["packets.connack.auth_error"] == before["packets.connack.auth_error"] + 3
     assert mid["client.auth.anonymous"] == before["client.auth.anonymous"]
     api.ok("PUT", f"/auth_username/{user}", {"password": "new"})
     assert _connect(broker.port, f"{uid}-6", user, "right") == 0x86

@@ -39,6 +39,8 @@ class BenchOptions:
     tls: bool = False
     cafile: str | None = None
     insecure: bool = False
+    ws: bool = False  # MQTT over WebSocket (wss with tls)
+    ws_path: str = "/mqtt"
     connect_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -48,6 +50,13 @@ class BenchOptions:
     def worker_count(self) -> int:
         n = self.workers or os.cpu_count() or 1
         return max(1, min(n, self.count))
+
+    @property
+    def transport(self) -> str:
+        """The transport name: tcp, tls, ws or wss."""
+        if self.ws:
+            return "wss" if self.tls else "ws"
+        return "tls" if self.tls else "tcp"
 
     def client_id(self, index: int) -> str:
         return f"{self.prefix}-{self.mode}-{index}"

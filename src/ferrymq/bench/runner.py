@@ -69,6 +69,8 @@ class Totals:
             "mode": opts.mode,
             "host": opts.host,
             "port": opts.port,
+            "transport": opts.transport,
+            "path": opts.ws_path if opts.ws else None,
             "clients": opts.count,
             "workers": opts.worker_count(),
             "qos": opts.qos,
@@ -119,8 +121,11 @@ def _progress(out: TextIO, t: Totals, window: dict[str, int], lat: Histogram) ->
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    where = f"{s['host']}:{s['port']}"
+    if s["transport"] != "tcp":
+        where = f"{s['transport']}://{where}{s['path'] or ''}"
     lines = [
-        f"ferrymq bench {s['mode']}: {s['clients']} clients on {s['host']}:{s['port']} "
+        f"ferrymq bench {s['mode']}: {s['clients']} clients on {where} "
         f"({s['workers']} workers), QoS {s['qos']}"
         + (f", {s['size']} B payloads" if s["mode"] == "pub" else ""),
         f"  connections: {s['ready']} ready, {s['failed']} failed, {s['lost']} lost"

@@ -19,6 +19,7 @@ from typing import Any
 from ferrymq.bench.connection import BenchConnection
 from ferrymq.bench.histogram import Histogram
 from ferrymq.bench.options import BenchOptions
+from ferrymq.bench.websocket import WebSocketStream, keep_large_blocks
 
 DRAIN_S = 2.0  # after stopping, how long publishers wait for their last acknowledgements
 
@@ -160,12 +161,30 @@ class Worker:
         return ctx
 
     async def _open(self, conn: BenchConnection, ctx: ssl.SSLContext | None) -> None:
+        opts = self.opts
         try:
-            await self.loop.create_connection(lambda: conn, self.opts.host, self.opts.port, ssl=ctx)
+            if opts.ws:
+                await self._open_ws(conn, ctx)
+            else:
+                await self.loop.create_connection(lambda: conn, opts.host, opts.port, ssl=ctx)
         except OSError as exc:
             self.failed(conn, f"connect failed: {exc}")
             return
-        self.loop.call_later(self.opts.connect_timeout, self._connect_timeout, conn)
+        self.loop.call_later(opts.connect_timeout, self._connect_timeout, conn)
+
+    async def _open_ws(self, conn: BenchConnection, ctx: ssl.SSLContext | None) -> None:
+        opts = self.opts
+
+        def on_error(why: str) -> None:
+            if conn.ready:
+                self.protocol_error(conn, why)
+            else:
+                self.failed(conn, why)
+
+        stream = WebSocketStream(conn, opts.host, opts.port, opts.ws_path, on_error)
+        await self.loop.create_connection(lambda: stream, opts.host, opts.port, ssl=ctx)
+        if conn.transport is None:  # so that a connect timeout closes it before the upgrade
+            conn.transport = stream  # type: ignore[assignment]
 
     def _connect_timeout(self, conn: BenchConnection) -> None:
         if not conn.ready and not conn.done:
@@ -250,6 +269,8 @@ def worker_main(
 ) -> None:
     """Process entry point: the parent handles Ctrl-C and tells workers through ``stop``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if opts.ws:
+        keep_large_blocks()
     try:
         import uvloop  # type: ignore[import-not-found]
 

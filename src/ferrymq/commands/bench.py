@@ -13,13 +13,19 @@ EXAMPLES = """examples:
   ferrymq bench pub -c 20 -I 1 -t 'bench/%i' -s 64     # 20 publishers at 1,000 msg/s each
   ferrymq bench pub -c 50 -I 0 -q 1 -L 100000          # unlimited QoS 1, 100,000 per client
   ferrymq bench conn -c 10000 -i 1                     # 10,000 idle connections at 1,000/s
+  ferrymq bench pub -c 10 -I 0 --ws -p 8083            # MQTT over WebSocket at /mqtt
 """
+
+# (websocket, tls) -> the usual port, as the broker's listeners default to
+DEFAULT_PORTS = {(False, False): 1883, (False, True): 8883, (True, False): 8083, (True, True): 8084}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("-h", "--host", default="127.0.0.1", help="broker address")
-    p.add_argument("-p", "--port", type=int, default=1883, help="broker port")
+    p.add_argument(
+        "-p", "--port", type=int, help="broker port (default 1883, 8883 TLS, 8083 ws, 8084 wss)"
+    )
     p.add_argument("-c", "--count", type=int, default=1, help="number of clients")
     p.add_argument("-n", "--startnumber", type=int, default=0, help="index of the first client")
     p.add_argument(
@@ -47,6 +53,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--cafile", help="CA bundle that signs the broker certificate")
     p.add_argument("--insecure", action="store_true", help="TLS without certificate checks")
+    p.add_argument("--ws", action="store_true", help="MQTT over WebSocket (wss with --tls)")
+    p.add_argument("--ws-path", default="/mqtt", help="HTTP path of the WebSocket endpoint")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -95,10 +103,16 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 1:
         print("ferrymq bench: --count must be at least 1", file=sys.stderr)
         return 2
+    if not args.ws_path.startswith("/"):
+        print("ferrymq bench: --ws-path must start with /", file=sys.stderr)
+        return 2
+    port = args.port
+    if port is None:
+        port = DEFAULT_PORTS[(args.ws, args.tls)]
     opts = BenchOptions(
         mode=args.mode,
         host=args.host,
-        port=args.port,
+        port=port,
         count=args.count,
         start_index=args.startnumber,
         conn_interval_ms=args.interval,
@@ -113,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         tls=args.tls,
         cafile=args.cafile,
         insecure=args.insecure,
+        ws=args.ws,
+        ws_path=args.ws_path,
         connect_timeout=args.connect_timeout,
     )
     if args.mode in ("pub", "sub"):
