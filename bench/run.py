@@ -36,6 +36,7 @@ from common import (
     BROKERS,
     GEN_CPU,
     MQTTBENCH,
+    ROOT,
     RssSampler,
     RunningBroker,
     ensure_amqtt,
@@ -245,6 +246,13 @@ class Campaign:
         log(f"ferrymq   SOAK {report.one_line(d)}")
 
 
+def _shown_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return Path(path).name
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -275,7 +283,8 @@ def main() -> int:
         "rounds": rounds,
         "brokers": brokers,
         "scenarios": scens,
-        "generator": str(MQTTBENCH),
+        # Relative to the repository when it lives there: results carry no local paths.
+        "generator": _shown_path(MQTTBENCH),
     }
     started = time.monotonic()
     with open(jsonl, "w") as out:
