@@ -298,18 +298,17 @@ class Client:
         pid: int,
         dup: bool,
     ) -> bool:
-        """Write one PUBLISH of ``msg``; False when it is too large for this client."""
+        """Write one PUBLISH of ``msg``; False when it is not sent (expired, or too large)."""
         version = self.version
-        expiry = msg.expiry_at
-        if expiry:
-            left = msg.remaining_expiry(time.monotonic())
-            if left == 0 and expiry <= time.monotonic():
+        left: int | None = None
+        if msg.expiry_at:
+            now = time.monotonic()
+            if msg.expired(now):
                 metrics = self.broker.metrics
                 metrics["delivery.dropped.expired"] += 1
                 metrics["delivery.dropped"] += 1
                 return False
-        else:
-            left = None
+            left = msg.remaining_expiry(now)
         if self.aliases_out is not None:
             data, offset = self._encode_aliased(msg, qos, retain, sub_ids, left)
         else:
