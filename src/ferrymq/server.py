@@ -23,7 +23,6 @@ async def serve(settings: Settings) -> None:
     store = SqliteStore(settings.db_path, settings.flush_interval)
     store.open()
     broker = Broker(settings, store, loop)
-    servers: list[asyncio.Server] = []
     listeners: ListenerManager | None = None
     api: ApiServer | None = None
     try:
@@ -46,8 +45,6 @@ async def serve(settings: Settings) -> None:
             await api.stop()
         if listeners is not None:
             listeners.close()
-        for server in servers:
-            server.close()
         broker.shutdown()
         await asyncio.sleep(0.05)  # let transports write their last bytes
         if listeners is not None:
