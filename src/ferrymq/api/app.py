@@ -15,9 +15,20 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ferrymq.api import acl, authdata, clients, metrics, mqtt, subscriptions
+from ferrymq.api import (
+    acl,
+    authdata,
+    clients,
+    metrics,
+    mqtt,
+    nodes,
+    retained,
+    status,
+    subscriptions,
+)
 from ferrymq.api.apps import bootstrap_apps
 from ferrymq.api.auth import AppAuth
+from ferrymq.api.cluster import CLUSTER, Cluster
 from ferrymq.api.context import CTX, ApiContext, ctx
 from ferrymq.api.errors import BAD_CREDENTIALS, BAD_PARAMETER, UNKNOWN_ERROR, ApiError
 from ferrymq.api.openapi import build_openapi
@@ -76,6 +87,8 @@ def all_routes() -> list[Route]:
         *authdata.ROUTES,
         *acl.ROUTES,
         *metrics.ROUTES,
+        *nodes.ROUTES,
+        *retained.ROUTES,
     ]
 
 
@@ -140,6 +153,7 @@ def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Appli
     sync = AccessSync(broker, on_change=auth.clear)
     routes = all_routes()
     public = {r.handler for r in routes if r.public}
+    public.add(status.status)
     app = web.Application(
         client_max_size=broker.settings.api_max_body,
         middlewares=[
@@ -149,6 +163,9 @@ def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Appli
     )
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)
     app[OPENAPI_KEY] = build_openapi(routes)
+    app[CLUSTER] = Cluster(broker)
+    app[status.LIFECYCLE] = status.Lifecycle()
+    app.router.add_get(status.PATH, status.status, name="status")
     for route in routes:
         path = BASE + route.path
         app.router.add_route(route.method, path, route.handler, name=route.name)
@@ -175,6 +192,11 @@ class ApiServer:
     @property
     def context(self) -> ApiContext:
         return self.app[CTX]
+
+    @property
+    def lifecycle(self) -> status.Lifecycle:
+        """``state`` is what ``GET /status`` reports: starting, running, stopping."""
+        return self.app[status.LIFECYCLE]
 
     async def start(self) -> None:
         s = self.broker.settings

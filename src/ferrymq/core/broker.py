@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ferrymq.access.acl import Acl
 from ferrymq.access.authn import Authenticator
@@ -32,6 +32,7 @@ from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
 from ferrymq.core.router import Router
 from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
+from ferrymq.core.stats import Stats
 from ferrymq.core.subscription import Subscription
 from ferrymq.protocol import reason_codes as rc
 from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
@@ -95,6 +96,7 @@ class Broker:
         self.authenticator = Authenticator(settings.anonymous_allowed())
         self.acl = Acl(settings.acl_nomatch)
         self.started_at = time.time()
+        self.stats_tracker = Stats(self)
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         self._paused: set[Client] = set()
@@ -445,6 +447,14 @@ class Broker:
         elif self.retained.delete(msg.topic) is not None and durable:
             self.store.delete_retained(msg.topic)  # type: ignore[union-attr]
 
+    def delete_retained(self, topic: str) -> bool:
+        """Clear the retained message of ``topic`` (for the API); False when there is none."""
+        if self.retained.delete(topic) is None:
+            return False
+        if self.store is not None and not topic.startswith("$SYS/"):
+            self.store.delete_retained(topic)
+        return True
+
     # --- subscribe -------------------------------------------------------------
 
     def subscribe(
@@ -592,6 +602,7 @@ class Broker:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self.stats_tracker.sample()
         if self._paused:
             for origin in list(self._paused):
                 if now - origin.paused_since >= _MAX_PAUSE:
@@ -635,10 +646,6 @@ class Broker:
 
     # --- introspection (API, $SYS) ----------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "connections.count": len(self.clients),
-            "sessions.count": len(self.sessions),
-            "subscriptions.count": len(self.router),
-            "retained.count": len(self.retained),
-        }
+    def stats(self) -> dict[str, int]:
+        """EMQX's stats (``connections.count``, ``connections.max`` ...), see core/stats.py."""
+        return self.stats_tracker.sample()
