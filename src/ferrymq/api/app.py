@@ -18,6 +18,7 @@ from aiohttp.typedefs import Middleware
 from ferrymq.api import (
     acl,
     authdata,
+    banned,
     clients,
     metrics,
     mqtt,
@@ -89,6 +90,7 @@ def all_routes() -> list[Route]:
         *metrics.ROUTES,
         *nodes.ROUTES,
         *retained.ROUTES,
+        *banned.ROUTES,
     ]
 
 

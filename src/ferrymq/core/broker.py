@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ferrymq.access.acl import Acl
 from ferrymq.access.authn import Authenticator
+from ferrymq.core.banned import Ban, BanList
 from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
@@ -95,6 +96,7 @@ class Broker:
         self.connections: set[Client] = set()
         self.authenticator = Authenticator(settings.anonymous_allowed())
         self.acl = Acl(settings.acl_nomatch)
+        self.banned = BanList()
         self.started_at = time.time()
         self.stats_tracker = Stats(self)
         self._dirty: list[Client] = []
@@ -157,6 +159,11 @@ class Broker:
         for client_id in messages.keys() - self.sessions.keys():
             store.delete_session(client_id)
         self.load_access()
+        bans = [Ban(**row) for row in store.list_bans()]
+        for ban in bans:
+            if not ban.active(now):
+                store.delete_ban(ban.kind, ban.who)
+        self.banned.load([ban for ban in bans if ban.active(now)])
         log.info(
             "restored %d retained messages and %d persistent sessions",
             len(self.retained),
@@ -603,6 +610,8 @@ class Broker:
     def _tick(self) -> None:
         now = time.monotonic()
         self.stats_tracker.sample()
+        if self.banned:
+            self.banned.expire(time.time())
         if self._paused:
             for origin in list(self._paused):
                 if now - origin.paused_since >= _MAX_PAUSE:
