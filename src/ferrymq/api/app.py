@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from ferrymq.api import (
     acl,
+    alarms,
     authdata,
     banned,
     clients,
@@ -91,6 +92,7 @@ def all_routes() -> list[Route]:
         *nodes.ROUTES,
         *retained.ROUTES,
         *banned.ROUTES,
+        *alarms.ROUTES,
     ]
 
 

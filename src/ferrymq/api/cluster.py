@@ -104,6 +104,15 @@ class LocalNode:
     async def has_route(self, topic: str) -> bool:
         return self.broker.router.has_route(topic)
 
+    async def alarms(self, which: str) -> list[dict[str, Any]]:
+        return self.broker.alarm_checks.alarms.listed(which)
+
+    async def deactivate_alarm(self, name: str) -> bool:
+        return self.broker.alarm_checks.alarms.deactivate(name)
+
+    async def clear_alarm_history(self) -> None:
+        self.broker.alarm_checks.alarms.clear_history()
+
 
 class Cluster:
     """The nodes the API answers for; one :class:`LocalNode` until cluster mode exists."""

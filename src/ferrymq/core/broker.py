@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ferrymq.access.acl import Acl
 from ferrymq.access.authn import Authenticator
+from ferrymq.core.alarms import AlarmChecks
 from ferrymq.core.banned import Ban, BanList
 from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
@@ -97,6 +98,7 @@ class Broker:
         self.authenticator = Authenticator(settings.anonymous_allowed())
         self.acl = Acl(settings.acl_nomatch)
         self.banned = BanList()
+        self.alarm_checks = AlarmChecks(self)
         self.started_at = time.time()
         self.stats_tracker = Stats(self)
         self._dirty: list[Client] = []
@@ -612,6 +614,7 @@ class Broker:
         self.stats_tracker.sample()
         if self.banned:
             self.banned.expire(time.time())
+        self.alarm_checks.tick(now)
         if self._paused:
             for origin in list(self._paused):
                 if now - origin.paused_since >= _MAX_PAUSE:
