@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from ferrymq.api import (
     acl,
+    acl_cache,
     alarms,
     authdata,
     banned,
@@ -93,6 +94,7 @@ def all_routes() -> list[Route]:
         *retained.ROUTES,
         *banned.ROUTES,
         *alarms.ROUTES,
+        *acl_cache.ROUTES,
     ]
 
 
