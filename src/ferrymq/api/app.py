@@ -28,6 +28,7 @@ from ferrymq.api import (
     retained,
     status,
     subscriptions,
+    topic_metrics,
 )
 from ferrymq.api.apps import bootstrap_apps
 from ferrymq.api.auth import AppAuth
@@ -95,6 +96,7 @@ def all_routes() -> list[Route]:
         *banned.ROUTES,
         *alarms.ROUTES,
         *acl_cache.ROUTES,
+        *topic_metrics.ROUTES,
     ]
 
 

@@ -113,6 +113,18 @@ class LocalNode:
     async def clear_alarm_history(self) -> None:
         self.broker.alarm_checks.alarms.clear_history()
 
+    async def topic_metrics(self) -> dict[str, dict[str, Any]]:
+        return {t: c.as_dict() for t, c in self.broker.topic_metrics.watched.items()}
+
+    async def register_topic_metrics(self, topic: str) -> None:
+        self.broker.topic_metrics.register(topic)
+
+    async def unregister_topic_metrics(self, topic: str) -> bool:
+        return self.broker.topic_metrics.unregister(topic)
+
+    async def unregister_all_topic_metrics(self) -> None:
+        self.broker.topic_metrics.unregister_all()
+
 
 class Cluster:
     """The nodes the API answers for; one :class:`LocalNode` until cluster mode exists."""

@@ -36,6 +36,7 @@ from ferrymq.core.router import Router
 from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
 from ferrymq.core.stats import Stats
 from ferrymq.core.subscription import Subscription
+from ferrymq.core.topic_metrics import DROPPED, IN, OUT, QOS_IN, QOS_OUT, TopicMetrics
 from ferrymq.protocol import reason_codes as rc
 from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
 from ferrymq.protocol.topics import (
@@ -72,6 +73,19 @@ _WILL_FORWARDED = (
 )
 
 
+def _count_topic(counts: list[int], qos: int, delivered: Iterable[int]) -> None:
+    """Topic metrics of one publish: in by its QoS, out per delivery QoS, dropped if none."""
+    counts[IN] += 1
+    counts[QOS_IN[qos]] += 1
+    out = 0
+    for q in delivered:
+        counts[QOS_OUT[q]] += 1
+        out += 1
+    counts[OUT] += out
+    if not out:
+        counts[DROPPED] += 1
+
+
 def _online(sub: Subscription) -> bool:
     session = sub.session
     return session.client is not None  # type: ignore[attr-defined]
@@ -99,6 +113,8 @@ class Broker:
         self.acl = Acl(settings.acl_nomatch)
         self.banned = BanList()
         self.alarm_checks = AlarmChecks(self)
+        self.topic_metrics = TopicMetrics()
+        self._watched = self.topic_metrics.watched  # read once per publish, see publish()
         self.started_at = time.time()
         self.stats_tracker = Stats(self)
         self._dirty: list[Client] = []
@@ -406,10 +422,14 @@ class Broker:
         metrics["messages.publish"] += 1
         if msg.retain:
             self._retain(msg)
+        watched = self._watched
+        counters = watched.get(msg.topic) if watched else None
         subs, groups = self.router.match(msg.topic)
         if not subs and not groups:
             metrics["messages.dropped"] += 1
             metrics["messages.dropped.no_subscribers"] += 1
+            if counters is not None:
+                _count_topic(counters.counts, msg.qos, ())
             return 0
         publisher = msg.publisher
         if groups:
@@ -442,6 +462,13 @@ class Broker:
                 self._block(origin, target)
         if msg.retain:
             msg.cache = None  # the retained store keeps the message, not its encodings
+        if counters is not None:
+            delivered = [
+                qos if qos < sub.qos else sub.qos
+                for sub in subs
+                if not (sub.no_local and sub.client_id == publisher)
+            ]
+            _count_topic(counters.counts, qos, delivered)
         return count
 
     def _retain(self, msg: Message) -> None:
@@ -615,6 +642,8 @@ class Broker:
         if self.banned:
             self.banned.expire(time.time())
         self.alarm_checks.tick(now)
+        if self._watched:
+            self.topic_metrics.tick(now)
         if self._paused:
             for origin in list(self._paused):
                 if now - origin.paused_since >= _MAX_PAUSE:
