@@ -97,6 +97,7 @@ class Settings:
     api_max_body: int = _s(4194304, "largest API request body accepted, in bytes")
     api_app_id: str = _s("", "AppID of an API app to create at start (with api_app_secret)")
     api_app_secret: str = _s("", "AppSecret of api_app_id; stored hashed")
+    prometheus_auth: bool = _s(False, "require API credentials on GET /api/v4/emqx_prometheus")
 
     def __post_init__(self) -> None:
         # The [[listeners]] tables of the config file; not a flag or variable.

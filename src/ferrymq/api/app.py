@@ -25,6 +25,7 @@ from ferrymq.api import (
     metrics,
     mqtt,
     nodes,
+    prometheus,
     retained,
     status,
     subscriptions,
@@ -97,6 +98,7 @@ def all_routes() -> list[Route]:
         *alarms.ROUTES,
         *acl_cache.ROUTES,
         *topic_metrics.ROUTES,
+        *prometheus.ROUTES,
     ]
 
 
@@ -162,6 +164,8 @@ def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Appli
     routes = all_routes()
     public = {r.handler for r in routes if r.public}
     public.add(status.status)
+    if broker.settings.prometheus_auth:
+        public.discard(prometheus.prometheus_stats)
     app = web.Application(
         client_max_size=broker.settings.api_max_body,
         middlewares=[
@@ -172,6 +176,7 @@ def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Appli
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)
     app[OPENAPI_KEY] = build_openapi(routes)
     app[CLUSTER] = Cluster(broker)
+    app[prometheus.EXPORTER] = prometheus.Exporter(app[CLUSTER].local)
     app[status.LIFECYCLE] = status.Lifecycle()
     app.router.add_get(status.PATH, status.status, name="status")
     for route in routes:
