@@ -22,6 +22,7 @@ from ferrymq.api import (
     authdata,
     banned,
     clients,
+    data,
     metrics,
     mqtt,
     nodes,
@@ -99,6 +100,7 @@ def all_routes() -> list[Route]:
         *acl_cache.ROUTES,
         *topic_metrics.ROUTES,
         *prometheus.ROUTES,
+        *data.ROUTES,
     ]
 
 
