@@ -13,7 +13,7 @@ from aiohttp import web
 from ferrymq.api.cluster import cluster
 from ferrymq.api.errors import UNKNOWN_ERROR, not_found
 from ferrymq.api.params import as_object, get_str, read_json
-from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
+from ferrymq.api.routes import BOOL, INT, STR, Handler, Route, arr, obj, ok
 
 _ALARM = obj(
     {
@@ -30,7 +30,7 @@ _NODE_ALARMS = arr(obj({"node": STR, "alarms": arr(_ALARM)}))
 _NODE = "/nodes/{node}/alarms"
 
 
-def _lister(which: str):  # type: ignore[no-untyped-def]
+def _lister(which: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         answers = await cluster(request).each(lambda node: node.alarms(which))
         return ok([{"node": node.name, "alarms": alarms} for node, alarms in answers])
@@ -38,7 +38,7 @@ def _lister(which: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-def _node_lister(which: str):  # type: ignore[no-untyped-def]
+def _node_lister(which: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         return ok(await cluster(request).node(request.match_info["node"]).alarms(which))
 
