@@ -45,14 +45,6 @@ def _node_lister(which: str) -> Handler:
     return handler
 
 
-list_all = _lister("all")
-list_activated = _lister("activated")
-list_deactivated = _lister("deactivated")
-list_node = _node_lister("all")
-list_node_activated = _node_lister("activated")
-list_node_deactivated = _node_lister("deactivated")
-
-
 async def deactivate(request: web.Request) -> web.Response:
     body = as_object(await read_json(request))
     node = cluster(request).node(get_str(body, "node") or "")
@@ -73,33 +65,38 @@ async def delete_node_deactivated(request: web.Request) -> web.Response:
     return ok()
 
 
+# (which, path suffix, what): the listing routes, cluster-wide and per node.
+_LISTS = (
+    ("all", "", "alarms, active first, then the history"),
+    ("activated", "/activated", "active alarms"),
+    ("deactivated", "/deactivated", "deactivated alarms (the history)"),
+)
+_NAME = {"all": "", "activated": "activated_", "deactivated": "deactivated_"}
+
 ROUTES = [
-    Route(
-        "list_all_alarms",
-        "GET",
-        "/alarms",
-        list_all,
-        "Every node's alarms, active first, then the history",
-        data=_NODE_ALARMS,
-        errors=(),
+    *(
+        Route(
+            f"list_all_{_NAME[which]}alarms",
+            "GET",
+            "/alarms" + suffix,
+            _lister(which),
+            f"Every node's {what}",
+            data=_NODE_ALARMS,
+            errors=(),
+        )
+        for which, suffix, what in _LISTS
     ),
-    Route(
-        "list_all_activated_alarms",
-        "GET",
-        "/alarms/activated",
-        list_activated,
-        "Every node's active alarms",
-        data=_NODE_ALARMS,
-        errors=(),
-    ),
-    Route(
-        "list_all_deactivated_alarms",
-        "GET",
-        "/alarms/deactivated",
-        list_deactivated,
-        "Every node's deactivated alarms (the history)",
-        data=_NODE_ALARMS,
-        errors=(),
+    *(
+        Route(
+            f"list_node_{_NAME[which]}alarms",
+            "GET",
+            _NODE + suffix,
+            _node_lister(which),
+            f"One node's {what}",
+            data=arr(_ALARM),
+            errors=(404,),
+        )
+        for which, suffix, what in _LISTS
     ),
     Route(
         "deactivate_alarm",
@@ -117,33 +114,6 @@ ROUTES = [
         delete_deactivated,
         "Clear every node's alarm history",
         errors=(),
-    ),
-    Route(
-        "list_node_alarms",
-        "GET",
-        _NODE,
-        list_node,
-        "One node's alarms",
-        data=arr(_ALARM),
-        errors=(404,),
-    ),
-    Route(
-        "list_node_activated_alarms",
-        "GET",
-        _NODE + "/activated",
-        list_node_activated,
-        "One node's active alarms",
-        data=arr(_ALARM),
-        errors=(404,),
-    ),
-    Route(
-        "list_node_deactivated_alarms",
-        "GET",
-        _NODE + "/deactivated",
-        list_node_deactivated,
-        "One node's deactivated alarms",
-        data=arr(_ALARM),
-        errors=(404,),
     ),
     Route(
         "delete_node_deactivated_alarms",
