@@ -20,7 +20,8 @@ def _served() -> set[tuple[str, str]]:
         app = build_app(Broker(Settings(), store))
         served = set()
         for resource in app.router.resources():
-            path = resource.canonical.removeprefix("/api/v4") or "/"
+            # every path is also served with a trailing slash (API.md)
+            path = resource.canonical.removeprefix("/api/v4").rstrip("/") or "/"
             for route in resource:
                 served.add((route.method, path))
         return served
