@@ -108,16 +108,24 @@ def test_list_shows_live_fields(api: Api, broker, uid: str, connected) -> None:
 
 
 def test_offline_persistent_session_is_listed(api: Api, broker, uid: str) -> None:
-    t = TestClient(f"{uid}-p")
-    t.connect(broker.port, clean=False)
+    t = TestClient(f"{uid}-p", protocol=V5)
+    t.connect(broker.port, clean=False, keepalive=42, properties=props(SessionExpiryInterval=300))
+    local_port = t.c.socket().getsockname()[1]
     t.subscribe(f"{uid}/q", 1)
+    online = api.ok("GET", f"/clients/{uid}-p")[0]
     t.disconnect()
     item = wait_for(lambda: [i for i in api.ok("GET", f"/clients/{uid}-p") if not i["connected"]])[
         0
     ]
     assert TIME.match(item["disconnected_at"])
     assert item["subscriptions_cnt"] == 1 and item["clean_start"] is False
-    assert item["ip_address"] is None and item["recv_oct"] == 0
+    # the last connection's values, as EMQX shows them, and no traffic
+    assert (item["ip_address"], item["port"]) == ("127.0.0.1", local_port)
+    assert (item["proto_name"], item["proto_ver"], item["keepalive"]) == ("MQTT", 5, 42)
+    assert item["connected_at"] == online["connected_at"] and item["recv_oct"] == 0
+    assert _ids(api.get(f"/clients?_like_clientid={uid}&ip_address=127.0.0.1&proto_ver=5")) == {
+        f"{uid}-p"
+    }
     listed = api.get(f"/clients?_like_clientid={uid}&conn_state=disconnected")
     assert _ids(listed) == {f"{uid}-p"}
     assert api.ok("DELETE", f"/clients/{uid}-p") is None
