@@ -177,13 +177,20 @@ def test_username_decides_connect(api: Api, broker, uid: str) -> None:
     assert mid["client.authenticate"] == before["client.authenticate"] + 5
     assert mid["packets.connack.auth_error"] == before["packets.connack.auth_error"] + 3
     assert mid["client.auth.anonymous"] == before["client.auth.anonymous"]
+    # EMQX 4.4's counters, agreeing with each other
+    assert mid["client.auth.failure"] == before["client.auth.failure"] + 3
+    assert mid["client.auth.success"] == before["client.auth.success"] + 2
+    assert mid["packets.connack.error"] == before["packets.connack.error"] + 3
+    assert mid["packets.connack.error"] >= mid["packets.connack.auth_error"]
     api.ok("PUT", f"/auth_username/{user}", {"password": "new"})
     assert _connect(broker.port, f"{uid}-6", user, "right") == 0x86
     assert _connect(broker.port, f"{uid}-7", user, "new") == 0
     api.ok("DELETE", f"/auth_username/{user}")
     # no record any more: allow_anonymous (on for a loopback-only broker) decides
     assert _connect(broker.port, f"{uid}-8", user, "anything") == 0
-    assert api.metrics()["client.auth.anonymous"] == mid["client.auth.anonymous"] + 1
+    end = api.metrics()
+    assert end["client.auth.anonymous"] == mid["client.auth.anonymous"] + 1
+    assert end["client.auth.success.anonymous"] == mid["client.auth.success.anonymous"] + 1
 
 
 def test_clientid_decides_connect(api: Api, broker, uid: str) -> None:

@@ -160,6 +160,58 @@ def test_filters(api: Api, uid: str, connected) -> None:
     assert ids(f"_lte_connected_at={now - 60}") == set()
     assert ids(f"_gte_connected_at={now - 60}&proto_ver=4&username=alice") == {a}
     assert _ids(api.get(f"/clients?_like_clientid={uid}-c")) == {c}
+    # EMQX 4.4's other filters: repeated clientid / username, zone, queue figures
+    assert ids(f"clientid={a}&clientid={c}&clientid={uid}-none") == {a, c}
+    assert ids("username=alice&username=bob") == {a, b}
+    assert ids("zone=default") == {a, b, c}
+    assert ids("zone=external") == set()
+    assert ids("_lte_mqueue_len=0&_gte_mqueue_len=0") == {a, b, c}
+    assert ids("_gte_mqueue_len=1") == set()
+    assert ids("_gte_mqueue_dropped=1000") == set()  # "kick every client with ..." kicks none
+    assert ids("_lte_mqueue_dropped=0") == {a, b, c}
+
+
+def test_queue_filters_see_an_offline_session_fill_up(api: Api, broker, uid: str) -> None:
+    t = TestClient(f"{uid}-q", protocol=V5)
+    t.connect(broker.port, clean=False, properties=props(SessionExpiryInterval=300))
+    t.subscribe(f"{uid}/q", 1)
+    t.disconnect()
+    for i in range(3):
+        api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/q", "payload": str(i), "qos": 1})
+    r = api.get(f"/clients?_like_clientid={uid}&_gte_mqueue_len=3&_lte_mqueue_len=3")
+    assert _ids(r) == {f"{uid}-q"} and r.data[0]["mqueue_len"] == 3
+    assert _ids(api.get(f"/clients?_like_clientid={uid}&_gte_mqueue_len=4")) == set()
+    api.ok("DELETE", f"/clients/{uid}-q")
+
+
+def test_by_username_and_per_node_forms(api: Api, uid: str, connected) -> None:
+    a, b = f"{uid}-a", f"{uid}-b"
+    assert [
+        i["clientid"] for i in api.ok("GET", "/clients/username/alice") if uid in i["clientid"]
+    ] == [a]
+    assert api.ok("GET", f"/clients/username/{uid}-nobody") == []
+    node = "ferrymq@127.0.0.1"
+    r = api.get(f"/nodes/{node}/clients?_like_clientid={uid}&proto_ver=5")
+    assert r.code == 0 and _ids(r) == {b} and r.meta["count"] == 1
+    assert api.ok("GET", f"/nodes/{node}/clients/{a}")[0]["clientid"] == a
+    assert api.get(f"/nodes/{node}/clients/").code == 0  # trailing slash too
+    assert [
+        i["clientid"]
+        for i in api.ok("GET", f"/nodes/{node}/clients/username/bob")
+        if uid in i["clientid"]
+    ] == [b]
+    connected[0].subscribe(f"{uid}/n", 1)
+    subs = api.ok("GET", f"/nodes/{node}/subscriptions?clientid={a}")
+    assert subs == [{"node": node, "clientid": a, "topic": f"{uid}/n", "qos": 1}]
+    assert api.ok("GET", f"/nodes/{node}/subscriptions/{a}") == subs
+    metrics = api.ok("GET", f"/nodes/{node}/metrics")
+    assert metrics["client.connected"] >= 3 and "delivery.dropped.acl" in metrics
+    assert api.ok("GET", f"/nodes/{node}/stats")["connections.count"] >= 3
+    listeners = api.ok("GET", f"/nodes/{node}/listeners")
+    assert listeners and listeners[0]["current_conns"] >= 3
+    for path in ("clients", "metrics", "stats", "listeners", "subscriptions"):
+        r = api.get(f"/nodes/other@host/{path}")
+        assert (r.status, r.code) == (404, 102), (path, r)
 
 
 @pytest.mark.parametrize(

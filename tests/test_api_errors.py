@@ -149,12 +149,24 @@ def test_metrics_names(api: Api) -> None:
         "rules.matched",
         "actions.success",
         "actions.failure",
+        # the names EMQX 4.4 added, and ferrymq's delivery.dropped.acl
+        "client.auth.success",
+        "client.auth.success.anonymous",
+        "client.auth.failure",
+        "client.acl.allow",
+        "client.acl.deny",
+        "client.acl.cache_hit",
+        "messages.dropped.await_pubrel_timeout",
+        "delivery.dropped.acl",
     ]
     for name in names:
         assert isinstance(m[name], int), name
     for ptype in ("connect", "connack", "publish", "puback", "subscribe", "suback", "pingreq"):
         assert f"packets.{ptype}.received" in m and f"packets.{ptype}.sent" in m
     assert m["rules.matched"] == 0
+    assert m["client.acl.allow"] + m["client.acl.deny"] == (
+        m["client.check_acl"] + m["client.acl.cache_hit"]
+    )
     assert api.post("/metrics").data[0]["metrics"].keys() == m.keys()
 
 

@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         "start",
         help="run the broker",
         description="Run the broker. Settings: defaults < --config file < FERRYMQ_* "
-        "environment variables < these flags.",
+        "environment variables < these flags. With [[listeners]] in the config file, "
+        "--bind and --port are refused (the listeners say where to listen).",
     )
     config.add_arguments(start)
     start.set_defaults(func=run)
@@ -29,6 +30,15 @@ def run(args: argparse.Namespace) -> int:
         settings = config.load(args.config, flags)
     except config.ConfigError as exc:
         print(f"ferrymq: {exc}", file=sys.stderr)
+        return 2
+    ignored = [f"--{name}" for name in ("bind", "port") if flags.get(name) is not None]
+    if settings.listeners and ignored:
+        print(
+            f"ferrymq: {' and '.join(ignored)} would be ignored: {args.config} has "
+            f"[[listeners]] tables, which say where the broker listens; change the "
+            "address there (or drop the flag)",
+            file=sys.stderr,
+        )
         return 2
     setup_logging(settings.log_level, settings.log_format)
     return serve(settings)
