@@ -511,21 +511,23 @@ class Acl:
     # -- checks ----------------------------------------------------------
 
     def check_publish(self, client_id: str, username: str | None, topic: str) -> bool:
-        """May this client publish to ``topic``?"""
+        """May this client publish to ``topic``? (Runs on every PUBLISH: cache first.)"""
         metrics = self.metrics
         if self._empty:
             metrics["client.check_acl"] += 1
             decision = self._nomatch
         else:
+            cache = self._cache.get(client_id)
+            if cache is not None and cache.username == username:
+                hit = cache.pub.get(topic)
+                if hit is not None:
+                    metrics["client.acl.cache_hit"] += 1
+                    metrics["client.acl.allow" if hit else "client.acl.deny"] += 1
+                    return hit
             cache = self._cache_of(client_id, username)
-            hit = cache.pub.get(topic)
-            if hit is not None:
-                metrics["client.acl.cache_hit"] += 1
-                decision = hit
-            else:
-                metrics["client.check_acl"] += 1
-                decision = self._decide(client_id, username, topic, PUB)
-                _remember(cache.pub, topic, decision, self._cache_topics)
+            metrics["client.check_acl"] += 1
+            decision = self._decide(client_id, username, topic, PUB)
+            _remember(cache.pub, topic, decision, self._cache_topics)
         metrics["client.acl.allow" if decision else "client.acl.deny"] += 1
         return decision
 
@@ -571,12 +573,15 @@ class Acl:
         """May a message on ``topic`` go to this client: would a SUBSCRIBE to it be granted?"""
         if self._empty:
             return self._nomatch
+        cache = self._cache.get(client_id)
+        if cache is not None and cache.username == username:
+            hit = cache.deliver.get(topic)
+            if hit is not None:
+                return hit
         cache = self._cache_of(client_id, username)
-        hit = cache.deliver.get(topic)
-        if hit is None:
-            hit = self._decide(client_id, username, topic, SUB)
-            _remember(cache.deliver, topic, hit, self._cache_topics)
-        return hit
+        decision = self._decide(client_id, username, topic, SUB)
+        _remember(cache.deliver, topic, decision, self._cache_topics)
+        return decision
 
     def forget_client(self, client_id: str) -> None:
         """Drop the cached decisions of a client (on disconnect)."""
