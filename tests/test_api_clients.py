@@ -307,3 +307,34 @@ def test_v311_client_listed_with_proto(api: Api, broker, uid: str) -> None:
         assert api.ok("GET", f"/clients?proto_ver=4&clientid={uid}-31")[0]["proto_ver"] == 4
     finally:
         t.disconnect()
+
+
+def test_offline_values_and_admin_subscriptions_survive_a_restart(make_broker, uid: str) -> None:
+    b = make_broker()
+    api = Api(b.api_port)
+    cid = f"{uid}-r"
+    api.ok(
+        "POST",
+        "/acl",
+        {"clientid": cid, "topic": f"{uid}/secret/#", "action": "sub", "access": "deny"},
+    )
+    t = TestClient(cid, protocol=V5)
+    t.connect(b.port, clean=False, keepalive=42, properties=props(SessionExpiryInterval=300))
+    port = t.c.socket().getsockname()[1]
+    api.ok("POST", "/mqtt/subscribe", {"clientid": cid, "topic": f"{uid}/secret/x", "qos": 1})
+    t.disconnect()
+    b.restart()
+    item = api.ok("GET", f"/clients/{cid}")[0]
+    assert item["connected"] is False
+    assert (item["ip_address"], item["port"], item["proto_ver"], item["keepalive"]) == (
+        "127.0.0.1",
+        port,
+        5,
+        42,
+    )
+    # the administrator's subscription is still exempt from the client's ACL
+    api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/secret/x", "payload": "kept", "qos": 1})
+    again = TestClient(cid, protocol=V5)
+    again.connect(b.port, clean=False, properties=props(SessionExpiryInterval=300))
+    assert again.get().payload == b"kept"
+    again.disconnect()
