@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
         help="run the broker",
         description="Run the broker. Settings: defaults < --config file < FERRYMQ_* "
         "environment variables < these flags. With [[listeners]] in the config file, "
-        "--bind and --port are refused (the listeners say where to listen).",
+        "--bind and --port are ignored, with a warning (the listeners say where to listen).",
     )
     config.add_arguments(start)
     start.set_defaults(func=run)
@@ -33,12 +33,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ignored = [f"--{name}" for name in ("bind", "port") if flags.get(name) is not None]
     if settings.listeners and ignored:
+        # Not an error (test harnesses and scripts pass --port everywhere), but never silent.
         print(
-            f"ferrymq: {' and '.join(ignored)} would be ignored: {args.config} has "
-            f"[[listeners]] tables, which say where the broker listens; change the "
-            "address there (or drop the flag)",
+            f"ferrymq: warning: {' and '.join(ignored)} ignored: {args.config} has "
+            "[[listeners]] tables, which say where the broker listens",
             file=sys.stderr,
         )
-        return 2
     setup_logging(settings.log_level, settings.log_format)
     return serve(settings)
