@@ -227,6 +227,9 @@ def test_by_username_and_per_node_forms(api: Api, uid: str, connected) -> None:
         "_limit=0",
         "_limit=ten",
         "_page=1.5",
+        "ip_address=not-an-ip",
+        "_gte_mqueue_len=many",
+        "_lte_mqueue_dropped=%201",
     ],
 )
 def test_bad_filter_values(api: Api, query: str) -> None:

@@ -8,13 +8,14 @@ at), as EMQX does, and 0 traffic.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ferrymq.api.context import ApiContext, ctx, strftime
-from ferrymq.api.errors import CLIENT_OFFLINE, not_found
+from ferrymq.api.errors import BAD_PARAMETER, CLIENT_OFFLINE, bad_request, not_found
 from ferrymq.api.params import (
     page_params,
     paged,
@@ -120,6 +121,10 @@ def _filters(request: web.Request) -> list[Test]:
         tests.append(lambda s: _username(s) in usernames)
     ip = q.get("ip_address")
     if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise bad_request(BAD_PARAMETER, "ip_address must be an IP address") from None
         tests.append(lambda s: _conn(s)["ip_address"] == ip)
     zone = q.get("zone")
     if zone is not None:
@@ -143,39 +148,18 @@ def _filters(request: web.Request) -> list[Test]:
     like_user = q.get("_like_username")
     if like_user is not None:
         tests.append(lambda s: like_user in (_username(s) or ""))
-    for key, getter, ge in (
-        ("_gte_created_at", _created_at, True),
-        ("_lte_created_at", _created_at, False),
-        ("_gte_connected_at", _connected_at, True),
-        ("_lte_connected_at", _connected_at, False),
-    ):
-        bound = query_time(request, key)
-        if bound is not None:
-            tests.append(_time_test(getter, bound, ge))
-    for key, getter, ge in (
-        ("_gte_mqueue_len", _mqueue_len, True),
-        ("_lte_mqueue_len", _mqueue_len, False),
-        ("_gte_mqueue_dropped", _mqueue_dropped, True),
-        ("_lte_mqueue_dropped", _mqueue_dropped, False),
-    ):
-        bound = query_int(request, key)
-        if bound is not None:
-            tests.append(_bound_test(getter, bound, ge))
+    for name, getter, parse in _RANGES:
+        for prefix, ge in (("_gte_", True), ("_lte_", False)):
+            bound = parse(request, prefix + name)
+            if bound is not None:
+                tests.append(_bound_test(getter, bound, ge))
     return tests
 
 
-def _mqueue_len(s: Session) -> int:
-    return len(s.queue)
-
-
-def _mqueue_dropped(s: Session) -> int:
-    return s.dropped
-
-
-def _bound_test(getter: Callable[[Session], int], bound: int, ge: bool) -> Test:
+def _bound_test(getter: Callable[[Session], float | None], bound: float, ge: bool) -> Test:
     if ge:
-        return lambda s: getter(s) >= bound
-    return lambda s: getter(s) <= bound
+        return lambda s: (v := getter(s)) is not None and v >= bound
+    return lambda s: (v := getter(s)) is not None and v <= bound
 
 
 def _username(s: Session) -> str | None:
@@ -187,19 +171,23 @@ def _clean_start(s: Session) -> bool:
     return s.expiry_interval == 0 if clean is None else clean
 
 
-def _created_at(s: Session) -> float | None:
-    return s.created_at
+def _created_at(s: Session) -> int:
+    # Times are shown with second precision; compared on whole seconds too.
+    return int(s.created_at)
 
 
-def _connected_at(s: Session) -> float | None:
-    return _conn(s)["connected_at"] or None
+def _connected_at(s: Session) -> int | None:
+    t = _conn(s)["connected_at"]
+    return int(t) if t else None
 
 
-def _time_test(getter: Callable[[Session], float | None], bound: float, ge: bool) -> Test:
-    # Times are shown with second precision; compare on whole seconds too.
-    if ge:
-        return lambda s: (t := getter(s)) is not None and int(t) >= bound
-    return lambda s: (t := getter(s)) is not None and int(t) <= bound
+# The _gte_/_lte_ filters: field, value of a session, parser of the bound.
+_RANGES: tuple[tuple[str, Callable[[Session], float | None], Callable[..., Any]], ...] = (
+    ("created_at", _created_at, query_time),
+    ("connected_at", _connected_at, query_time),
+    ("mqueue_len", lambda s: len(s.queue), query_int),
+    ("mqueue_dropped", lambda s: s.dropped, query_int),
+)
 
 
 async def list_clients(request: web.Request) -> web.Response:
