@@ -26,10 +26,13 @@ def register(sub: Any) -> None:
         description="Add a rule as the newest of its subject (the newest matching rule "
         "decides). pubsub is stored as a pub and a sub rule; a rule with the same subject, "
         "topic and action is replaced, and the output says so. "
-        "Example: ferrymq acl add --clientid dev1 'devices/%%c/#' pubsub allow",
+        "Example: ferrymq acl add --clientid dev1 'devices/%c/#' pubsub allow",
     )
     _subject(add)
-    add.add_argument("topic", help="topic filter; may use +, #, %%c (client id), %%u (username)")
+    add.add_argument(
+        "topic",
+        help="topic filter; may use +, #, and the levels %%c (client id) and %%u (username)",
+    )
     add.add_argument("action", choices=("pub", "sub", "pubsub", "subpub"))
     add.add_argument("access", choices=("allow", "deny"))
     add_data_arguments(add)
