@@ -494,7 +494,13 @@ def test_acl_rules_keyed_by_subject_topic_and_action(store: SqliteStore) -> None
     with pytest.raises(ValueError):
         store.put_acl("group", "g", "t", "pub", "allow", 1)
     with pytest.raises(ValueError):
-        store.put_acl("all", "", "t", "pubsub", "allow", 1)
+        store.put_acl("all", "", "t", "subpub", "allow", 1)
+    # pubsub: a pub and a sub rule in one step, created now when no time is given
+    assert store.put_acl("username", "u2", "p/#", "pubsub", "deny") is False
+    rows = store.list_acl("username", "u2")
+    assert [r["action"] for r in rows] == ["pub", "sub"]
+    assert rows[0]["created_at"] == rows[1]["created_at"] > 1_600_000_000_000
+    assert store.put_acl("username", "u2", "p/#", "pubsub", "allow") is True
 
 
 def test_version_1_acl_rules_are_migrated(tmp_path) -> None:

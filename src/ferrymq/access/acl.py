@@ -587,6 +587,16 @@ class Acl:
         """Drop the cached decisions of a client (on disconnect)."""
         self._cache.pop(client_id, None)
 
+    def cached(self, client_id: str) -> list[tuple[str, str, bool]]:
+        """The cached PUBLISH / SUBSCRIBE decisions of a client: (publish | subscribe, topic,
+        allowed)."""
+        cache = self._cache.get(client_id)
+        if cache is None:
+            return []
+        return [("publish", t, d) for t, d in cache.pub.items()] + [
+            ("subscribe", t, d) for t, d in cache.sub.items()
+        ]
+
     def _cache_of(self, client_id: str, username: str | None) -> _ClientCache:
         cache = self._cache.get(client_id)
         if cache is None or cache.username != username:

@@ -1,9 +1,10 @@
-"""``/nodes/{node}/...``: the per-node forms of clients, subscriptions, metrics, stats
-and listeners (EMQX 4.4's shapes), for this node.
+"""``/nodes/{node}/...``: the per-node forms of clients, subscriptions, metrics and
+listeners (EMQX 4.4's shapes), for this node. (``/nodes/{node}/stats`` belongs to
+the operations endpoints.)
 
-The list forms answer exactly as their cluster-wide routes do; ``metrics`` and
-``stats`` are the node's map itself and ``listeners`` its list, as in EMQX.
-Another node's name is 404 / 102: ferrymq runs one node.
+The list forms answer exactly as their cluster-wide routes do; ``metrics`` is
+the node's map itself and ``listeners`` its list, as in EMQX. Another node's
+name is 404 / 102.
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ def _on_this_node(handler: Handler) -> Handler:
 
 async def node_metrics(request: web.Request) -> web.Response:
     return ok(dict(ctx(request).broker.metrics))
-
-
-async def node_stats(request: web.Request) -> web.Response:
-    return ok(ctx(request).broker.stats())
 
 
 async def node_listeners(request: web.Request) -> web.Response:
@@ -77,15 +74,6 @@ ROUTES = [
         "/nodes/{node}/metrics",
         _on_this_node(node_metrics),
         "The node's counters, with the EMQX metric names",
-        data=INT_MAP,
-        errors=(404,),
-    ),
-    Route(
-        "node_stats",
-        "GET",
-        "/nodes/{node}/stats",
-        _on_this_node(node_stats),
-        "The node's connection, session, subscription and retained counts",
         data=INT_MAP,
         errors=(404,),
     ),

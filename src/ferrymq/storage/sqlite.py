@@ -317,10 +317,17 @@ class SqliteStore:
         return self._run(_delete_auth, kind, subject)
 
     def put_acl(
-        self, kind: str, subject: str, topic: str, action: str, access: str, created_at: int
+        self,
+        kind: str,
+        subject: str,
+        topic: str,
+        action: str,
+        access: str,
+        created_at: int | None = None,
     ) -> bool:
-        """Store one rule (action pub or sub) as the newest, replacing the one with the
-        same (kind, subject, topic, action); True when it replaced one. created_at: ms.
+        """Store a rule as the newest, replacing the one with the same (kind, subject,
+        topic, action); ``pubsub`` is stored as a pub and a sub rule. True when one was
+        replaced. ``created_at``: epoch milliseconds (default now).
         """
         return self._run(_put_acl, kind, subject, topic, action, access, created_at)
 
@@ -729,22 +736,28 @@ def _put_acl(
     topic: str,
     action: str,
     access: str,
-    created_at: int,
+    created_at: int | None = None,
 ) -> bool:
-    """Store a rule as the newest; True when it replaced one with the same key."""
+    """Store a rule as the newest (``pubsub``: a pub and a sub rule); True when it
+    replaced one with the same key."""
     _check_acl_kind(kind, subject)
-    if action not in ("pub", "sub"):
-        raise ValueError(f"a stored ACL rule's action is pub or sub, not {action!r}")
-    cur = conn.execute(
-        "DELETE FROM acl WHERE kind = ? AND subject = ? AND topic = ? AND action = ?",
-        (kind, subject, topic, action),
-    )
-    conn.execute(
-        "INSERT INTO acl (kind, subject, topic, action, access, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (kind, subject, topic, action, access, created_at),
-    )
-    return cur.rowcount > 0
+    if action not in ("pub", "sub", "pubsub"):
+        raise ValueError(f"an ACL rule's action is pub, sub or pubsub, not {action!r}")
+    if created_at is None:
+        created_at = int(time.time() * 1000)
+    replaced = False
+    for one in ("pub", "sub") if action == "pubsub" else (action,):
+        cur = conn.execute(
+            "DELETE FROM acl WHERE kind = ? AND subject = ? AND topic = ? AND action = ?",
+            (kind, subject, topic, one),
+        )
+        replaced |= cur.rowcount > 0
+        conn.execute(
+            "INSERT INTO acl (kind, subject, topic, action, access, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, subject, topic, one, access, created_at),
+        )
+    return replaced
 
 
 def _list_acl(

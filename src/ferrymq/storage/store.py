@@ -102,7 +102,13 @@ class Store(Protocol):
     def delete_auth(self, kind: str, subject: str) -> bool: ...
 
     def put_acl(
-        self, kind: str, subject: str, topic: str, action: str, access: str, created_at: int
+        self,
+        kind: str,
+        subject: str,
+        topic: str,
+        action: str,
+        access: str,
+        created_at: int | None = None,
     ) -> bool: ...
     def list_acl(
         self, kind: str | None = None, subject: str | None = None
