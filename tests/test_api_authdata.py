@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from api_http import Api
@@ -43,26 +45,52 @@ def _connect(
 
 
 @pytest.mark.parametrize("kind", ["username", "clientid"])
-def test_crud(api: Api, uid: str, kind: str) -> None:
+def test_crud(api: Api, broker, uid: str, kind: str) -> None:
     base = f"/auth_{kind}"
     name = f"{uid}-user"
+    before_ms = int(time.time() * 1000)
     assert api.post(base, {kind: name, "password": "pw1"}).json == {"code": 0}
     r = api.post(base, {kind: name, "password": "other"})
     assert (r.status, r.code) == (400, 113), r
     got = api.ok("GET", f"{base}/{name}")
-    assert got[kind] == name and got["password"] != "pw1"
-    assert got["password"].startswith("sha256$")
-    assert {kind: name} in api.ok("GET", base)
-    old_hash = got["password"]
+    # no endpoint ever returns the hash; created_at is epoch milliseconds (EMQX 4.4)
+    assert set(got) == {kind, "created_at"} and got[kind] == name
+    assert before_ms - 1000 <= got["created_at"] <= int(time.time() * 1000) + 1000
+    assert got in api.ok("GET", base)
+    assert b"sha256$" not in api.get(base).raw
     assert api.put(f"{base}/{name}", {"password": "pw2"}).json == {"code": 0}
-    assert api.ok("GET", f"{base}/{name}")["password"] != old_hash
+    if kind == "username":
+        assert _connect(broker.port, f"{uid}-c", name, "pw1") == 0x86
+        assert _connect(broker.port, f"{uid}-c", name, "pw2") == 0
     assert api.delete(f"{base}/{name}").json == {"code": 0}
     for method in ("GET", "DELETE"):
         r = api.request(method, f"{base}/{name}")
         assert (r.status, r.code) == (404, 105), r
     r = api.put(f"{base}/{name}", {"password": "x"})
     assert (r.status, r.code) == (404, 105), r
-    assert {kind: name} not in api.ok("GET", base)
+    assert name not in [item[kind] for item in api.ok("GET", base)]
+
+
+@pytest.mark.parametrize("kind", ["username", "clientid"])
+def test_list_filters_and_order(api: Api, uid: str, kind: str) -> None:
+    base = f"/auth_{kind}"
+    names = [f"{uid}-f{i}" for i in range(3)]
+    for n in names:  # one by one: distinct creation times, newest listed first
+        api.ok("POST", base, {kind: n, "password": "x"})
+        time.sleep(0.002)
+    listed = [item[kind] for item in api.ok("GET", f"{base}?_like_{kind}={uid}-f")]
+    assert listed == names[::-1]
+    assert [item[kind] for item in api.ok("GET", f"{base}?{kind}={names[1]}")] == [names[1]]
+    assert api.ok("GET", f"{base}?{kind}={uid}-nobody") == []
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 65536, "é" * 32768, "a\u0000b"], ids=["65536 bytes", "65536 UTF-8", "NUL"]
+)
+@pytest.mark.parametrize("kind", ["username", "clientid"])
+def test_names_no_mqtt_client_can_present_are_refused(api: Api, kind: str, name: str) -> None:
+    r = api.post(f"/auth_{kind}", {kind: name, "password": "x"})
+    assert (r.status, r.code) == (400, 108), r
 
 
 def test_list_paging(api: Api, uid: str) -> None:
@@ -149,13 +177,20 @@ def test_username_decides_connect(api: Api, broker, uid: str) -> None:
     assert mid["client.authenticate"] == before["client.authenticate"] + 5
     assert mid["packets.connack.auth_error"] == before["packets.connack.auth_error"] + 3
     assert mid["client.auth.anonymous"] == before["client.auth.anonymous"]
+    # EMQX 4.4's counters, agreeing with each other
+    assert mid["client.auth.failure"] == before["client.auth.failure"] + 3
+    assert mid["client.auth.success"] == before["client.auth.success"] + 2
+    assert mid["packets.connack.error"] == before["packets.connack.error"] + 3
+    assert mid["packets.connack.error"] >= mid["packets.connack.auth_error"]
     api.ok("PUT", f"/auth_username/{user}", {"password": "new"})
     assert _connect(broker.port, f"{uid}-6", user, "right") == 0x86
     assert _connect(broker.port, f"{uid}-7", user, "new") == 0
     api.ok("DELETE", f"/auth_username/{user}")
     # no record any more: allow_anonymous (on for a loopback-only broker) decides
     assert _connect(broker.port, f"{uid}-8", user, "anything") == 0
-    assert api.metrics()["client.auth.anonymous"] == mid["client.auth.anonymous"] + 1
+    end = api.metrics()
+    assert end["client.auth.anonymous"] == mid["client.auth.anonymous"] + 1
+    assert end["client.auth.success.anonymous"] == mid["client.auth.success.anonymous"] + 1
 
 
 def test_clientid_decides_connect(api: Api, broker, uid: str) -> None:

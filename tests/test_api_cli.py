@@ -38,7 +38,7 @@ def test_users(broker, api: Api, uid: str, capsys) -> None:
     assert "already exists" in capsys.readouterr().err
     wait_for(lambda: _connack(broker.port, f"{uid}-c1", user, "wrong") == 0x86, timeout=5)
     assert _connack(broker.port, f"{uid}-c2", user, "one") == 0
-    assert {"username": user} in api.ok("GET", "/auth_username")  # the same data as the API
+    assert user in _subjects(api.ok("GET", "/auth_username"), "username")  # the API's data
     assert run(broker, "users", "passwd", user, "-p", "two") == 0
     wait_for(lambda: _connack(broker.port, f"{uid}-c3", user, "two") == 0, timeout=5)
     capsys.readouterr()
@@ -46,15 +46,22 @@ def test_users(broker, api: Api, uid: str, capsys) -> None:
     assert user in capsys.readouterr().out
     assert run(broker, "users", "delete", user) == 0
     assert run(broker, "users", "delete", user) == 1
-    wait_for(lambda: {"username": user} not in api.ok("GET", "/auth_username"))
+    wait_for(lambda: user not in _subjects(api.ok("GET", "/auth_username"), "username"))
     assert run(broker, "users", "add", f"{uid}-dev", "--clientid", "-p", "x") == 0
     assert api.ok("GET", f"/auth_clientid/{uid}-dev")["clientid"] == f"{uid}-dev"
     assert run(broker, "users", "delete", f"{uid}-dev", "--clientid") == 0
 
 
+def _subjects(items: list[dict], key: str) -> list[str]:
+    return [item[key] for item in items]
+
+
 def test_acl(broker, api: Api, uid: str, capsys) -> None:
     cid = f"{uid}-acl"
     assert run(broker, "acl", "add", "--clientid", cid, f"{uid}/%c/#", "sub", "deny") == 0
+    captured = capsys.readouterr()
+    assert "(added)" in captured.out
+    assert str(broker.data_dir.resolve()) in captured.err  # says which database it used
     t = TestClient(cid)
     t.connect(broker.port)
 
@@ -71,10 +78,14 @@ def test_acl(broker, api: Api, uid: str, capsys) -> None:
     wait_for(lambda: not refused(), timeout=5, interval=0.2)
     t.disconnect()
     assert run(broker, "acl", "add", "--username", "u", "a/#/b", "pub", "allow") == 2
-    assert run(broker, "acl", "add", f"{uid}/all", "pub", "deny") == 0
-    assert {"all": "$all", "topic": f"{uid}/all", "action": "pub", "access": "deny"} in api.ok(
-        "GET", "/acl/$all"
-    )
+    assert run(broker, "acl", "add", f"{uid}/all", "pubsub", "deny") == 0
+    capsys.readouterr()
+    assert run(broker, "acl", "add", f"{uid}/all", "pub", "allow") == 0
+    assert "(replaced)" in capsys.readouterr().out
+    listed = [
+        (r["topic"], r["action"], r["access"]) for r in api.ok("GET", f"/acl/$all?topic={uid}/all")
+    ]
+    assert listed == [(f"{uid}/all", "pub", "allow"), (f"{uid}/all", "sub", "deny")]
     assert run(broker, "acl", "delete", f"{uid}/all") == 0
 
 
@@ -99,3 +110,31 @@ def test_apps(broker, api: Api, uid: str, capsys) -> None:
     assert run(broker, "apps", "delete", app_id) == 1
     assert run(broker, "apps", "enable", app_id) == 1
     assert api.get("/metrics").status == 200  # the configured app is untouched
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("users", "add", "alice", "-p", "x"),
+        ("users", "list"),
+        ("acl", "add", "#", "pub", "deny"),
+        ("acl", "list"),
+        ("apps", "add", "scripts"),
+        ("apps", "list"),
+    ],
+)
+def test_commands_refuse_a_missing_database(tmp_path, capsys, args: tuple[str, ...]) -> None:
+    wrong = tmp_path / "typo"
+    assert main([*args, "--data-dir", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "no database" in err and str(wrong.resolve()) in err and "--create" in err
+    assert not (wrong / "ferrymq.db").exists()
+
+
+def test_create_makes_a_new_database(tmp_path, capsys) -> None:
+    data = tmp_path / "fresh"
+    assert main(["users", "add", "alice", "-p", "x", "--data-dir", str(data), "--create"]) == 0
+    assert (data / "ferrymq.db").exists()
+    assert main(["users", "list", "--data-dir", str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "alice" in captured.out and str((data / "ferrymq.db").resolve()) in captured.err

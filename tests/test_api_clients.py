@@ -108,16 +108,24 @@ def test_list_shows_live_fields(api: Api, broker, uid: str, connected) -> None:
 
 
 def test_offline_persistent_session_is_listed(api: Api, broker, uid: str) -> None:
-    t = TestClient(f"{uid}-p")
-    t.connect(broker.port, clean=False)
+    t = TestClient(f"{uid}-p", protocol=V5)
+    t.connect(broker.port, clean=False, keepalive=42, properties=props(SessionExpiryInterval=300))
+    local_port = t.c.socket().getsockname()[1]
     t.subscribe(f"{uid}/q", 1)
+    online = api.ok("GET", f"/clients/{uid}-p")[0]
     t.disconnect()
     item = wait_for(lambda: [i for i in api.ok("GET", f"/clients/{uid}-p") if not i["connected"]])[
         0
     ]
     assert TIME.match(item["disconnected_at"])
     assert item["subscriptions_cnt"] == 1 and item["clean_start"] is False
-    assert item["ip_address"] is None and item["recv_oct"] == 0
+    # the last connection's values, as EMQX shows them, and no traffic
+    assert (item["ip_address"], item["port"]) == ("127.0.0.1", local_port)
+    assert (item["proto_name"], item["proto_ver"], item["keepalive"]) == ("MQTT", 5, 42)
+    assert item["connected_at"] == online["connected_at"] and item["recv_oct"] == 0
+    assert _ids(api.get(f"/clients?_like_clientid={uid}&ip_address=127.0.0.1&proto_ver=5")) == {
+        f"{uid}-p"
+    }
     listed = api.get(f"/clients?_like_clientid={uid}&conn_state=disconnected")
     assert _ids(listed) == {f"{uid}-p"}
     assert api.ok("DELETE", f"/clients/{uid}-p") is None
@@ -152,6 +160,57 @@ def test_filters(api: Api, uid: str, connected) -> None:
     assert ids(f"_lte_connected_at={now - 60}") == set()
     assert ids(f"_gte_connected_at={now - 60}&proto_ver=4&username=alice") == {a}
     assert _ids(api.get(f"/clients?_like_clientid={uid}-c")) == {c}
+    # EMQX 4.4's other filters: repeated clientid / username, zone, queue figures
+    assert ids(f"clientid={a}&clientid={c}&clientid={uid}-none") == {a, c}
+    assert ids("username=alice&username=bob") == {a, b}
+    assert ids("zone=default") == {a, b, c}
+    assert ids("zone=external") == set()
+    assert ids("_lte_mqueue_len=0&_gte_mqueue_len=0") == {a, b, c}
+    assert ids("_gte_mqueue_len=1") == set()
+    assert ids("_gte_mqueue_dropped=1000") == set()  # "kick every client with ..." kicks none
+    assert ids("_lte_mqueue_dropped=0") == {a, b, c}
+
+
+def test_queue_filters_see_an_offline_session_fill_up(api: Api, broker, uid: str) -> None:
+    t = TestClient(f"{uid}-q", protocol=V5)
+    t.connect(broker.port, clean=False, properties=props(SessionExpiryInterval=300))
+    t.subscribe(f"{uid}/q", 1)
+    t.disconnect()
+    for i in range(3):
+        api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/q", "payload": str(i), "qos": 1})
+    r = api.get(f"/clients?_like_clientid={uid}&_gte_mqueue_len=3&_lte_mqueue_len=3")
+    assert _ids(r) == {f"{uid}-q"} and r.data[0]["mqueue_len"] == 3
+    assert _ids(api.get(f"/clients?_like_clientid={uid}&_gte_mqueue_len=4")) == set()
+    api.ok("DELETE", f"/clients/{uid}-q")
+
+
+def test_by_username_and_per_node_forms(api: Api, uid: str, connected) -> None:
+    a, b = f"{uid}-a", f"{uid}-b"
+    assert [
+        i["clientid"] for i in api.ok("GET", "/clients/username/alice") if uid in i["clientid"]
+    ] == [a]
+    assert api.ok("GET", f"/clients/username/{uid}-nobody") == []
+    node = "ferrymq@127.0.0.1"
+    r = api.get(f"/nodes/{node}/clients?_like_clientid={uid}&proto_ver=5")
+    assert r.code == 0 and _ids(r) == {b} and r.meta["count"] == 1
+    assert api.ok("GET", f"/nodes/{node}/clients/{a}")[0]["clientid"] == a
+    assert api.get(f"/nodes/{node}/clients/").code == 0  # trailing slash too
+    assert [
+        i["clientid"]
+        for i in api.ok("GET", f"/nodes/{node}/clients/username/bob")
+        if uid in i["clientid"]
+    ] == [b]
+    connected[0].subscribe(f"{uid}/n", 1)
+    subs = api.ok("GET", f"/nodes/{node}/subscriptions?clientid={a}")
+    assert subs == [{"node": node, "clientid": a, "topic": f"{uid}/n", "qos": 1}]
+    assert api.ok("GET", f"/nodes/{node}/subscriptions/{a}") == subs
+    metrics = api.ok("GET", f"/nodes/{node}/metrics")
+    assert metrics["client.connected"] >= 3 and "delivery.dropped.acl" in metrics
+    listeners = api.ok("GET", f"/nodes/{node}/listeners")
+    assert listeners and listeners[0]["current_conns"] >= 3
+    for path in ("clients", "metrics", "listeners", "subscriptions"):
+        r = api.get(f"/nodes/other@host/{path}")
+        assert (r.status, r.code) == (404, 102), (path, r)
 
 
 @pytest.mark.parametrize(
@@ -167,6 +226,9 @@ def test_filters(api: Api, uid: str, connected) -> None:
         "_limit=0",
         "_limit=ten",
         "_page=1.5",
+        "ip_address=not-an-ip",
+        "_gte_mqueue_len=many",
+        "_lte_mqueue_dropped=%201",
     ],
 )
 def test_bad_filter_values(api: Api, query: str) -> None:
@@ -247,3 +309,34 @@ def test_v311_client_listed_with_proto(api: Api, broker, uid: str) -> None:
         assert api.ok("GET", f"/clients?proto_ver=4&clientid={uid}-31")[0]["proto_ver"] == 4
     finally:
         t.disconnect()
+
+
+def test_offline_values_and_admin_subscriptions_survive_a_restart(make_broker, uid: str) -> None:
+    b = make_broker()
+    api = Api(b.api_port)
+    cid = f"{uid}-r"
+    api.ok(
+        "POST",
+        "/acl",
+        {"clientid": cid, "topic": f"{uid}/secret/#", "action": "sub", "access": "deny"},
+    )
+    t = TestClient(cid, protocol=V5)
+    t.connect(b.port, clean=False, keepalive=42, properties=props(SessionExpiryInterval=300))
+    port = t.c.socket().getsockname()[1]
+    api.ok("POST", "/mqtt/subscribe", {"clientid": cid, "topic": f"{uid}/secret/x", "qos": 1})
+    t.disconnect()
+    b.restart()
+    item = api.ok("GET", f"/clients/{cid}")[0]
+    assert item["connected"] is False
+    assert (item["ip_address"], item["port"], item["proto_ver"], item["keepalive"]) == (
+        "127.0.0.1",
+        port,
+        5,
+        42,
+    )
+    # the administrator's subscription is still exempt from the client's ACL
+    api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/secret/x", "payload": "kept", "qos": 1})
+    again = TestClient(cid, protocol=V5)
+    again.connect(b.port, clean=False, properties=props(SessionExpiryInterval=300))
+    assert again.get().payload == b"kept"
+    again.disconnect()

@@ -253,19 +253,23 @@ def test_publish_with_no_subscriber_counts_dropped(api: Api, uid: str) -> None:
     [
         ({"topic": "a/+", "payload": "x"}, 115),
         ({"topic": "a/#", "payload": "x"}, 115),
-        ({"topics": "ok,a/+", "payload": "x"}, 115),
+        ({"topics": "a/+,b/#", "payload": "x"}, 115),
+        ({"topic": "a/+,,b/#", "payload": "x"}, 115),
         ({"topic": "", "payload": "x"}, 107),
         ({"payload": "x"}, 107),
         ({"topic": "a", "payload": "not base64!", "encoding": "base64"}, 108),
         ({"topic": "a", "payload": "x", "encoding": "hex"}, 108),
         ({"topic": "a", "payload": 5}, 108),
+        ({"topic": "a", "payload": True}, 108),
         ({"topic": "a", "qos": 3}, 108),
         ({"topic": "a", "qos": 1.5}, 108),
         ({"topic": "a", "retain": "yes"}, 108),
         ({"topic": "a", "properties": {"no_such": 1}}, 108),
         ({"topic": "a", "properties": []}, 108),
         ({"topic": "a", "properties": {"message_expiry_interval": -1}}, 108),
-        ({"topic": "a", "properties": {"user_properties": {"k": 1}}}, 108),
+        ({"topic": "a", "properties": {"user_properties": {"k": [1]}}}, 108),
+        ({"topic": "a", "properties": {"user_properties": {"k": None}}}, 108),
+        ({"topic": "a", "user_properties": "k=v"}, 108),
         ({"topic": "a", "properties": {"response_topic": "r/#"}}, 115),
         ({"topic": "a", "properties": {"payload_format_indicator": 2}}, 108),
         (
@@ -283,3 +287,55 @@ def test_publish_errors(api: Api, body, code) -> None:
     r = api.post("/mqtt/publish", body)
     assert (r.status, r.code) == (400, code), r
     assert isinstance(r.json["message"], str) and r.json["message"]
+
+
+def test_publish_emqx_forms(api: Api, broker, uid: str, sub5: TestClient) -> None:
+    """EMQX 4.4's /mqtt/publish: JSON payloads, comma topics, return, older user_properties."""
+    sub5.subscribe(f"{uid}/j/#", 0)
+    api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/j/1", "payload": {"a": [1, "é"]}})
+    assert sub5.get().payload == '{"a":[1,"é"]}'.encode()
+    api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/j/2", "payload": [1, 2]})
+    assert sub5.get().payload == b"[1,2]"
+    # a topic with commas is several topics (invalid entries skipped); so is topics
+    data = api.ok(
+        "POST", "/mqtt/publish", {"topic": f"{uid}/j/3,{uid}/j/#,{uid}/j/4", "return": True}
+    )
+    assert set(data) == {"msgid"} and len(data["msgid"]) == 32
+    assert {m.topic for m in sub5.get_many(2)} == {f"{uid}/j/3", f"{uid}/j/4"}
+    data = api.ok(
+        "POST", "/mqtt/publish", {"topics": f"{uid}/j/5,{uid}/j/6", "payload": "x", "return": True}
+    )
+    assert len(data["msgids"]) == 2 and len(set(data["msgids"])) == 2
+    sub5.get_many(2)
+    assert api.post("/mqtt/publish", {"topic": f"{uid}/j/7"}).json == {"code": 0}
+    sub5.get()
+    # user properties at the top level come first; numbers and booleans as text
+    api.ok(
+        "POST",
+        "/mqtt/publish",
+        {
+            "topic": f"{uid}/j/8",
+            "payload": "p",
+            "user_properties": {"old": 1.5},
+            "properties": {"user_properties": {"n": 7, "b": True, "s": "t"}},
+        },
+    )
+    got = sub5.get().properties.UserProperty
+    assert got == [("old", "1.5"), ("n", "7"), ("b", "true"), ("s", "t")]
+
+
+def test_admin_subscribe_bypasses_the_acl(api: Api, broker, uid: str, sub: TestClient) -> None:
+    rule = {
+        "clientid": sub.client_id,
+        "topic": f"{uid}/secret/#",
+        "action": "sub",
+        "access": "deny",
+    }
+    api.ok("POST", "/acl", rule)
+    try:
+        assert [int(c.value) for c in sub.subscribe(f"{uid}/secret/x", 0)] == [0x80]
+        api.ok("POST", "/mqtt/subscribe", {"clientid": sub.client_id, "topic": f"{uid}/secret/x"})
+        api.ok("POST", "/mqtt/publish", {"topic": f"{uid}/secret/x", "payload": "for you"})
+        assert sub.get().payload == b"for you"  # no delivery check on an admin subscription
+    finally:
+        api.delete(f"/acl/clientid/{sub.client_id}/topic/{uid}%2Fsecret%2F%23")

@@ -35,7 +35,20 @@ def test_pages_tile_the_list(count: int, limit: int) -> None:
     assert beyond["data"] == [] and beyond["meta"]["hasnext"] is False
 
 
-@pytest.mark.parametrize("query", ["_page=0", "_limit=-2", "_page=x", "_limit=", "_page=1e3"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "_page=0",
+        "_limit=-2",
+        "_page=x",
+        "_limit=",
+        "_page=1e3",
+        "_page=%201",  # " 1"
+        "_page=%2B1",  # "+1"
+        "_page=%D9%A1",  # the Arabic-Indic digit one
+        "_limit=1_0",
+    ],
+)
 def test_bad_paging(query: str) -> None:
     with pytest.raises(ApiError) as info:
         paged(_request(query), [1, 2, 3])

@@ -183,3 +183,22 @@ def test_port_in_use_exits_1(tmp_path):
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 1
     assert "cannot start" in out
+
+
+def test_port_flag_with_listeners_in_the_config_is_not_silently_ignored(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "listeners.toml"
+    cfg.write_text(f'[[listeners]]\nkind = "tcp"\nbind = "127.0.0.1"\nport = {port}\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferrymq", "start", "--config", str(cfg), "--port", "1884"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "FERRYMQ_API_PORT": "0"},
+    )
+    try:
+        wait_port(port, timeout=15)
+    finally:
+        _code, out = _stop(proc)
+    assert "--port ignored" in out and "[[listeners]]" in out, out

@@ -223,8 +223,8 @@ def test_everything_survives_close_and_reopen(store: SqliteStore) -> None:
     store.add_app("app1", "Name", "sha256$s$h", "desc", enabled=False)
     store.add_auth("username", "alice", "sha256$salt$aa")
     store.add_auth("clientid", "alice", "sha256$salt$bb")
-    store.put_acl("username", "alice", "a/#", "pub", "allow")
-    store.put_acl("all", "", "#", "sub", "deny")
+    store.put_acl("username", "alice", "a/#", "pub", "allow", 1000)
+    store.put_acl("all", "", "#", "sub", "deny", 2000)
     # close() must commit the still-pending message-path writes.
     s = reopen(store)
     try:
@@ -465,33 +465,72 @@ def test_auth_records(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> No
         store.add_auth("email", "x", "h")
 
 
-def test_acl_rules_keep_insertion_order(store: SqliteStore) -> None:
-    store.put_acl("clientid", "c1", "t/1", "pub", "allow")
-    store.put_acl("username", "u1", "t/2", "sub", "deny")
-    store.put_acl("all", "", "t/3", "pubsub", "allow")
-    store.put_acl("clientid", "c1", "t/4", "sub", "allow")
-    created = store.list_acl()[0]["created_at"]
-    store.put_acl("clientid", "c1", "t/1", "sub", "deny")  # replaced in place
+def test_acl_rules_keyed_by_subject_topic_and_action(store: SqliteStore) -> None:
+    assert store.put_acl("clientid", "c1", "t/1", "pub", "allow", 1) is False
+    store.put_acl("username", "u1", "t/2", "sub", "deny", 2)
+    store.put_acl("all", "", "t/3", "pub", "allow", 3)
+    store.put_acl("all", "", "t/3", "sub", "allow", 3)
+    store.put_acl("clientid", "c1", "t/4", "sub", "allow", 4)
+    # another action of the same topic is another rule; the same key replaces
+    # the old rule and becomes the newest
+    assert store.put_acl("clientid", "c1", "t/1", "sub", "deny", 5) is False
+    assert store.put_acl("clientid", "c1", "t/1", "pub", "deny", 6) is True
     rows = store.list_acl()
-    assert [(r["topic"], r["action"], r["access"]) for r in rows] == [
-        ("t/1", "sub", "deny"),
-        ("t/2", "sub", "deny"),
-        ("t/3", "pubsub", "allow"),
-        ("t/4", "sub", "allow"),
+    assert [(r["topic"], r["action"], r["access"], r["created_at"]) for r in rows] == [
+        ("t/2", "sub", "deny", 2),
+        ("t/3", "pub", "allow", 3),
+        ("t/3", "sub", "allow", 3),
+        ("t/4", "sub", "allow", 4),
+        ("t/1", "sub", "deny", 5),
+        ("t/1", "pub", "deny", 6),
     ]
-    assert rows[0]["created_at"] == created
-    assert [r["topic"] for r in store.list_acl("clientid")] == ["t/1", "t/4"]
-    assert [r["topic"] for r in store.list_acl("clientid", "c1")] == ["t/1", "t/4"]
+    assert [r["topic"] for r in store.list_acl("clientid", "c1")] == ["t/4", "t/1", "t/1"]
     assert store.list_acl("username", "c1") == []
-    assert [r["kind"] for r in store.list_acl("all")] == ["all"]
-    assert store.delete_acl("username", "u1", "t/2") is True
-    assert store.delete_acl("username", "u1", "t/2") is False
-    store.put_acl("username", "u1", "t/2", "sub", "deny")  # re-added: now last
-    assert [r["topic"] for r in store.list_acl()] == ["t/1", "t/3", "t/4", "t/2"]
+    assert store.delete_acl("clientid", "c1", "t/1") is True  # both actions
+    assert store.delete_acl("clientid", "c1", "t/1") is False
+    assert [r["topic"] for r in store.list_acl("clientid")] == ["t/4"]
     with pytest.raises(ValueError):
-        store.put_acl("all", "someone", "t", "pub", "allow")
+        store.put_acl("all", "someone", "t", "pub", "allow", 1)
     with pytest.raises(ValueError):
-        store.put_acl("group", "g", "t", "pub", "allow")
+        store.put_acl("group", "g", "t", "pub", "allow", 1)
+    with pytest.raises(ValueError):
+        store.put_acl("all", "", "t", "subpub", "allow", 1)
+    # pubsub: a pub and a sub rule in one step, created now when no time is given
+    assert store.put_acl("username", "u2", "p/#", "pubsub", "deny") is False
+    rows = store.list_acl("username", "u2")
+    assert [r["action"] for r in rows] == ["pub", "sub"]
+    assert rows[0]["created_at"] == rows[1]["created_at"] > 1_600_000_000_000
+    assert store.put_acl("username", "u2", "p/#", "pubsub", "allow") is True
+
+
+def test_version_1_acl_rules_are_migrated(tmp_path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version VALUES (1);
+        CREATE TABLE acl (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL,
+            topic TEXT NOT NULL, action TEXT NOT NULL, access TEXT NOT NULL,
+            created_at REAL NOT NULL, UNIQUE (kind, subject, topic));
+        INSERT INTO acl (kind, subject, topic, action, access, created_at) VALUES
+            ('clientid', 'c', 'devices/%c/#', 'pubsub', 'allow', 10.5),
+            ('all', '', '#', 'sub', 'deny', 20.0);
+        """
+    )
+    conn.commit()
+    conn.close()
+    with SqliteStore(str(db)) as s:
+        rows = [(r["topic"], r["action"], r["created_at"]) for r in s.list_acl()]
+        assert rows == [
+            ("devices/%c/#", "pub", 10500),
+            ("devices/%c/#", "sub", 10500),
+            ("#", "sub", 20000),
+        ]
+        assert s.put_acl("all", "", "#", "pub", "deny", 30000) is False
+    version = sqlite3.connect(db).execute("SELECT version FROM schema_version").fetchone()[0]
+    assert version == SCHEMA_VERSION == 2
 
 
 def test_admin_calls_from_many_threads(store: SqliteStore) -> None:
@@ -664,7 +703,7 @@ def test_short_lived_process_writes_while_another_store_is_open(db: Path) -> Non
                 from ferrymq.storage.sqlite import SqliteStore
                 with SqliteStore({str(db)!r}) as cli:
                     cli.add_app("cli-app", "from the command line", "h")
-                    cli.put_acl("username", "u", "a/b", "pub", "deny")
+                    cli.put_acl("username", "u", "a/b", "pub", "deny", 1)
                     print(len(cli.list_apps()), flush=True)
                 """
             )

@@ -1,56 +1,55 @@
-"""The ACL engine: rules of API.md "Access control" and a per-client decision cache.
+"""The ACL engine: EMQX 4.4's built-in (mnesia) ACL semantics, plus leak-proof delivery.
 
-Rules kept here:
-- a rule belongs to a clientid, a username, or all clients; its topic is a topic
-  filter that may contain the placeholders ``%c`` (client id) and ``%u``
-  (username); a rule using ``%u`` never matches a client without a username;
-- levels are checked in the order clientid, username, all; the first level with
-  a matching rule decides, and inside a level a matching deny beats an allow;
-- PUBLISH: a rule matches when its filter matches the topic name;
-- SUBSCRIBE (the plain filter inside ``$share/g/...`` / ``$queue/...``): an allow
-  rule matches when its filter covers the requested filter, a deny rule when the
-  two filters intersect, so no subscription can receive a denied topic;
-- a rule's action must include the operation; no matching rule: ``nomatch``.
+Rules kept here, as API.md "Access control" states them:
+- a rule belongs to a clientid, a username, or all clients and is keyed by
+  (subject, topic, action), where the action is ``pub`` or ``sub``; a
+  ``pubsub`` rule is stored as one rule of each, created at the same time;
+- candidates are the clientid's rules, then the username's, then the
+  all-clients rules, newest first within each group; the first rule whose
+  action fits and whose filter matches decides, else ``nomatch``;
+- PUBLISH: the rule filter matches the topic name; SUBSCRIBE: the rule filter
+  matches the requested (plain) filter read as a topic name, as
+  ``emqx_topic:match(Filter, RuleTopic)`` does, so a request ``#`` matches a
+  rule ``#`` but not a rule ``a/b``;
+- a placeholder level ``%c`` / ``%u`` is replaced by the client id / username
+  (whole levels only, as EMQX does). Beyond EMQX, a value containing ``+`` or
+  ``#`` makes the rule match nothing rather than turn into a wildcard, and so
+  does ``%u`` for a client without a username.
 
-A placeholder is replaced by the value as text. A value containing ``+`` or
-``#`` cannot be part of any topic name, so a rule expanding to such a value
-matches nothing (and never turns into a wildcard).
+Beyond EMQX, nothing leaks through wildcards: ``needs_delivery_check`` says
+whether some topic that a granted subscription can receive would be refused
+as a SUBSCRIBE of that topic itself; only then does the broker call
+``check_delivery`` per message. ``generation`` changes with every rule change
+so the broker can redo that decision lazily.
 
-Checks run on every PUBLISH, so decisions are cached per client and topic and
-the whole cache is dropped on any rule change (``generation`` counts changes).
-Rules are indexed by subject; a check only looks at the client's own rules and
-the all-clients rules. Within a level, rule filters sit in tries walked once
-per check; only placeholder rules, which differ per client, are expanded and
-tested one by one. Not thread-safe: use it from the event loop.
+Decisions are cached per client and topic; the cache is dropped on any rule
+change. Within a group, plain rule filters sit in tries whose ends carry the
+rule's order number, so one walk finds the newest matching rule; placeholder
+rules, which differ per client, are expanded one at a time. Not thread-safe:
+use it from the event loop.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ferrymq.protocol.topics import (
-    filter_covers,
     filters_intersect,
     is_wildcard,
     parse_shared,
-    topic_matches,
     validate_topic_filter,
 )
 
-PUB = 1
-SUB = 2
-PUBSUB = PUB | SUB
-
 KINDS = ("clientid", "username", "all")
 ALL_SUBJECT = "$all"
+PUB = "pub"
+SUB = "sub"
 
 _ACTIONS = {"pub": "pub", "sub": "sub", "pubsub": "pubsub", "subpub": "pubsub"}
-_ACTION_OPS = {"pub": PUB, "sub": SUB, "pubsub": PUBSUB}
 _ACCESS = ("allow", "deny")
 _KINDS = {"clientid": "clientid", "username": "username", "all": "all", ALL_SUBJECT: "all"}
-_PLACEHOLDER = re.compile(r"(%[cu])")
 
 
 def parse_action(s: str) -> str:
@@ -76,18 +75,28 @@ def parse_kind(s: str) -> str:
     return kind
 
 
-class AclRule:
-    """One rule. Treat as immutable: matching data is derived at construction.
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
-    ``kind`` is ``clientid``, ``username`` or ``all``; for ``all`` the subject is
-    always ``$all``. Raises ValueError for a bad kind, subject, action, access or
-    topic filter.
+
+class AclRule:
+    """One stored rule: action ``pub`` or ``sub``. Treat as immutable.
+
+    ``created_at`` is epoch milliseconds. Raises ValueError for a bad kind,
+    subject, action, access or topic filter. Use :func:`make_rules` for an
+    action that may be ``pubsub``.
     """
 
-    __slots__ = ("_ops", "_template", "access", "action", "kind", "subject", "topic")
+    __slots__ = ("_template", "access", "action", "created_at", "kind", "subject", "topic")
 
     def __init__(
-        self, kind: str, subject: str | None, topic: str, action: str, access: str
+        self,
+        kind: str,
+        subject: str | None,
+        topic: str,
+        action: str,
+        access: str,
+        created_at: int = 0,
     ) -> None:
         self.kind = parse_kind(kind)
         if self.kind == "all":
@@ -99,36 +108,42 @@ class AclRule:
             raise ValueError("topic must be a string")
         validate_topic_filter(topic)
         self.topic = topic
-        self.action = parse_action(action)
+        if action not in (PUB, SUB):
+            raise ValueError(f"a stored rule's action is pub or sub, not {action!r}")
+        self.action = action
         self.access = parse_access(access)
-        self._ops = _ACTION_OPS[self.action]
-        parts = _PLACEHOLDER.split(topic)
-        self._template: tuple[str, ...] | None = tuple(parts) if len(parts) > 1 else None
+        self.created_at = int(created_at)
+        levels = topic.split("/")
+        self._template: tuple[str, ...] | None = (
+            tuple(levels) if "%c" in levels or "%u" in levels else None
+        )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AclRule:
-        """Build from an API object: ``clientid`` or ``username`` or neither (all)."""
-        if "clientid" in data:
-            kind, subject = "clientid", data["clientid"]
-        elif "username" in data:
-            kind, subject = "username", data["username"]
-        else:
-            kind, subject = "all", ALL_SUBJECT
-        return cls(kind, subject, data.get("topic"), data.get("action"), data.get("access"))
+    def from_row(cls, row: Mapping[str, Any]) -> AclRule:
+        """From a stored row: ``kind, subject, topic, action, access, created_at`` (ms)."""
+        return cls(
+            row["kind"],
+            row["subject"],
+            row["topic"],
+            row["action"],
+            row["access"],
+            row.get("created_at", 0),
+        )
 
-    def as_dict(self) -> dict[str, str]:
-        """The API form: ``{clientid|username|all: subject, topic, action, access}``."""
+    def as_dict(self) -> dict[str, Any]:
+        """The API form: ``{clientid|username|all, topic, action, access, created_at}``."""
         return {
             self.kind: self.subject,
             "topic": self.topic,
             "action": self.action,
             "access": self.access,
+            "created_at": self.created_at,
         }
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """(kind, subject, topic): a rule with the same key replaces this one."""
-        return (self.kind, self.subject, self.topic)
+    def key(self) -> tuple[str, str, str, str]:
+        """(kind, subject, topic, action): a rule with the same key replaces this one."""
+        return (self.kind, self.subject, self.topic, self.action)
 
     def _fields(self) -> tuple[str, str, str, str, str]:
         return (self.kind, self.subject, self.topic, self.action, self.access)
@@ -148,94 +163,96 @@ class AclRule:
         )
 
 
+def make_rules(
+    kind: str,
+    subject: str | None,
+    topic: str,
+    action: str,
+    access: str,
+    created_at: int | None = None,
+) -> list[AclRule]:
+    """The stored rules for one rule as given: two for ``pubsub`` (``sub`` last, so newest)."""
+    action = parse_action(action)
+    at = now_ms() if created_at is None else created_at
+    actions = (PUB, SUB) if action == "pubsub" else (action,)
+    return [AclRule(kind, subject, topic, a, access, at) for a in actions]
+
+
 def _expand(template: tuple[str, ...], client_id: str, username: str | None) -> str | None:
-    """Substitute placeholders; None when the rule cannot match this client."""
+    """Substitute placeholder levels; None when the rule cannot match this client."""
     out = []
-    for part in template:
-        if part == "%c":
+    for level in template:
+        if level == "%c":
             value = client_id
-        elif part == "%u":
+        elif level == "%u":
             if username is None:
                 return None
             value = username
         else:
-            out.append(part)
+            out.append(level)
             continue
         if "+" in value or "#" in value:
             return None
         out.append(value)
-    return "".join(out)
+    return "/".join(out)
 
 
-# Rule filters without placeholders live in tries: each node maps a level to
-# the next node and the key None marks the end of a filter, so a check walks
-# the topic (or the requested filter) once instead of testing every rule. Rules
-# with placeholders depend on the client and are expanded one at a time.
-_Trie = dict[str | None, "_Trie"]
+# Plain rule filters live in tries: each node maps a level to the next node, and
+# the key None holds (order, allow) of the rule ending there. One walk over the
+# name's levels finds the newest matching rule.
+_Trie = dict[str | None, Any]
+_Hit = tuple[int, bool]
 
 
-def _trie_add(root: _Trie, topic_filter: str) -> None:
+def _trie_add(root: _Trie, topic_filter: str, hit: _Hit) -> None:
     node = root
     for level in topic_filter.split("/"):
         node = node.setdefault(level, {})
-    node[None] = {}
+    node[None] = hit
 
 
-def _trie_matches(root: _Trie, levels: list[str]) -> bool:
-    """True when a filter in the trie matches the topic name split into ``levels``."""
+def _newer(a: _Hit | None, b: _Hit | None) -> _Hit | None:
+    if a is None:
+        return b
+    if b is None or a[0] > b[0]:
+        return a
+    return b
+
+
+def _trie_best(root: _Trie, levels: list[str]) -> _Hit | None:
+    """The newest rule whose filter matches ``levels`` read as a topic name.
+
+    The levels ``+`` and ``#`` of a requested filter are plain words here, so
+    they match a rule's ``+`` (any word) or the same word, as in EMQX.
+    """
     n = len(levels)
-    # A leading wildcard never matches a $ topic: skip the root "+" and "#".
+    # A rule starting with a wildcard never matches a name starting with "$".
     dollar = levels[0].startswith("$")
+    best: _Hit | None = None
     stack = [(root, 0)]
     while stack:
         node, i = stack.pop()
         wild_ok = not (dollar and i == 0)
-        if wild_ok and "#" in node:
-            return True
-        if i == n:
-            if None in node:
-                return True
-            continue
-        child = node.get(levels[i])
-        if child is not None:
-            stack.append((child, i + 1))
         if wild_ok:
-            child = node.get("+")
-            if child is not None:
-                stack.append((child, i + 1))
-    return False
-
-
-def _trie_covers(root: _Trie, levels: list[str]) -> bool:
-    """True when a filter in the trie covers the requested filter (``filter_covers``)."""
-    n = len(levels)
-    dollar = levels[0].startswith("$")
-    stack = [(root, 0)]
-    while stack:
-        node, i = stack.pop()
-        wild_ok = not (dollar and i == 0)
-        if wild_ok and "#" in node:
-            return True
+            rest = node.get("#")
+            if rest is not None:
+                best = _newer(rest.get(None), best)
         if i == n:
-            if None in node:
-                return True
+            best = _newer(node.get(None), best)
             continue
         level = levels[i]
-        if level == "#":
-            continue  # only a rule "#" covers a requested "#"
-        if wild_ok:
+        child = node.get(level)
+        if child is not None:
+            stack.append((child, i + 1))
+        if wild_ok and level != "+":
             child = node.get("+")
             if child is not None:
                 stack.append((child, i + 1))
-        if level != "+":
-            child = node.get(level)
-            if child is not None:
-                stack.append((child, i + 1))
-    return False
+    return best
 
 
 def _trie_intersects(root: _Trie, levels: list[str]) -> bool:
-    """True when a filter in the trie can match a topic the requested filter matches."""
+    """True when a filter in the trie can match a topic the filter ``levels`` matches."""
     n = len(levels)
     dollar = levels[0].startswith("$")
     stack = [(root, 0)]
@@ -249,10 +266,9 @@ def _trie_intersects(root: _Trie, levels: list[str]) -> bool:
                 return True
             continue
         level = levels[i]
-        # A requested wildcard meets every rule going on from here, except that
-        # at the root it never meets a rule starting with "$".
         if level == "#":
-            # Reaching a node means some rule ends here or goes on.
+            # A requested "#" meets every rule going on from here, except that at
+            # the root it never meets a rule starting with "$".
             if not at_root or any(k is not None and not k.startswith("$") for k in node):
                 return True
             continue
@@ -271,147 +287,132 @@ def _trie_intersects(root: _Trie, levels: list[str]) -> bool:
     return False
 
 
-def _any_template(
-    templates: tuple[tuple[str, ...], ...],
-    client_id: str,
-    username: str | None,
-    test: Callable[[str, str], bool],
-    arg: str,
-) -> bool:
-    """True when some placeholder rule, expanded for this client, passes ``test``."""
-    for template in templates:
-        filt = _expand(template, client_id, username)
-        if filt is not None and test(filt, arg):
+def _name_matches(rule_filter: str, name: str) -> bool:
+    """EMQX's ``emqx_topic:match(Name, Filter)`` where the name may hold ``+`` / ``#``."""
+    if name.startswith("$") and rule_filter[:1] in ("+", "#"):
+        return False
+    f = rule_filter.split("/")
+    t = name.split("/")
+    for i, level in enumerate(f):
+        if level == "#":
             return True
-    return False
+        if i >= len(t):
+            return False
+        if level != "+" and level != t[i]:
+            return False
+    return len(f) == len(t)
 
 
-class _Level:
-    """The rules of one subject (or of all clients), compiled lazily for matching.
+class _Op:
+    """The rules of one group for one action, compiled for matching."""
 
-    Per operation and access: a trie of the plain filters (publish keeps its
-    literal topics in a set, a faster exact lookup) and the placeholder rules.
-    """
+    __slots__ = ("deny_templates", "deny_trie", "literal", "templates", "trie")
 
-    __slots__ = (
-        "dirty",
-        "pub_allow",
-        "pub_allow_lit",
-        "pub_allow_tpl",
-        "pub_deny",
-        "pub_deny_lit",
-        "pub_deny_tpl",
-        "rules",
-        "sub_allow",
-        "sub_allow_tpl",
-        "sub_deny",
-        "sub_deny_tpl",
-    )
+    def __init__(self, rules: list[tuple[int, AclRule]]) -> None:
+        self.trie: _Trie = {}
+        self.literal: dict[str, _Hit] = {}
+        self.templates: list[tuple[int, bool, tuple[str, ...]]] = []
+        self.deny_trie: _Trie | None = None
+        self.deny_templates: list[tuple[str, ...]] = []
+        for order, rule in rules:
+            allow = rule.access == "allow"
+            if rule._template is not None:
+                self.templates.append((order, allow, rule._template))
+                if not allow:
+                    self.deny_templates.append(rule._template)
+                continue
+            if is_wildcard(rule.topic):
+                _trie_add(self.trie, rule.topic, (order, allow))
+            else:
+                self.literal[rule.topic] = (order, allow)
+            if not allow:
+                if self.deny_trie is None:
+                    self.deny_trie = {}
+                _trie_add(self.deny_trie, rule.topic, (order, allow))
+
+    def best(self, client_id: str, username: str | None, name: str) -> _Hit | None:
+        best = self.literal.get(name)
+        if self.trie:
+            best = _newer(_trie_best(self.trie, name.split("/")), best)
+        for order, allow, template in self.templates:
+            if best is not None and best[0] > order:
+                continue
+            expanded = _expand(template, client_id, username)
+            if expanded is not None and _name_matches(expanded, name):
+                best = (order, allow)
+        return best
+
+    def deny_intersects(self, client_id: str, username: str | None, plain: str) -> bool:
+        if self.deny_trie is not None and _trie_intersects(self.deny_trie, plain.split("/")):
+            return True
+        for template in self.deny_templates:
+            expanded = _expand(template, client_id, username)
+            if expanded is not None and filters_intersect(expanded, plain):
+                return True
+        return False
+
+
+class _Group:
+    """The rules of one subject (or of all clients); compiled lazily."""
+
+    __slots__ = ("ops", "rules")
 
     def __init__(self) -> None:
-        self.rules: dict[str, AclRule] = {}
-        self.dirty = True
+        # (topic, action) -> (order, rule); a higher order is newer.
+        self.rules: dict[tuple[str, str], tuple[int, AclRule]] = {}
+        self.ops: dict[str, _Op] | None = None
 
-    def compile(self) -> None:
-        tries: dict[tuple[int, str], _Trie] = {}
-        literals: dict[str, set[str]] = {"allow": set(), "deny": set()}
-        templates: dict[tuple[int, str], list[tuple[str, ...]]] = {}
-        for op in (PUB, SUB):
-            for access in _ACCESS:
-                tries[op, access] = {}
-                templates[op, access] = []
-        for rule in self.rules.values():
-            for op in (PUB, SUB):
-                if not rule._ops & op:
-                    continue
-                if rule._template is not None:
-                    templates[op, rule.access].append(rule._template)
-                elif op == PUB and not is_wildcard(rule.topic):
-                    literals[rule.access].add(rule.topic)
-                else:
-                    _trie_add(tries[op, rule.access], rule.topic)
-        self.pub_allow = tries[PUB, "allow"] or None
-        self.pub_deny = tries[PUB, "deny"] or None
-        self.sub_allow = tries[SUB, "allow"] or None
-        self.sub_deny = tries[SUB, "deny"] or None
-        self.pub_allow_lit = frozenset(literals["allow"])
-        self.pub_deny_lit = frozenset(literals["deny"])
-        self.pub_allow_tpl = tuple(templates[PUB, "allow"])
-        self.pub_deny_tpl = tuple(templates[PUB, "deny"])
-        self.sub_allow_tpl = tuple(templates[SUB, "allow"])
-        self.sub_deny_tpl = tuple(templates[SUB, "deny"])
-        self.dirty = False
+    def op(self, action: str) -> _Op:
+        ops = self.ops
+        if ops is None:
+            ops = self.ops = {
+                a: _Op([(o, r) for o, r in self.rules.values() if r.action == a])
+                for a in (PUB, SUB)
+            }
+        return ops[action]
 
-    def publish(self, client_id: str, username: str | None, topic: str) -> bool | None:
-        """False/True when a deny/allow rule of this level matches, else None."""
-        if self.dirty:
-            self.compile()
-        if topic in self.pub_deny_lit:
-            return False
-        levels = topic.split("/")
-        if self.pub_deny is not None and _trie_matches(self.pub_deny, levels):
-            return False
-        if self.pub_deny_tpl and _any_template(
-            self.pub_deny_tpl, client_id, username, topic_matches, topic
-        ):
-            return False
-        if topic in self.pub_allow_lit:
-            return True
-        if self.pub_allow is not None and _trie_matches(self.pub_allow, levels):
-            return True
-        if self.pub_allow_tpl and _any_template(
-            self.pub_allow_tpl, client_id, username, topic_matches, topic
-        ):
-            return True
-        return None
-
-    def subscribe(self, client_id: str, username: str | None, wanted: str) -> bool | None:
-        """Like ``publish`` for a plain (non-shared) requested filter."""
-        if self.dirty:
-            self.compile()
-        levels = wanted.split("/")
-        if self.sub_deny is not None and _trie_intersects(self.sub_deny, levels):
-            return False
-        if self.sub_deny_tpl and _any_template(
-            self.sub_deny_tpl, client_id, username, filters_intersect, wanted
-        ):
-            return False
-        if self.sub_allow is not None and _trie_covers(self.sub_allow, levels):
-            return True
-        if self.sub_allow_tpl and _any_template(
-            self.sub_allow_tpl, client_id, username, filter_covers, wanted
-        ):
-            return True
-        return None
+    def newest_first(self) -> list[AclRule]:
+        return [r for _o, r in sorted(self.rules.values(), key=lambda x: x[0], reverse=True)]
 
 
 class _ClientCache:
-    __slots__ = ("pub", "sub", "username")
+    __slots__ = ("deliver", "pub", "sub", "username")
 
     def __init__(self, username: str | None) -> None:
         self.username = username
         self.pub: dict[str, bool] = {}
         self.sub: dict[str, bool] = {}
+        self.deliver: dict[str, bool] = {}
 
 
 class Acl:
     """ACL rules plus the decision cache used on every PUBLISH and SUBSCRIBE.
 
-    ``cache_topics`` bounds each client's cache (per operation) and
-    ``cache_clients`` the number of cached clients; a full cache is cleared.
-    Call ``forget_client`` when a client disconnects.
+    ``metrics`` (a dict of counters, optional) receives EMQX's
+    ``client.check_acl`` (decisions made), ``client.acl.cache_hit`` (decisions
+    taken from the cache) and ``client.acl.allow`` / ``client.acl.deny`` (both
+    kinds) for PUBLISH and SUBSCRIBE checks. ``cache_topics`` bounds each
+    client's cache (per operation) and ``cache_clients`` the number of cached
+    clients; a full cache is cleared. Call ``forget_client`` on disconnect.
     """
 
     def __init__(
-        self, nomatch: str = "allow", *, cache_topics: int = 1024, cache_clients: int = 100_000
+        self,
+        nomatch: str = "allow",
+        *,
+        metrics: dict[str, int] | None = None,
+        cache_topics: int = 1024,
+        cache_clients: int = 100_000,
     ) -> None:
         self._nomatch = parse_access(nomatch) == "allow"
+        self.metrics = metrics if metrics is not None else dict.fromkeys(_METRICS, 0)
         self._cache_topics = cache_topics
         self._cache_clients = cache_clients
-        self._clientid: dict[str, _Level] = {}
-        self._username: dict[str, _Level] = {}
-        self._all = _Level()
+        self._clientid: dict[str, _Group] = {}
+        self._username: dict[str, _Group] = {}
+        self._all = _Group()
         self._cache: dict[str, _ClientCache] = {}
+        self._order = 0
         self._empty = True
         self.generation = 0
 
@@ -428,67 +429,79 @@ class Acl:
     # -- rule management -------------------------------------------------
 
     def load(self, rules: Iterable[AclRule]) -> None:
-        """Replace every rule (later duplicates of a key win)."""
+        """Replace every rule; ``rules`` come oldest first (a later one with a key wins)."""
         self._clientid = {}
         self._username = {}
-        self._all = _Level()
+        self._all = _Group()
         for rule in rules:
-            self._level_for(rule.kind, rule.subject).rules[rule.topic] = rule
+            self._add(rule)
         self._changed()
 
-    def put(self, rule: AclRule) -> None:
-        """Add ``rule``, replacing the rule with the same (kind, subject, topic)."""
-        level = self._level_for(rule.kind, rule.subject)
-        level.rules[rule.topic] = rule
-        level.dirty = True
+    def put(self, rule: AclRule) -> bool:
+        """Add ``rule`` as the newest; True when it replaced one with the same key."""
+        replaced = self._add(rule)
         self._changed()
+        return replaced
+
+    def _add(self, rule: AclRule) -> bool:
+        group = self._group_for(rule.kind, rule.subject)
+        key = (rule.topic, rule.action)
+        replaced = group.rules.pop(key, None) is not None
+        self._order += 1
+        group.rules[key] = (self._order, rule)
+        group.ops = None
+        return replaced
 
     def remove(self, kind: str, subject: str, topic: str) -> bool:
-        """Delete one rule; False when it does not exist. For ``all`` the subject is ignored."""
+        """Delete the rules of a subject for ``topic`` (every action), as EMQX does.
+
+        False when there is none. For ``all`` the subject is ignored.
+        """
         kind = parse_kind(kind)
         if kind == "all":
-            removed = self._all.rules.pop(topic, None) is not None
-            self._all.dirty = True
+            group: _Group | None = self._all
         else:
-            table = self._clientid if kind == "clientid" else self._username
-            level = table.get(subject)
-            removed = level is not None and level.rules.pop(topic, None) is not None
-            if removed and level is not None:
-                level.dirty = True
-                if not level.rules:
-                    del table[subject]
-        if removed:
-            self._changed()
-        return removed
+            group = self._table(kind).get(subject)
+        if group is None:
+            return False
+        keys = [k for k in group.rules if k[0] == topic]
+        for k in keys:
+            del group.rules[k]
+        if not keys:
+            return False
+        group.ops = None
+        if kind != "all" and not group.rules:
+            del self._table(kind)[subject]
+        self._changed()
+        return True
 
     def rules(self, kind: str | None = None, subject: str | None = None) -> list[AclRule]:
-        """Rules of every kind, of one kind, or of one subject of a kind."""
-        if kind is None:
-            kinds: tuple[str, ...] = KINDS
-        else:
-            kinds = (parse_kind(kind),)
+        """Rules of every kind, of one kind, or of one subject; newest first per subject."""
+        kinds = KINDS if kind is None else (parse_kind(kind),)
         out: list[AclRule] = []
         for k in kinds:
             if k == "all":
-                out.extend(self._all.rules.values())
+                out.extend(self._all.newest_first())
                 continue
-            table = self._clientid if k == "clientid" else self._username
+            table = self._table(k)
             if subject is None:
-                for level in table.values():
-                    out.extend(level.rules.values())
+                for group in table.values():
+                    out.extend(group.newest_first())
             elif subject in table:
-                out.extend(table[subject].rules.values())
+                out.extend(table[subject].newest_first())
         return out
 
-    def _level_for(self, kind: str, subject: str) -> _Level:
-        """The level holding rules of (kind, subject), created on demand."""
+    def _table(self, kind: str) -> dict[str, _Group]:
+        return self._clientid if kind == "clientid" else self._username
+
+    def _group_for(self, kind: str, subject: str) -> _Group:
         if kind == "all":
             return self._all
-        table = self._clientid if kind == "clientid" else self._username
-        level = table.get(subject)
-        if level is None:
-            level = table[subject] = _Level()
-        return level
+        table = self._table(kind)
+        group = table.get(subject)
+        if group is None:
+            group = table[subject] = _Group()
+        return group
 
     def _changed(self) -> None:
         self.generation += 1
@@ -498,43 +511,76 @@ class Acl:
     # -- checks ----------------------------------------------------------
 
     def check_publish(self, client_id: str, username: str | None, topic: str) -> bool:
-        """May this client publish to ``topic``?"""
+        """May this client publish to ``topic``? (Runs on every PUBLISH: cache first.)"""
+        metrics = self.metrics
         if self._empty:
-            return self._nomatch
-        cache = self._cache.get(client_id)
-        if cache is None or cache.username != username:
-            cache = self._new_cache(client_id, username)
+            metrics["client.check_acl"] += 1
+            decision = self._nomatch
         else:
-            hit = cache.pub.get(topic)
-            if hit is not None:
-                return hit
-        decision = self._decide(client_id, username, topic, PUB)
-        pub = cache.pub
-        if len(pub) >= self._cache_topics:
-            pub.clear()
-        pub[topic] = decision
+            cache = self._cache.get(client_id)
+            if cache is not None and cache.username == username:
+                hit = cache.pub.get(topic)
+                if hit is not None:
+                    metrics["client.acl.cache_hit"] += 1
+                    metrics["client.acl.allow" if hit else "client.acl.deny"] += 1
+                    return hit
+            cache = self._cache_of(client_id, username)
+            metrics["client.check_acl"] += 1
+            decision = self._decide(client_id, username, topic, PUB)
+            _remember(cache.pub, topic, decision, self._cache_topics)
+        metrics["client.acl.allow" if decision else "client.acl.deny"] += 1
         return decision
 
     def check_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
         """May this client subscribe to ``topic_filter`` (shared filters allowed)?"""
+        metrics = self.metrics
+        if self._empty:
+            metrics["client.check_acl"] += 1
+            decision = self._nomatch
+        else:
+            cache = self._cache_of(client_id, username)
+            hit = cache.sub.get(topic_filter)
+            if hit is not None:
+                metrics["client.acl.cache_hit"] += 1
+                decision = hit
+            else:
+                metrics["client.check_acl"] += 1
+                try:
+                    _group, plain = parse_shared(topic_filter)
+                except ValueError:
+                    plain = None
+                decision = plain is not None and self._decide(client_id, username, plain, SUB)
+                _remember(cache.sub, topic_filter, decision, self._cache_topics)
+        metrics["client.acl.allow" if decision else "client.acl.deny"] += 1
+        return decision
+
+    def needs_delivery_check(self, client_id: str, username: str | None, plain: str) -> bool:
+        """Could the plain filter ``plain`` match a topic this client may not subscribe to?
+
+        True when a deny rule for SUBSCRIBE that applies to the client can
+        match such a topic, or when ``nomatch`` is deny and no allow rule
+        covers the filter (a granted filter's allow rule matches every topic
+        under it, so then only deny rules ahead of it can refuse one).
+        """
+        if self._empty:
+            return not self._nomatch
+        for group in self._groups(client_id, username):
+            if group.rules and group.op(SUB).deny_intersects(client_id, username, plain):
+                return True
+        return not self._nomatch and not self._decide(client_id, username, plain, SUB)
+
+    def check_delivery(self, client_id: str, username: str | None, topic: str) -> bool:
+        """May a message on ``topic`` go to this client: would a SUBSCRIBE to it be granted?"""
         if self._empty:
             return self._nomatch
         cache = self._cache.get(client_id)
-        if cache is None or cache.username != username:
-            cache = self._new_cache(client_id, username)
-        else:
-            hit = cache.sub.get(topic_filter)
+        if cache is not None and cache.username == username:
+            hit = cache.deliver.get(topic)
             if hit is not None:
                 return hit
-        try:
-            _group, plain = parse_shared(topic_filter)
-        except ValueError:
-            return False
-        decision = self._decide(client_id, username, plain, SUB)
-        sub = cache.sub
-        if len(sub) >= self._cache_topics:
-            sub.clear()
-        sub[topic_filter] = decision
+        cache = self._cache_of(client_id, username)
+        decision = self._decide(client_id, username, topic, SUB)
+        _remember(cache.deliver, topic, decision, self._cache_topics)
         return decision
 
     def forget_client(self, client_id: str) -> None:
@@ -542,7 +588,8 @@ class Acl:
         self._cache.pop(client_id, None)
 
     def cached(self, client_id: str) -> list[tuple[str, str, bool]]:
-        """The cached decisions of a client as (publish | subscribe, topic, allowed)."""
+        """The cached PUBLISH / SUBSCRIBE decisions of a client: (publish | subscribe, topic,
+        allowed)."""
         cache = self._cache.get(client_id)
         if cache is None:
             return []
@@ -550,24 +597,40 @@ class Acl:
             ("subscribe", t, d) for t, d in cache.sub.items()
         ]
 
-    def _new_cache(self, client_id: str, username: str | None) -> _ClientCache:
-        if len(self._cache) >= self._cache_clients:
-            self._cache.clear()
-        cache = self._cache[client_id] = _ClientCache(username)
+    def _cache_of(self, client_id: str, username: str | None) -> _ClientCache:
+        cache = self._cache.get(client_id)
+        if cache is None or cache.username != username:
+            if len(self._cache) >= self._cache_clients:
+                self._cache.clear()
+            cache = self._cache[client_id] = _ClientCache(username)
         return cache
 
-    def _decide(self, client_id: str, username: str | None, topic: str, op: int) -> bool:
-        levels = [self._clientid.get(client_id)]
+    def _groups(self, client_id: str, username: str | None) -> list[_Group]:
+        groups = []
+        group = self._clientid.get(client_id)
+        if group is not None:
+            groups.append(group)
         if username is not None:
-            levels.append(self._username.get(username))
-        levels.append(self._all)
-        for level in levels:
-            if level is None:
+            group = self._username.get(username)
+            if group is not None:
+                groups.append(group)
+        groups.append(self._all)
+        return groups
+
+    def _decide(self, client_id: str, username: str | None, name: str, action: str) -> bool:
+        for group in self._groups(client_id, username):
+            if not group.rules:
                 continue
-            if op == PUB:
-                decision = level.publish(client_id, username, topic)
-            else:
-                decision = level.subscribe(client_id, username, topic)
-            if decision is not None:
-                return decision
+            hit = group.op(action).best(client_id, username, name)
+            if hit is not None:
+                return hit[1]
         return self._nomatch
+
+
+_METRICS = ("client.check_acl", "client.acl.cache_hit", "client.acl.allow", "client.acl.deny")
+
+
+def _remember(cache: dict[str, bool], key: str, decision: bool, limit: int) -> None:
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = decision

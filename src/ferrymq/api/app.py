@@ -2,7 +2,9 @@
 
 It runs on the broker's own event loop and reads the broker's live objects
 directly; nothing in here runs on the message path. Middlewares (outermost
-first): the error envelope, then app authentication.
+first): the error envelope, then app authentication. Requests that aiohttp's
+HTTP parser rejects before any handler runs (over-long lines, unknown
+methods, NUL bytes) get the same envelope from ``_EnvelopeHandler``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestHandler
 
 from ferrymq.api import (
     acl,
@@ -26,6 +30,7 @@ from ferrymq.api import (
     metrics,
     mqtt,
     nodes,
+    pernode,
     prometheus,
     retained,
     status,
@@ -101,14 +106,22 @@ def all_routes() -> list[Route]:
         *topic_metrics.ROUTES,
         *prometheus.ROUTES,
         *data.ROUTES,
+        *pernode.ROUTES,
     ]
 
 
-_HTTP_MESSAGES = {
-    404: "no such path",
-    405: "method not allowed",
-    413: "request body too large",
-}
+def _http_error(status: int, max_body: int | None = None) -> tuple[int, dict[str, Any]]:
+    """API.md's status and envelope for an HTTP-level error; nothing of the request in it."""
+    if status == 413:
+        limit = f" ({max_body} bytes)" if max_body is not None else ""
+        message = f"request body larger than api_max_body{limit}"
+        return 400, {"code": BAD_PARAMETER, "message": message}
+    if status in (404, 405):
+        message = "no such path" if status == 404 else "no such method for this path"
+        return 404, {"code": UNKNOWN_ERROR, "message": message}
+    if status >= 500:
+        return 500, {"code": UNKNOWN_ERROR, "message": "internal error"}
+    return 400, {"code": BAD_PARAMETER, "message": "bad request"}
 
 
 def _envelope_middleware(max_body: int) -> Middleware:
@@ -119,14 +132,8 @@ def _envelope_middleware(max_body: int) -> Middleware:
         except ApiError as exc:
             return reply(exc.body(), exc.status)
         except web.HTTPException as exc:
-            if exc.status == 413:
-                message = f"request body larger than api_max_body ({max_body} bytes)"
-                return reply({"code": BAD_PARAMETER, "message": message}, 413)
-            text = _HTTP_MESSAGES.get(exc.status, exc.reason)
-            response = reply(
-                {"code": UNKNOWN_ERROR, "message": f"{text}: {request.method} {request.path}"},
-                exc.status,
-            )
+            status, body = _http_error(exc.status, max_body)
+            response = reply(body, status)
             if "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
@@ -139,6 +146,50 @@ def _envelope_middleware(max_body: int) -> Middleware:
             return reply({"code": UNKNOWN_ERROR, "message": "internal error"}, 500)
 
     return envelope
+
+
+class _EnvelopeHandler(RequestHandler):
+    """aiohttp's connection handler, answering parser errors with the JSON envelope.
+
+    aiohttp answers a request its parser rejects (a line over 8,190 bytes, an
+    unknown method, NUL bytes, ...) from ``handle_error`` with plain text that
+    may quote the offending input; here the answer is API.md's envelope.
+    """
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("API request failed", exc_info=exc)
+        else:
+            log.debug("malformed API request: %s", exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was sent already")
+        if isinstance(exc, BadHttpMethod):
+            status, body = 404, {"code": UNKNOWN_ERROR, "message": "unknown HTTP method"}
+        else:
+            status, body = _http_error(status)
+        response = reply(body, status)
+        response.force_close()
+        return response
+
+
+class _EnvelopeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _EnvelopeHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _EnvelopeRunner(web.AppRunner):
+    """An AppRunner whose connections use ``_EnvelopeHandler``."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _EnvelopeServer
+        return server
 
 
 def _auth_middleware(auth: AppAuth, public: set[Handler]) -> Middleware:
@@ -186,6 +237,10 @@ def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Appli
         app.router.add_route(route.method, path, route.handler, name=route.name)
         if route.path == "/":
             app.router.add_route(route.method, BASE, route.handler)
+        elif ":.+}" not in route.path:
+            # A trailing slash is accepted, as EMQX's router does (a multi-level
+            # topic may itself end with "/", so those paths are left alone).
+            app.router.add_route(route.method, path + "/", route.handler)
     return app
 
 
@@ -216,7 +271,7 @@ class ApiServer:
     async def start(self) -> None:
         s = self.broker.settings
         context = ssl_context(s.api_certfile, s.api_keyfile) if s.api_certfile else None
-        runner = web.AppRunner(self.app, handle_signals=False)
+        runner = _EnvelopeRunner(self.app, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(
             runner,

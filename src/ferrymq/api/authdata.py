@@ -3,7 +3,9 @@
 Every change is written to the store first and then applied to the broker's
 in-memory tables, so the next CONNECT sees it and a restart keeps it.
 Passwords are hashed with ``password_hash`` off the event loop when the
-algorithm is a slow one (pbkdf2, bcrypt).
+algorithm is a slow one (pbkdf2, bcrypt). No endpoint returns a hash: records
+are ``{username | clientid, created_at}`` with ``created_at`` in epoch
+milliseconds, newest first, as EMQX 4.4 shows them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ferrymq.api.errors import (
     not_found,
 )
 from ferrymq.api.params import as_object, get_str, paged, read_json
-from ferrymq.api.routes import STR, Route, arr, obj, ok, reply
+from ferrymq.api.routes import INT, STR, Param, Route, arr, obj, ok, reply
 from ferrymq.storage.store import DuplicateError
 
 
@@ -53,7 +55,7 @@ def _apply_remove(c: ApiContext, kind: str, subject: str) -> None:
 
 
 async def _create(c: ApiContext, kind: str, item: dict[str, Any]) -> str:
-    subject = get_str(item, kind, empty_code=EMPTY_CREDENTIALS)
+    subject = get_str(item, kind, empty_code=EMPTY_CREDENTIALS, mqtt=True)
     password = get_str(item, "password", empty_code=EMPTY_CREDENTIALS)
     assert subject is not None and password is not None
     password_hash = await hash_for(c, password)
@@ -68,6 +70,11 @@ async def _create(c: ApiContext, kind: str, item: dict[str, Any]) -> str:
 def _batch_key(kind: str, item: Any, index: int) -> str:
     subject = item.get(kind) if isinstance(item, dict) else None
     return subject if isinstance(subject, str) and subject else f"#{index}"
+
+
+def _record(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The API form of a stored record: never the hash."""
+    return {kind: row["subject"], "created_at": int(row["created_at"] * 1000)}
 
 
 def make_routes(kind: str) -> list[Route]:
@@ -92,8 +99,14 @@ def make_routes(kind: str) -> list[Route]:
 
     async def list_all(request: web.Request) -> web.Response:
         c = ctx(request)
-        rows = await c.store.call(c.store.list_auth, kind)
-        return reply(paged(request, rows, lambda r: {kind: r["subject"]}))
+        exact = request.query.get(kind)
+        like = request.query.get(f"_like_{kind}")
+        rows = [
+            r
+            for r in reversed(await c.store.call(c.store.list_auth, kind))
+            if (exact is None or r["subject"] == exact) and (like is None or like in r["subject"])
+        ]
+        return reply(paged(request, rows, lambda r: _record(kind, r)))
 
     async def lookup(request: web.Request) -> web.Response:
         c = ctx(request)
@@ -101,7 +114,7 @@ def make_routes(kind: str) -> list[Route]:
         row = await c.store.call(c.store.get_auth, kind, subject)
         if row is None:
             raise not_found(NO_SUCH_USER, f"{kind} {subject!r} does not exist")
-        return ok({kind: row["subject"], "password": row["password_hash"]})
+        return ok(_record(kind, row))
 
     async def update(request: web.Request) -> web.Response:
         c = ctx(request)
@@ -126,14 +139,19 @@ def make_routes(kind: str) -> list[Route]:
         return ok()
 
     record = obj({kind: STR, "password": STR}, (kind, "password"))
+    listed = obj({kind: STR, "created_at": {**INT, "description": "epoch milliseconds"}})
     return [
         Route(
             f"list_{kind}",
             "GET",
             base,
             list_all,
-            f"List the {kind}s that have credentials",
-            data=arr(obj({kind: STR})),
+            f"List the {kind}s that have credentials, newest first",
+            query=(
+                Param(kind, "string", f"exact {kind}"),
+                Param(f"_like_{kind}", "string", f"{kind} contains"),
+            ),
+            data=arr(listed),
             paged=True,
         ),
         Route(
@@ -151,8 +169,8 @@ def make_routes(kind: str) -> list[Route]:
             "GET",
             f"{base}/{{{kind}}}",
             lookup,
-            f"The {kind} and its salted password hash",
-            data=obj({kind: STR, "password": STR}),
+            f"The {kind} and when it was created (the password hash is never shown)",
+            data=listed,
             errors=(404,),
         ),
         Route(

@@ -103,7 +103,7 @@ class Imported:
 
     apps: list[dict[str, Any]] = field(default_factory=list)
     auth: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, subject, hash)
-    acl: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    acl: list[tuple[str, str, str, str, str, int | None]] = field(default_factory=list)
     bans: list[Ban] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
@@ -225,7 +225,9 @@ def _acl(item: dict[str, Any], out: Imported) -> None:
     except TopicError as exc:
         out.skip("acl_mnesia", item, f"invalid topic filter: {exc}")
         return
-    out.acl.append((kind, subject, topic, action, access))
+    created = item.get("created_at")
+    created_ms = int(created) if isinstance(created, int) and created > 0 else None
+    out.acl.append((kind, subject, topic, action, access, created_ms))
 
 
 def _ban(item: dict[str, Any], out: Imported) -> None:
@@ -307,5 +309,5 @@ def _acl_out(row: dict[str, Any]) -> dict[str, Any]:
         "topic": row["topic"],
         "action": row["action"],
         "access": row["access"],
-        "created_at": int(row["created_at"] * 1000),
+        "created_at": int(row["created_at"]),  # stored in epoch milliseconds
     }

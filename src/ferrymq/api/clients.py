@@ -1,21 +1,21 @@
 """``/clients``: connected clients and offline persistent sessions, and kicking them.
 
 Filtering runs on the live session objects and only the requested page is
-formatted, so listing stays cheap with many clients. Fields describing the
-network connection (address, protocol, keep alive, traffic counters) belong
-to a connection: an offline session reports ``null`` for the address, the
-protocol and the keep alive it no longer has, and 0 traffic.
+formatted, so listing stays cheap with many clients. An offline session shows
+the values of its last connection (address, protocol, keep alive, connected
+at), as EMQX does, and 0 traffic.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ferrymq.api.context import ApiContext, ctx, strftime
-from ferrymq.api.errors import CLIENT_OFFLINE, not_found
+from ferrymq.api.errors import BAD_PARAMETER, CLIENT_OFFLINE, bad_request, not_found
 from ferrymq.api.params import (
     page_params,
     paged,
@@ -41,26 +41,47 @@ _STATS = (
 )
 
 
+def _conn(session: Session) -> dict[str, Any]:
+    """The values of the session's connection, or of its last one when offline."""
+    client = session.client
+    if client is not None:
+        return client.connection_info()
+    return session.last_conn or _NO_CONN
+
+
+_NO_CONN: dict[str, Any] = {
+    "ip_address": None,
+    "port": None,
+    "proto_name": None,
+    "proto_ver": None,
+    "keepalive": None,
+    "connected_at": None,
+    "clean_start": None,
+    "zone": "default",
+}
+
+
 def format_client(c: ApiContext, session: Session) -> dict[str, Any]:
     """One client in the EMQX 4 shape."""
     settings = c.settings
     client = session.client
     online = client is not None and client.connected
+    conn = _conn(session)
     item: dict[str, Any] = {
         "node": c.node,
         "clientid": session.client_id,
         "username": client.username if client is not None else session.username,
-        "proto_name": None,
-        "proto_ver": None,
-        "ip_address": None,
-        "port": None,
+        "proto_name": conn["proto_name"],
+        "proto_ver": conn["proto_ver"],
+        "ip_address": conn["ip_address"],
+        "port": conn["port"],
         "is_bridge": False,
         "connected": online,
-        "connected_at": None,
+        "connected_at": strftime(conn["connected_at"]),
         "created_at": strftime(session.created_at),
-        "zone": "default",
-        "keepalive": None,
-        "clean_start": session.expiry_interval == 0,
+        "zone": conn["zone"],
+        "keepalive": conn["keepalive"],
+        "clean_start": _clean_start(session),
         "expiry_interval": session.expiry_interval,
         "subscriptions_cnt": len(session.subscriptions),
         "max_subscriptions": settings.max_subscriptions,
@@ -76,13 +97,6 @@ def format_client(c: ApiContext, session: Session) -> dict[str, Any]:
         "reductions": 0,
     }
     if client is not None:
-        item["proto_name"] = client.proto_name
-        item["proto_ver"] = client.version
-        item["ip_address"], item["port"] = client.peer
-        item["connected_at"] = strftime(client.connected_at)
-        item["zone"] = client.zone
-        item["keepalive"] = client.keepalive
-        item["clean_start"] = client.clean_start
         item["max_inflight"] = client.send_window
         # Packets written but not yet flushed: the closest to a mailbox.
         item["mailbox_len"] = len(client.out)
@@ -102,12 +116,19 @@ def _filters(request: web.Request) -> list[Test]:
     """The filters of API.md as predicates on sessions (validated up front)."""
     q = request.query
     tests: list[Test] = []
-    username = q.get("username")
-    if username is not None:
-        tests.append(lambda s: _username(s) == username)
+    usernames = q.getall("username", [])
+    if usernames:
+        tests.append(lambda s: _username(s) in usernames)
     ip = q.get("ip_address")
     if ip is not None:
-        tests.append(lambda s: s.client is not None and s.client.peer[0] == ip)
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise bad_request(BAD_PARAMETER, "ip_address must be an IP address") from None
+        tests.append(lambda s: _conn(s)["ip_address"] == ip)
+    zone = q.get("zone")
+    if zone is not None:
+        tests.append(lambda s: _conn(s)["zone"] == zone)
     state = query_choice(request, "conn_state", ("connected", "disconnected"))
     if state is not None:
         want = state == "connected"
@@ -117,26 +138,28 @@ def _filters(request: web.Request) -> list[Test]:
         tests.append(lambda s: _clean_start(s) == clean)
     proto_name = q.get("proto_name")
     if proto_name is not None:
-        tests.append(lambda s: s.client is not None and s.client.proto_name == proto_name)
+        tests.append(lambda s: _conn(s)["proto_name"] == proto_name)
     proto_ver = query_int(request, "proto_ver")
     if proto_ver is not None:
-        tests.append(lambda s: s.client is not None and s.client.version == proto_ver)
+        tests.append(lambda s: _conn(s)["proto_ver"] == proto_ver)
     like_id = q.get("_like_clientid")
     if like_id is not None:
         tests.append(lambda s: like_id in s.client_id)
     like_user = q.get("_like_username")
     if like_user is not None:
         tests.append(lambda s: like_user in (_username(s) or ""))
-    for key, getter, ge in (
-        ("_gte_created_at", _created_at, True),
-        ("_lte_created_at", _created_at, False),
-        ("_gte_connected_at", _connected_at, True),
-        ("_lte_connected_at", _connected_at, False),
-    ):
-        bound = query_time(request, key)
-        if bound is not None:
-            tests.append(_time_test(getter, bound, ge))
+    for name, getter, parse in _RANGES:
+        for prefix, ge in (("_gte_", True), ("_lte_", False)):
+            bound = parse(request, prefix + name)
+            if bound is not None:
+                tests.append(_bound_test(getter, bound, ge))
     return tests
+
+
+def _bound_test(getter: Callable[[Session], float | None], bound: float, ge: bool) -> Test:
+    if ge:
+        return lambda s: (v := getter(s)) is not None and v >= bound
+    return lambda s: (v := getter(s)) is not None and v <= bound
 
 
 def _username(s: Session) -> str | None:
@@ -144,22 +167,27 @@ def _username(s: Session) -> str | None:
 
 
 def _clean_start(s: Session) -> bool:
-    return s.client.clean_start if s.client is not None else s.expiry_interval == 0
+    clean = _conn(s)["clean_start"]
+    return s.expiry_interval == 0 if clean is None else clean
 
 
-def _created_at(s: Session) -> float | None:
-    return s.created_at
+def _created_at(s: Session) -> int:
+    # Times are shown with second precision; compared on whole seconds too.
+    return int(s.created_at)
 
 
-def _connected_at(s: Session) -> float | None:
-    return s.client.connected_at if s.client is not None and s.client.connected else None
+def _connected_at(s: Session) -> int | None:
+    t = _conn(s)["connected_at"]
+    return int(t) if t else None
 
 
-def _time_test(getter: Callable[[Session], float | None], bound: float, ge: bool) -> Test:
-    # Times are shown with second precision; compare on whole seconds too.
-    if ge:
-        return lambda s: (t := getter(s)) is not None and int(t) >= bound
-    return lambda s: (t := getter(s)) is not None and int(t) <= bound
+# The _gte_/_lte_ filters: field, value of a session, parser of the bound.
+_RANGES: tuple[tuple[str, Callable[[Session], float | None], Callable[..., Any]], ...] = (
+    ("created_at", _created_at, query_time),
+    ("connected_at", _connected_at, query_time),
+    ("mqueue_len", lambda s: len(s.queue), query_int),
+    ("mqueue_dropped", lambda s: s.dropped, query_int),
+)
 
 
 async def list_clients(request: web.Request) -> web.Response:
@@ -167,10 +195,11 @@ async def list_clients(request: web.Request) -> web.Response:
     page_params(request)
     tests = _filters(request)
     sessions = c.broker.sessions
-    clientid = request.query.get("clientid")
-    if clientid is not None:
-        one = sessions.get(clientid)
-        candidates: list[Session] = [one] if one is not None else []
+    clientids = request.query.getall("clientid", [])
+    candidates: list[Session]
+    if clientids:
+        found = (sessions.get(cid) for cid in dict.fromkeys(clientids))
+        candidates = [s for s in found if s is not None]
     else:
         candidates = list(sessions.values())
     if tests:
@@ -182,6 +211,13 @@ async def lookup_client(request: web.Request) -> web.Response:
     c = ctx(request)
     session = c.broker.sessions.get(request.match_info["clientid"])
     return ok([format_client(c, session)] if session is not None else [])
+
+
+async def lookup_by_username(request: web.Request) -> web.Response:
+    c = ctx(request)
+    username = request.match_info["username"]
+    found = [s for s in c.broker.sessions.values() if _username(s) == username]
+    return ok([format_client(c, s) for s in found])
 
 
 async def kick_client(request: web.Request) -> web.Response:
@@ -232,9 +268,10 @@ CLIENT_SCHEMA = obj(
 )
 
 _QUERY = (
-    Param("clientid", "string", "exact client id"),
-    Param("username", "string", "exact username"),
-    Param("ip_address", "string", "peer address"),
+    Param("clientid", "string", "exact client id (repeat it to match any of several)"),
+    Param("username", "string", "exact username (repeat it to match any of several)"),
+    Param("ip_address", "string", "peer address (of the last connection when offline)"),
+    Param("zone", "string", "the zone of the client's listener"),
     Param("conn_state", "string", "connection state", ("connected", "disconnected")),
     Param("clean_start", "boolean", "clean start / clean session flag"),
     Param("proto_name", "string", "protocol name (MQTT, MQIsdp)"),
@@ -245,6 +282,10 @@ _QUERY = (
     Param("_lte_created_at", "number", "session created at or before (epoch seconds)"),
     Param("_gte_connected_at", "number", "connected at or after (epoch seconds)"),
     Param("_lte_connected_at", "number", "connected at or before (epoch seconds)"),
+    Param("_gte_mqueue_len", "integer", "at least this many queued messages"),
+    Param("_lte_mqueue_len", "integer", "at most this many queued messages"),
+    Param("_gte_mqueue_dropped", "integer", "at least this many messages dropped from the queue"),
+    Param("_lte_mqueue_dropped", "integer", "at most this many messages dropped from the queue"),
 )
 
 ROUTES = [
@@ -264,6 +305,15 @@ ROUTES = [
         "/clients/{clientid}",
         lookup_client,
         "One client (an empty list when unknown)",
+        data=arr(CLIENT_SCHEMA),
+        errors=(),
+    ),
+    Route(
+        "lookup_client_via_username",
+        "GET",
+        "/clients/username/{username}",
+        lookup_by_username,
+        "The clients (and offline sessions) with this username",
         data=arr(CLIENT_SCHEMA),
         errors=(),
     ),

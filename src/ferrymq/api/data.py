@@ -152,8 +152,8 @@ def _store_records(c: ApiContext, data: backup.Imported) -> None:
             store.add_auth(kind, subject, password_hash)
         except DuplicateError:
             store.update_auth(kind, subject, password_hash)
-    for kind, subject, topic, action, access in data.acl:
-        store.put_acl(kind, subject, topic, action, access)
+    for kind, subject, topic, action, access, created_at in data.acl:
+        store.put_acl(kind, subject, topic, action, access, created_at)
 
 
 async def import_data(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import web
 from ferrymq.api.context import LISTENERS, ctx
 from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
 
-_INT_MAP = {"type": "object", "additionalProperties": INT}
+INT_MAP = {"type": "object", "additionalProperties": INT}
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -18,6 +18,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def listeners(request: web.Request) -> web.Response:
+    return ok([{"node": ctx(request).node, "listeners": describe_listeners(request)}])
+
+
+def describe_listeners(request: web.Request) -> list[dict[str, Any]]:
+    """This node's MQTT listeners in EMQX's shape."""
     c = ctx(request)
     manager = request.app.get(LISTENERS) or getattr(c.broker, "listeners", None)
     if manager is not None:
@@ -37,10 +42,10 @@ async def listeners(request: web.Request) -> web.Response:
             }
             for addr in c.mqtt_listen
         ]
-    return ok([{"node": c.node, "listeners": described}])
+    return described
 
 
-_LISTENER = obj(
+LISTENER = obj(
     {
         "protocol": STR,
         "identifier": STR,
@@ -60,7 +65,7 @@ ROUTES = [
         "/metrics",
         metrics,
         "The broker's counters, with the EMQX metric names",
-        data=arr(obj({"node": STR, "metrics": _INT_MAP})),
+        data=arr(obj({"node": STR, "metrics": INT_MAP})),
         errors=(),
     ),
     Route(
@@ -69,7 +74,7 @@ ROUTES = [
         "/metrics",
         metrics,
         "The same as GET /metrics",
-        data=arr(obj({"node": STR, "metrics": _INT_MAP})),
+        data=arr(obj({"node": STR, "metrics": INT_MAP})),
         errors=(),
     ),
     Route(
@@ -78,7 +83,7 @@ ROUTES = [
         "/listeners",
         listeners,
         "The MQTT listeners with their current connection counts",
-        data=arr(obj({"node": STR, "listeners": arr(_LISTENER)})),
+        data=arr(obj({"node": STR, "listeners": arr(LISTENER)})),
         errors=(),
     ),
 ]

@@ -1,16 +1,20 @@
 """``/mqtt/...``: subscribe, unsubscribe and publish on behalf of clients.
 
-Subscribing goes through the broker exactly like a SUBSCRIBE packet (limits,
-ACL, retained messages are delivered); publishing goes through the broker
-like a PUBLISH from ``clientid`` (or from no client), without the ACL check
-of that client, as EMQX does for administrative publishes.
+Subscribing goes through the broker like a SUBSCRIBE packet (limits apply,
+retained messages are delivered) but as an administrator: the client's ACL
+does not apply, neither to the request nor to later deliveries, as EMQX 4.4's
+admin subscribe. Publishing goes through the broker like a PUBLISH from
+``clientid`` (or from no client), without the ACL check of that client, as
+EMQX does for administrative publishes.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +36,7 @@ from ferrymq.api.params import (
     get_choice,
     get_int,
     get_str,
+    mqtt_string,
     read_json,
     type_name,
 )
@@ -41,11 +46,9 @@ from ferrymq.protocol import reason_codes as rc
 from ferrymq.protocol.packets import SubscriptionOptions
 from ferrymq.protocol.topics import TopicError, validate_topic_filter, validate_topic_name
 
-_MAX_STRING = 65535  # bytes in an MQTT string or binary field
 _MAX_EXPIRY = 0xFFFFFFFF
 
 _REFUSALS = {
-    rc.NOT_AUTHORIZED: (BAD_PARAMETER, "not authorized by the ACL"),
     rc.QUOTA_EXCEEDED: (BAD_PARAMETER, "max_subscriptions reached"),
     rc.TOPIC_FILTER_INVALID: (ILLEGAL_TOPIC, "invalid topic filter"),
     rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: (ILLEGAL_TOPIC, "shared subscriptions are disabled"),
@@ -54,12 +57,11 @@ _REFUSALS = {
 
 
 def _topics(item: dict[str, Any]) -> list[str]:
-    """``topic`` and the comma-separated ``topics``, as EMQX combines them."""
+    """The comma-separated ``topic``, else the comma-separated ``topics`` (as EMQX 4.4)."""
     topic = get_str(item, "topic", required=False)
-    many = get_str(item, "topics", required=False)
-    out = [topic] if topic else []
-    if many:
-        out.extend(t for t in many.split(",") if t)
+    if topic is None:
+        topic = get_str(item, "topics", required=False)
+    out = [t for t in topic.split(",") if t] if topic else []
     if not out:
         raise bad_request(MISSING_PARAMETER, "missing required field 'topic' (or 'topics')")
     return out
@@ -92,7 +94,7 @@ def _subscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
     session = _session_of(c, item)
     _check_filters(c, filters)
     codes, deliveries = c.broker.subscribe(
-        session, [SubscriptionOptions(f, qos) for f in filters], None
+        session, [SubscriptionOptions(f, qos) for f in filters], None, admin=True
     )
     for run in deliveries:
         run()
@@ -119,11 +121,10 @@ def _unsubscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"clientid": session.client_id, "topic": f, "code": 0} for f in filters]
 
 
-def _mqtt_string(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise bad_request(BAD_PARAMETER, f"{key} must be a string, not {type_name(value)}")
-    if "\x00" in value or len(value.encode("utf-8")) > _MAX_STRING:
-        raise bad_request(BAD_PARAMETER, f"{key} must be at most 65535 bytes, without U+0000")
+def _property_text(value: Any) -> Any:
+    """A user property value: numbers and booleans as their text (as EMQX 4.4)."""
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
     return value
 
 
@@ -140,7 +141,10 @@ def _user_properties(value: Any) -> list[tuple[str, str]]:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise bad_request(BAD_PARAMETER, "user_properties must be an object of strings")
         out.append(
-            (_mqtt_string("user_properties", pair[0]), _mqtt_string("user_properties", pair[1]))
+            (
+                mqtt_string("user_properties", pair[0]),
+                mqtt_string("user_properties", _property_text(pair[1])),
+            )
         )
     return out
 
@@ -160,16 +164,16 @@ def _properties(c: ApiContext, value: Any, payload: bytes) -> tuple[dict[str, An
             if pairs:
                 out["user_property"] = pairs
         elif key == "content_type":
-            out["content_type"] = _mqtt_string(key, v)
+            out["content_type"] = mqtt_string(key, v)
         elif key == "response_topic":
-            topic = _mqtt_string(key, v)
+            topic = mqtt_string(key, v)
             try:
                 validate_topic_name(topic)
             except TopicError as exc:
                 raise bad_request(ILLEGAL_TOPIC, f"illegal response_topic: {exc}") from None
             out["response_topic"] = topic
         elif key == "correlation_data":
-            out["correlation_data"] = _mqtt_string(key, v).encode("utf-8")
+            out["correlation_data"] = mqtt_string(key, v).encode("utf-8")
         elif key == "payload_format_indicator":
             indicator = get_int(props, key, 0, 0, 1)
             if indicator == 1:
@@ -185,20 +189,45 @@ def _properties(c: ApiContext, value: Any, payload: bytes) -> tuple[dict[str, An
     return out, expiry_at
 
 
-def _messages(c: ApiContext, item: dict[str, Any]) -> list[Message]:
+def _valid_topics(c: ApiContext, topics: list[str]) -> list[str]:
+    """The valid topic names; invalid ones are skipped, 400/115 when none is valid."""
     s = c.settings
-    topics = _topics(item)
+    valid = []
+    error = None
     for t in topics:
         try:
             validate_topic_name(t, s.max_topic_levels, s.max_topic_length)
         except TopicError as exc:
-            raise bad_request(ILLEGAL_TOPIC, f"illegal topic {t!r}: {exc}") from None
+            error = error or f"illegal topic {t!r}: {exc}"
+        else:
+            valid.append(t)
+    if not valid:
+        raise bad_request(ILLEGAL_TOPIC, error or "no topic")
+    return valid
+
+
+def _payload_text(item: dict[str, Any]) -> str:
+    """``payload``: a string, or a JSON object or array sent as its JSON text."""
+    value = item.get("payload")
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if not isinstance(value, str):
+        raise bad_request(
+            BAD_PARAMETER, f"'payload' must be a string, object or array, not {type_name(value)}"
+        )
+    return value
+
+
+def _messages(c: ApiContext, item: dict[str, Any]) -> list[Message]:
+    s = c.settings
+    topics = _valid_topics(c, _topics(item))
     clientid = get_str(item, "clientid", required=False) or get_str(
         item, "client_id", required=False, default=""
     )
     encoding = get_choice(item, "encoding", ("plain", "base64"), "plain")
-    text = get_str(item, "payload", required=False, default="")
-    assert text is not None
+    text = _payload_text(item)
     if encoding == "base64":
         try:
             payload = base64.b64decode(text, validate=True)
@@ -216,14 +245,26 @@ def _messages(c: ApiContext, item: dict[str, Any]) -> list[Message]:
     expiry_at = 0.0
     if item.get("properties") is not None:
         props, expiry_at = _properties(c, item["properties"], payload)
+    if item.get("user_properties") is not None:
+        # EMQX's older form, sent before those inside "properties".
+        pairs = _user_properties(item["user_properties"])
+        if pairs:
+            props = props or {}
+            props["user_property"] = pairs + props.get("user_property", [])
     return [Message(t, payload, qos, retain, props, clientid or "", expiry_at) for t in topics]
 
 
-def _publish(c: ApiContext, item: dict[str, Any]) -> list[str]:
-    messages = _messages(c, item)
-    for msg in messages:
+def _publish(c: ApiContext, item: dict[str, Any]) -> dict[str, Any] | None:
+    """Publish; with ``"return": true`` the message id(s), as EMQX 4.4 shapes them."""
+    msgids = []
+    for msg in _messages(c, item):
         c.broker.publish(msg)
-    return [m.topic for m in messages]
+        msgids.append(uuid.uuid4().hex.upper())
+    if not item.get("return"):
+        return None
+    if "topics" in item and "topic" not in item:
+        return {"msgids": msgids}
+    return {"msgid": msgids[-1]}
 
 
 # --- handlers ------------------------------------------------------------------
@@ -243,8 +284,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
 
 async def publish(request: web.Request) -> web.Response:
     c = ctx(request)
-    _publish(c, as_object(await read_json(request)))
-    return ok()
+    return ok(_publish(c, as_object(await read_json(request))))
 
 
 def _describe(item: Any) -> tuple[Any, Any]:
@@ -302,10 +342,18 @@ _PUB = obj(
     {
         **_TOPICS,
         "clientid": STR,
-        "payload": STR,
+        "payload": {
+            "oneOf": [STR, {"type": "object"}, {"type": "array"}],
+            "description": "a string; an object or array is sent as its JSON text",
+        },
         "encoding": {"type": "string", "enum": ["plain", "base64"]},
         "qos": {**INT, "enum": [0, 1, 2]},
         "retain": BOOL,
+        "return": {**BOOL, "description": "answer with the message id(s)"},
+        "user_properties": {
+            "type": "object",
+            "description": "EMQX's older place for properties.user_properties",
+        },
         "properties": obj(
             {
                 "message_expiry_interval": INT,
@@ -326,7 +374,8 @@ ROUTES = [
         "POST",
         "/mqtt/subscribe",
         subscribe,
-        "Subscribe a client's session as if it had sent SUBSCRIBE",
+        "Subscribe a client's session as if it had sent SUBSCRIBE, as an administrator "
+        "(the client's ACL does not apply)",
         body=_SUB,
         errors=(400, 404),
     ),
@@ -362,8 +411,9 @@ ROUTES = [
         "POST",
         "/mqtt/publish",
         publish,
-        "Publish a message (as clientid, when given)",
+        "Publish a message (as clientid, when given); topic may hold several, comma-separated",
         body=_PUB,
+        data=obj({"msgid": STR, "msgids": arr(STR)}),
     ),
     Route(
         "mqtt_publish_batch",

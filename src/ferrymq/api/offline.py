@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ferrymq import config
@@ -21,6 +22,12 @@ from ferrymq.storage.sqlite import SqliteStore, StorageError
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="TOML config file (for data_dir, password_hash)")
     parser.add_argument("--data-dir", dest="data_dir", help="data directory of the broker")
+    parser.add_argument(
+        "--create",
+        action="store_true",
+        help="create the database when the data directory has none (by default that is "
+        "an error: a mistyped --data-dir would silently start an empty database)",
+    )
 
 
 def load_settings(args: argparse.Namespace) -> config.Settings:
@@ -42,9 +49,21 @@ def run_command(
     action: Callable[[config.Settings, SqliteStore], int],
     changes: bool,
 ) -> int:
-    """Load settings, open the store, run ``action``; report errors as exit status 2."""
+    """Load settings, open the store, run ``action``; report errors as exit status 2.
+
+    The database must exist unless ``--create`` was given; which one was used
+    goes to standard error, so a command run in the wrong place says so.
+    """
     try:
         settings = load_settings(args)
+        db = Path(settings.db_path).resolve()
+        if not db.exists() and not getattr(args, "create", False):
+            return fail(
+                f"no database at {db}: check --data-dir / --config (or the current "
+                "directory), or pass --create to start a new one",
+                2,
+            )
+        print(f"ferrymq: database {db}", file=sys.stderr)
         with open_store(settings) as store:
             status = action(settings, store)
         if changes and status == 0:

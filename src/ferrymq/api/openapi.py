@@ -8,10 +8,9 @@ from ferrymq import __version__
 from ferrymq.api.routes import BASE, INT, STR, Route, obj
 
 _STATUS_TEXT = {
-    400: "Bad request body or parameters",
+    400: "Bad request body or parameters (or a body over api_max_body)",
     401: "Missing or invalid API credentials",
     404: "Unknown path, or the named object does not exist",
-    413: "Request body larger than api_max_body",
     500: "Internal error",
 }
 _ERROR = obj({"code": INT, "message": STR}, ("code", "message"))
@@ -69,7 +68,7 @@ def _operation(route: Route) -> dict[str, Any]:
     }
     statuses = set(route.errors)
     if route.body is not None:
-        statuses |= {400, 413}
+        statuses.add(400)  # also for a body over api_max_body
     if not route.public:
         statuses.add(401)
     for status in sorted(statuses):
@@ -102,7 +101,9 @@ def build_openapi(routes: list[Route]) -> dict[str, Any]:
             "title": "ferrymq management API",
             "version": __version__,
             "description": "The EMQX 4 compatible /api/v4 management API of ferrymq. Every "
-            "response is JSON with a code (0 on success); errors add a message.",
+            "response is JSON with a code (0 on success); errors add a message. The only "
+            "statuses are 200, 400, 401, 404 and 500 (a method a path does not serve is "
+            "404 / 102). Every path also answers with a trailing slash.",
         },
         "servers": [{"url": BASE}],
         "security": [{"basicAuth": []}],

@@ -16,6 +16,7 @@ from aiohttp import web
 from ferrymq.api.errors import BAD_JSON, BAD_PARAMETER, MISSING_PARAMETER, bad_request
 
 DEFAULT_LIMIT = 10000
+MAX_MQTT_STRING = 65535  # bytes in an MQTT UTF-8 string
 
 _MISSING = object()
 
@@ -80,8 +81,12 @@ def get_str(
     required: bool = True,
     default: str | None = None,
     empty_code: int | None = None,
+    mqtt: bool = False,
 ) -> str | None:
-    """A string field. Missing: 400/107 when required; ``""``: ``empty_code`` if given."""
+    """A string field. Missing: 400/107 when required; ``""``: ``empty_code`` if given.
+
+    ``mqtt``: the value must be one an MQTT client can present (see ``mqtt_string``).
+    """
     value = obj.get(key, _MISSING)
     if value is _MISSING or value is None:
         if required:
@@ -91,6 +96,20 @@ def get_str(
         raise bad_request(BAD_PARAMETER, f"{key!r} must be a string, not {type_name(value)}")
     if not value and empty_code is not None:
         raise bad_request(empty_code, f"{key!r} must not be empty")
+    if mqtt:
+        mqtt_string(key, value)
+    return value
+
+
+def mqtt_string(key: str, value: Any) -> str:
+    """MQTT's string rules: a string of at most 65,535 bytes of UTF-8, without U+0000."""
+    if not isinstance(value, str):
+        raise bad_request(BAD_PARAMETER, f"{key!r} must be a string, not {type_name(value)}")
+    if "\x00" in value or len(value.encode("utf-8")) > MAX_MQTT_STRING:
+        raise bad_request(
+            BAD_PARAMETER,
+            f"{key!r} must be at most {MAX_MQTT_STRING} bytes of UTF-8, without U+0000",
+        )
     return value
 
 
@@ -130,14 +149,25 @@ def get_choice(obj: dict[str, Any], key: str, choices: Sequence[str], default: s
 # --- query strings -----------------------------------------------------------
 
 
+def _ascii_int(text: str) -> int | None:
+    """An integer written in ASCII digits (an optional leading ``-``), else None.
+
+    Python's ``int()`` also takes spaces, ``+``, ``_`` and non-ASCII digits.
+    """
+    digits = text[1:] if text.startswith("-") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(text)
+
+
 def query_int(request: web.Request, key: str) -> int | None:
     text = request.query.get(key)
     if text is None:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise bad_request(BAD_PARAMETER, f"query parameter {key} must be an integer") from None
+    value = _ascii_int(text)
+    if value is None:
+        raise bad_request(BAD_PARAMETER, f"query parameter {key} must be an integer")
+    return value
 
 
 def query_bool(request: web.Request, key: str) -> bool | None:
@@ -182,10 +212,7 @@ def _positive(request: web.Request, key: str, default: int) -> int:
     text = request.query.get(key)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = _ascii_int(text) or 0
     if value < 1:
         raise bad_request(BAD_PARAMETER, f"{key} must be a positive integer, not {text!r}")
     return value

@@ -103,9 +103,7 @@ class AccessSync:
         loaded = []
         for r in rules:
             try:
-                loaded.append(
-                    AclRule(r["kind"], r["subject"], r["topic"], r["action"], r["access"])
-                )
+                loaded.append(AclRule.from_row(r))
             except ValueError as exc:
                 log.warning("ignoring a stored ACL rule %r: %s", r, exc)
         self.broker.acl.load(loaded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ferrymq.access.acl import AclRule
+from ferrymq.access.acl import make_rules
 from ferrymq.api.offline import add_data_arguments, fail, print_table, run_command
 from ferrymq.config import Settings
 from ferrymq.storage.sqlite import SqliteStore
@@ -23,20 +23,28 @@ def register(sub: Any) -> None:
     add = cmds.add_parser(
         "add",
         help="add or replace a rule",
-        description="Example: ferrymq acl add --clientid dev1 'devices/%c/#' pubsub allow",
+        description="Add a rule as the newest of its subject (the newest matching rule "
+        "decides). pubsub is stored as a pub and a sub rule; a rule with the same subject, "
+        "topic and action is replaced, and the output says so. "
+        "Example: ferrymq acl add --clientid dev1 'devices/%c/#' pubsub allow",
     )
     _subject(add)
-    add.add_argument("topic", help="topic filter; may use +, #, %%c (client id), %%u (username)")
+    add.add_argument(
+        "topic",
+        help="topic filter; may use +, #, and the levels %%c (client id) and %%u (username)",
+    )
     add.add_argument("action", choices=("pub", "sub", "pubsub", "subpub"))
     add.add_argument("access", choices=("allow", "deny"))
     add_data_arguments(add)
     add.set_defaults(func=_add)
-    delete = cmds.add_parser("delete", help="delete the rule of a subject for a topic")
+    delete = cmds.add_parser(
+        "delete", help="delete the rules (pub and sub) of a subject for a topic"
+    )
     _subject(delete)
     delete.add_argument("topic")
     add_data_arguments(delete)
     delete.set_defaults(func=_delete)
-    lst = cmds.add_parser("list", help="list rules (all, or those of one subject)")
+    lst = cmds.add_parser("list", help="list rules, newest first (all, or one subject's)")
     group = lst.add_mutually_exclusive_group()
     group.add_argument("--clientid", help="rules of this client id")
     group.add_argument("--username", help="rules of this username")
@@ -62,14 +70,18 @@ def _kind_subject(args: argparse.Namespace) -> tuple[str, str]:
 def _add(args: argparse.Namespace) -> int:
     kind, subject = _kind_subject(args)
     try:
-        rule = AclRule(kind, subject, args.topic, args.action, args.access)
+        rules = make_rules(kind, subject, args.topic, args.action, args.access)
     except ValueError as exc:
         return fail(str(exc), 2)
 
     def action(settings: Settings, store: SqliteStore) -> int:
-        store.put_acl(kind, subject, rule.topic, rule.action, rule.access)
         who = "all clients" if kind == "all" else f"{kind} {subject}"
-        print(f"{who}: {rule.access} {rule.action} {rule.topic}")
+        for rule in rules:
+            replaced = store.put_acl(
+                kind, subject, rule.topic, rule.action, rule.access, rule.created_at
+            )
+            verb = "replaced" if replaced else "added"
+            print(f"{who}: {rule.access} {rule.action} {rule.topic} ({verb})")
         return 0
 
     return run_command(args, action, changes=True)
@@ -97,6 +109,7 @@ def _list(args: argparse.Namespace) -> int:
             rows = store.list_acl("all")
         else:
             rows = store.list_acl()
+        rows.reverse()
         print_table(
             ("KIND", "SUBJECT", "TOPIC", "ACTION", "ACCESS"),
             [

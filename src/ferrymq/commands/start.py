@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         "start",
         help="run the broker",
         description="Run the broker. Settings: defaults < --config file < FERRYMQ_* "
-        "environment variables < these flags.",
+        "environment variables < these flags. With [[listeners]] in the config file, "
+        "--bind and --port are ignored, with a warning (the listeners say where to listen).",
     )
     config.add_arguments(start)
     start.set_defaults(func=run)
@@ -30,5 +31,13 @@ def run(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"ferrymq: {exc}", file=sys.stderr)
         return 2
+    ignored = [f"--{name}" for name in ("bind", "port") if flags.get(name) is not None]
+    if settings.listeners and ignored:
+        # Not an error (test harnesses and scripts pass --port everywhere), but never silent.
+        print(
+            f"ferrymq: warning: {' and '.join(ignored)} ignored: {args.config} has "
+            "[[listeners]] tables, which say where the broker listens",
+            file=sys.stderr,
+        )
     setup_logging(settings.log_level, settings.log_format)
     return serve(settings)

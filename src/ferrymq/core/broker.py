@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ferrymq.access.acl import Acl
+from ferrymq.access.acl import Acl, AclRule
 from ferrymq.access.authn import Authenticator
 from ferrymq.core.alarms import AlarmChecks
 from ferrymq.core.banned import Ban, BanList
@@ -110,7 +110,7 @@ class Broker:
         self.clients: dict[str, Client] = {}
         self.connections: set[Client] = set()
         self.authenticator = Authenticator(settings.anonymous_allowed())
-        self.acl = Acl(settings.acl_nomatch)
+        self.acl = Acl(settings.acl_nomatch, metrics=self.metrics)
         self.banned = BanList()
         self.alarm_checks = AlarmChecks(self)
         self.topic_metrics = TopicMetrics()
@@ -150,6 +150,7 @@ class Broker:
             session.created_at = data.get("created_at", now)
             session.disconnected_at = gone_at
             session.username = data.get("username")
+            session.last_conn = data.get("conn")
             session.next_pid = int(data.get("next_pid", 1)) or 1
             session.awaiting_rel = dict.fromkeys(data.get("awaiting_rel", []), now_mono)
             for item in data.get("subscriptions", []):
@@ -163,6 +164,7 @@ class Broker:
                     retain_handling=item.get("rh", 0),
                     identifier=item.get("id"),
                 )
+                sub.acl_admin = item.get("adm", False)
                 self.router.add(sub)
                 session.subscriptions[sub.topic_filter] = sub
             for key, msg, meta in messages.get(client_id, []):
@@ -197,12 +199,7 @@ class Broker:
             {r["subject"]: r["password_hash"] for r in store.list_auth("username")},
             {r["subject"]: r["password_hash"] for r in store.list_auth("clientid")},
         )
-        from ferrymq.access.acl import AclRule
-
-        self.acl.load(
-            AclRule(r["kind"], r["subject"], r["topic"], r["action"], r["access"])
-            for r in store.list_acl()
-        )
+        self.acl.load(AclRule.from_row(r) for r in store.list_acl())
 
     def start(self) -> None:
         # $SYS first: a tick scheduled before it would find less than one interval
@@ -238,6 +235,12 @@ class Broker:
         result, anonymous = self.authenticator.authenticate_ex(client_id, username, password)
         if anonymous:
             metrics["client.auth.anonymous"] += 1
+        if result:
+            metrics["client.auth.failure"] += 1
+        else:
+            metrics["client.auth.success"] += 1
+            if anonymous:
+                metrics["client.auth.success.anonymous"] += 1
         return int(result)
 
     def open_session(
@@ -282,6 +285,9 @@ class Broker:
             session.expiry_interval = expiry
         session.client = client
         session.will = will
+        if session.username != client.username:
+            for sub in session.subscriptions.values():
+                sub.acl_gen = -1  # the ACL guard depends on the username
         session.username = client.username
         session.disconnected_at = None
         client.session = session
@@ -313,6 +319,7 @@ class Broker:
             return
         session.client = None
         session.disconnected_at = time.time()
+        session.last_conn = client.connection_info()
         if not client.will_allowed:
             session.will = None
         if not session.persistent:
@@ -409,8 +416,42 @@ class Broker:
     # --- access ----------------------------------------------------------------
 
     def acl_publish(self, client: Client, topic: str) -> bool:
-        self.metrics["client.check_acl"] += 1
         return self.acl.check_publish(client.client_id, client.username, topic)
+
+    def acl_guard(self, sub: Subscription) -> bool:
+        """Decide whether deliveries through ``sub`` need a per-message ACL check.
+
+        API.md: nothing leaks through wildcards. Decided at SUBSCRIBE and again
+        once per rule generation (lazily, on the next delivery): a subscription
+        that no rule can narrow is marked clean (``acl_gen`` = generation, and
+        the message path pays one comparison); otherwise it is marked checked
+        (``-generation - 2``) and each message's topic is tested as a SUBSCRIBE
+        of that topic. Subscriptions made by an administrator (``acl_admin``)
+        are never checked.
+        """
+        acl = self.acl
+        session: Session = sub.session  # type: ignore[assignment]
+        if sub.acl_admin or not acl.needs_delivery_check(
+            sub.client_id, session.username, sub.filter
+        ):
+            sub.acl_gen = acl.generation
+            return False
+        sub.acl_gen = -acl.generation - 2
+        return True
+
+    def acl_delivers(self, sub: Subscription, topic: str) -> bool:
+        """May a message on ``topic`` go out through ``sub``? Called only while
+        ``sub.acl_gen`` differs from the ACL generation (see ``acl_guard``)."""
+        acl = self.acl
+        if sub.acl_gen != -acl.generation - 2 and not self.acl_guard(sub):
+            return True
+        session: Session = sub.session  # type: ignore[assignment]
+        if acl.check_delivery(sub.client_id, session.username, topic):
+            return True
+        metrics = self.metrics
+        metrics["delivery.dropped.acl"] += 1
+        metrics["delivery.dropped"] += 1
+        return False
 
     # --- publish -------------------------------------------------------------
 
@@ -439,10 +480,13 @@ class Broker:
         qos = msg.qos
         count = 0
         queue_high = self._queue_high
+        acl_gen = self.acl.generation
         for sub in subs:
             if sub.no_local and sub.client_id == publisher:
                 metrics["delivery.dropped.no_local"] += 1
                 metrics["delivery.dropped"] += 1
+                continue
+            if sub.acl_gen != acl_gen and not self.acl_delivers(sub, msg.topic):
                 continue
             session: Session = sub.session  # type: ignore[assignment]
             ident = sub.identifier
@@ -499,9 +543,12 @@ class Broker:
         options: Iterable[SubscriptionOptions],
         sub_id: int | None,
         client: Client | None = None,
+        *,
+        admin: bool = False,
     ) -> tuple[list[int], list[Callable[[], None]]]:
         """Install subscriptions; return the reason codes and the retained deliveries to run
-        after the SUBACK has been sent."""
+        after the SUBACK has been sent. ``admin``: made by an administrator, so the ACL
+        does not apply (EMQX 4.4's API subscribe), neither now nor at delivery."""
         settings = self.settings
         metrics = self.metrics
         codes: list[int] = []
@@ -523,8 +570,9 @@ class Broker:
             if not settings.wildcard_subscription and is_wildcard(plain):
                 codes.append(rc.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
                 continue
-            metrics["client.check_acl"] += 1
-            if not self.acl.check_subscribe(session.client_id, session.username, topic_filter):
+            if not admin and not self.acl.check_subscribe(
+                session.client_id, session.username, topic_filter
+            ):
                 metrics["packets.subscribe.auth_error"] += 1
                 codes.append(rc.NOT_AUTHORIZED)
                 continue
@@ -546,6 +594,8 @@ class Broker:
                 retain_handling=opt.retain_handling,
                 identifier=sub_id,
             )
+            sub.acl_admin = admin
+            self.acl_guard(sub)
             existed = self.router.add(sub) is not None
             session.subscriptions[topic_filter] = sub
             metrics["client.subscribe"] += 1
@@ -566,7 +616,10 @@ class Broker:
         ident = sub.identifier
         ids = (ident,) if ident else None
         sub_qos = sub.qos
+        acl_gen = self.acl.generation
         for msg in self.retained.match(sub.filter, time.monotonic()):
+            if sub.acl_gen != acl_gen and not self.acl_delivers(sub, msg.topic):
+                continue
             session.deliver(msg, msg.qos if msg.qos < sub_qos else sub_qos, True, ids)
             msg.cache = None
 

@@ -407,6 +407,19 @@ class Client:
         self.transport.close()
         self.broker.client_closed(self)
 
+    def connection_info(self) -> dict[str, Any]:
+        """What an offline session keeps of this connection (shown by the API)."""
+        return {
+            "ip_address": self.peer[0],
+            "port": self.peer[1],
+            "proto_name": self.proto_name,
+            "proto_ver": self.version,
+            "keepalive": self.keepalive,
+            "connected_at": self.connected_at,
+            "clean_start": self.clean_start,
+            "zone": self.zone,
+        }
+
     def kick(self, reason_code: int, reason: str) -> None:
         self.send_disconnect(reason_code, reason)
         self.close(reason)
@@ -436,7 +449,6 @@ class Client:
         if not self.connected:
             if isinstance(error, UnsupportedProtocolVersion):
                 level = getattr(error, "protocol_version", 4)
-                self.broker.metrics["packets.connack.error"] += 1
                 if level == MQTT5:
                     self.version = MQTT5
                     self._send_connack_error(rc.UNSUPPORTED_PROTOCOL_VERSION)
@@ -460,7 +472,9 @@ class Client:
         self.kick(reason_code, f"protocol error: {text}")
 
     def _send_connack_error(self, reason_code: int, text: str = "") -> None:
-        self.broker.metrics["client.connack"] += 1
+        metrics = self.broker.metrics
+        metrics["client.connack"] += 1
+        metrics["packets.connack.error"] += 1  # EMQX: every CONNACK with a failure code
         if self.version == MQTT5:
             self.send_packet(Connack(False, reason_code, self._reason_string(text)))
         else:

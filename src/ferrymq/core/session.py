@@ -108,6 +108,7 @@ class Session:
         "will_timer",
         "dropped",
         "username",
+        "last_conn",
     )
 
     def __init__(self, broker: Broker, client_id: str, expiry_interval: int = 0) -> None:
@@ -128,6 +129,8 @@ class Session:
         self.will_timer: Any = None
         self.dropped = 0
         self.username: str | None = None
+        # The last connection's values (Client.connection_info) while offline.
+        self.last_conn: dict[str, Any] | None = None
 
     @property
     def persistent(self) -> bool:
@@ -300,6 +303,7 @@ class Session:
             "created_at": self.created_at,
             "disconnected_at": self.disconnected_at,
             "username": self.username,
+            "conn": self.last_conn,
             "next_pid": self.next_pid,
             "awaiting_rel": list(self.awaiting_rel),
             "subscriptions": [
@@ -310,6 +314,7 @@ class Session:
                     "rap": s.retain_as_published,
                     "rh": s.retain_handling,
                     "id": s.identifier,
+                    "adm": s.acl_admin,
                 }
                 for s in self.subscriptions.values()
             ],

@@ -11,11 +11,14 @@ class Subscription:
     ``topic_filter`` is the filter as the client sent it (``$share/g/a/b``,
     ``$queue/a/b`` or ``a/b``); ``filter`` is the plain filter the router
     matches (``a/b``) and ``share_group`` the shared group (``"g"``,
-    ``"$queue"``) or None. ``session`` belongs to the broker core; the router
+    ``"$queue"``) or None. ``acl_admin`` marks a subscription made by an
+    administrator (the ACL does not apply to it). ``session`` belongs to the broker core; the router
     never looks at it.
     """
 
     __slots__ = (
+        "acl_admin",
+        "acl_gen",
         "client_id",
         "filter",
         "identifier",
@@ -49,6 +52,9 @@ class Subscription:
         self.retain_as_published = retain_as_published
         self.retain_handling = retain_handling
         self.identifier = identifier
+        # Per-message ACL check state, kept by Broker.acl_guard: -1 undecided.
+        self.acl_gen = -1
+        self.acl_admin = False
 
     def __repr__(self) -> str:
         return (

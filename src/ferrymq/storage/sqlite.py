@@ -50,9 +50,13 @@ log = logging.getLogger("ferrymq.storage")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _GIVE_UP_AFTER = 300.0  # seconds a failing batch is retried before it is dropped
 
+_ACL_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, topic TEXT NOT NULL,
+        action TEXT NOT NULL, access TEXT NOT NULL, created_at INTEGER NOT NULL,
+        UNIQUE (kind, subject, topic, action))"""
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, data BLOB NOT NULL)",
@@ -66,16 +70,25 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS auth (
         kind TEXT NOT NULL, subject TEXT NOT NULL, password_hash TEXT NOT NULL,
         created_at REAL NOT NULL, PRIMARY KEY (kind, subject))""",
-    """CREATE TABLE IF NOT EXISTS acl (
-        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, topic TEXT NOT NULL,
-        action TEXT NOT NULL, access TEXT NOT NULL, created_at REAL NOT NULL,
-        UNIQUE (kind, subject, topic))""",
+    _ACL_TABLE.format(name="acl"),
     """CREATE TABLE IF NOT EXISTS banned (
         kind TEXT NOT NULL, who TEXT NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL,
         at INTEGER NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (kind, who))""",
 )
-# Upgrades from version N to N + 1, keyed by N; empty while there is one version.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+# Upgrades from version N to N + 1, keyed by N.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # ACL rules keyed by (kind, subject, topic, action), pubsub as two rules,
+    # created_at in epoch milliseconds (EMQX 4.4's model); the order is kept.
+    1: (
+        _ACL_TABLE.format(name="acl_v2"),
+        """INSERT INTO acl_v2 (kind, subject, topic, action, access, created_at)
+        SELECT kind, subject, topic, a.act, access, CAST(created_at * 1000 AS INTEGER)
+        FROM acl JOIN (SELECT 'pub' AS act UNION ALL SELECT 'sub') AS a
+        ON acl.action = a.act OR acl.action = 'pubsub' ORDER BY acl.id, a.act""",
+        "DROP TABLE acl",
+        "ALTER TABLE acl_v2 RENAME TO acl",
+    ),
+}
 
 _WIPE = "DELETE FROM session_messages WHERE client_id = ?"
 _DEL_SESSION = "DELETE FROM sessions WHERE client_id = ?"
@@ -306,12 +319,20 @@ class SqliteStore:
     def delete_auth(self, kind: str, subject: str) -> bool:
         return self._run(_delete_auth, kind, subject)
 
-    def put_acl(self, kind: str, subject: str, topic: str, action: str, access: str) -> None:
-        """Add a rule, or change action/access of the rule with the same (kind, subject, topic).
-
-        A changed rule keeps its place in the order and its created_at.
+    def put_acl(
+        self,
+        kind: str,
+        subject: str,
+        topic: str,
+        action: str,
+        access: str,
+        created_at: int | None = None,
+    ) -> bool:
+        """Store a rule as the newest, replacing the one with the same (kind, subject,
+        topic, action); ``pubsub`` is stored as a pub and a sub rule. True when one was
+        replaced. ``created_at``: epoch milliseconds (default now).
         """
-        self._run(_put_acl, kind, subject, topic, action, access)
+        return self._run(_put_acl, kind, subject, topic, action, access, created_at)
 
     def list_acl(self, kind: str | None = None, subject: str | None = None) -> list[dict[str, Any]]:
         return self._run(_list_acl, kind, subject)
@@ -722,15 +743,34 @@ def _check_acl_kind(kind: str, subject: str) -> None:
 
 
 def _put_acl(
-    conn: sqlite3.Connection, kind: str, subject: str, topic: str, action: str, access: str
-) -> None:
+    conn: sqlite3.Connection,
+    kind: str,
+    subject: str,
+    topic: str,
+    action: str,
+    access: str,
+    created_at: int | None = None,
+) -> bool:
+    """Store a rule as the newest (``pubsub``: a pub and a sub rule); True when it
+    replaced one with the same key."""
     _check_acl_kind(kind, subject)
-    conn.execute(
-        "INSERT INTO acl (kind, subject, topic, action, access, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, subject, topic)"
-        " DO UPDATE SET action = excluded.action, access = excluded.access",
-        (kind, subject, topic, action, access, time.time()),
-    )
+    if action not in ("pub", "sub", "pubsub"):
+        raise ValueError(f"an ACL rule's action is pub, sub or pubsub, not {action!r}")
+    if created_at is None:
+        created_at = int(time.time() * 1000)
+    replaced = False
+    for one in ("pub", "sub") if action == "pubsub" else (action,):
+        cur = conn.execute(
+            "DELETE FROM acl WHERE kind = ? AND subject = ? AND topic = ? AND action = ?",
+            (kind, subject, topic, one),
+        )
+        replaced |= cur.rowcount > 0
+        conn.execute(
+            "INSERT INTO acl (kind, subject, topic, action, access, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, subject, topic, one, access, created_at),
+        )
+    return replaced
 
 
 def _list_acl(

@@ -101,7 +101,15 @@ class Store(Protocol):
     def update_auth(self, kind: str, subject: str, password_hash: str) -> bool: ...
     def delete_auth(self, kind: str, subject: str) -> bool: ...
 
-    def put_acl(self, kind: str, subject: str, topic: str, action: str, access: str) -> None: ...
+    def put_acl(
+        self,
+        kind: str,
+        subject: str,
+        topic: str,
+        action: str,
+        access: str,
+        created_at: int | None = None,
+    ) -> bool: ...
     def list_acl(
         self, kind: str | None = None, subject: str | None = None
     ) -> list[dict[str, Any]]: ...

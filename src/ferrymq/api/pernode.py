@@ -1,0 +1,89 @@
+"""``/nodes/{node}/...``: the per-node forms of clients, subscriptions, metrics and
+listeners (EMQX 4.4's shapes), for this node. (``/nodes/{node}/stats`` belongs to
+the operations endpoints.)
+
+The list forms answer exactly as their cluster-wide routes do; ``metrics`` is
+the node's map itself and ``listeners`` its list, as in EMQX. Another node's
+name is 404 / 102.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ferrymq.api import clients, subscriptions
+from ferrymq.api.context import ctx
+from ferrymq.api.errors import UNKNOWN_ERROR, not_found
+from ferrymq.api.metrics import INT_MAP, LISTENER, describe_listeners
+from ferrymq.api.routes import Handler, Route, arr, ok
+
+
+def _on_this_node(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        node = request.match_info["node"]
+        if node != ctx(request).node:
+            raise not_found(UNKNOWN_ERROR, "no such node")
+        return await handler(request)
+
+    return wrapped
+
+
+async def node_metrics(request: web.Request) -> web.Response:
+    return ok(dict(ctx(request).broker.metrics))
+
+
+async def node_listeners(request: web.Request) -> web.Response:
+    return ok(describe_listeners(request))
+
+
+def _node_form(route: Route, name: str | None = None, **changes: Any) -> Route:
+    fields = {
+        "name": name or f"node_{route.name}",
+        "method": route.method,
+        "path": "/nodes/{node}" + route.path,
+        "handler": _on_this_node(route.handler),
+        "descr": f"{route.descr}, on one node",
+        "query": route.query,
+        "body": route.body,
+        "data": route.data,
+        "paged": route.paged,
+        "errors": tuple(sorted({*route.errors, 404})),
+    }
+    fields.update(changes)
+    return Route(**fields)
+
+
+_BY_NAME = {r.name: r for r in clients.ROUTES + subscriptions.ROUTES}
+
+ROUTES = [
+    *(
+        _node_form(_BY_NAME[name])
+        for name in (
+            "list_clients",
+            "lookup_client",
+            "lookup_client_via_username",
+            "list_subscriptions",
+            "lookup_client_subscriptions",
+        )
+    ),
+    Route(
+        "node_metrics",
+        "GET",
+        "/nodes/{node}/metrics",
+        _on_this_node(node_metrics),
+        "The node's counters, with the EMQX metric names",
+        data=INT_MAP,
+        errors=(404,),
+    ),
+    Route(
+        "node_listeners",
+        "GET",
+        "/nodes/{node}/listeners",
+        _on_this_node(node_listeners),
+        "The node's MQTT listeners",
+        data=arr(LISTENER),
+        errors=(404,),
+    ),
+]
