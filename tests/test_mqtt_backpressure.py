@@ -1,42 +1,43 @@
-"""Back-pressure: a publisher faster than its subscribers is slowed, not allowed to overflow
-their queues, so QoS 1 messages are not lost and the broker's memory stays bounded."""
+"""The per-session queue: a subscriber that does not keep up gets its inflight window and a
+bounded queue; beyond that its oldest messages are dropped and counted against it, and the
+publisher is acknowledged as usual."""
 
 from __future__ import annotations
 
-import time
-
 from api_http import Api
 from clients import V311, TestClient
-from ferrymq.protocol.packets import Puback, Publish
+from ferrymq.protocol.packets import Publish
 from rawclient import RawClient
 
 
-def _metrics(b) -> dict[str, int]:
-    return Api(b.api_port).get("/metrics").data[0]["metrics"]
-
-
-def test_slow_qos1_subscriber_slows_the_publisher_instead_of_dropping(make_broker, uid):
+def test_stuck_qos1_subscriber_drops_its_oldest_queued_messages(make_broker, uid):
     b = make_broker("--max-mqueue-len", "200", "--max-inflight", "10")
+    api = Api(b.api_port)
     topic = f"bp/{uid}"
     sub = RawClient(b.port, 4, timeout=10)
-    sub.connect(f"slow-{uid}")
+    sub.connect(f"stuck-{uid}")
     sub.subscribe(topic, 1)
-    pub = TestClient(f"fast-{uid}", V311)
+    pub = TestClient(f"pub-{uid}", V311)
     pub.c.max_inflight_messages_set(20)
     pub.c.max_queued_messages_set(0)
     pub.connect(b.port)
     total = 2000
     infos = [pub.publish(topic, str(i).encode(), 1, wait=False) for i in range(total)]
-    got: list[int] = []
-    while len(got) < total:
+    for info in infos:
+        info.wait_for_publish(10)  # every message acknowledged while the subscriber reads nothing
+    assert all(info.is_published() for info in infos)
+    client = api.get(f"/clients/stuck-{uid}").data[0]
+    assert (client["inflight"], client["mqueue_len"]) == (10, 200)
+    assert client["mqueue_dropped"] == total - 210
+    assert api.get("/metrics").data[0]["metrics"]["delivery.dropped.queue_full"] == total - 210
+    got = []
+    for _ in range(210):
         packet = sub.recv()
         assert isinstance(packet, Publish)
         got.append(int(packet.payload))
-        time.sleep(0.0005)  # a subscriber slower than the publisher
-        sub.send(Puback(packet.packet_id))
-    for info in infos:
-        info.wait_for_publish(10)
-    assert got == list(range(total))
-    assert _metrics(b)["delivery.dropped.queue_full"] == 0
+        sub.send(b"\x40\x02" + packet.packet_id.to_bytes(2, "big"))  # PUBACK
+    # The window went out first; the queue kept the newest 200 (the oldest were dropped).
+    assert got == list(range(10)) + list(range(total - 200, total))
+    sub.nothing(0.5)
     pub.disconnect()
     sub.close()

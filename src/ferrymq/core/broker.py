@@ -11,9 +11,12 @@ Rules kept here:
 - a will is published when the connection ends without a normal DISCONNECT
   (or with MQTT 5 DISCONNECT 0x04), after its will delay unless the session
   is resumed first, and at the latest when the session ends;
-- a publisher is paused (TCP back-pressure) while a subscriber it feeds has a
-  full socket buffer, for at most ``_MAX_PAUSE`` seconds; after that the slow
-  subscriber only queues and drops, so it cannot stall everyone else.
+- a slow subscriber costs only itself: its deliveries wait in its own bounded
+  queue, whose oldest messages are dropped and counted against it;
+- publishers are slowed (TCP back-pressure) only while the broker as a whole is
+  short of CPU (``saturated``): then a publisher feeding a backed-up subscriber
+  is paused until that subscriber drains, for at most ``_MAX_PAUSE`` seconds,
+  and every pause ends as soon as the broker has CPU to spare again.
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferrymq.broker")
 
 _MAX_PAUSE = 1.0
+# Load probe: every _PROBE seconds the broker measures the share of the last
+# interval its process spent on the CPU. At _BUSY or more it counts as saturated
+# for the next _HOLD seconds; an event loop running _LAG_HIGH behind its probe
+# (one long iteration, such as a burst from many publishers) is saturated now.
+_PROBE = 0.05
+_BUSY = 0.85
+_HOLD = 1.0
+_LAG_HIGH = 0.05
 _QOS_RECEIVED = ("messages.qos0.received", "messages.qos1.received", "messages.qos2.received")
 # Counters that $SYS publications must not move (see _publish_sys).
 _SYS_UNCOUNTED = (
@@ -104,6 +115,10 @@ class Broker:
         self.queue_low = settings.max_mqueue_len // 4
         self._housekeeping: asyncio.TimerHandle | None = None
         self._last_sys = 0.0
+        self._load_probe: asyncio.TimerHandle | None = None
+        self._probe_due = float("inf")
+        self._busy_until = 0.0
+        self._cpu_mark = (time.monotonic(), time.process_time())
 
     # --- start-up and shutdown ----------------------------------------------
 
@@ -183,12 +198,17 @@ class Broker:
         if self.settings.sys_interval > 0:
             self._publish_sys()
         self._housekeeping = self.loop.call_later(1.0, self._tick)
+        self._probe_load()
 
     def shutdown(self) -> None:
         """Tell every client we are going (MQTT 5: 0x8B), close them, persist sessions."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
+        if self._load_probe is not None:
+            self._load_probe.cancel()
+            self._load_probe = None
+            self._probe_due = float("inf")
         for client in list(self.connections):
             client.will_allowed = False
             client.kick(rc.SERVER_SHUTTING_DOWN, "server shutting down")
@@ -427,6 +447,7 @@ class Broker:
                 target is not None
                 and origin is not None
                 and (target.write_paused or len(session.queue) >= queue_high)
+                and self.saturated()
             ):
                 self._block(origin, target)
         if msg.retain:
@@ -578,6 +599,26 @@ class Broker:
                 self._paused.discard(origin)
                 if not origin.closing:
                     origin.transport.resume_reading()
+
+    def saturated(self) -> bool:
+        """Whether the broker as a whole is short of CPU, the one reason to slow publishers."""
+        now = time.monotonic()
+        return now < self._busy_until or now > self._probe_due + _LAG_HIGH
+
+    def _probe_load(self) -> None:
+        now = time.monotonic()
+        cpu = time.process_time()
+        then, cpu_then = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        if cpu - cpu_then >= _BUSY * (now - then):
+            self._busy_until = now + _HOLD
+        elif self._paused and now >= self._busy_until:
+            # CPU to spare again: whoever is still backed up only queues and drops.
+            for origin in list(self._paused):
+                for target in list(origin.paused_by):
+                    self.release_publishers(target)
+        self._probe_due = now + _PROBE
+        self._load_probe = self.loop.call_later(_PROBE, self._probe_load)
 
     def _unblock(self, client: Client) -> None:
         """Forget the pause relations of a closing connection."""

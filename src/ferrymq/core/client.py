@@ -15,7 +15,8 @@ Rules kept here:
 - outgoing packets are collected and written once per event-loop iteration
   (``Broker.mark_dirty``), never one syscall per packet;
 - when the socket backs up (``pause_writing``) deliveries wait in the session
-  queue and publishers that feed this client are paused (``Broker``).
+  queue; publishers that feed this client are paused only while the broker is
+  saturated (``Broker.saturated``).
 """
 
 from __future__ import annotations
