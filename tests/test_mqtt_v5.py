@@ -334,3 +334,34 @@ def test_auth_packet_after_connect_and_in_connect(broker, uid):
     other.publish(f"ao/{uid}", b"fine", 0)
     assert other.get().payload == b"fine"
     other.disconnect()
+
+
+def test_authentication_data_without_method_is_a_protocol_error(broker, uid):
+    with RawClient(broker.port, 5) as c:
+        ack = c.connect(f"ad-{uid}", properties={"authentication_data": b"secret"})
+        assert ack.reason_code == 0x82
+        assert c.closed_after() == []
+
+
+def test_wildcard_response_topic_is_a_protocol_error(broker, uid):
+    """Publish and will: a Response Topic is a topic name (MQTT 5 3.3.2.3.5, 3.1.3.2.5)."""
+    sub = TestClient(f"rts-{uid}", V5)
+    sub.connect(broker.port)
+    sub.subscribe(f"rt/{uid}/#", 0)
+    for bad in ("reply/+", "reply/#", "#"):
+        with RawClient(broker.port, 5) as c:
+            c.connect(f"rt-{uid}")
+            c.publish(f"rt/{uid}/x", b"req", 1, properties={"response_topic": bad})
+            assert [(type(p), p.reason_code) for p in c.closed_after()] == [(Disconnect, 0x82)]
+        with RawClient(broker.port, 5) as c:
+            will = Will(f"rt/{uid}/will", b"w", 0, properties={"response_topic": bad})
+            assert c.connect(f"rtw-{uid}", will=will).reason_code == 0x82
+            assert c.closed_after() == []
+    with RawClient(broker.port, 5) as c:
+        c.connect(f"rt-{uid}")
+        c.publish(f"rt/{uid}/x", b"ok", 0, properties={"response_topic": "reply/a"})
+        assert c.is_open()
+    got = sub.get()
+    assert got.payload == b"ok"  # only the valid request was routed; no will was published
+    sub.expect_nothing()
+    sub.disconnect()
