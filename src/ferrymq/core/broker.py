@@ -55,8 +55,9 @@ log = logging.getLogger("ferrymq.broker")
 _MAX_PAUSE = 1.0
 # Load probe: every _PROBE seconds the broker measures the share of the last
 # interval its process spent on the CPU. At _BUSY or more it counts as saturated
-# for the next _HOLD seconds; an event loop running _LAG_HIGH behind its probe
-# (one long iteration, such as a burst from many publishers) is saturated now.
+# for the next _HOLD seconds. An event loop running _LAG_HIGH behind the probe is
+# saturated while it lags: one long iteration (a burst from many publishers), or a
+# process starved of CPU by others.
 _PROBE = 0.05
 _BUSY = 0.85
 _HOLD = 1.0
@@ -118,6 +119,7 @@ class Broker:
         self._load_probe: asyncio.TimerHandle | None = None
         self._probe_due = float("inf")
         self._busy_until = 0.0
+        self._lagging = False
         self._cpu_mark = (time.monotonic(), time.process_time())
 
     # --- start-up and shutdown ----------------------------------------------
@@ -603,16 +605,17 @@ class Broker:
     def saturated(self) -> bool:
         """Whether the broker as a whole is short of CPU, the one reason to slow publishers."""
         now = time.monotonic()
-        return now < self._busy_until or now > self._probe_due + _LAG_HIGH
+        return self._lagging or now < self._busy_until or now > self._probe_due + _LAG_HIGH
 
     def _probe_load(self) -> None:
         now = time.monotonic()
         cpu = time.process_time()
         then, cpu_then = self._cpu_mark
         self._cpu_mark = (now, cpu)
+        self._lagging = now > self._probe_due + _LAG_HIGH
         if cpu - cpu_then >= _BUSY * (now - then):
             self._busy_until = now + _HOLD
-        elif self._paused and now >= self._busy_until:
+        elif self._paused and not self._lagging and now >= self._busy_until:
             # CPU to spare again: whoever is still backed up only queues and drops.
             for origin in list(self._paused):
                 for target in list(origin.paused_by):
