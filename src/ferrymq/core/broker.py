@@ -417,7 +417,7 @@ class Broker:
         metrics["messages.publish"] += 1
         if msg.retain:
             self._retain(msg)
-        subs, groups = self.router.match(msg.topic)
+        subs, groups, _ = self.router.route(msg.topic)
         if not subs and not groups:
             metrics["messages.dropped"] += 1
             metrics["messages.dropped.no_subscribers"] += 1
@@ -432,16 +432,17 @@ class Broker:
         queue_high = self._queue_high
         for sub in subs:
             if sub.no_local and sub.client_id == publisher:
-                metrics["delivery.dropped.no_local"] += 1
-                metrics["delivery.dropped"] += 1
-                continue
+                sub = sub.local  # the client's other overlapping subscriptions, if any
+                if sub is None:
+                    metrics["delivery.dropped.no_local"] += 1
+                    metrics["delivery.dropped"] += 1
+                    continue
             session: Session = sub.session  # type: ignore[assignment]
-            ident = sub.identifier
             session.deliver(
                 msg,
                 qos if qos < sub.qos else sub.qos,
                 msg.retain and sub.retain_as_published,
-                (ident,) if ident else None,
+                sub.ids,
             )
             count += 1
             target = session.client
@@ -540,8 +541,7 @@ class Broker:
         return codes, deliveries
 
     def _deliver_retained(self, session: Session, sub: Subscription) -> None:
-        ident = sub.identifier
-        ids = (ident,) if ident else None
+        ids = sub.ids
         sub_qos = sub.qos
         for msg in self.retained.match(sub.filter, time.monotonic()):
             session.deliver(msg, msg.qos if msg.qos < sub_qos else sub_qos, True, ids)

@@ -19,6 +19,7 @@ class Subscription:
         "client_id",
         "filter",
         "identifier",
+        "ids",
         "no_local",
         "qos",
         "retain_as_published",
@@ -49,6 +50,11 @@ class Subscription:
         self.retain_as_published = retain_as_published
         self.retain_handling = retain_handling
         self.identifier = identifier
+        self.ids = (identifier,) if identifier else None  # as a delivery carries them
+
+    # What the broker delivers to the client's own messages under no local (see
+    # router.Overlap): nothing.
+    local = None
 
     def __repr__(self) -> str:
         return (
