@@ -53,15 +53,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferrymq.broker")
 
 _MAX_PAUSE = 1.0
-# Load probe: every _PROBE seconds the broker measures the share of the last
-# interval its process spent on the CPU. At _BUSY or more it counts as saturated
-# for the next _HOLD seconds. An event loop running _LAG_HIGH behind the probe is
-# saturated while it lags: one long iteration (a burst from many publishers), or a
-# process starved of CPU by others.
+# Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
+# interval on the CPU counts as saturated for the next _HOLD seconds. An event loop
+# running more than _LAG_HIGH behind the probe is saturated at once (one long
+# iteration: a burst from many publishers, or a process starved of CPU by others)
+# and for _LAG_HOLD seconds after; long enough for backed-up subscribers to drain
+# before their publishers are read again, short enough not to stall anyone.
 _PROBE = 0.05
 _BUSY = 0.85
 _HOLD = 1.0
 _LAG_HIGH = 0.05
+_LAG_HOLD = 0.25
 _QOS_RECEIVED = ("messages.qos0.received", "messages.qos1.received", "messages.qos2.received")
 # Counters that $SYS publications must not move (see _publish_sys).
 _SYS_UNCOUNTED = (
@@ -119,7 +121,6 @@ class Broker:
         self._load_probe: asyncio.TimerHandle | None = None
         self._probe_due = float("inf")
         self._busy_until = 0.0
-        self._lagging = False
         self._cpu_mark = (time.monotonic(), time.process_time())
 
     # --- start-up and shutdown ----------------------------------------------
@@ -605,17 +606,18 @@ class Broker:
     def saturated(self) -> bool:
         """Whether the broker as a whole is short of CPU, the one reason to slow publishers."""
         now = time.monotonic()
-        return self._lagging or now < self._busy_until or now > self._probe_due + _LAG_HIGH
+        return now < self._busy_until or now > self._probe_due + _LAG_HIGH
 
     def _probe_load(self) -> None:
         now = time.monotonic()
         cpu = time.process_time()
         then, cpu_then = self._cpu_mark
         self._cpu_mark = (now, cpu)
-        self._lagging = now > self._probe_due + _LAG_HIGH
         if cpu - cpu_then >= _BUSY * (now - then):
             self._busy_until = now + _HOLD
-        elif self._paused and not self._lagging and now >= self._busy_until:
+        elif now > self._probe_due + _LAG_HIGH:
+            self._busy_until = max(self._busy_until, now + _LAG_HOLD)
+        elif self._paused and now >= self._busy_until:
             # CPU to spare again: whoever is still backed up only queues and drops.
             for origin in list(self._paused):
                 for target in list(origin.paused_by):
