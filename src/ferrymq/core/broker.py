@@ -613,7 +613,7 @@ class Broker:
         cpu = time.process_time()
         then, cpu_then = self._cpu_mark
         self._cpu_mark = (now, cpu)
-        if cpu - cpu_then >= _BUSY * (now - then):
+        if now > then and cpu - cpu_then >= _BUSY * (now - then):
             self._busy_until = now + _HOLD
         elif now > self._probe_due + _LAG_HIGH:
             self._busy_until = max(self._busy_until, now + _LAG_HOLD)
