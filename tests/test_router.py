@@ -95,7 +95,7 @@ def check(router: Router, installed: dict[tuple[str, str], Subscription], topic:
             id(s) for s in installed.values() if s.share_group == g.name and s.filter == g.filter
         }
     # One delivery target per client, standing for all of its matching subscriptions.
-    targets, _, _ = router.route(topic)
+    targets, _, _ = router.targets(topic)
     assert sorted(t.client_id for t in targets) == sorted({s.client_id for s in subs})
     for t in targets:
         mine = [s for s in subs if s.client_id == t.client_id]
@@ -231,11 +231,11 @@ def test_cache_sees_later_subscribe_and_unsubscribe() -> None:
 def test_cache_drops_only_affected_topics() -> None:
     router = Router()
     router.add(sub("c", "x/#"))
-    hit_a = router.route("a/1")
-    hit_x = router.route("x/1")
+    hit_a = router.targets("a/1")
+    hit_x = router.targets("x/1")
     router.add(sub("d", "a/+"))
-    assert router.route("x/1") is hit_x  # untouched entry still cached
-    assert router.route("a/1") is not hit_a
+    assert router.targets("x/1") is hit_x  # untouched entry still cached
+    assert router.targets("a/1") is not hit_a
     assert ids(router.match("a/1")[0]) == ["d"]
 
 
@@ -247,7 +247,7 @@ def test_overlapping_subscriptions_make_one_target() -> None:
     other = sub("d", "a/b")
     for s in (plus, hash_, plain, other):
         router.add(s)
-    targets, groups, subs = router.route("a/b")
+    targets, groups, subs = router.targets("a/b")
     assert (len(subs), groups) == (4, [])
     (mine,) = [t for t in targets if t.client_id == "c"]
     assert [t for t in targets if t.client_id == "d"] == [other]
@@ -262,13 +262,13 @@ def test_overlapping_subscriptions_make_one_target() -> None:
     local = mine.local
     assert isinstance(local, Overlap)
     assert (local.qos, local.ids, local.no_local) == (1, (7,), False)
-    assert router.route("a/b") is router.route("a/b")  # built once, then cached
-    (both,) = router.route("a/c")[0]
+    assert router.targets("a/b") is router.targets("a/b")  # built once, then cached
+    (both,) = router.targets("a/c")[0]
     assert isinstance(both, Overlap)
     assert sorted(map(id, both.members)) == sorted(map(id, [plus, hash_]))
     router.remove("c", "a/+")
     router.remove("c", "a/b")
-    (alone,) = [t for t in router.route("a/b")[0] if t.client_id == "c"]
+    (alone,) = [t for t in router.targets("a/b")[0] if t.client_id == "c"]
     assert alone is hash_ and alone.local is None and alone.ids == (9,)
 
 

@@ -418,7 +418,7 @@ class Broker:
         metrics["messages.publish"] += 1
         if msg.retain:
             self._retain(msg)
-        subs, groups, _ = self.router.route(msg.topic)
+        subs, groups, _ = self.router.targets(msg.topic)
         if not subs and not groups:
             metrics["messages.dropped"] += 1
             metrics["messages.dropped.no_subscribers"] += 1

@@ -30,7 +30,7 @@ STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
 Available = Callable[[Subscription], bool]
 MatchResult = tuple[list[Subscription], list["SharedGroup"]]
 # (one target per client, shared groups, every matching subscription)
-RouteResult = tuple[list["Subscription | Overlap"], list["SharedGroup"], list[Subscription]]
+Targets = tuple[list["Subscription | Overlap"], list["SharedGroup"], list[Subscription]]
 
 
 class Overlap:
@@ -191,7 +191,8 @@ class _Node:
 # "nobody listens" and "no shared groups" answers then cost no allocation.
 _NO_SUBS: list[Subscription] = []
 _NO_GROUPS: list[SharedGroup] = []
-_EMPTY: RouteResult = (_NO_SUBS, _NO_GROUPS, _NO_SUBS)  # type: ignore[assignment]
+_EMPTY: MatchResult = (_NO_SUBS, _NO_GROUPS)
+_NO_TARGETS: Targets = (_NO_SUBS, _NO_GROUPS, _NO_SUBS)  # type: ignore[assignment]
 
 
 class Router:
@@ -206,7 +207,7 @@ class Router:
         self._root = _Node()
         self._count = 0
         self._cache_size = cache_size
-        self._cache: TopicTree[RouteResult] = TopicTree()
+        self._cache: TopicTree[Targets] = TopicTree()
         self._cached = self._cache.by_topic  # the flat dict, for the warm path
 
     def __len__(self) -> int:
@@ -318,7 +319,7 @@ class Router:
 
     # -- lookups -----------------------------------------------------------------
 
-    def route(self, topic: str) -> RouteResult:
+    def targets(self, topic: str) -> Targets:
         """Where a message to ``topic`` goes: one target per client (a Subscription, or an
         Overlap of its matching subscriptions), the shared groups, and every matching
         non-shared subscription.
@@ -331,9 +332,9 @@ class Router:
         levels = topic.split("/")
         subs, groups = self._walk(levels, topic[:1] == "$")
         if subs or groups:
-            result: RouteResult = (_per_client(subs) if subs else subs, groups, subs)
+            result: Targets = (_per_client(subs) if subs else subs, groups, subs)
         else:
-            result = _EMPTY
+            result = _NO_TARGETS
         if self._cache_size > 0:
             if len(self._cached) >= self._cache_size:
                 self._cache.clear()
@@ -342,7 +343,7 @@ class Router:
 
     def match(self, topic: str) -> MatchResult:
         """Non-shared subscriptions and shared groups whose filter matches ``topic``."""
-        _, groups, subs = self.route(topic)
+        _, groups, subs = self.targets(topic)
         return subs, groups
 
     def _walk(self, levels: list[str], dollar: bool) -> MatchResult:
@@ -353,7 +354,7 @@ class Router:
             # Filters starting with a wildcard never match $ topics: skip the root's + and #.
             first = self._root.children.get(levels[0])
             if first is None:
-                return _NO_SUBS, _NO_GROUPS
+                return _EMPTY
             stack = [(first, 1)]
         else:
             stack = [(self._root, 0)]
@@ -376,7 +377,9 @@ class Router:
                 stack.append((child, i + 1))
             if node.plus is not None:
                 stack.append((node.plus, i + 1))
-        return subs or _NO_SUBS, groups or _NO_GROUPS
+        if not groups:
+            return (subs, _NO_GROUPS) if subs else _EMPTY
+        return subs or _NO_SUBS, groups
 
     def filters(self) -> Iterator[Subscription]:
         """Every installed subscription, shared members included (for listing)."""
