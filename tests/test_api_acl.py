@@ -322,6 +322,24 @@ def test_hash_subscriber_beside_a_deny_rule_gets_all_but_the_denied(
         sub.disconnect()
 
 
+def test_overlapping_wildcards_beside_a_deny_rule_deliver_once_and_never_the_denied(
+    api: Api, broker, uid: str, rules
+) -> None:
+    """One copy per client through overlapping subscriptions, and the deny rule holds for it."""
+    add(api, rules, {"topic": f"{uid}/hidden", "action": "sub", "access": "deny"})
+    sub = TestClient(f"{uid}-ov")
+    pub = Publisher(broker.port, f"{uid}-p")
+    try:
+        sub.connect(broker.port)
+        assert [int(c.value) for c in sub.subscribe([("#", 0), (f"{uid}/+", 1)])] == [0, 1]
+        for topic in (f"{uid}/hidden", f"{uid}/x", f"{uid}/y"):
+            pub.publish(topic, qos=1)
+        assert read_until(sub, f"{uid}/y") == [f"{uid}/x"]  # once each, hidden held back
+    finally:
+        pub.t.disconnect()
+        sub.disconnect()
+
+
 def read_until(t: TestClient, topic: str) -> list[str]:
     """Read until ``topic`` arrives; return the topics under the same uid seen before it."""
     prefix = topic.split("/")[0] + "/"

@@ -320,7 +320,10 @@ def ws_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
     broker = BrokerProcess(root / "data")
     ports = {"ws": free_port(), "wss": free_port()}
     config = root / "ferrymq.toml"
+    # A subscriber gets a 1,200-message burst at full speed; one that falls further behind
+    # than its queue drops (the broker's slow-consumer rule), which is not under test here.
     config.write_text(
+        "max_mqueue_len = 5000\n\n"
         f'[[listeners]]\nkind = "tcp"\nport = {broker.port}\n\n'
         f'[[listeners]]\nkind = "ws"\nport = {ports["ws"]}\n\n'
         f'[[listeners]]\nkind = "wss"\nport = {ports["wss"]}\n'

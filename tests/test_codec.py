@@ -64,6 +64,7 @@ fast = settings(
 # --- strategies ----------------------------------------------------------------------------
 
 texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+topic_names = st.text(st.characters(codec="utf-8", exclude_characters="\x00+#"), max_size=12)
 packet_ids = st.integers(1, 0xFFFF)
 bytes_ = st.binary(max_size=40)
 
@@ -75,7 +76,9 @@ def property_values(kind: int) -> st.SearchStrategy[dict]:
     for prop in PROPERTIES:
         if kind not in prop.packets:
             continue
-        if prop.type == UTF8_STRING:
+        if prop.name == "response_topic":
+            value = topic_names
+        elif prop.type == UTF8_STRING:
             value = texts
         elif prop.type == BINARY:
             value = bytes_
@@ -86,7 +89,10 @@ def property_values(kind: int) -> st.SearchStrategy[dict]:
         if is_repeated(prop, kind):
             value = st.lists(value, min_size=1, max_size=3)
         optional[prop.name] = value
-    return st.fixed_dictionaries({}, optional=optional)
+    # Authentication data only comes with an authentication method (3.1.2.11.10).
+    return st.fixed_dictionaries({}, optional=optional).filter(
+        lambda d: "authentication_data" not in d or "authentication_method" in d
+    )
 
 
 @cache

@@ -15,6 +15,8 @@ from ferrymq.protocol.errors import (
     UnsupportedProtocolVersion,
 )
 from ferrymq.protocol.packets import (
+    CONNECT,
+    PUBLISH,
     Auth,
     Connack,
     Connect,
@@ -31,7 +33,7 @@ from ferrymq.protocol.packets import (
     Unsuback,
     Will,
 )
-from ferrymq.protocol.properties import encode_properties
+from ferrymq.protocol.properties import WILL, encode_properties
 from rawclient import frame, utf8
 
 s = utf8
@@ -555,3 +557,25 @@ def test_empty_and_bytearray_feeds() -> None:
     assert decoder.feed(b"") == []
     assert decoder.feed(bytearray(b"\xc0")) == []
     assert decoder.feed(memoryview(b"\x00\xc0\x00")) == [Pingreq(), Pingreq()]
+
+
+# --- property rules --------------------------------------------------------------------------
+
+
+def test_authentication_data_needs_an_authentication_method() -> None:
+    data = encode_properties({"authentication_data": b"x"}, CONNECT)
+    err = fails(Decoder(), connect_wire(5, props=data), ProtocolError)
+    assert err.reason_code == rc.PROTOCOL_ERROR
+    both = encode_properties({"authentication_method": "m", "authentication_data": b"x"}, CONNECT)
+    assert len(Decoder().feed(connect_wire(5, props=both))) == 1
+
+
+@pytest.mark.parametrize("topic", ["a/+", "#", "a/#", "+"])
+def test_response_topic_must_be_a_topic_name(topic: str) -> None:
+    fails(
+        server(5), publish_v5(encode_properties({"response_topic": topic}, PUBLISH)), ProtocolError
+    )
+    will = encode_properties({"response_topic": topic}, WILL) + s("wt") + s("wp")
+    fails(Decoder(), connect_wire(5, flags=0x06, tail=will), ProtocolError)
+    (p,) = server(5).feed(publish_v5(encode_properties({"response_topic": "a/b"}, PUBLISH)))
+    assert p.properties["response_topic"] == "a/b"

@@ -1,42 +1,118 @@
-"""Back-pressure: a publisher faster than its subscribers is slowed, not allowed to overflow
-their queues, so QoS 1 messages are not lost and the broker's memory stays bounded."""
+"""The per-session queue: a subscriber that does not keep up gets its inflight window and a
+bounded queue; beyond that its oldest messages are dropped and counted against it, and the
+publisher is acknowledged as usual."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 from api_http import Api
 from clients import V311, TestClient
-from ferrymq.protocol.packets import Puback, Publish
+from ferrymq.config import Settings
+from ferrymq.core import broker as broker_module
+from ferrymq.core.broker import Broker
+from ferrymq.protocol.packets import Publish
 from rawclient import RawClient
 
 
-def _metrics(b) -> dict[str, int]:
-    return Api(b.api_port).get("/metrics").data[0]["metrics"]
-
-
-def test_slow_qos1_subscriber_slows_the_publisher_instead_of_dropping(make_broker, uid):
+def test_stuck_qos1_subscriber_drops_its_oldest_queued_messages(make_broker, uid):
     b = make_broker("--max-mqueue-len", "200", "--max-inflight", "10")
+    api = Api(b.api_port)
     topic = f"bp/{uid}"
     sub = RawClient(b.port, 4, timeout=10)
-    sub.connect(f"slow-{uid}")
+    sub.connect(f"stuck-{uid}")
     sub.subscribe(topic, 1)
-    pub = TestClient(f"fast-{uid}", V311)
+    pub = TestClient(f"pub-{uid}", V311)
     pub.c.max_inflight_messages_set(20)
     pub.c.max_queued_messages_set(0)
     pub.connect(b.port)
     total = 2000
     infos = [pub.publish(topic, str(i).encode(), 1, wait=False) for i in range(total)]
-    got: list[int] = []
-    while len(got) < total:
+    for info in infos:
+        info.wait_for_publish(10)  # every message acknowledged while the subscriber reads nothing
+    assert all(info.is_published() for info in infos)
+    client = api.get(f"/clients/stuck-{uid}").data[0]
+    assert (client["inflight"], client["mqueue_len"]) == (10, 200)
+    assert client["mqueue_dropped"] == total - 210
+    assert api.get("/metrics").data[0]["metrics"]["delivery.dropped.queue_full"] == total - 210
+    got = []
+    for _ in range(210):
         packet = sub.recv()
         assert isinstance(packet, Publish)
         got.append(int(packet.payload))
-        time.sleep(0.0005)  # a subscriber slower than the publisher
-        sub.send(Puback(packet.packet_id))
-    for info in infos:
-        info.wait_for_publish(10)
-    assert got == list(range(total))
-    assert _metrics(b)["delivery.dropped.queue_full"] == 0
+        sub.send(b"\x40\x02" + packet.packet_id.to_bytes(2, "big"))  # PUBACK
+    # The window went out first; the queue kept the newest 200 (the oldest were dropped).
+    assert got == list(range(10)) + list(range(total - 200, total))
+    sub.nothing(0.5)
     pub.disconnect()
     sub.close()
+
+
+class _Conn:
+    """What the pause bookkeeping touches of a Client (and of its transport)."""
+
+    def __init__(self) -> None:
+        self.paused_by: set[_Conn] = set()
+        self.blocked: list[_Conn] = []
+        self.read_paused = self.closing = self.slow = False
+        self.resumed = 0
+        self.transport = self
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.wall = 100.0
+        self.cpu = 10.0
+
+    def advance(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def test_only_a_saturated_broker_holds_publishers(monkeypatch):
+    """The load probe in memory: CPU share and loop lag decide, and a held publisher is
+    read again once the broker has CPU to spare, even if its subscriber is still slow."""
+    clock = _Clock()
+    monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock.wall)
+    monkeypatch.setattr(broker_module.time, "process_time", lambda: clock.cpu)
+    loop = asyncio.new_event_loop()
+    broker = Broker(Settings(), None, loop)
+
+    def run(seconds: float, share: float) -> None:
+        """Probe every 50 ms, on time, with the process on the CPU ``share`` of the time."""
+        for _ in range(round(seconds / 0.05)):
+            clock.advance(0.05, 0.05 * share)
+            broker._probe_load()
+
+    try:
+        broker._cpu_mark = (clock.wall, clock.cpu)
+        broker._probe_load()
+        run(1.0, 0.4)  # 40% busy, as with a slow subscriber beside normal ones
+        assert not broker.saturated()
+        publisher, subscriber = _Conn(), _Conn()
+        run(0.05, 0.95)
+        assert broker.saturated()
+        broker._block(publisher, subscriber)
+        assert publisher.read_paused and broker._paused == {publisher}
+        run(0.5, 0.0)  # paused: the broker idles, but within the hold
+        assert broker.saturated() and publisher.read_paused
+        run(0.55, 0.0)  # over a second without load: the publisher is read again
+        assert not broker.saturated()
+        assert not publisher.read_paused and publisher.resumed == 1 and not broker._paused
+
+        clock.advance(0.2, 0.1)  # one long iteration: 150 ms behind the probe
+        assert broker.saturated()
+        broker._probe_load()
+        run(0.2, 0.0)
+        assert broker.saturated()  # held a quarter second after the lag
+        run(0.1, 0.0)
+        assert not broker.saturated()
+    finally:
+        broker.shutdown()
+        loop.close()

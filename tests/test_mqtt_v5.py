@@ -9,7 +9,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from clients import V5, V311, TestClient, props
-from ferrymq.protocol.packets import Auth, Disconnect, Puback, Publish, Suback, Subscribe, Will
+from ferrymq.protocol.packets import (
+    Auth,
+    Disconnect,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Will,
+)
 from ferrymq.protocol.packets import SubscriptionOptions as SubOpts
 from rawclient import RawClient
 
@@ -244,15 +255,15 @@ def test_subscription_identifiers(broker, uid):
         pub = TestClient(f"sidp-{uid}", V5)
         pub.connect(broker.port)
         pub.publish(f"{base}/a", b"both", 1)
-        ids = sorted(
-            i
-            for p in (c.expect(Publish), c.expect(Publish))
-            for i in p.properties["subscription_identifier"]
-        )
-        assert ids == [7, 300000]
+        # Overlapping subscriptions: one copy carrying every matching identifier.
+        got = c.expect(Publish)
+        assert got.payload == b"both"
+        assert sorted(got.properties["subscription_identifier"]) == [7, 300000]
+        c.nothing(0.3)
         pub.publish(f"{base}/x/plain", b"plain", 1)
-        got = {tuple(p.properties.get("subscription_identifier", [])) for p in c.recv_all(2)}
-        assert got == {(300000,), ()}
+        got = c.expect(Publish)
+        assert got.properties["subscription_identifier"] == [300000]
+        c.nothing(0.3)
         # re-subscribing replaces the identifier
         c.send(Subscribe(4, [SubOpts(f"{base}/+", 0)], {"subscription_identifier": 9}))
         c.expect(Suback)
@@ -334,3 +345,91 @@ def test_auth_packet_after_connect_and_in_connect(broker, uid):
     other.publish(f"ao/{uid}", b"fine", 0)
     assert other.get().payload == b"fine"
     other.disconnect()
+
+
+def test_authentication_data_without_method_is_a_protocol_error(broker, uid):
+    with RawClient(broker.port, 5) as c:
+        ack = c.connect(f"ad-{uid}", properties={"authentication_data": b"secret"})
+        assert ack.reason_code == 0x82
+        assert c.closed_after() == []
+
+
+def test_wildcard_response_topic_is_a_protocol_error(broker, uid):
+    """Publish and will: a Response Topic is a topic name (MQTT 5 3.3.2.3.5, 3.1.3.2.5)."""
+    sub = TestClient(f"rts-{uid}", V5)
+    sub.connect(broker.port)
+    sub.subscribe(f"rt/{uid}/#", 0)
+    for bad in ("reply/+", "reply/#", "#"):
+        with RawClient(broker.port, 5) as c:
+            c.connect(f"rt-{uid}")
+            c.publish(f"rt/{uid}/x", b"req", 1, properties={"response_topic": bad})
+            assert [(type(p), p.reason_code) for p in c.closed_after()] == [(Disconnect, 0x82)]
+        with RawClient(broker.port, 5) as c:
+            will = Will(f"rt/{uid}/will", b"w", 0, properties={"response_topic": bad})
+            assert c.connect(f"rtw-{uid}", will=will).reason_code == 0x82
+            assert c.closed_after() == []
+    with RawClient(broker.port, 5) as c:
+        c.connect(f"rt-{uid}")
+        c.publish(f"rt/{uid}/x", b"ok", 0, properties={"response_topic": "reply/a"})
+        assert c.is_open()
+    got = sub.get()
+    assert got.payload == b"ok"  # only the valid request was routed; no will was published
+    sub.expect_nothing()
+    sub.disconnect()
+
+
+def test_overlapping_subscriptions_deliver_one_copy_at_the_highest_qos(broker, uid):
+    """One PUBLISH per client and message (MQTT 5 3.3.4, 3.1.1 3.3.5), with the highest
+    granted QoS of the matching subscriptions, for v5 and v3 clients alike."""
+    base = f"ov/{uid}"
+    pub = TestClient(f"ovp-{uid}", V5)
+    pub.connect(broker.port)
+    for version in (5, 4):
+        with RawClient(broker.port, version) as c:
+            c.connect(f"ov{version}-{uid}")
+            c.subscribe(f"{base}/+", 0)
+            c.subscribe(f"{base}/#", 2)
+            c.subscribe(f"{base}/a", 1)
+            pub.publish(f"{base}/a", b"one", 2)
+            got = c.expect(Publish)
+            assert (got.payload, got.qos) == (b"one", 2)
+            assert "subscription_identifier" not in (got.properties or {})
+            c.send(Pubrec(got.packet_id))
+            c.expect(Pubrel)
+            c.send(Pubcomp(got.packet_id))
+            pub.publish(f"{base}/a", b"q1", 1)  # the message's own QoS still caps it
+            assert c.expect(Publish).qos == 1
+            c.nothing(0.3)
+    pub.disconnect()
+
+
+def test_overlap_with_no_local_and_retain_as_published(broker, uid):
+    """Own messages reach only the overlapping subscriptions without no local; the retain
+    flag is kept when any matching subscription asks for retain as published."""
+    base = f"ovl/{uid}"
+    with RawClient(broker.port, 5) as c:
+        c.connect(f"ovl-{uid}")
+        c.send(
+            Subscribe(1, [SubOpts(f"{base}/#", 2, no_local=True)], {"subscription_identifier": 1})
+        )
+        c.expect(Suback)
+        c.send(
+            Subscribe(
+                2,
+                [SubOpts(f"{base}/+", 1, retain_as_published=True)],
+                {"subscription_identifier": 2},
+            )
+        )
+        c.expect(Suback)
+        c.publish(f"{base}/a", b"mine", 1, retain=True)
+        got = [p for p in c.recv_all(2) if isinstance(p, Publish)]
+        assert [(p.payload, p.qos, p.retain) for p in got] == [(b"mine", 1, True)]
+        assert got[0].properties["subscription_identifier"] == [2]
+        c.send(Puback(got[0].packet_id))
+        c.unsubscribe(f"{base}/+")
+        c.publish(f"{base}/a", b"only-nl", 0)
+        c.nothing(0.3)  # its one remaining subscription is no local
+        other = TestClient(f"ovlo-{uid}", V5)
+        other.connect(broker.port)
+        other.publish(f"{base}/a", b"", 0, retain=True)  # clear the retained message
+        other.disconnect()

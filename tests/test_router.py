@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from ferrymq.core.router import Router, SharedGroup
+from ferrymq.core.router import Overlap, Router, SharedGroup
 from ferrymq.core.subscription import Subscription
 from ferrymq.protocol.topics import topic_matches
 
@@ -94,6 +94,14 @@ def check(router: Router, installed: dict[tuple[str, str], Subscription], topic:
         assert {id(m) for m in g.members} == {
             id(s) for s in installed.values() if s.share_group == g.name and s.filter == g.filter
         }
+    # One delivery target per client, standing for all of its matching subscriptions.
+    targets, _, _ = router.targets(topic)
+    assert sorted(t.client_id for t in targets) == sorted({s.client_id for s in subs})
+    for t in targets:
+        mine = [s for s in subs if s.client_id == t.client_id]
+        members = t.members if isinstance(t, Overlap) else [t]
+        assert sorted(map(id, members)) == sorted(map(id, mine))
+        assert t.qos == max(s.qos for s in mine)
 
 
 @settings(max_examples=200)
@@ -223,12 +231,45 @@ def test_cache_sees_later_subscribe_and_unsubscribe() -> None:
 def test_cache_drops_only_affected_topics() -> None:
     router = Router()
     router.add(sub("c", "x/#"))
-    hit_a = router.match("a/1")
-    hit_x = router.match("x/1")
+    hit_a = router.targets("a/1")
+    hit_x = router.targets("x/1")
     router.add(sub("d", "a/+"))
-    assert router.match("x/1") is hit_x  # untouched entry still cached
-    assert router.match("a/1") is not hit_a
+    assert router.targets("x/1") is hit_x  # untouched entry still cached
+    assert router.targets("a/1") is not hit_a
     assert ids(router.match("a/1")[0]) == ["d"]
+
+
+def test_overlapping_subscriptions_make_one_target() -> None:
+    router = Router()
+    plus = Subscription("c", None, "a/+", 0, identifier=7, retain_as_published=True)
+    hash_ = Subscription("c", None, "a/#", 2, identifier=9, no_local=True)
+    plain = Subscription("c", None, "a/b", 1)
+    other = sub("d", "a/b")
+    for s in (plus, hash_, plain, other):
+        router.add(s)
+    targets, groups, subs = router.targets("a/b")
+    assert (len(subs), groups) == (4, [])
+    (mine,) = [t for t in targets if t.client_id == "c"]
+    assert [t for t in targets if t.client_id == "d"] == [other]
+    assert isinstance(mine, Overlap)
+    assert (mine.qos, sorted(mine.ids), mine.retain_as_published, mine.no_local) == (
+        2,
+        [7, 9],
+        True,
+        True,
+    )
+    # Its own messages: only the subscriptions without no local count.
+    local = mine.local
+    assert isinstance(local, Overlap)
+    assert (local.qos, local.ids, local.no_local) == (1, (7,), False)
+    assert router.targets("a/b") is router.targets("a/b")  # built once, then cached
+    (both,) = router.targets("a/c")[0]
+    assert isinstance(both, Overlap)
+    assert sorted(map(id, both.members)) == sorted(map(id, [plus, hash_]))
+    router.remove("c", "a/+")
+    router.remove("c", "a/b")
+    (alone,) = [t for t in router.targets("a/b")[0] if t.client_id == "c"]
+    assert alone is hash_ and alone.local is None and alone.ids == (9,)
 
 
 def test_cache_is_bounded() -> None:

@@ -11,9 +11,12 @@ Rules kept here:
 - a will is published when the connection ends without a normal DISCONNECT
   (or with MQTT 5 DISCONNECT 0x04), after its will delay unless the session
   is resumed first, and at the latest when the session ends;
-- a publisher is paused (TCP back-pressure) while a subscriber it feeds has a
-  full socket buffer, for at most ``_MAX_PAUSE`` seconds; after that the slow
-  subscriber only queues and drops, so it cannot stall everyone else.
+- a slow subscriber costs only itself: its deliveries wait in its own bounded
+  queue, whose oldest messages are dropped and counted against it;
+- publishers are slowed (TCP back-pressure) only while the broker as a whole is
+  short of CPU (``saturated``): then a publisher feeding a backed-up subscriber
+  is paused until that subscriber drains, for at most ``_MAX_PAUSE`` seconds,
+  and every pause ends as soon as the broker has CPU to spare again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ferrymq.core.banned import Ban, BanList
 from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
-from ferrymq.core.router import Router
+from ferrymq.core.router import Overlap, Router
 from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
 from ferrymq.core.stats import Stats
 from ferrymq.core.subscription import Subscription
@@ -54,6 +57,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferrymq.broker")
 
 _MAX_PAUSE = 1.0
+# Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
+# interval on the CPU counts as saturated for the next _HOLD seconds. An event loop
+# running more than _LAG_HIGH behind the probe is saturated at once (one long
+# iteration: a burst from many publishers, or a process starved of CPU by others)
+# and for _LAG_HOLD seconds after; long enough for backed-up subscribers to drain
+# before their publishers are read again, short enough not to stall anyone.
+_PROBE = 0.05
+_BUSY = 0.85
+_HOLD = 1.0
+_LAG_HIGH = 0.05
+_LAG_HOLD = 0.25
 _QOS_RECEIVED = ("messages.qos0.received", "messages.qos1.received", "messages.qos2.received")
 # Counters that $SYS publications must not move (see _publish_sys).
 _SYS_UNCOUNTED = (
@@ -126,6 +140,10 @@ class Broker:
         self.queue_low = settings.max_mqueue_len // 4
         self._housekeeping: asyncio.TimerHandle | None = None
         self._last_sys = 0.0
+        self._load_probe: asyncio.TimerHandle | None = None
+        self._probe_due = float("inf")
+        self._busy_until = 0.0
+        self._cpu_mark = (time.monotonic(), time.process_time())
 
     # --- start-up and shutdown ----------------------------------------------
 
@@ -207,12 +225,17 @@ class Broker:
         if self.settings.sys_interval > 0:
             self._publish_sys()
         self._housekeeping = self.loop.call_later(1.0, self._tick)
+        self._probe_load()
 
     def shutdown(self) -> None:
         """Tell every client we are going (MQTT 5: 0x8B), close them, persist sessions."""
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
+        if self._load_probe is not None:
+            self._load_probe.cancel()
+            self._load_probe = None
+            self._probe_due = float("inf")
         for client in list(self.connections):
             client.will_allowed = False
             client.kick(rc.SERVER_SHUTTING_DOWN, "server shutting down")
@@ -431,8 +454,12 @@ class Broker:
         """
         acl = self.acl
         session: Session = sub.session  # type: ignore[assignment]
-        if sub.acl_admin or not acl.needs_delivery_check(
-            sub.client_id, session.username, sub.filter
+        # One client's overlapping subscriptions (router.Overlap) deliver once: the
+        # message may go out when any one of them would deliver it unchecked.
+        members = sub.members if isinstance(sub, Overlap) else (sub,)
+        if any(
+            m.acl_admin or not acl.needs_delivery_check(m.client_id, session.username, m.filter)
+            for m in members
         ):
             sub.acl_gen = acl.generation
             return False
@@ -465,7 +492,7 @@ class Broker:
             self._retain(msg)
         watched = self._watched
         counters = watched.get(msg.topic) if watched else None
-        subs, groups = self.router.match(msg.topic)
+        subs, groups, _ = self.router.targets(msg.topic)
         if not subs and not groups:
             metrics["messages.dropped"] += 1
             metrics["messages.dropped.no_subscribers"] += 1
@@ -483,18 +510,19 @@ class Broker:
         acl_gen = self.acl.generation
         for sub in subs:
             if sub.no_local and sub.client_id == publisher:
-                metrics["delivery.dropped.no_local"] += 1
-                metrics["delivery.dropped"] += 1
-                continue
+                sub = sub.local  # the client's other overlapping subscriptions, if any
+                if sub is None:
+                    metrics["delivery.dropped.no_local"] += 1
+                    metrics["delivery.dropped"] += 1
+                    continue
             if sub.acl_gen != acl_gen and not self.acl_delivers(sub, msg.topic):
                 continue
             session: Session = sub.session  # type: ignore[assignment]
-            ident = sub.identifier
             session.deliver(
                 msg,
                 qos if qos < sub.qos else sub.qos,
                 msg.retain and sub.retain_as_published,
-                (ident,) if ident else None,
+                sub.ids,
             )
             count += 1
             target = session.client
@@ -502,18 +530,30 @@ class Broker:
                 target is not None
                 and origin is not None
                 and (target.write_paused or len(session.queue) >= queue_high)
+                and self.saturated()
             ):
                 self._block(origin, target)
         if msg.retain:
             msg.cache = None  # the retained store keeps the message, not its encodings
         if counters is not None:
-            delivered = [
-                qos if qos < sub.qos else sub.qos
-                for sub in subs
-                if not (sub.no_local and sub.client_id == publisher)
-            ]
-            _count_topic(counters.counts, qos, delivered)
+            _count_topic(counters.counts, qos, self._delivered_qos(subs, msg))
         return count
+
+    def _delivered_qos(self, subs: list[Subscription | Overlap], msg: Message) -> list[int]:
+        """The QoS of each delivery ``publish`` made of ``msg`` to ``subs``: the same
+        no-local and ACL rules, for the topic-metrics counters of watched topics only."""
+        acl, acl_gen, out = self.acl, self.acl.generation, []
+        for sub in subs:
+            if sub.no_local and sub.client_id == msg.publisher:
+                sub = sub.local
+                if sub is None:
+                    continue
+            if sub.acl_gen != acl_gen and not acl.check_delivery(
+                sub.client_id, sub.session.username, msg.topic
+            ):
+                continue
+            out.append(msg.qos if msg.qos < sub.qos else sub.qos)
+        return out
 
     def _retain(self, msg: Message) -> None:
         if not self.settings.retain_available:
@@ -613,8 +653,7 @@ class Broker:
         return codes, deliveries
 
     def _deliver_retained(self, session: Session, sub: Subscription) -> None:
-        ident = sub.identifier
-        ids = (ident,) if ident else None
+        ids = sub.ids
         sub_qos = sub.qos
         acl_gen = self.acl.generation
         for msg in self.retained.match(sub.filter, time.monotonic()):
@@ -677,6 +716,28 @@ class Broker:
                 self._paused.discard(origin)
                 if not origin.closing:
                     origin.transport.resume_reading()
+
+    def saturated(self) -> bool:
+        """Whether the broker as a whole is short of CPU, the one reason to slow publishers."""
+        now = time.monotonic()
+        return now < self._busy_until or now > self._probe_due + _LAG_HIGH
+
+    def _probe_load(self) -> None:
+        now = time.monotonic()
+        cpu = time.process_time()
+        then, cpu_then = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        if now > then and cpu - cpu_then >= _BUSY * (now - then):
+            self._busy_until = now + _HOLD
+        elif now > self._probe_due + _LAG_HIGH:
+            self._busy_until = max(self._busy_until, now + _LAG_HOLD)
+        elif self._paused and now >= self._busy_until:
+            # CPU to spare again: whoever is still backed up only queues and drops.
+            for origin in list(self._paused):
+                for target in list(origin.paused_by):
+                    self.release_publishers(target)
+        self._probe_due = now + _PROBE
+        self._load_probe = self.loop.call_later(_PROBE, self._probe_load)
 
     def _unblock(self, client: Client) -> None:
         """Forget the pause relations of a closing connection."""

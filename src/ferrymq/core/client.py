@@ -15,7 +15,8 @@ Rules kept here:
 - outgoing packets are collected and written once per event-loop iteration
   (``Broker.mark_dirty``), never one syscall per packet;
 - when the socket backs up (``pause_writing``) deliveries wait in the session
-  queue and publishers that feed this client are paused (``Broker``).
+  queue; publishers that feed this client are paused only while the broker is
+  saturated (``Broker.saturated``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ _PINGRESP_BYTES = b"\xd0\x00"
 # Bytes collected for one connection before they are written without waiting for
 # the end of the event-loop iteration.
 _FLUSH_AT = 65536
+# Seconds a closed connection waits for the peer to close its side before it is aborted.
+_LINGER = 2.0
 # Encoded variants kept per message (protocol version, QoS, retain, ids, expiry).
 _CACHE_VARIANTS = 16
 # Properties a PUBLISH carries on to subscribers (the rest are per-hop).
@@ -260,7 +263,7 @@ class Client:
 
     def flush(self) -> None:
         out = self.out
-        if not out or (self.closing and self.transport.is_closing()):
+        if not out or self.closing:
             out.clear()
             self.out_size = 0
             return
@@ -392,19 +395,37 @@ class Client:
         return {"reason_string": text}
 
     def close(self, reason: str = "closed") -> None:
-        """Flush what is queued and close the connection."""
+        """Flush what is queued and close the connection gracefully.
+
+        The sending side is shut (TCP: ``write_eof``; TLS and WebSocket: their own
+        closing handshake in ``transport.close``) and what the peer still sends is
+        read and ignored until it closes too, or for ``_LINGER`` seconds. Closing
+        over unread input would make the kernel reset the connection, and a peer
+        still writing would then lose the DISCONNECT or CONNACK it has not read.
+        """
         if self.closing:
             return
         self.disconnect_reason = reason
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
+        transport = self.transport
         if self.out:
             data = b"".join(self.out)
             self.out.clear()
-            self.transport.write(data)
-        self.transport.close()
+            self.out_size = 0
+            transport.write(data)
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        if transport.is_closing():
+            self.timer = None
+        else:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+            self.timer = self.broker.loop.call_later(_LINGER, transport.abort)
         self.broker.client_closed(self)
 
     def connection_info(self) -> dict[str, Any]:

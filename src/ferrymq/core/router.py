@@ -8,6 +8,9 @@ Rules this module keeps:
   group name, so (client_id, topic_filter) is unique and add() replaces;
 - match results are cached per topic name; the cache is itself a topic tree so
   (un)subscribing to a filter drops only the cached topics that filter matches;
+- a client whose non-shared subscriptions overlap on a topic gets one copy
+  (MQTT 5 3.3.4, 3.1.1 3.3.5): each cached entry holds the per-client view
+  (``Overlap``: the highest QoS, every identifier), built once per topic;
 - nodes left empty by remove() are pruned, so churn does not grow memory;
 - filters are assumed valid (the broker validates them before they get here).
 """
@@ -26,6 +29,59 @@ STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
 
 Available = Callable[[Subscription], bool]
 MatchResult = tuple[list[Subscription], list["SharedGroup"]]
+# (one target per client, shared groups, every matching subscription)
+Targets = tuple[list["Subscription | Overlap"], list["SharedGroup"], list[Subscription]]
+
+
+class Overlap:
+    """One client's subscriptions that all match a topic, as one delivery target.
+
+    It reads like a Subscription to the broker: the highest granted QoS, every
+    subscription identifier, retain as published when any of them asks for it.
+    ``no_local`` is set when any of them has it; ``local`` is then the target for
+    the client's own messages (the others only), or None when all are no local.
+    """
+
+    __slots__ = (
+        "acl_gen",
+        "client_id",
+        "ids",
+        "local",
+        "members",
+        "no_local",
+        "qos",
+        "retain_as_published",
+        "session",
+    )
+
+    def __init__(self, members: list[Subscription]) -> None:
+        first = members[0]
+        self.members = members
+        self.client_id = first.client_id
+        self.session = first.session
+        self.qos = max(m.qos for m in members)
+        self.ids = tuple(m.identifier for m in members if m.identifier) or None
+        self.retain_as_published = any(m.retain_as_published for m in members)
+        self.no_local = any(m.no_local for m in members)
+        self.acl_gen = -1  # per-message ACL check state, see Broker.acl_guard
+        self.local: Subscription | Overlap | None = None
+        if self.no_local:
+            others = [m for m in members if not m.no_local]
+            if others:
+                self.local = others[0] if len(others) == 1 else Overlap(others)
+
+    def __repr__(self) -> str:
+        return f"Overlap(client_id={self.client_id!r}, members={len(self.members)})"
+
+
+def _per_client(subs: list[Subscription]) -> list[Subscription | Overlap]:
+    """``subs`` with each client's overlapping subscriptions folded into one Overlap."""
+    if len(subs) < 2 or len({s.client_id for s in subs}) == len(subs):
+        return subs  # type: ignore[return-value]  # no overlap: the same list, no copy
+    by_client: dict[str, list[Subscription]] = {}
+    for sub in subs:
+        by_client.setdefault(sub.client_id, []).append(sub)
+    return [m[0] if len(m) == 1 else Overlap(m) for m in by_client.values()]
 
 
 class SharedGroup:
@@ -138,6 +194,7 @@ class _Node:
 _NO_SUBS: list[Subscription] = []
 _NO_GROUPS: list[SharedGroup] = []
 _EMPTY: MatchResult = (_NO_SUBS, _NO_GROUPS)
+_NO_TARGETS: Targets = (_NO_SUBS, _NO_GROUPS, _NO_SUBS)  # type: ignore[assignment]
 
 
 class Router:
@@ -166,7 +223,7 @@ class Router:
         self.routes = 0
         self.shared = 0
         self._cache_size = cache_size
-        self._cache: TopicTree[MatchResult] = TopicTree()
+        self._cache: TopicTree[Targets] = TopicTree()
         self._cached = self._cache.by_topic  # the flat dict, for the warm path
 
     def __len__(self) -> int:
@@ -277,8 +334,10 @@ class Router:
 
     # -- lookups -----------------------------------------------------------------
 
-    def match(self, topic: str) -> MatchResult:
-        """Non-shared subscriptions and shared groups whose filter matches ``topic``.
+    def targets(self, topic: str) -> Targets:
+        """Where a message to ``topic`` goes: one target per client (a Subscription, or an
+        Overlap of its matching subscriptions), the shared groups, and every matching
+        non-shared subscription.
 
         The lists belong to the router (and its cache): callers must not mutate them.
         """
@@ -286,12 +345,21 @@ class Router:
         if hit is not None:
             return hit
         levels = topic.split("/")
-        result = self._walk(levels, topic[:1] == "$")
+        subs, groups = self._walk(levels, topic[:1] == "$")
+        if subs or groups:
+            result: Targets = (_per_client(subs) if subs else subs, groups, subs)
+        else:
+            result = _NO_TARGETS
         if self._cache_size > 0:
             if len(self._cached) >= self._cache_size:
                 self._cache.clear()
             self._cache.insert(topic, result, levels)
         return result
+
+    def match(self, topic: str) -> MatchResult:
+        """Non-shared subscriptions and shared groups whose filter matches ``topic``."""
+        _, groups, subs = self.targets(topic)
+        return subs, groups
 
     def _walk(self, levels: list[str], dollar: bool) -> MatchResult:
         subs: list[Subscription] = []

@@ -9,7 +9,8 @@ A session outlives its connection when it is persistent (MQTT 3 clean session
 - QoS 0 messages go straight to the connection unless it is offline or its
   socket is backed up; then they wait in the queue too.
 - The queue is bounded by ``max_mqueue_len``; when full, the oldest message is
-  dropped and counted (``delivery.dropped.queue_full``).
+  dropped whatever its QoS (as EMQX does) and counted against this session
+  (``dropped``, the API's ``mqueue_dropped``) and in ``delivery.dropped.queue_full``.
 - Every message that enters the queue or the inflight window of a persistent
   session is written to the store under a per-session key, and deleted when
   it is acknowledged or dropped, so a restart can resume the session.

@@ -22,6 +22,7 @@ class Subscription:
         "client_id",
         "filter",
         "identifier",
+        "ids",
         "no_local",
         "qos",
         "retain_as_published",
@@ -55,6 +56,11 @@ class Subscription:
         # Per-message ACL check state, kept by Broker.acl_guard: -1 undecided.
         self.acl_gen = -1
         self.acl_admin = False
+        self.ids = (identifier,) if identifier else None  # as a delivery carries them
+
+    # What the broker delivers to the client's own messages under no local (see
+    # router.Overlap): nothing.
+    local = None
 
     def __repr__(self) -> str:
         return (

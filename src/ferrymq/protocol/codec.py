@@ -310,12 +310,15 @@ def _decode_connect(d: Decoder, flags: int, buf: bytes, start: int, end: int) ->
     props = None
     if level == 5:
         props, pos = decode_properties(buf, pos, end, CONNECT)
+        if "authentication_data" in props and "authentication_method" not in props:
+            raise ProtocolError("authentication data without an authentication method")
     client_id, pos = read_string(buf, pos, end)
     will = None
     if cflags & 0x04:
         will_props = None
         if level == 5:
             will_props, pos = decode_properties(buf, pos, end, WILL)
+            _check_response_topic(will_props)
         will_topic, pos = read_string(buf, pos, end)
         will_payload, pos = read_binary(buf, pos, end)
         will = Will(will_topic, will_payload, will_qos, bool(cflags & 0x20), will_props)
@@ -384,8 +387,17 @@ def _decode_publish(d: Decoder, flags: int, buf: bytes, start: int, end: int) ->
         packet_id = 0
     if d.version == 5:
         props, pos = decode_properties(buf, pos, end, PUBLISH)
+        if props:
+            _check_response_topic(props)
         return Publish(topic, buf[pos:end], qos, flags & 1 == 1, flags & 8 == 8, packet_id, props)
     return Publish(topic, buf[pos:end], qos, flags & 1 == 1, flags & 8 == 8, packet_id)
+
+
+def _check_response_topic(props: Properties) -> None:
+    """A Response Topic is a topic name: no wildcards (MQTT 5 3.3.2.3.5, 3.1.3.2.5)."""
+    topic = props.get("response_topic")
+    if topic is not None and ("+" in topic or "#" in topic):
+        raise ProtocolError("response topic contains a wildcard")
 
 
 def _ack_decoder(

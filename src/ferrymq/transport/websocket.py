@@ -40,6 +40,7 @@ log = logging.getLogger("ferrymq.websocket")
 SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 MAX_FRAME = 65536  # largest frame sent: longer writes go out as several frames
 _CLOSE_NORMAL = b"\x88\x02\x03\xe8"  # close frame, status 1000
+_ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 
 
 def frame(data: bytes) -> bytes:
@@ -55,13 +56,23 @@ def frame(data: bytes) -> bytes:
 class WSTransport:
     """What a core Client needs of a transport, over one upgraded WebSocket."""
 
-    __slots__ = ("peer", "reading", "transport")
+    __slots__ = ("closing", "handler", "peer", "reading", "receiving", "transport")
 
-    def __init__(self, transport: asyncio.Transport, peer: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        peer: tuple[str, int],
+        handler: asyncio.Task[Any] | None = None,
+    ) -> None:
         self.transport = transport
         self.peer = peer
         self.reading = asyncio.Event()
         self.reading.set()
+        # The request handler's task, which does the closing handshake; ``receiving``
+        # while it waits for the next message, so close() has to wake it.
+        self.handler = handler
+        self.receiving = False
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         transport = self.transport
@@ -78,11 +89,25 @@ class WSTransport:
         )
 
     def close(self) -> None:
+        """Have the handler close: a close frame after what was written, then read (and
+        drop) what the peer still sends until its close frame, then close the socket."""
         self.reading.set()
-        transport = self.transport
-        if not transport.is_closing():
-            transport.write(_CLOSE_NORMAL)
-            transport.close()
+        if self.closing:
+            return
+        self.closing = True
+        if self.handler is None:
+            transport = self.transport
+            if not transport.is_closing():
+                transport.write(_CLOSE_NORMAL)
+                transport.close()
+        elif self.receiving:
+            self.handler.cancel()  # only aiohttp's receive() is interrupted (see make_handler)
+
+    def can_write_eof(self) -> bool:
+        return False  # a close frame, not a TCP half-close, ends a WebSocket
+
+    def abort(self) -> None:
+        self.transport.abort()
 
     def is_closing(self) -> bool:
         return self.transport.is_closing()
@@ -157,8 +182,7 @@ class WSConnection(asyncio.Protocol):
         client = self.client
         if client is not None:
             client.transport.resume_reading()  # a paused handler must see the end
-            if not client.closing:
-                client.connection_lost(exc)
+            client.connection_lost(exc)  # also ends a closing client's linger timer
         elif self.spoke and self.failure != "timeout" and self.transport is not None:
             # Count and log a failed upgrade once; silent probes are not failures.
             owner.count("ws_handshake_error")
@@ -209,7 +233,7 @@ def make_handler(owner: Listener) -> Any:
         peer = conn.peer or _peer(transport)
         if spec.proxy_header:
             peer = _forwarded(request, peer)
-        adapter = WSTransport(conn.transport, peer)
+        adapter = WSTransport(conn.transport, peer, asyncio.current_task())
         client = Client(broker, adapter, spec.id, spec.zone)
         if owner.cert_username or owner.cert_clientid:
             ssl_object = transport.get_extra_info("ssl_object")
@@ -221,17 +245,32 @@ def make_handler(owner: Listener) -> Any:
         reading = adapter.reading
         feed = client.data_received
         try:
-            async for msg in ws:
+            while not adapter.closing:
+                adapter.receiving = True
+                try:
+                    msg = await ws.receive()
+                except asyncio.CancelledError:
+                    if not adapter.closing:
+                        raise
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    break
+                finally:
+                    adapter.receiving = False
                 if msg.type is WSMsgType.BINARY:
                     if not reading.is_set():
                         await reading.wait()
                     feed(msg.data)
+                elif msg.type in _ENDED:
+                    break
                 else:
                     client.close("not a binary WebSocket frame")
-                    break
         finally:
             if not client.closing:
                 client.connection_lost(None)
+        if adapter.closing:
+            # From this task, so aiohttp waits (up to its timeout) for the peer's close
+            # frame, dropping what comes before it, rather than closing the socket at once.
+            await ws.close()
         return ws
 
     return handle
