@@ -20,7 +20,9 @@ log = logging.getLogger("ferrymq")
 async def serve(settings: Settings) -> None:
     """Run the broker until a stop signal; then shut down cleanly."""
     loop = asyncio.get_running_loop()
-    store = SqliteStore(settings.db_path, settings.flush_interval)
+    store = SqliteStore(
+        settings.db_path, settings.flush_interval, synchronous=settings.db_synchronous
+    )
     store.open()
     broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None

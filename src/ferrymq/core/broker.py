@@ -9,8 +9,14 @@ Rules kept here:
 - clean start discards an existing session; a persistent session outlives
   its connection until its expiry interval has passed offline;
 - a will is published when the connection ends without a normal DISCONNECT
-  (or with MQTT 5 DISCONNECT 0x04), after its will delay unless the session
-  is resumed first, and at the latest when the session ends;
+  (or with MQTT 5 DISCONNECT 0x04, or because the broker shuts down), after
+  its will delay unless the session is resumed first, and at the latest when
+  the session ends; a pending will is stored with its session and fires at
+  its time after a restart (after a crash, the delay counts from the start);
+- with ``durability = "acked"`` an acknowledgement that confirms durable state
+  (a message retained or queued for a persistent session, a QoS 2 state
+  change) waits for the store batch holding it (``hold_batch`` /
+  ``_committed``); the store is asked to commit at once (group commit).
 - a publisher is paused (TCP back-pressure) while a subscriber it feeds has a
   full socket buffer, for at most ``_MAX_PAUSE`` seconds; after that the slow
   subscriber only queues and drops, so it cannot stall everyone else.
@@ -31,7 +37,7 @@ from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
 from ferrymq.core.router import Router
-from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
+from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session, load_will
 from ferrymq.core.subscription import Subscription
 from ferrymq.protocol import reason_codes as rc
 from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
@@ -104,6 +110,16 @@ class Broker:
         self.queue_low = settings.max_mqueue_len // 4
         self._housekeeping: asyncio.TimerHandle | None = None
         self._last_sys = 0.0
+        # Acknowledgements after commit: every store write made on behalf of a
+        # client bumps durable_writes (so a handler sees whether it wrote), clients
+        # with held acknowledgements wait in _holding for the batch they need.
+        self.ack_on_commit = store is not None and settings.durability == "acked"
+        self.durable_writes = 0
+        self._holding: list[Client] = []
+        self._commit_wanted = 0
+        if self.ack_on_commit:
+            assert store is not None
+            store.set_commit_listener(partial(self.loop.call_soon_threadsafe, self._committed))
 
     # --- start-up and shutdown ----------------------------------------------
 
@@ -118,6 +134,7 @@ class Broker:
                 self.retained.set(msg)
         now = time.time()
         messages = store.load_session_messages()
+        awaiting = store.load_awaiting_rel()
         for client_id, data in store.load_sessions().items():
             expiry = int(data.get("expiry_interval", 0))
             gone_at = data.get("disconnected_at") or now
@@ -129,7 +146,9 @@ class Broker:
             session.disconnected_at = gone_at
             session.username = data.get("username")
             session.next_pid = int(data.get("next_pid", 1)) or 1
-            session.awaiting_rel = dict.fromkeys(data.get("awaiting_rel", []), now_mono)
+            # "awaiting_rel" in the session record: databases of schema version 1.
+            pids = awaiting.get(client_id, data.get("awaiting_rel", ()))
+            session.awaiting_rel = dict.fromkeys(pids, now_mono)
             for item in data.get("subscriptions", []):
                 sub = Subscription(
                     client_id,
@@ -152,6 +171,8 @@ class Broker:
                 session.next_key = max(session.next_key, key + 1)
             self.sessions[client_id] = session
             self._schedule_expiry(session, remaining=gone_at + expiry - now)
+            if data.get("will"):
+                self._restore_will(session, data["will"], data.get("will_due"), now)
         for client_id in messages.keys() - self.sessions.keys():
             store.delete_session(client_id)
         self.load_access()
@@ -160,6 +181,21 @@ class Broker:
             len(self.retained),
             len(self.sessions),
         )
+
+    def _restore_will(self, session: Session, text: str, due: float | None, now: float) -> None:
+        """Schedule a stored will; one whose client was still connected (a crash) is due
+        after its delay from now."""
+        try:
+            will = load_will(text)
+        except ValueError:
+            log.exception("skipping unreadable will of %s", session.client_id)
+            return
+        session.will = will
+        if due is None:
+            delay = will.properties.get("will_delay_interval", 0)
+            due = now + min(delay, session.expiry_interval)
+        session.will_due = due
+        session.will_timer = self.loop.call_later(max(0.0, due - now), self._will_due, session)
 
     def load_access(self) -> None:
         """(Re)load credentials and ACL rules from the store."""
@@ -189,8 +225,10 @@ class Broker:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
+        # The server closes these connections: their wills are due (MQTT 3.1.2.5),
+        # published now or stored with their due time when they have a delay.
         for client in list(self.connections):
-            client.will_allowed = False
+            client.will_allowed = True
             client.kick(rc.SERVER_SHUTTING_DOWN, "server shutting down")
         for session in self.sessions.values():
             if session.expiry_timer is not None:
@@ -198,6 +236,8 @@ class Broker:
             if session.will_timer is not None:
                 session.will_timer.cancel()
         self._flush()
+        if self.store is not None:
+            self.store.set_commit_listener(None)
 
     # --- connections ----------------------------------------------------------
 
@@ -235,6 +275,7 @@ class Broker:
                 session.will_timer = None
                 if not clean_start:
                     session.will = None
+                    session.will_due = None
             if session.expiry_timer is not None:
                 session.expiry_timer.cancel()
                 session.expiry_timer = None
@@ -265,6 +306,8 @@ class Broker:
                 for d in list(session.inflight.values()) + list(session.queue):
                     if not d.key:
                         session._track(d)
+                for pid in session.awaiting_rel:
+                    self.store_awaiting_rel(session, pid, True)
         return session, present
 
     def client_closed(self, client: Client) -> None:
@@ -295,6 +338,7 @@ class Broker:
             delay = session.will.properties.get("will_delay_interval", 0)
             if delay:
                 delay = min(delay, session.expiry_interval)
+                session.will_due = time.time() + delay
                 session.will_timer = self.loop.call_later(delay, self._will_due, session)
             else:
                 self._publish_will(session)
@@ -357,10 +401,13 @@ class Broker:
     def _will_due(self, session: Session) -> None:
         session.will_timer = None
         self._publish_will(session)
+        if self.sessions.get(session.client_id) is session:
+            self.persist_session(session)
 
     def _publish_will(self, session: Session) -> None:
         will = session.will
         session.will = None
+        session.will_due = None
         if session.will_timer is not None:
             session.will_timer.cancel()
             session.will_timer = None
@@ -433,6 +480,22 @@ class Broker:
             msg.cache = None  # the retained store keeps the message, not its encodings
         return count
 
+    def publish_exactly_once(self, msg: Message, origin: Client, pid: int) -> int:
+        """QoS 2 from ``origin``: route ``msg`` and record ``pid`` as awaiting PUBREL in one
+        store batch, so that a crash keeps both or neither (a resend is then routed once)."""
+        session = origin.session
+        assert session is not None
+        store = self.store
+        if store is None:
+            session.awaiting_rel[pid] = time.monotonic()
+            return self.publish(msg, origin)
+        with store.atomic:
+            matched = self.publish(msg, origin)
+            session.awaiting_rel[pid] = time.monotonic()
+            if session.expiry_interval:
+                self.store_awaiting_rel(session, pid, True)
+        return matched
+
     def _retain(self, msg: Message) -> None:
         if not self.settings.retain_available:
             return
@@ -441,8 +504,10 @@ class Broker:
             if self.retained.set(msg):
                 self.metrics["messages.retained"] += 1
                 if durable:
+                    self.durable_writes += 1
                     self.store.put_retained(msg)  # type: ignore[union-attr]
         elif self.retained.delete(msg.topic) is not None and durable:
+            self.durable_writes += 1
             self.store.delete_retained(msg.topic)  # type: ignore[union-attr]
 
     # --- subscribe -------------------------------------------------------------
@@ -615,23 +680,59 @@ class Broker:
             self.publish(Message(topic, payload, 0, True))
         metrics.update(saved)
 
-    # --- persistence hooks (called by Session) --------------------------------
+    # --- persistence hooks (called by Session and Client) ----------------------
 
     def persist_session(self, session: Session) -> None:
         if self.store is not None and session.persistent:
+            self.durable_writes += 1
             self.store.put_session(session.client_id, session.snapshot())
 
     def store_put_delivery(self, session: Session, d: Delivery) -> None:
         if self.store is not None:
+            self.durable_writes += 1
             self.store.put_session_message(session.client_id, d.key, d.msg, d.meta())
 
     def store_update_meta(self, session: Session, d: Delivery) -> None:
         if self.store is not None:
+            self.durable_writes += 1
             self.store.update_session_message_meta(session.client_id, d.key, d.meta())
 
     def store_delete_delivery(self, session: Session, d: Delivery) -> None:
         if self.store is not None:
+            self.durable_writes += 1
             self.store.delete_session_message(session.client_id, d.key)
+
+    def store_awaiting_rel(self, session: Session, pid: int, awaiting: bool) -> None:
+        """An incoming QoS 2 packet id of a persistent session starts or stops awaiting PUBREL."""
+        store = self.store
+        if store is not None:
+            self.durable_writes += 1
+            if awaiting:
+                store.put_awaiting_rel(session.client_id, pid)
+            else:
+                store.delete_awaiting_rel(session.client_id, pid)
+
+    # --- acknowledgements after commit ------------------------------------------
+
+    def hold_batch(self) -> int:
+        """The store batch holding the writes made so far; it is asked to commit now."""
+        store = self.store
+        assert store is not None
+        batch = store.open_batch
+        if batch > self._commit_wanted:
+            self._commit_wanted = batch
+            store.request_commit(batch)
+        return batch
+
+    def hold_acks(self, client: Client) -> None:
+        """``client`` now holds acknowledgements until batches commit."""
+        self._holding.append(client)
+
+    def _committed(self, batch: int) -> None:
+        """The store committed ``batch`` (and all before it): release what waited for it."""
+        holding = self._holding
+        if holding:
+            self._holding = [client for client in holding if client.release_acks(batch)]
 
     # --- introspection (API, $SYS) ----------------------------------------------
 

@@ -12,22 +12,28 @@ A session outlives its connection when it is persistent (MQTT 3 clean session
   dropped and counted (``delivery.dropped.queue_full``).
 - Every message that enters the queue or the inflight window of a persistent
   session is written to the store under a per-session key, and deleted when
-  it is acknowledged or dropped, so a restart can resume the session.
+  it is acknowledged or dropped, so a restart can resume the session. So is
+  each change of its delivery state (PUBREL sent), and each incoming QoS 2
+  packet id awaiting PUBREL (added and removed).
+- The will is part of the stored session: pending while connected, then with
+  its due time once the connection ended, so it fires after a restart too.
 """
 
 from __future__ import annotations
 
+import binascii
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.message import Message
+from ferrymq.protocol.packets import Will
+from ferrymq.storage.codec import dump_message, load_message
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
     from ferrymq.core.client import Client
     from ferrymq.core.subscription import Subscription
-    from ferrymq.protocol.packets import Will
 
 # Delivery states.
 QUEUED = 0
@@ -106,6 +112,7 @@ class Session:
         "expiry_timer",
         "will",
         "will_timer",
+        "will_due",
         "dropped",
         "username",
     )
@@ -126,6 +133,7 @@ class Session:
         self.expiry_timer: Any = None
         self.will: Will | None = None
         self.will_timer: Any = None
+        self.will_due: float | None = None  # wall clock; None while connected
         self.dropped = 0
         self.username: str | None = None
 
@@ -294,14 +302,16 @@ class Session:
             d.key = 0
 
     def snapshot(self) -> dict[str, Any]:
-        """What the store keeps of this session besides its messages."""
+        """What the store keeps of this session besides its messages and QoS 2 packet ids."""
+        will = self.will
         return {
             "expiry_interval": self.expiry_interval,
             "created_at": self.created_at,
             "disconnected_at": self.disconnected_at,
             "username": self.username,
             "next_pid": self.next_pid,
-            "awaiting_rel": list(self.awaiting_rel),
+            "will": None if will is None else dump_will(will),
+            "will_due": self.will_due,
             "subscriptions": [
                 {
                     "f": s.topic_filter,
@@ -317,3 +327,18 @@ class Session:
 
     def mqueue_len(self) -> int:
         return len(self.queue)
+
+
+def dump_will(will: Will) -> str:
+    """A will as text for the stored session (the stored-message form, base64)."""
+    msg = Message(will.topic, will.payload, will.qos, will.retain, will.properties or None)
+    return binascii.b2a_base64(dump_message(msg), newline=False).decode("ascii")
+
+
+def load_will(text: str) -> Will:
+    """Inverse of :func:`dump_will`; ValueError when ``text`` is not one."""
+    try:
+        msg = load_message(binascii.a2b_base64(text))
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+    return Will(msg.topic, msg.payload, msg.qos, msg.retain, msg.properties)

@@ -15,9 +15,17 @@ event loop. Rules this file keeps:
 * A batch that fails to commit (database locked by another process, disk
   full) is kept and retried ahead of the next one, in order, for up to
   ``_GIVE_UP_AFTER`` seconds. The writer thread logs errors and never dies.
-* WAL with synchronous=NORMAL: a killed process loses at most the batch in
-  progress; each batch is one transaction, so the file is never half-written.
-  Message-path writes made after ``close()`` are ignored.
+* Batches are numbered. ``open_batch`` is the number of the batch that the
+  next write joins; ``request_commit(n)`` wakes the writer to commit up to
+  batch ``n`` now (group commit: whatever arrives while a commit runs goes
+  into the next one), and the commit listener is told each requested batch
+  number once it is committed, so acknowledgements can wait for durability.
+  A failed batch is reported with the first later batch that commits.
+* WAL mode; ``synchronous`` is NORMAL by default (a committed batch survives
+  the process being killed, the last ones may be lost on power loss) or FULL
+  (each commit is synced to disk, surviving power loss). Each batch is one
+  transaction, so the file is never half-written. Message-path writes made
+  after ``close()`` are ignored.
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ log = logging.getLogger("ferrymq.storage")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SYNCHRONOUS = ("normal", "full")
 _GIVE_UP_AFTER = 300.0  # seconds a failing batch is retried before it is dropped
 
 _SCHEMA = (
@@ -60,6 +69,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS session_messages (
         client_id TEXT NOT NULL, key INTEGER NOT NULL, data BLOB NOT NULL, meta TEXT NOT NULL,
         PRIMARY KEY (client_id, key))""",
+    """CREATE TABLE IF NOT EXISTS awaiting_rel (
+        client_id TEXT NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY (client_id, packet_id))""",
     """CREATE TABLE IF NOT EXISTS apps (
         app_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL,
         description TEXT NOT NULL, enabled INTEGER NOT NULL, created_at REAL NOT NULL)""",
@@ -71,10 +82,13 @@ _SCHEMA = (
         action TEXT NOT NULL, access TEXT NOT NULL, created_at REAL NOT NULL,
         UNIQUE (kind, subject, topic))""",
 )
-# Upgrades from version N to N + 1, keyed by N; empty while there is one version.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+# Upgrades from version N to N + 1, keyed by N (new tables come from _SCHEMA).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: ()}
 
 _WIPE = "DELETE FROM session_messages WHERE client_id = ?"
+_WIPE_REL = "DELETE FROM awaiting_rel WHERE client_id = ?"
+_PUT_REL = "INSERT OR IGNORE INTO awaiting_rel (client_id, packet_id) VALUES (?, ?)"
+_DEL_REL = "DELETE FROM awaiting_rel WHERE client_id = ? AND packet_id = ?"
 _DEL_SESSION = "DELETE FROM sessions WHERE client_id = ?"
 _PUT_SESSION = "INSERT OR REPLACE INTO sessions (client_id, data) VALUES (?, ?)"
 _DEL_MESSAGE = "DELETE FROM session_messages WHERE client_id = ? AND key = ?"
@@ -98,6 +112,7 @@ _Batch = tuple[
     dict[str, dict[str, Any] | None],  # sessions: client id -> data, None to delete
     set[str],  # client ids whose stored messages are wiped first
     dict[str, dict[int, _MessageOp]],  # session messages: client id -> key -> operation
+    dict[tuple[str, int], bool],  # QoS 2 ids awaiting PUBREL: (client id, pid) -> put or delete
 ]
 
 
@@ -114,13 +129,19 @@ class SqliteStore:
         flush_interval: float = 0.05,
         *,
         busy_timeout: float = 5.0,
+        synchronous: str = "normal",
     ) -> None:
         if flush_interval <= 0:
             raise ValueError("flush_interval must be positive")
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+        self.synchronous = synchronous
         self.path = os.fspath(path)
         self.flush_interval = flush_interval
         self._busy_ms = int(busy_timeout * 1000)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        #: Held around several message-path writes that must land in one batch.
+        self.atomic = self._lock
         self._wake = threading.Event()
         self._state = "new"  # -> "opening" -> "open" -> "closing" -> "closed"
         self._thread: threading.Thread | None = None
@@ -131,7 +152,13 @@ class SqliteStore:
         self._sessions: dict[str, dict[str, Any] | None] = {}
         self._wipes: set[str] = set()
         self._messages: dict[str, dict[int, _MessageOp]] = {}
+        self._rel: dict[tuple[str, int], bool] = {}
         self._jobs: list[_Job] = []
+        # Group commit: the batch number writes join, the highest one waited for,
+        # and who is told when a waited-for batch has committed.
+        self.open_batch = 1
+        self._requested = 0
+        self._on_commit: Callable[[int], None] | None = None
         # Writer-thread state: statements of batches that failed to commit.
         self._backlog: _Statements = []
         self._failures = 0
@@ -194,6 +221,21 @@ class SqliteStore:
         """
         self._run(self._check_flushed)
 
+    # --- group commit ---
+
+    def set_commit_listener(self, listener: Callable[[int], None] | None) -> None:
+        """``listener(n)`` runs on the writer thread once batch ``n`` (and every one before
+        it) is committed, for each ``n`` passed to :meth:`request_commit`."""
+        self._on_commit = listener
+
+    def request_commit(self, batch: int) -> None:
+        """Commit batches up to ``batch`` now instead of at the next flush interval."""
+        with self._lock:
+            if batch <= self._requested:
+                return
+            self._requested = batch
+        self._wake.set()
+
     # --- message path ---
 
     def put_retained(self, msg: Message) -> None:
@@ -212,7 +254,18 @@ class SqliteStore:
         with self._lock:
             self._sessions[client_id] = None
             self._messages.pop(client_id, None)
+            if self._rel:
+                for key in [k for k in self._rel if k[0] == client_id]:
+                    del self._rel[key]
             self._wipes.add(client_id)
+
+    def put_awaiting_rel(self, client_id: str, pid: int) -> None:
+        with self._lock:
+            self._rel[(client_id, pid)] = True
+
+    def delete_awaiting_rel(self, client_id: str, pid: int) -> None:
+        with self._lock:
+            self._rel[(client_id, pid)] = False
 
     def put_session_message(
         self, client_id: str, key: int, msg: Message, meta: dict[str, Any]
@@ -255,6 +308,9 @@ class SqliteStore:
 
     def load_session_messages(self) -> dict[str, list[SessionMessage]]:
         return self._run(_load_session_messages)
+
+    def load_awaiting_rel(self) -> dict[str, list[int]]:
+        return self._run(_load_awaiting_rel)
 
     # --- admin data ---
 
@@ -357,11 +413,22 @@ class SqliteStore:
                     jobs = self._jobs
                     self._jobs = []
                     batch = self._take_batch()
+                    number = self.open_batch
+                    if batch is not None or self._requested >= number:
+                        self.open_batch = number + 1
+                    requested = self._requested
+                committed = True
                 try:
                     if batch is not None or self._backlog:
-                        self._commit(conn, batch)
+                        committed = self._commit(conn, batch)
                 except Exception:
+                    committed = False
                     log.exception("storage writer failed on a batch")
+                if committed and requested >= number and self._on_commit is not None:
+                    try:
+                        self._on_commit(number)
+                    except Exception:
+                        log.exception("commit listener failed")
                 for fn, args, fut in jobs:
                     if fn is _stop:
                         stopped = fut
@@ -392,7 +459,7 @@ class SqliteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal" and self.path != ":memory:":
                 log.warning("database %s is in journal mode %s, not WAL", self.path, mode)
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             _create_schema(conn)
         except BaseException:
             conn.close()
@@ -401,19 +468,21 @@ class SqliteStore:
 
     def _take_batch(self) -> _Batch | None:
         """Swap out the pending operations (caller holds _lock)."""
-        if not (self._retained or self._sessions or self._messages or self._wipes):
+        if not (self._retained or self._sessions or self._messages or self._wipes or self._rel):
             return None
-        batch = (self._retained, self._sessions, self._wipes, self._messages)
+        batch = (self._retained, self._sessions, self._wipes, self._messages, self._rel)
         self._retained = {}
         self._sessions = {}
         self._wipes = set()
         self._messages = {}
+        self._rel = {}
         return batch
 
-    def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> bool:
+        """Commit the backlog and ``batch`` in one transaction; False when it failed."""
         statements = self._backlog + _statements(*batch) if batch is not None else self._backlog
         if not statements:
-            return
+            return True
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, rows in statements:
@@ -434,17 +503,18 @@ class SqliteStore:
                 )
                 self._backlog = []
                 self._failures = 0
-                return
+                return False
             self._backlog = statements
             if self._failures & (self._failures - 1) == 0:  # 1, 2, 4, 8 ...: rate-limited
                 log.error(
                     "committing a batch failed (attempt %d), will retry: %s", self._failures, exc
                 )
-            return
+            return False
         if self._failures:
             log.warning("batch committed after %d failed attempts", self._failures)
             self._failures = 0
         self._backlog = []
+        return True
 
     def _run_job(
         self,
@@ -504,11 +574,17 @@ def _statements(
     sessions: dict[str, dict[str, Any] | None],
     wipes: set[str],
     messages: dict[str, dict[int, _MessageOp]],
+    rel: dict[tuple[str, int], bool],
 ) -> _Statements:
     """Encode one batch; an operation that cannot be encoded is logged and skipped."""
     out: _Statements = []
     if wipes:
-        out.append((_WIPE, [(cid,) for cid in wipes]))
+        wiped = [(cid,) for cid in wipes]
+        out.append((_WIPE, wiped))
+        out.append((_WIPE_REL, wiped))
+    if rel:
+        out.append((_DEL_REL, [key for key, put in rel.items() if not put]))
+        out.append((_PUT_REL, [key for key, put in rel.items() if put]))
     if sessions:
         deletes: list[tuple[Any, ...]] = []
         puts: list[tuple[Any, ...]] = []
@@ -597,6 +673,13 @@ def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMe
             out[cid] = [record]
         else:
             items.append(record)
+    return out
+
+
+def _load_awaiting_rel(conn: sqlite3.Connection) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for cid, pid in conn.execute("SELECT client_id, packet_id FROM awaiting_rel"):
+        out.setdefault(cid, []).append(pid)
     return out
 
 
@@ -754,6 +837,7 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "load_retained": _load_retained,
     "load_sessions": _load_sessions,
     "load_session_messages": _load_session_messages,
+    "load_awaiting_rel": _load_awaiting_rel,
     "add_app": _add_app,
     "get_app": _get_app,
     "list_apps": _list_apps,
