@@ -378,7 +378,12 @@ class Client:
             if dup:
                 buf[0] |= 0x08
             data = bytes(buf)
-        self.write(data)
+            if qos == 2 and self.broker.ack_on_commit and self.session.expiry_interval:  # type: ignore[union-attr]
+                self._ack(data, True)  # see Session._send_exactly_once
+            else:
+                self.write(data)
+        else:
+            self.write(data)
         self.send_pkt += 1
         self.send_msg += 1
         metrics = self.broker.metrics

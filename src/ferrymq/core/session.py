@@ -178,10 +178,23 @@ class Session:
             return
         pid = self.allocate_pid()
         d = Delivery(msg, qos, retain, sub_ids, pid, INFLIGHT)
-        if client.send_message(msg, qos, retain, sub_ids, pid, False):
+        if qos == 2 and self.expiry_interval and self.broker.ack_on_commit:
+            self._send_exactly_once(client, d)
+        elif client.send_message(msg, qos, retain, sub_ids, pid, False):
             self.inflight[pid] = d
             if self.expiry_interval:
                 self._track(d)
+
+    def _send_exactly_once(self, client: Client, d: Delivery) -> None:
+        """QoS 2 to a persistent session: the PUBLISH leaves once its packet id is durable
+        (the client holds it for the batch), so a crash can never make the message go out
+        again under another id, which the subscriber could not recognise as a resend."""
+        with self.broker.store.atomic:  # type: ignore[union-attr]
+            if client.send_message(d.msg, 2, d.retain, d.sub_ids, d.pid, False):
+                self.inflight[d.pid] = d
+                self._retrack(d)
+            else:
+                self._untrack(d)
 
     def _enqueue(self, d: Delivery) -> None:
         queue = self.queue
@@ -219,7 +232,9 @@ class Session:
                 continue
             d.pid = self.allocate_pid()
             d.state = INFLIGHT
-            if client.send_message(d.msg, d.qos, d.retain, d.sub_ids, d.pid, False):
+            if d.qos == 2 and self.expiry_interval and self.broker.ack_on_commit:
+                self._send_exactly_once(client, d)
+            elif client.send_message(d.msg, d.qos, d.retain, d.sub_ids, d.pid, False):
                 inflight[d.pid] = d
                 self._retrack(d)
             else:

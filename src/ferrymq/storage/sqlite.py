@@ -405,6 +405,7 @@ class SqliteStore:
         self._writer_ident = threading.get_ident()
         ready.set_result(None)
         stopped: Future[None] | None = None
+        reported = 0  # highest batch number the commit listener was told
         try:
             while stopped is None:
                 self._wake.wait(self.flush_interval)
@@ -416,17 +417,17 @@ class SqliteStore:
                     number = self.open_batch
                     if batch is not None or self._requested >= number:
                         self.open_batch = number + 1
-                    requested = self._requested
-                committed = True
+                    # Every batch up to here is taken: committed once this commit is.
+                    done = min(self._requested, self.open_batch - 1)
                 try:
                     if batch is not None or self._backlog:
-                        committed = self._commit(conn, batch)
+                        self._commit(conn, batch)
                 except Exception:
-                    committed = False
                     log.exception("storage writer failed on a batch")
-                if committed and requested >= number and self._on_commit is not None:
+                if done > reported and not self._backlog and self._on_commit is not None:
+                    reported = done
                     try:
-                        self._on_commit(number)
+                        self._on_commit(done)
                     except Exception:
                         log.exception("commit listener failed")
                 for fn, args, fut in jobs:
@@ -478,11 +479,12 @@ class SqliteStore:
         self._rel = {}
         return batch
 
-    def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> bool:
-        """Commit the backlog and ``batch`` in one transaction; False when it failed."""
+    def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> None:
+        """Commit the backlog and ``batch`` in one transaction; on failure keep them as
+        the backlog."""
         statements = self._backlog + _statements(*batch) if batch is not None else self._backlog
         if not statements:
-            return True
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, rows in statements:
@@ -503,18 +505,17 @@ class SqliteStore:
                 )
                 self._backlog = []
                 self._failures = 0
-                return False
+                return
             self._backlog = statements
             if self._failures & (self._failures - 1) == 0:  # 1, 2, 4, 8 ...: rate-limited
                 log.error(
                     "committing a batch failed (attempt %d), will retry: %s", self._failures, exc
                 )
-            return False
+            return
         if self._failures:
             log.warning("batch committed after %d failed attempts", self._failures)
             self._failures = 0
         self._backlog = []
-        return True
 
     def _run_job(
         self,
