@@ -37,7 +37,13 @@ from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
 from ferrymq.core.router import Router
-from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session, load_will
+from ferrymq.core.session import (
+    QUEUED,
+    Delivery,
+    Session,
+    fields_from_meta,
+    load_will,
+)
 from ferrymq.core.subscription import Subscription
 from ferrymq.protocol import reason_codes as rc
 from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
@@ -135,6 +141,7 @@ class Broker:
         now = time.time()
         messages = store.load_session_messages()
         awaiting = store.load_awaiting_rel()
+        parsed: dict[int, tuple[Any, ...]] = {}  # id(meta) -> Delivery fields
         for client_id, data in store.load_sessions().items():
             expiry = int(data.get("expiry_interval", 0))
             gone_at = data.get("disconnected_at") or now
@@ -162,13 +169,9 @@ class Broker:
                 )
                 self.router.add(sub)
                 session.subscriptions[sub.topic_filter] = sub
-            for key, msg, meta in messages.get(client_id, []):
-                d = Delivery.from_meta(key, msg, meta)
-                if d.state in (INFLIGHT, RELEASING) and d.pid:
-                    session.inflight[d.pid] = d
-                else:
-                    session.queue.append(d)
-                session.next_key = max(session.next_key, key + 1)
+            records = messages.get(client_id)
+            if records:
+                self._restore_deliveries(session, records, parsed)
             self.sessions[client_id] = session
             self._schedule_expiry(session, remaining=gone_at + expiry - now)
             if data.get("will"):
@@ -181,6 +184,25 @@ class Broker:
             len(self.retained),
             len(self.sessions),
         )
+
+    @staticmethod
+    def _restore_deliveries(
+        session: Session, records: list[Any], parsed: dict[int, tuple[Any, ...]]
+    ) -> None:
+        """Queued and inflight messages of a restored session (records ordered by key).
+        The store shares equal meta dicts, so each distinct one is parsed once."""
+        queue = session.queue
+        inflight = session.inflight
+        for key, msg, meta in records:
+            entry = parsed.get(id(meta))
+            if entry is None or entry[1] is not meta:
+                entry = parsed[id(meta)] = (fields_from_meta(meta, msg.qos), meta)
+            d = Delivery(msg, *entry[0], key)
+            if d.pid and d.state != QUEUED:
+                inflight[d.pid] = d
+            else:
+                queue.append(d)
+        session.next_key = max(session.next_key, records[-1][0] + 1)
 
     def _restore_will(self, session: Session, text: str, due: float | None, now: float) -> None:
         """Schedule a stored will; one whose client was still connected (a crash) is due

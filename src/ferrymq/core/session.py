@@ -81,16 +81,21 @@ class Delivery:
 
     @classmethod
     def from_meta(cls, key: int, msg: Message, meta: dict[str, Any]) -> Delivery:
-        ids = meta.get("i")
-        return cls(
-            msg,
-            int(meta.get("q", msg.qos)),
-            bool(meta.get("r", 0)),
-            tuple(ids) if ids else None,
-            int(meta.get("p", 0)),
-            _STATE_BY_NAME.get(meta.get("s", "queued"), QUEUED),
-            key,
-        )
+        return cls(msg, *fields_from_meta(meta, msg.qos), key)
+
+
+def fields_from_meta(
+    meta: dict[str, Any], qos: int
+) -> tuple[int, bool, tuple[int, ...] | None, int, int]:
+    """(qos, retain, sub_ids, pid, state) of a stored meta, for ``Delivery(msg, *fields, key)``."""
+    ids = meta.get("i")
+    return (
+        int(meta.get("q", qos)),
+        bool(meta.get("r", 0)),
+        tuple(ids) if ids else None,
+        int(meta.get("p", 0)),
+        _STATE_BY_NAME.get(meta.get("s", "queued"), QUEUED),
+    )
 
 
 class Session:

@@ -640,9 +640,10 @@ def _statements(
 
 def _load_retained(conn: sqlite3.Connection) -> list[Message]:
     out = []
+    append = out.append
     for topic, data in conn.execute("SELECT topic, data FROM retained"):
         try:
-            out.append(load_message(data))
+            append(load_message(data))
         except ValueError:
             log.exception("skipping unreadable retained message on %r", topic)
     return out
@@ -659,21 +660,32 @@ def _load_sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 
 
 def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMessage]]:
+    """Rows are decoded once per distinct content: a message queued for many sessions
+    becomes one shared Message again (as before the restart), and the few distinct
+    metas one shared dict each (callers must not mutate them)."""
     out: dict[str, list[SessionMessage]] = {}
+    messages: dict[bytes, Message] = {}
+    metas: dict[str, dict[str, Any]] = {}
     rows = conn.execute(
         "SELECT client_id, key, data, meta FROM session_messages ORDER BY client_id, key"
     )
-    for cid, key, data, meta in rows:
+    items: list[SessionMessage] = []
+    last = None
+    for cid, key, data, meta_text in rows:
         try:
-            record = (key, load_message(data), _decode_json(meta))
+            msg = messages.get(data)
+            if msg is None:
+                msg = messages[data] = load_message(data)
+            meta = metas.get(meta_text)
+            if meta is None:
+                meta = metas[meta_text] = _decode_json(meta_text)
         except ValueError:
             log.exception("skipping unreadable message %r of session %r", key, cid)
             continue
-        items = out.get(cid)
-        if items is None:
-            out[cid] = [record]
-        else:
-            items.append(record)
+        if cid != last:
+            items = out.setdefault(cid, [])
+            last = cid
+        items.append((key, msg, meta))
     return out
 
 
