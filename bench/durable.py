@@ -12,9 +12,10 @@ topics (so every session holds its own ``messages`` queued messages) and
 a retained QoS 1 message at the end, once acknowledged, says the broker has
 it all. It prints one JSON line.
 
-``probe`` is run by the driver right after it started the broker again: it
-connects until a CONNACK comes (printing when), then resumes session
-``dur-0`` and counts its queued messages, and checks one retained message.
+``probe`` is started by the driver before it stops the broker: once the port
+is closed it connects until a CONNACK comes (and prints when, wall clock),
+then resumes session ``dur-0`` (acknowledging its queued messages, which it
+counts) and checks one retained message.
 
 Plain blocking sockets and pre-encoded packets, as in s5.py.
 """
@@ -111,9 +112,17 @@ def state(port: int, retained: int, sessions: int, messages: int, timeout: float
 
 
 def probe(port: int, messages: int, timeout: float) -> int:
-    """Connect until a CONNACK comes; then check a session and a retained message."""
+    """Wait until the broker is gone, then connect until a CONNACK comes; then check a
+    session and a retained message."""
     t0 = time.monotonic()
     deadline = t0 + timeout
+    print(json.dumps({"ready": True}), flush=True)  # the driver stops the broker now
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        except OSError:
+            break
+        time.sleep(0.001)
     up = None
     while time.monotonic() < deadline:
         try:

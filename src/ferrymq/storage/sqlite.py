@@ -641,9 +641,10 @@ def _statements(
 def _load_retained(conn: sqlite3.Connection) -> list[Message]:
     out = []
     append = out.append
+    strings: dict[str, str] = {}  # publishers repeat
     for topic, data in conn.execute("SELECT topic, data FROM retained"):
         try:
-            append(load_message(data))
+            append(load_message(data, strings))
         except ValueError:
             log.exception("skipping unreadable retained message on %r", topic)
     return out
@@ -661,11 +662,12 @@ def _load_sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 
 def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMessage]]:
     """Rows are decoded once per distinct content: a message queued for many sessions
-    becomes one shared Message again (as before the restart), and the few distinct
-    metas one shared dict each (callers must not mutate them)."""
+    becomes one shared Message again (as before the restart), equal topics one string,
+    and the few distinct metas one shared dict each (callers must not mutate them)."""
     out: dict[str, list[SessionMessage]] = {}
     messages: dict[bytes, Message] = {}
     metas: dict[str, dict[str, Any]] = {}
+    strings: dict[str, str] = {}  # topics and publishers repeat
     rows = conn.execute(
         "SELECT client_id, key, data, meta FROM session_messages ORDER BY client_id, key"
     )
@@ -675,7 +677,7 @@ def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMe
         try:
             msg = messages.get(data)
             if msg is None:
-                msg = messages[data] = load_message(data)
+                msg = messages[data] = load_message(data, strings)
             meta = metas.get(meta_text)
             if meta is None:
                 meta = metas[meta_text] = _decode_json(meta_text)
