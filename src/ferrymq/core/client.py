@@ -378,8 +378,11 @@ class Client:
             if dup:
                 buf[0] |= 0x08
             data = bytes(buf)
-            if qos == 2 and self.broker.ack_on_commit and self.session.expiry_interval:  # type: ignore[union-attr]
+            session = self.session
+            if qos == 2 and self.broker.ack_on_commit and session and session.expiry_interval:
                 self._ack(data, True)  # see Session._send_exactly_once
+            elif self.held:
+                self._ack(data, False)  # QoS 1/2 packets leave in order
             else:
                 self.write(data)
         else:
@@ -424,7 +427,8 @@ class Client:
         return data, _pid_offset(data, qos)
 
     def send_pubrel(self, pid: int) -> None:
-        self.send_packet(Pubrel(pid))
+        """A resent PUBREL (session resume): in order behind held packets."""
+        self._send_ack(PUBREL, pid, 0)
 
     def send_disconnect(self, reason: int, text: str = "") -> None:
         """MQTT 5: tell the client why we close (code and reason string); MQTT 3 has no
