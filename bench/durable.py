@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 
-from s5 import connect, read_packets
+from s5 import connect, publish_retained, read_packets
 
 from ferrymq.protocol.codec import Decoder, encode, encode_publish
 from ferrymq.protocol.packets import (
@@ -86,15 +86,8 @@ def state(port: int, retained: int, sessions: int, messages: int, timeout: float
             got = read_packets(pub, dec, len(chunk), deadline)
             acked += sum(1 for p in got if isinstance(p, Puback))
             chunk.clear()
-    for i in range(retained):
-        chunk.append(
-            encode_publish(f"durret/{i // 1000}/{i % 1000}", payload, 0, True, False, 0, None, 4)
-        )
-        if len(chunk) == 1000:
-            pub.sendall(b"".join(chunk))
-            chunk.clear()
-    chunk.append(encode_publish("durret/sync", b"sync", 1, True, False, 1, None, 4))
-    pub.sendall(b"".join(chunk))
+    sync = encode_publish("durret/sync", b"sync", 1, True, False, 1, None, 4)
+    publish_retained(pub, retained, "durret", sync)
     done = any(isinstance(p, Puback) for p in read_packets(pub, dec, 1, deadline))
     pub.close()
     ok = done and acked == total

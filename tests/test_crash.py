@@ -353,21 +353,24 @@ def test_acknowledgement_waits_for_the_commit_only_when_durable(make_broker, uid
     assert "commit listener failed" not in b.log()
 
 
-def _persistent_sub(port: int, cid: str, topic: str) -> None:
-    s = RawClient(port, 4)
-    s.connect(cid, clean=False)
+def _qos2_setup(make_broker, uid: str, topic: str) -> tuple[Any, RawClient]:
+    """A broker, an offline persistent QoS 2 subscriber ``s-<uid>`` on ``topic``, and a
+    connected persistent publisher ``p-<uid>``."""
+    b = make_broker(*BROKER_ARGS)
+    s = RawClient(b.port, 4)
+    s.connect(f"s-{uid}", clean=False)
     s.subscribe(topic, 2)
     s.close()
+    p = RawClient(b.port, 4)
+    p.connect(f"p-{uid}", clean=False)
+    return b, p
 
 
 def test_qos2_pubrec_then_sigkill_keeps_the_message(make_broker, uid):
     """Defect 2: PUBLISH, PUBREC, SIGKILL at once; after the restart the resent PUBREL gets
     PUBCOMP and the message is there."""
-    b = make_broker(*BROKER_ARGS)
     topic = f"q2/{uid}"
-    _persistent_sub(b.port, f"s-{uid}", topic)
-    p = RawClient(b.port, 4)
-    p.connect(f"p-{uid}", clean=False)
+    b, p = _qos2_setup(make_broker, uid, topic)
     p.publish(topic, b"exactly once", 2, pid=1)
     assert p.expect(Pubrec).packet_id == 1
     assert b.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -385,11 +388,8 @@ def test_qos2_pubrec_then_sigkill_keeps_the_message(make_broker, uid):
 def test_qos2_reused_packet_id_after_sigkill_is_delivered(make_broker, uid):
     """Defect 3: a QoS 2 flow completes (PUBCOMP), SIGKILL at once; a new message with the
     same packet id after the restart is a new message, not a resend."""
-    b = make_broker(*BROKER_ARGS)
     topic = f"q2r/{uid}"
-    _persistent_sub(b.port, f"s-{uid}", topic)
-    p = RawClient(b.port, 4)
-    p.connect(f"p-{uid}", clean=False)
+    b, p = _qos2_setup(make_broker, uid, topic)
     p.publish(topic, b"first", 2, pid=7)
     p.expect(Pubrec)
     p.send(Pubrel(7))

@@ -20,7 +20,8 @@ event loop. Rules this file keeps:
   batch ``n`` now (group commit: whatever arrives while a commit runs goes
   into the next one), and the commit listener is told each requested batch
   number once it is committed, so acknowledgements can wait for durability.
-  A failed batch is reported with the first later batch that commits.
+  A failed batch is reported with the first later batch that commits (one
+  dropped after ``_GIVE_UP_AFTER`` too: its loss is logged as an error).
 * WAL mode; ``synchronous`` is NORMAL by default (a committed batch survives
   the process being killed, the last ones may be lost on power loss) or FULL
   (each commit is synced to disk, surviving power loss). Each batch is one
