@@ -491,3 +491,27 @@ def test_shutdown_publishes_wills_of_connected_clients(make_broker, uid):
     watcher.close()
     for c in (*clients, quiet):
         c.close()
+
+
+def test_will_of_a_session_that_ended_while_down_is_published(make_broker, uid):
+    """The session (expiry 1 s) ends while the broker is stopped: its pending will is due
+    at the latest then, so it is published as soon as the broker is back."""
+    b = make_broker(*BROKER_ARGS)
+    watcher = Receiver(f"w-{uid}")
+    watcher.connect(b.port, [f"will/{uid}"])
+    watcher.close()
+    c = RawClient(b.port, 5)
+    c.connect(
+        f"c-{uid}",
+        will=Will(f"will/{uid}", b"ended", 1, False, {"will_delay_interval": 30}),
+        properties={"session_expiry_interval": 1},
+    )
+    c.close()
+    time.sleep(0.2)
+    assert b.stop(signal.SIGTERM) == 0
+    time.sleep(1.2)
+    b.start()
+    watcher.connect(b.port)
+    watcher.drain({b"ended"}, timeout=5)
+    assert watcher.counts == Counter({b"ended": 1})
+    watcher.close()

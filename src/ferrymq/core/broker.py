@@ -145,10 +145,13 @@ class Broker:
         for client_id, data in store.load_sessions().items():
             expiry = int(data.get("expiry_interval", 0))
             gone_at = data.get("disconnected_at") or now
+            session = Session(self, client_id, expiry)
             if expiry == 0 or (expiry != 0xFFFFFFFF and gone_at + expiry <= now):
                 store.delete_session(client_id)
+                if data.get("will"):  # the session ended while the broker was down
+                    session.username = data.get("username")
+                    self._restore_will(session, data["will"], now, now)
                 continue
-            session = Session(self, client_id, expiry)
             session.created_at = data.get("created_at", now)
             session.disconnected_at = gone_at
             session.username = data.get("username")
