@@ -79,15 +79,12 @@ class Delivery:
             meta["i"] = list(self.sub_ids)
         return meta
 
-    @classmethod
-    def from_meta(cls, key: int, msg: Message, meta: dict[str, Any]) -> Delivery:
-        return cls(msg, *fields_from_meta(meta, msg.qos), key)
-
 
 def fields_from_meta(
     meta: dict[str, Any], qos: int
 ) -> tuple[int, bool, tuple[int, ...] | None, int, int]:
-    """(qos, retain, sub_ids, pid, state) of a stored meta, for ``Delivery(msg, *fields, key)``."""
+    """(qos, retain, sub_ids, pid, state) of a stored meta (the inverse of
+    ``Delivery.meta``), for ``Delivery(msg, *fields, key)``."""
     ids = meta.get("i")
     return (
         int(meta.get("q", qos)),
