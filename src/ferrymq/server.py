@@ -1,14 +1,19 @@
 """Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners.
 
-Start-up order is for short downtime: state first (with the garbage collector
-off, as it would only walk the objects being loaded), then the MQTT listeners,
-then the management API, whose imports (aiohttp) take longer than the rest.
+Start-up order is for short downtime: the sessions (without their messages),
+then the MQTT listeners, then the rest of the state in the background
+(``Broker.finish_restore``: retained messages and the sessions' messages; a
+client resuming a stored session waits for it), while the management API,
+whose imports (aiohttp) take longer than all the rest, is imported on a
+thread. The garbage collector is off until the restore is done, as it would
+only walk the objects being restored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import sys
@@ -36,24 +41,29 @@ async def serve(settings: Settings) -> None:
     broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None
     api: ApiServer | None = None
+    restore: asyncio.Task[None] | None = None
     try:
-        broker.load_state()
+        broker.load_state(defer=True)
         broker.start()
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()
         broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
-        from ferrymq.api.app import start_api
-
-        api = await start_api(broker)
-        _tune_gc()
-        if not settings.anonymous_allowed():
-            log.info("anonymous clients are refused (allow_anonymous is off)")
+        restore = asyncio.create_task(broker.finish_restore())
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
+        app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
+        api = await app.start_api(broker)
+        if not settings.anonymous_allowed():
+            log.info("anonymous clients are refused (allow_anonymous is off)")
+        await restore
+        _tune_gc()
         await stop.wait()
         log.info("shutting down")
     finally:
+        if restore is not None and not restore.done():
+            restore.cancel()  # what it had not restored yet is still in the database
         if api is not None:
             await api.stop()
         if listeners is not None:

@@ -123,23 +123,42 @@ class Broker:
         self.durable_writes = 0
         self._holding: list[Client] = []
         self._commit_wanted = 0
+        # Deferred restore (load_state(defer=True) until finish_restore): stored sessions
+        # whose messages are not back yet, the CONNECTs and retained deliveries waiting
+        # for them, and retained topics changed meanwhile (the stored value is older).
+        self.restoring = False
+        self._pending: dict[str, tuple[Session, int]] = {}  # with its highest stored key
+        self._deferred: list[tuple[Client, Any]] = []
+        self._retained_waiting: list[tuple[Session, Subscription]] = []
+        self._touched: set[str] = set()
         if self.ack_on_commit:
             assert store is not None
             store.set_commit_listener(partial(self.loop.call_soon_threadsafe, self._committed))
 
     # --- start-up and shutdown ----------------------------------------------
 
-    def load_state(self) -> None:
-        """Restore retained messages, persistent sessions and access data from the store."""
+    def load_state(self, defer: bool = False) -> None:
+        """Restore retained messages, persistent sessions and access data from the store.
+
+        With ``defer``, only what answering a CONNECT needs is loaded now (sessions with
+        their subscriptions, QoS 2 ids and wills; access data): retained messages and the
+        sessions' messages follow in :meth:`finish_restore`, run as a task once the
+        listeners are open. Until it is done, a CONNECT for a stored session waits, and
+        so do retained deliveries to new subscriptions.
+        """
         store = self.store
         if store is None:
             return
         now_mono = time.monotonic()
-        for msg in store.load_retained():
-            if not msg.expired(now_mono):
-                self.retained.set(msg)
         now = time.time()
-        messages = store.load_session_messages()
+        messages: dict[str, list[Any]] = {}
+        if defer:
+            keys = store.load_session_keys()
+            self.restoring = True
+        else:
+            self._restore_retained(store.load_retained())
+            messages = store.load_session_messages()
+            keys = {client_id: records[-1][0] for client_id, records in messages.items()}
         awaiting = store.load_awaiting_rel()
         parsed: dict[int, tuple[Any, ...]] = {}  # id(meta) -> Delivery fields
         for client_id, data in store.load_sessions().items():
@@ -172,21 +191,85 @@ class Broker:
                 )
                 self.router.add(sub)
                 session.subscriptions[sub.topic_filter] = sub
+            session.next_key = keys.get(client_id, 0) + 1
             records = messages.get(client_id)
             if records:
                 self._restore_deliveries(session, records, parsed)
             self.sessions[client_id] = session
+            if defer:
+                self._pending[client_id] = (session, keys.get(client_id, 0))
             self._schedule_expiry(session, remaining=gone_at + expiry - now)
             if data.get("will"):
                 self._restore_will(session, data["will"], data.get("will_due"), now)
-        for client_id in messages.keys() - self.sessions.keys():
+        for client_id in keys.keys() - self.sessions.keys():
             store.delete_session(client_id)
         self.load_access()
+        if not defer:
+            self._restored()
+
+    async def finish_restore(self) -> None:
+        """The deferred part of :meth:`load_state`: retained messages, then the sessions'
+        queued and inflight messages (read on the store's thread); then the CONNECTs and
+        retained deliveries that waited run."""
+        store = self.store
+        assert store is not None
+        try:
+            retained = await store.call(store.load_retained)
+            for start in range(0, len(retained), 10_000):
+                self._restore_retained(retained[start : start + 10_000], self._touched)
+                await asyncio.sleep(0)
+            del retained
+            messages = await store.call(store.load_session_messages)
+            parsed: dict[int, tuple[Any, ...]] = {}
+            for client_id, records in messages.items():
+                pending = self._pending.get(client_id)
+                if pending is None or self.sessions.get(client_id) is not pending[0]:
+                    continue
+                # Rows above the key stored at the start were written since: in memory.
+                last = pending[1]
+                if records[-1][0] > last:
+                    records = [r for r in records if r[0] <= last]
+                if records:
+                    self._restore_deliveries(pending[0], records, parsed)
+        except Exception:
+            log.exception("restoring stored messages failed")
+        finally:
+            self.restoring = False
+            self._pending = {}
+            self._touched = set()
+            waiting, self._retained_waiting = self._retained_waiting, []
+            for session, sub in waiting:
+                if session.subscriptions.get(sub.topic_filter) is sub:
+                    self._deliver_retained(session, sub)
+            deferred, self._deferred = self._deferred, []
+            for client, packet in deferred:
+                client.resume_connect(packet)
+            self._restored()
+
+    def _restored(self) -> None:
         log.info(
             "restored %d retained messages and %d persistent sessions",
             len(self.retained),
             len(self.sessions),
         )
+
+    def _restore_retained(self, messages: list[Message], skip: set[str] | None = None) -> None:
+        """Stored retained messages, unless expired or (``skip``) changed since the start."""
+        now = time.monotonic()
+        retained = self.retained
+        for msg in messages:
+            if not msg.expired(now) and (not skip or msg.topic not in skip):
+                retained.set(msg)
+
+    def defer_connect(self, client: Client, packet: Any, client_id: str) -> bool:
+        """During a deferred restore: hold a CONNECT that resumes a stored session (and
+        whatever the client sent after it) until the session's messages are back."""
+        if client_id not in self._pending:
+            return False
+        client.held_packets = []
+        client.transport.pause_reading()
+        self._deferred.append((client, packet))
+        return True
 
     @staticmethod
     def _restore_deliveries(
@@ -194,7 +277,7 @@ class Broker:
     ) -> None:
         """Queued and inflight messages of a restored session (records ordered by key).
         The store shares equal meta dicts, so each distinct one is parsed once."""
-        queue = session.queue
+        queued = []
         inflight = session.inflight
         for key, msg, meta in records:
             entry = parsed.get(id(meta))
@@ -204,8 +287,9 @@ class Broker:
             if d.pid and d.state != QUEUED:
                 inflight[d.pid] = d
             else:
-                queue.append(d)
-        session.next_key = max(session.next_key, records[-1][0] + 1)
+                queued.append(d)
+        # Ahead of what a deferred restore queued meanwhile (keys above the stored ones).
+        session.queue.extendleft(reversed(queued))
 
     def _restore_will(self, session: Session, text: str, due: float | None, now: float) -> None:
         """Schedule a stored will; one whose client was still connected (a crash) is due
@@ -525,6 +609,8 @@ class Broker:
         if not self.settings.retain_available:
             return
         durable = self.store is not None and not msg.topic.startswith("$SYS/")
+        if self.restoring:
+            self._touched.add(msg.topic)
         if msg.payload:
             if self.retained.set(msg):
                 self.metrics["messages.retained"] += 1
@@ -607,6 +693,9 @@ class Broker:
         return codes, deliveries
 
     def _deliver_retained(self, session: Session, sub: Subscription) -> None:
+        if self.restoring:
+            self._retained_waiting.append((session, sub))
+            return
         ident = sub.identifier
         ids = (ident,) if ident else None
         sub_qos = sub.qos

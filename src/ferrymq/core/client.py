@@ -117,6 +117,7 @@ class Client:
         "out_size",
         "send_window",
         "held",
+        "held_packets",
         "max_packet_out",
         "alias_max_in",
         "aliases_in",
@@ -172,6 +173,8 @@ class Client:
         self.send_window = settings.max_inflight
         # Acknowledgements waiting for a store commit: [batch, bytes, bytes ...] in order.
         self.held: list[list[Any]] = []
+        # Packets after a CONNECT that waits for the restore (Broker.defer_connect).
+        self.held_packets: list[Packet] | None = None
         self.max_packet_out = 0  # client's maximum packet size (0: no limit)
         self.alias_max_in = 0
         self.aliases_in: dict[int, str] = {}
@@ -215,6 +218,9 @@ class Client:
                 if self.closing:
                     return
                 if not connected and packet.type != CONNECT:
+                    if self.held_packets is not None:  # the CONNECT waits for the restore
+                        self.held_packets.append(packet)
+                        continue
                     return self._protocol_error(rc.PROTOCOL_ERROR, "packet before CONNECT")
                 metrics[_RECV_KEYS[packet.type]] += 1
                 handlers[packet.type](self, packet)
@@ -519,9 +525,29 @@ class Client:
 
     # --- CONNECT ----------------------------------------------------------
 
+    def resume_connect(self, packet: Packet) -> None:
+        """The restore is done: handle the CONNECT that waited, then what came after it."""
+        held = self.held_packets or []
+        self.held_packets = None
+        if self.closing:
+            return
+        self._on_connect(packet)
+        metrics = self.broker.metrics
+        for p in held:
+            if self.closing or not self.connected:
+                return
+            metrics[_RECV_KEYS[p.type]] += 1
+            _HANDLERS[p.type](self, p)
+        if not self.closing:
+            self.transport.resume_reading()
+
     def _on_connect(self, packet: Packet) -> None:
         assert isinstance(packet, Connect)
         broker = self.broker
+        if broker.restoring and broker.defer_connect(
+            self, packet, packet.client_id if self.cert_clientid is None else self.cert_clientid
+        ):
+            return
         settings = broker.settings
         metrics = broker.metrics
         metrics["client.connect"] += 1

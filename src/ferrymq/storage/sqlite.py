@@ -313,6 +313,9 @@ class SqliteStore:
     def load_awaiting_rel(self) -> dict[str, list[int]]:
         return self._run(_load_awaiting_rel)
 
+    def load_session_keys(self) -> dict[str, int]:
+        return self._run(_load_session_keys)
+
     # --- admin data ---
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -692,6 +695,11 @@ def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMe
     return out
 
 
+def _load_session_keys(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT client_id, max(key) FROM session_messages GROUP BY client_id")
+    return dict(rows.fetchall())
+
+
 def _load_awaiting_rel(conn: sqlite3.Connection) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for cid, pid in conn.execute("SELECT client_id, packet_id FROM awaiting_rel"):
@@ -854,6 +862,7 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "load_sessions": _load_sessions,
     "load_session_messages": _load_session_messages,
     "load_awaiting_rel": _load_awaiting_rel,
+    "load_session_keys": _load_session_keys,
     "add_app": _add_app,
     "get_app": _get_app,
     "list_apps": _list_apps,

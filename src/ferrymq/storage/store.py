@@ -103,6 +103,9 @@ class Store(Protocol):
     def load_awaiting_rel(self) -> dict[str, list[int]]:
         """Per client id, the incoming QoS 2 packet ids still awaiting PUBREL."""
 
+    def load_session_keys(self) -> dict[str, int]:
+        """Per client id with stored messages, the highest message key (cheap: an index scan)."""
+
     # --- admin data ---
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one of the synchronous methods without blocking the event loop."""
