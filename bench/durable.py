@@ -14,8 +14,8 @@ it all. It prints one JSON line.
 
 ``probe`` is started by the driver before it stops the broker: once the port
 is closed it connects until a CONNACK comes (and prints when, wall clock),
-then resumes session ``dur-0`` (acknowledging its queued messages, which it
-counts) and checks one retained message.
+then resumes session ``dur-0`` (when its CONNACK came, too; acknowledging its
+queued messages, which it counts) and checks one retained message.
 
 Plain blocking sockets and pre-encoded packets, as in s5.py.
 """
@@ -132,6 +132,7 @@ def probe(port: int, messages: int, timeout: float) -> int:
         print(json.dumps(result), flush=True)
         return 1
     sock, present, packets = _session(port, "dur-0", timeout)
+    result["resumed_at"] = time.time()  # the CONNACK of a stored session
     got = _ack_all(sock, packets)
     dec = Decoder(server=False, version=4)
     while got < messages:

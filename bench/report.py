@@ -145,6 +145,7 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S6d", "S6d the same with durability batched: msg/s", "recv_rate", None),
     ("S7", "S7 SIGTERM restart, 100k retained, 1k x 100 queued: downtime s", "downtime_s", "lower"),
     ("S7", "S7 of which shutdown, s", "shutdown_s", "lower"),
+    ("S7", "S7 SIGTERM to the CONNACK of a stored session, s", "resume_s", "lower"),
     ("S7", "S7 broker RSS before the restart, KiB", "broker_rss_before_kb", None),
     ("S7", "S7 broker RSS after the restart, KiB", "broker_rss_kb", "lower"),
 ]

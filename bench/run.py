@@ -235,7 +235,9 @@ class Campaign:
         d: dict[str, Any] = json.loads(lines[-1]) if lines else {"status": "probe_failed"}
         time.sleep(1.0)
         up = d.get("up_at")
+        resumed = d.get("resumed_at")
         d.update(
+            resume_s=round(resumed - stopped, 3) if resumed else None,
             label="S7",
             state=built,
             shutdown_s=round(exited - stopped, 3),

@@ -1,12 +1,13 @@
 """Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners.
 
-Start-up order is for short downtime: the sessions (without their messages),
-then the MQTT listeners, then the rest of the state in the background
-(``Broker.finish_restore``: retained messages and the sessions' messages; a
-client resuming a stored session waits for it), while the management API,
-whose imports (aiohttp) take longer than all the rest, is imported on a
-thread. The garbage collector is off until the restore is done, as it would
-only walk the objects being restored.
+Start-up is ordered for a short restart: the sessions (without their
+messages), then the MQTT listeners, then the rest of the state in the
+background (``Broker.finish_restore``: the sessions' messages, which a client
+resuming a stored session waits for, then the retained messages). The
+management API, whose imports (aiohttp) take longer than all the rest, is
+imported on a thread once the sessions are complete. The garbage collector
+is off until the restore is done, as it would only walk the objects being
+restored.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ async def serve(settings: Settings) -> None:
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()
         broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
-        restore = asyncio.create_task(broker.finish_restore())
+        sessions_back: asyncio.Future[None] = loop.create_future()
+        restore = asyncio.create_task(broker.finish_restore(sessions_back))
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
         # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
         app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
         api = await app.start_api(broker)

@@ -207,18 +207,14 @@ class Broker:
         if not defer:
             self._restored()
 
-    async def finish_restore(self) -> None:
-        """The deferred part of :meth:`load_state`: retained messages, then the sessions'
-        queued and inflight messages (read on the store's thread); then the CONNECTs and
-        retained deliveries that waited run."""
+    async def finish_restore(self, sessions_back: asyncio.Future[None] | None = None) -> None:
+        """The deferred part of :meth:`load_state`, read on the store's thread: first the
+        sessions' queued and inflight messages (then the CONNECTs that waited for them
+        run, and ``sessions_back`` is resolved), then the retained messages (then the
+        retained deliveries that waited)."""
         store = self.store
         assert store is not None
         try:
-            retained = await store.call(store.load_retained)
-            for start in range(0, len(retained), 10_000):
-                self._restore_retained(retained[start : start + 10_000], self._touched)
-                await asyncio.sleep(0)
-            del retained
             messages = await store.call(store.load_session_messages)
             parsed: dict[int, tuple[Any, ...]] = {}
             for client_id, records in messages.items():
@@ -231,19 +227,29 @@ class Broker:
                     records = [r for r in records if r[0] <= last]
                 if records:
                     self._restore_deliveries(pending[0], records, parsed)
+            del messages
         except Exception:
-            log.exception("restoring stored messages failed")
+            log.exception("restoring stored session messages failed")
+        self._pending = {}
+        deferred, self._deferred = self._deferred, []
+        for client, packet in deferred:
+            client.resume_connect(packet)
+        if sessions_back is not None and not sessions_back.done():
+            sessions_back.set_result(None)
+        try:
+            retained = await store.call(store.load_retained)
+            for start in range(0, len(retained), 10_000):
+                self._restore_retained(retained[start : start + 10_000], self._touched)
+                await asyncio.sleep(0)
+        except Exception:
+            log.exception("restoring stored retained messages failed")
         finally:
             self.restoring = False
-            self._pending = {}
             self._touched = set()
             waiting, self._retained_waiting = self._retained_waiting, []
             for session, sub in waiting:
                 if session.subscriptions.get(sub.topic_filter) is sub:
                     self._deliver_retained(session, sub)
-            deferred, self._deferred = self._deferred, []
-            for client, packet in deferred:
-                client.resume_connect(packet)
             self._restored()
 
     def _restored(self) -> None:
