@@ -435,10 +435,11 @@ def test_qos2_pubrel_sent_state_survives_sigkill(make_broker, uid):
     s.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_delayed_will_survives_restart(make_broker, uid, sig):
-    """Defect 5: session expiry 6 s, will delay 2 s, the connection drops, the broker is
-    stopped (or killed) at once and started again: the will is published at its time."""
+def _dropped_with_will(
+    make_broker, uid: str, payload: bytes, delay: int, expiry: int
+) -> tuple[Any, Receiver]:
+    """A broker, an offline persistent watcher of ``will/<uid>``, and an MQTT 5 client
+    whose connection dropped with that will pending (``delay``, session ``expiry``)."""
     b = make_broker(*BROKER_ARGS)
     watcher = Receiver(f"w-{uid}")
     watcher.connect(b.port, [f"will/{uid}"])
@@ -446,10 +447,18 @@ def test_delayed_will_survives_restart(make_broker, uid, sig):
     c = RawClient(b.port, 5)
     c.connect(
         f"c-{uid}",
-        will=Will(f"will/{uid}", b"gone", 1, False, {"will_delay_interval": 2}),
-        properties={"session_expiry_interval": 6},
+        will=Will(f"will/{uid}", payload, 1, False, {"will_delay_interval": delay}),
+        properties={"session_expiry_interval": expiry},
     )
     c.close()
+    return b, watcher
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_delayed_will_survives_restart(make_broker, uid, sig):
+    """Defect 5: session expiry 6 s, will delay 2 s, the connection drops, the broker is
+    stopped (or killed) at once and started again: the will is published at its time."""
+    b, watcher = _dropped_with_will(make_broker, uid, b"gone", delay=2, expiry=6)
     dropped_at = time.monotonic()
     time.sleep(0.2)  # the broker noticed the drop (and, for SIGKILL, stored it)
     b.stop(sig)
@@ -496,17 +505,7 @@ def test_shutdown_publishes_wills_of_connected_clients(make_broker, uid):
 def test_will_of_a_session_that_ended_while_down_is_published(make_broker, uid):
     """The session (expiry 1 s) ends while the broker is stopped: its pending will is due
     at the latest then, so it is published as soon as the broker is back."""
-    b = make_broker(*BROKER_ARGS)
-    watcher = Receiver(f"w-{uid}")
-    watcher.connect(b.port, [f"will/{uid}"])
-    watcher.close()
-    c = RawClient(b.port, 5)
-    c.connect(
-        f"c-{uid}",
-        will=Will(f"will/{uid}", b"ended", 1, False, {"will_delay_interval": 30}),
-        properties={"session_expiry_interval": 1},
-    )
-    c.close()
+    b, watcher = _dropped_with_will(make_broker, uid, b"ended", delay=30, expiry=1)
     time.sleep(0.2)
     assert b.stop(signal.SIGTERM) == 0
     time.sleep(1.2)
