@@ -50,7 +50,7 @@ async def test_deferred_restore_keeps_order_and_newer_state(tmp_path: Path) -> N
     store.open()
     try:
         broker = _broker(store)
-        broker.load_state(defer=True)
+        broker.load_state()
         assert broker.restoring and len(broker.retained) == 0
         # While restoring: a new message for the offline session, a retained change,
         # a CONNECT resuming the session with a SUBSCRIBE right behind it, and a new

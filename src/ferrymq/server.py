@@ -44,7 +44,7 @@ async def serve(settings: Settings) -> None:
     api: ApiServer | None = None
     restore: asyncio.Task[None] | None = None
     try:
-        broker.load_state(defer=True)
+        broker.load_state()
         broker.start()
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()

@@ -123,7 +123,7 @@ class Broker:
         self.durable_writes = 0
         self._holding: list[Client] = []
         self._commit_wanted = 0
-        # Deferred restore (load_state(defer=True) until finish_restore): stored sessions
+        # Restore in two steps (load_state, then finish_restore): stored sessions
         # whose messages are not back yet, the CONNECTs and retained deliveries waiting
         # for them, and retained topics changed meanwhile (the stored value is older).
         self.restoring = False
@@ -137,30 +137,22 @@ class Broker:
 
     # --- start-up and shutdown ----------------------------------------------
 
-    def load_state(self, defer: bool = False) -> None:
-        """Restore retained messages, persistent sessions and access data from the store.
+    def load_state(self) -> None:
+        """Restore from the store what answering a CONNECT needs: persistent sessions with
+        their subscriptions, QoS 2 ids and wills, and access data.
 
-        With ``defer``, only what answering a CONNECT needs is loaded now (sessions with
-        their subscriptions, QoS 2 ids and wills; access data): retained messages and the
-        sessions' messages follow in :meth:`finish_restore`, run as a task once the
-        listeners are open. Until it is done, a CONNECT for a stored session waits, and
-        so do retained deliveries to new subscriptions.
+        Retained messages and the sessions' messages follow in :meth:`finish_restore`,
+        run as a task once the listeners are open. Until it is done, a CONNECT for a
+        stored session waits, and so do retained deliveries to new subscriptions.
         """
         store = self.store
         if store is None:
             return
         now_mono = time.monotonic()
         now = time.time()
-        messages: dict[str, list[Any]] = {}
-        if defer:
-            keys = store.load_session_keys()
-            self.restoring = True
-        else:
-            self._restore_retained(store.load_retained())
-            messages = store.load_session_messages()
-            keys = {client_id: records[-1][0] for client_id, records in messages.items()}
+        keys = store.load_session_keys()
+        self.restoring = True
         awaiting = store.load_awaiting_rel()
-        parsed: dict[int, tuple[Any, ...]] = {}  # id(meta) -> Delivery fields
         for client_id, data in store.load_sessions().items():
             expiry = int(data.get("expiry_interval", 0))
             gone_at = data.get("disconnected_at") or now
@@ -192,20 +184,14 @@ class Broker:
                 self.router.add(sub)
                 session.subscriptions[sub.topic_filter] = sub
             session.next_key = keys.get(client_id, 0) + 1
-            records = messages.get(client_id)
-            if records:
-                self._restore_deliveries(session, records, parsed)
             self.sessions[client_id] = session
-            if defer:
-                self._pending[client_id] = (session, keys.get(client_id, 0))
+            self._pending[client_id] = (session, keys.get(client_id, 0))
             self._schedule_expiry(session, remaining=gone_at + expiry - now)
             if data.get("will"):
                 self._restore_will(session, data["will"], data.get("will_due"), now)
         for client_id in keys.keys() - self.sessions.keys():
             store.delete_session(client_id)
         self.load_access()
-        if not defer:
-            self._restored()
 
     async def finish_restore(self, sessions_back: asyncio.Future[None] | None = None) -> None:
         """The deferred part of :meth:`load_state`, read on the store's thread: first the
@@ -250,25 +236,22 @@ class Broker:
             for session, sub in waiting:
                 if session.subscriptions.get(sub.topic_filter) is sub:
                     self._deliver_retained(session, sub)
-            self._restored()
+            log.info(
+                "restored %d retained messages and %d persistent sessions",
+                len(self.retained),
+                len(self.sessions),
+            )
 
-    def _restored(self) -> None:
-        log.info(
-            "restored %d retained messages and %d persistent sessions",
-            len(self.retained),
-            len(self.sessions),
-        )
-
-    def _restore_retained(self, messages: list[Message], skip: set[str] | None = None) -> None:
-        """Stored retained messages, unless expired or (``skip``) changed since the start."""
+    def _restore_retained(self, messages: list[Message], skip: set[str]) -> None:
+        """Stored retained messages, unless expired or changed since the start (``skip``)."""
         now = time.monotonic()
         retained = self.retained
         for msg in messages:
-            if not msg.expired(now) and (not skip or msg.topic not in skip):
+            if not msg.expired(now) and msg.topic not in skip:
                 retained.set(msg)
 
     def defer_connect(self, client: Client, packet: Any, client_id: str) -> bool:
-        """During a deferred restore: hold a CONNECT that resumes a stored session (and
+        """While restoring: hold a CONNECT that resumes a stored session (and
         whatever the client sent after it) until the session's messages are back."""
         if client_id not in self._pending:
             return False
@@ -281,8 +264,9 @@ class Broker:
     def _restore_deliveries(
         session: Session, records: list[Any], parsed: dict[int, tuple[Any, ...]]
     ) -> None:
-        """Queued and inflight messages of a restored session (records ordered by key).
-        The store shares equal meta dicts, so each distinct one is parsed once."""
+        """Queued and inflight messages of a restored session (records ordered by key),
+        ahead of any queued since the start. The store shares equal meta dicts, so each
+        distinct one is parsed once."""
         queued = []
         inflight = session.inflight
         for key, msg, meta in records:
@@ -294,7 +278,6 @@ class Broker:
                 inflight[d.pid] = d
             else:
                 queued.append(d)
-        # Ahead of what a deferred restore queued meanwhile (keys above the stored ones).
         session.queue.extendleft(reversed(queued))
 
     def _restore_will(self, session: Session, text: str, due: float | None, now: float) -> None:
