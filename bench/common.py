@@ -88,10 +88,14 @@ class BrokerSpec:
     port: int
     version: str = ""
     data_dir: Path | None = None
+    flags: list[str] = field(default_factory=list)  # extra ferrymq flags
+    persist: bool = False  # Mosquitto: persistence on (ferrymq always persists)
 
-    def command(self) -> list[str]:
+    def command(self, reuse: bool = False) -> list[str]:
+        """The command line; ``reuse`` keeps the data directory of the last start."""
         if self.name == "ferrymq":
-            self.data_dir = Path(tempfile.mkdtemp(prefix="ferrymq-bench-", dir=WORK))
+            if not reuse or self.data_dir is None:
+                self.data_dir = Path(tempfile.mkdtemp(prefix="ferrymq-bench-", dir=WORK))
             return [
                 sys.executable,
                 "-m",
@@ -104,7 +108,17 @@ class BrokerSpec:
                 "--log-level",
                 "warning",
                 *ferrymq_extra_flags(),
+                *self.flags,
             ]
+        if self.name == "mosquitto" and self.persist:
+            if not reuse or self.data_dir is None:
+                self.data_dir = Path(tempfile.mkdtemp(prefix="mosquitto-bench-", dir=WORK))
+                self.data_dir.chmod(0o777)  # started as root, Mosquitto writes as its own user
+                conf = (BENCH / "configs" / "mosquitto-persist.conf").read_text()
+                (self.data_dir / "mosquitto.conf").write_text(
+                    conf + f"persistence_location {self.data_dir}/\n"
+                )
+            return [MOSQUITTO, "-c", str(self.data_dir / "mosquitto.conf")]
         if self.name == "mosquitto":
             return [MOSQUITTO, "-c", str(BENCH / "configs" / "mosquitto.conf")]
         if self.name == "amqtt":
@@ -160,17 +174,20 @@ def versions() -> dict[str, str]:
     mosq = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, check=False)
     first = (mosq.stdout or mosq.stderr).splitlines()
     out["mosquitto"] = first[0].split()[-1] if first else "?"
-    pip = subprocess.run(
-        [
-            str(AMQTT_VENV / "bin" / "python"),
-            "-c",
-            "import importlib.metadata as m;print(m.version('amqtt'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    out["amqtt"] = pip.stdout.strip() or "?"
+    try:
+        pip = subprocess.run(
+            [
+                str(AMQTT_VENV / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m;print(m.version('amqtt'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out["amqtt"] = pip.stdout.strip() or "?"
+    except OSError:  # not installed: a run without amqtt
+        out["amqtt"] = "-"
     return out
 
 
@@ -239,18 +256,23 @@ class RunningBroker:
         return self.proc.pid
 
 
-def start_broker(spec: BrokerSpec) -> RunningBroker:
-    if port_open(spec.port):
-        raise RuntimeError(f"port {spec.port} is already in use; stop what listens there")
+def spawn_broker(spec: BrokerSpec, reuse: bool = False) -> subprocess.Popen[bytes]:
+    """Start the broker process pinned to BROKER_CPU, without waiting for it."""
     WORK.mkdir(parents=True, exist_ok=True)
-    log_path = WORK / f"{spec.name}.log"
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(
-            ["taskset", "-c", BROKER_CPU, *spec.command()],
+    with open(WORK / f"{spec.name}.log", "ab") as logf:
+        return subprocess.Popen(
+            ["taskset", "-c", BROKER_CPU, *spec.command(reuse)],
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+def start_broker(spec: BrokerSpec) -> RunningBroker:
+    if port_open(spec.port):
+        raise RuntimeError(f"port {spec.port} is already in use; stop what listens there")
+    proc = spawn_broker(spec)
+    log_path = WORK / f"{spec.name}.log"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

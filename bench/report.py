@@ -137,7 +137,21 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S5b", "S5b retained messages received", "received", None),
     ("S5b", "S5b time to publish them (until PUBACK behind), s", "load_s", "lower"),
     ("S5b", "S5b broker RSS holding them, KiB", "broker_rss_kb", None),
+    ("S6a", "S6a QoS 1 to persistent subs, 2,000 msg/s, acked: p50 ms", "lat_ms.p50", "lower"),
+    ("S6a", "S6a latency p99 ms", "lat_ms.p99", "lower"),
+    ("S6b", "S6b the same with durability batched: p50 ms", "lat_ms.p50", None),
+    ("S6b", "S6b latency p99 ms", "lat_ms.p99", None),
+    ("S6c", "S6c QoS 1 to persistent subscribers unlimited, acked: msg/s", "recv_rate", "higher"),
+    ("S6d", "S6d the same with durability batched: msg/s", "recv_rate", None),
+    ("S7", "S7 SIGTERM restart, 100k retained, 1k x 100 queued: downtime s", "downtime_s", "lower"),
+    ("S7", "S7 of which shutdown, s", "shutdown_s", "lower"),
+    ("S7", "S7 SIGTERM to the CONNACK of a stored session, s", "resume_s", "lower"),
+    ("S7", "S7 broker RSS before the restart, KiB", "broker_rss_before_kb", None),
+    ("S7", "S7 broker RSS after the restart, KiB", "broker_rss_kb", "lower"),
 ]
+
+
+DURABILITY = ("S6a", "S6b", "S6c", "S6d", "S7")
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -213,6 +227,17 @@ def targets(res: Results) -> list[str]:
     if s5b:
         ok = statistics.median(s5b) < 5.0 and min(got or [0]) >= 100000
         add("S5b 100,000 retained delivered in < 5 s", f"{fmt(statistics.median(s5b))} s", ok)
+    down = res.median("S7", f, "downtime_s")
+    if down is not None:
+        add("S7 SIGTERM restart downtime < 0.3 s with the state", f"{fmt(down)} s", down < 0.3)
+    before = res.median("S7", f, "broker_rss_before_kb")
+    after = res.median("S7", f, "broker_rss_kb")
+    if before and after:
+        add(
+            "S7 memory after the restart no higher than before",
+            f"{fmt(before / 1024)} → {fmt(after / 1024)} MiB",
+            after <= before,
+        )
     peak = res.median("S1", f, "rss_peak_kb")
     if peak is not None:
         add(
@@ -244,7 +269,7 @@ def noise(res: Results) -> list[str]:
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for b in res.brokers:
-        for scen in ("S1", "S2", "S3a", "S3b", "S4", "S5a", "S5b"):
+        for scen in ("S1", "S2", "S3a", "S3b", "S4", "S5a", "S5b", *DURABILITY):
             runs = res.groups.get((scen, b))
             if not runs:
                 continue
@@ -299,7 +324,9 @@ def render(rows: list[Row], source: str) -> str:
         f"generator on CPU {m.get('gen_cpu')}.",
         f"- Brokers: ferrymq {v.get('ferrymq')} (Python {v.get('python')}, uvloop "
         f"{v.get('uvloop')}), Mosquitto {v.get('mosquitto')}, amqtt {v.get('amqtt')}.",
-        f"- Load generator: mqttbench (C, epoll); S5 helpers: bench/s5.py. "
+        f"- Load generator: mqttbench (C, epoll); S5 helpers: bench/s5.py; S6: "
+        f"`ferrymq bench` (mqttbench has no persistent sessions); S7: bench/durable.py. "
+        f"Mosquitto runs S6 and S7 with persistence on. "
         f"Rounds: {res.meta.get('rounds')}, brokers alternated, a fresh broker for every "
         f"measurement; S2 knees (publisher msg/s): {knees or '-'}.",
         f"- Raw data: `{source}`"

@@ -1,7 +1,8 @@
 """Run the benchmark: ferrymq, Mosquitto and amqtt side by side, one after the other.
 
 usage: python bench/run.py [--rounds 3] [--quick] [--brokers ferrymq,mosquitto,amqtt]
-                           [--scenarios S1,S2,S3a,S3b,S4,S5a,S5b] [--soak 300]
+                           [--scenarios S1,S2,S3a,S3b,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7]
+                           [--soak 300]
 
 Each measurement starts its broker fresh, pinned to BROKER_CPU (default 1),
 with the C load generator pinned to GEN_CPU (default 0), and stops it by pid
@@ -20,6 +21,7 @@ GEN_CPU, BROKER_CPU, BENCH_WORK, FERRYMQ_BENCH_FLAGS (extra broker flags).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -46,6 +48,7 @@ from common import (
     machine,
     read_rss_kb,
     run_mqttbench,
+    spawn_broker,
     start_broker,
     stop_broker,
     versions,
@@ -56,6 +59,18 @@ MAX_RERUNS = 6
 SWEEP_START = 100
 SWEEP_STEPS = 10
 S5_TIMEOUT = {"amqtt": 40.0}  # amqtt needs minutes for 100k subscriptions; cap its attempt
+# Durability scenarios: ferrymq flags, and whether Mosquitto (persistence on) runs it too.
+# S6a-d: QoS 1 to 10 persistent subscribers (10 publisher/subscriber pairs, 64 B);
+# S7: SIGTERM restart with 100,000 retained messages and 1,000 sessions x 100 messages.
+DURABLE: dict[str, tuple[list[str], bool]] = {
+    "S6a": (["--durability", "acked"], True),
+    "S6b": (["--durability", "batched"], False),
+    "S6c": (["--durability", "acked"], True),
+    "S6d": (["--durability", "batched"], False),
+    "S7": ([], True),
+}
+S6_INTERVAL_MS = {"S6a": "5", "S6b": "5", "S6c": "0", "S6d": "0"}  # 5 ms: 2,000 msg/s in all
+S6_SECONDS = 8
 
 
 class Campaign:
@@ -113,8 +128,14 @@ class Campaign:
 
     def measure(self, name: str, scen: str, rnd: int) -> dict[str, Any]:
         extra = {"broker": name, "phase": "round", "round": rnd, "scenario": scen}
+        spec = BROKERS[name]
+        if scen in DURABLE:
+            flags, with_mosquitto = DURABLE[scen]
+            if name == "amqtt" or (name == "mosquitto" and not with_mosquitto):
+                return {}
+            spec = dataclasses.replace(spec, flags=flags, persist=True)
         for attempt in (1, 2):
-            broker = start_broker(BROKERS[name])
+            broker = start_broker(spec)
             try:
                 d = self._run(broker, scen)
                 d["broker_alive_after"] = broker.proc.poll() is None
@@ -139,7 +160,93 @@ class Campaign:
             return self._s5_routing(broker)
         if scen == "S5b":
             return self._s5_retained(broker)
+        if scen in S6_INTERVAL_MS:
+            return self._durable_qos1(broker, scen)
+        if scen == "S7":
+            return self._restart(broker)
         raise ValueError(scen)
+
+    def _durable_qos1(self, broker: RunningBroker, scen: str) -> dict[str, Any]:
+        """QoS 1 from 10 publishers to 10 persistent subscribers, with ``ferrymq bench``
+        (mqttbench has no persistent sessions), pinned to the generator's CPU."""
+        gen = ["taskset", "-c", GEN_CPU, sys.executable, "-m", "ferrymq", "bench"]
+        common = ["-p", str(broker.spec.port), "-c", "10", "-q", "1", "-t", "dur/%i"]
+        common += ["-w", "1", "--json", "--quiet", "--connect-timeout", "20"]
+        sub = subprocess.Popen(
+            [*gen, "sub", *common, "--no-clean", "-d", str(S6_SECONDS + 5)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2.0)  # subscribers connected and subscribed
+        sampler = RssSampler(broker.pid)
+        sampler.start()
+        rate = ["-I", S6_INTERVAL_MS[scen], "-s", "64", "-d", str(S6_SECONDS)]
+        pub = subprocess.run(
+            [*gen, "pub", *common, *rate],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=S6_SECONDS + 60,
+        )
+        out, _ = sub.communicate(timeout=S6_SECONDS + 60)
+        rss = sampler.stop()
+        try:
+            p = json.loads(pub.stdout.strip().splitlines()[-1])
+            s = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            return {"label": scen, "status": "generator_failed"}
+        ok = not p.get("failed") and not s.get("failed") and s["received"] >= p["acked"]
+        return {
+            "label": scen,
+            "status": "ok" if ok else "lost",
+            "recv_rate": s.get("recv_rate"),
+            "pub_rate": p.get("acked_rate"),
+            "lat_ms": s.get("lat_ms"),
+            "sent": p.get("sent"),
+            "acked": p.get("acked"),
+            "received": s.get("received"),
+            "rss_peak_kb": max(rss) if rss else None,
+        }
+
+    def _restart(self, broker: RunningBroker) -> dict[str, Any]:
+        """Build the state, SIGTERM the broker, start it again on the same data: downtime
+        until a CONNACK, and memory before and after."""
+        helper = ["taskset", "-c", GEN_CPU, sys.executable, str(BENCH / "durable.py")]
+        port = ["--port", str(broker.spec.port)]
+        r = subprocess.run(
+            [*helper, "state", *port], capture_output=True, text=True, check=False, timeout=600
+        )
+        lines = r.stdout.strip().splitlines()
+        built = json.loads(lines[-1]) if lines else {"status": "helper_failed"}
+        if built.get("status") != "ok":
+            return {"label": "S7", "status": f"state_{built.get('status')}", "state": built}
+        time.sleep(2.0)  # let the broker settle (and commit) before measuring
+        rss_before = read_rss_kb(broker.pid)
+        probe = subprocess.Popen([*helper, "probe", *port], stdout=subprocess.PIPE, text=True)
+        assert probe.stdout is not None
+        probe.stdout.readline()  # the probe runs
+        stopped = time.time()
+        broker.proc.terminate()
+        broker.proc.wait(timeout=60)
+        exited = time.time()
+        broker.proc = spawn_broker(broker.spec, reuse=True)
+        out, _ = probe.communicate(timeout=180)
+        lines = out.strip().splitlines()
+        d: dict[str, Any] = json.loads(lines[-1]) if lines else {"status": "probe_failed"}
+        time.sleep(1.0)
+        up = d.get("up_at")
+        resumed = d.get("resumed_at")
+        d.update(
+            resume_s=round(resumed - stopped, 3) if resumed else None,
+            label="S7",
+            state=built,
+            shutdown_s=round(exited - stopped, 3),
+            downtime_s=round(up - stopped, 3) if up else None,
+            startup_s=round(up - exited, 3) if up else None,
+            broker_rss_before_kb=rss_before,
+            broker_rss_kb=read_rss_kb(broker.pid),
+        )
+        return d
 
     def _s5_routing(self, broker: RunningBroker) -> dict[str, Any]:
         """Hold 100,000 subscriptions, then run S1 next to them."""
@@ -258,7 +365,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one round, no reruns")
     ap.add_argument("--brokers", default="ferrymq,mosquitto,amqtt")
-    ap.add_argument("--scenarios", default="S1,S2,S3a,S3b,S4,S5a,S5b")
+    ap.add_argument("--scenarios", default="S1,S2,S3a,S3b,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7")
     ap.add_argument("--soak", type=int, default=0, help="seconds of ferrymq soak (0: none)")
     ap.add_argument("--s2-rate", action="append", default=[], help="broker=rate: skip its sweep")
     ap.add_argument("--out", type=Path, default=BENCH / "results")

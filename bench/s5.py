@@ -146,21 +146,28 @@ def count_publishes(buf: bytes, pos: int) -> tuple[int, int]:
     return count, pos
 
 
-def retained(port: int, count: int, timeout: float) -> int:
-    result: dict = {"count": count}
+def publish_retained(sock: socket.socket, count: int, prefix: str, sync: bytes) -> None:
+    """``count`` retained QoS 0 messages of 64 bytes on ``<prefix>/<i // 1000>/<i % 1000>``,
+    1,000 per write, then ``sync`` (a packet whose acknowledgement says all arrived)."""
     payload = bytes(64)
-    t0 = time.monotonic()
-    pub, dec = connect(port, f"s5ret-pub-{os.getpid()}", timeout)
     chunk = []
     for i in range(count):
         chunk.append(
-            encode_publish(f"retained/{i // 1000}/{i % 1000}", payload, 0, True, False, 0, None, 4)
+            encode_publish(f"{prefix}/{i // 1000}/{i % 1000}", payload, 0, True, False, 0, None, 4)
         )
         if len(chunk) == 1000:
-            pub.sendall(b"".join(chunk))
+            sock.sendall(b"".join(chunk))
             chunk.clear()
-    chunk.append(encode_publish("s5/sync", b"sync", 1, False, False, 1, None, 4))
-    pub.sendall(b"".join(chunk))
+    chunk.append(sync)
+    sock.sendall(b"".join(chunk))
+
+
+def retained(port: int, count: int, timeout: float) -> int:
+    result: dict = {"count": count}
+    t0 = time.monotonic()
+    pub, dec = connect(port, f"s5ret-pub-{os.getpid()}", timeout)
+    sync = encode_publish("s5/sync", b"sync", 1, False, False, 1, None, 4)
+    publish_retained(pub, count, "retained", sync)
     acks = read_packets(pub, dec, 1, t0 + timeout)
     result["load_s"] = round(time.monotonic() - t0, 3)
     if not any(isinstance(a, Puback) for a in acks):

@@ -74,10 +74,25 @@ class BrokerProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_port(self.port)
+            # The API starts right after the MQTT listeners.
+            if self._api_enabled():
+                wait_port(self.api_port)
+            else:
+                self._wait_log("management API disabled")
         except TimeoutError:
             self.stop()
             raise RuntimeError("broker did not start:\n" + self.log()) from None
         return self
+
+    def _wait_log(self, text: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _api_enabled(self) -> bool:
+        args = self.args
+        ports = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--api-port"]
+        return not ports or ports[-1] != "0"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         proc = self.proc

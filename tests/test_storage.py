@@ -376,6 +376,118 @@ def test_writes_commit_by_themselves_within_the_interval(db: Path) -> None:
             time.sleep(0.01)
 
 
+def test_request_commit_commits_now_and_reports_the_batch(db: Path) -> None:
+    """Group commit: a waited-for batch commits at once (not at the hour-long interval),
+    and the listener hears its number after the data is in the file."""
+    committed: list[tuple[int, int]] = []
+    with SqliteStore(db, flush_interval=3600) as s, raw(db) as conn:
+
+        def heard(batch: int) -> None:
+            with raw(db) as other:  # on the writer thread: its own connection
+                rows = other.execute("SELECT count(*) FROM retained").fetchone()[0]
+            committed.append((batch, rows))
+
+        s.set_commit_listener(heard)
+        s.put_retained(Message("a", b"x"))
+        first = s.open_batch
+        s.request_commit(first)
+        s.request_commit(first)  # asking twice commits once
+        deadline = time.monotonic() + 5
+        while not committed:
+            assert time.monotonic() < deadline, "requested batch never committed"
+            time.sleep(0.005)
+        assert committed == [(first, 1)]
+        assert s.open_batch == first + 1
+        # A batch that has nothing in it (a write raced into the previous one) is
+        # still reported, so nobody waits for it forever.
+        s.request_commit(s.open_batch)
+        while len(committed) < 2:
+            assert time.monotonic() < deadline, "empty requested batch never reported"
+            time.sleep(0.005)
+        assert committed[1] == (first + 1, 1)
+        s.put_retained(Message("b", b"x"))
+        time.sleep(0.05)
+        assert len(committed) == 2  # not requested: waits for the interval, not reported
+        assert conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 1
+
+
+def test_failed_batch_is_reported_only_once_committed(db: Path) -> None:
+    committed: list[int] = []
+    with SqliteStore(db, flush_interval=0.01, busy_timeout=0.02) as s, raw(db) as blocker:
+        s.set_commit_listener(committed.append)
+        blocker.execute("BEGIN IMMEDIATE")
+        s.put_retained(Message("first", b""))
+        batch = s.open_batch
+        s.request_commit(batch)
+        time.sleep(0.2)
+        assert committed == []  # the write is not durable: nobody is told so
+        blocker.execute("ROLLBACK")
+        deadline = time.monotonic() + 5
+        while not committed:
+            assert time.monotonic() < deadline, "retried batch never reported"
+            time.sleep(0.01)
+        assert committed[0] >= batch
+        assert [m.topic for m in s.load_retained()] == ["first"]
+
+
+def test_awaiting_rel_ids_persist_exactly(store: SqliteStore) -> None:
+    store.put_awaiting_rel("c", 1)
+    store.put_awaiting_rel("c", 2)
+    store.put_awaiting_rel("other", 1)
+    store.flush()
+    store.delete_awaiting_rel("c", 1)
+    store.put_awaiting_rel("c", 3)
+    store.delete_awaiting_rel("c", 3)  # added and removed within one batch: never stored
+    store.flush()
+    assert {k: sorted(v) for k, v in store.load_awaiting_rel().items()} == {
+        "c": [2],
+        "other": [1],
+    }
+    store.put_awaiting_rel("c", 4)
+    store.delete_session("c")  # wipes committed and pending ids of that client
+    store.put_awaiting_rel("c", 5)  # a new session after the delete keeps its own
+    store.flush()
+    assert {k: sorted(v) for k, v in store.load_awaiting_rel().items()} == {
+        "c": [5],
+        "other": [1],
+    }
+
+
+def test_atomic_keeps_writes_in_one_batch(db: Path) -> None:
+    """Writes made under ``atomic`` never straddle two batches, however busy the writer."""
+    with SqliteStore(db, flush_interval=0.0005) as s:
+        for i in range(300):
+            with s.atomic:
+                s.put_retained(Message(f"t{i}", b"x"))
+                time.sleep(0.0001)  # let the writer try to swap in between
+                before = s.open_batch
+                s.put_awaiting_rel("c", i % 65535 + 1)
+                assert s.open_batch == before
+        s.flush()
+        assert len(s.load_retained()) == 300
+
+
+def test_schema_version_1_database_is_upgraded(store: SqliteStore, db: Path) -> None:
+    store.close()
+    with raw(db) as conn:
+        conn.execute("DROP TABLE awaiting_rel")
+        conn.execute("UPDATE schema_version SET version = 1")
+        conn.execute("INSERT INTO sessions VALUES ('old', '{\"awaiting_rel\": [7]}')")
+    with SqliteStore(db) as s:
+        assert s.load_awaiting_rel() == {}
+        assert s.load_sessions() == {"old": {"awaiting_rel": [7]}}  # the broker reads this form
+    with raw(db) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_synchronous_level_is_applied(db: Path) -> None:
+    for level, code in (("normal", 1), ("full", 2)):
+        with SqliteStore(db, synchronous=level) as s:
+            assert s._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == code
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteStore(db, synchronous="off")
+
+
 def test_admin_writes_are_committed_before_returning(store: SqliteStore, db: Path) -> None:
     store.put_retained(Message("queued", b""))
     store.add_app("a", "n", "h")

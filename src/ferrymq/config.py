@@ -71,6 +71,17 @@ class Settings:
     # --- operation ---
     sys_interval: float = _s(10.0, "seconds between $SYS publications (0: off)")
     flush_interval: float = _s(0.05, "seconds between durable-state commits")
+    durability: str = _s(
+        "acked",
+        "acked: PUBACK/PUBREC/PUBCOMP of a message that became durable state leave once it "
+        "is committed; batched: at once, a crash may lose the last flush_interval",
+        ("acked", "batched"),
+    )
+    db_synchronous: str = _s(
+        "normal",
+        "SQLite synchronous level: normal survives a killed process, full also power loss",
+        ("normal", "full"),
+    )
     log_level: str = _s("info", "log level", ("debug", "info", "warning", "error"))
     log_format: str = _s("text", "log line format", ("text", "json"))
     # --- alarms ---

@@ -1,18 +1,32 @@
-"""Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners."""
+"""Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners.
+
+Start-up is ordered for a short restart: the sessions (without their
+messages), then the MQTT listeners, then the rest of the state in the
+background (``Broker.finish_restore``: the sessions' messages, which a client
+resuming a stored session waits for, then the retained messages). The
+management API, whose imports (aiohttp) take longer than all the rest, is
+imported on a thread once the sessions are complete. The garbage collector
+is off until the restore is done, as it would only walk the objects being
+restored.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from ferrymq.api.app import ApiServer, start_api
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.transport.listeners import ListenerManager
+
+if TYPE_CHECKING:
+    from ferrymq.api.app import ApiServer
 
 log = logging.getLogger("ferrymq")
 
@@ -20,29 +34,41 @@ log = logging.getLogger("ferrymq")
 async def serve(settings: Settings) -> None:
     """Run the broker until a stop signal; then shut down cleanly."""
     loop = asyncio.get_running_loop()
-    store = SqliteStore(settings.db_path, settings.flush_interval)
+    gc.disable()  # until _tune_gc: loading creates many objects and no garbage
+    store = SqliteStore(
+        settings.db_path, settings.flush_interval, synchronous=settings.db_synchronous
+    )
     store.open()
     broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None
     api: ApiServer | None = None
+    restore: asyncio.Task[None] | None = None
     try:
         broker.load_state()
         broker.start()
-        api = await start_api(broker)
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()
         broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
-        if api is not None:
-            api.lifecycle.state = "running"
-        _tune_gc()
-        if not settings.anonymous_allowed():
-            log.info("anonymous clients are refused (allow_anonymous is off)")
+        sessions_back: asyncio.Future[None] = loop.create_future()
+        restore = asyncio.create_task(broker.finish_restore(sessions_back))
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
+        # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
+        app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
+        api = await app.start_api(broker)
+        if not settings.anonymous_allowed():
+            log.info("anonymous clients are refused (allow_anonymous is off)")
+        await restore
+        if api is not None:
+            api.lifecycle.state = "running"  # GET /status: 200 from now on
+        _tune_gc()
         await stop.wait()
         log.info("shutting down")
     finally:
+        if restore is not None and not restore.done():
+            restore.cancel()  # what it had not restored yet is still in the database
         if api is not None:
             api.lifecycle.state = "stopping"
             await api.stop()
@@ -59,10 +85,11 @@ async def serve(settings: Settings) -> None:
 def _tune_gc() -> None:
     """Collect garbage rarely: the message path allocates many short-lived objects but
     makes no reference cycles, so frequent young-generation passes only cost CPU and
-    add pauses to delivery latency. Objects alive after start-up are frozen out of it."""
-    gc.collect()
+    add pauses to delivery latency. Objects alive after start-up (restored state
+    included) are frozen out of it without a full pass over them first."""
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+    gc.enable()
 
 
 def run(settings: Settings) -> int:

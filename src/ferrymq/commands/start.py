@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from typing import Any
 
@@ -40,4 +42,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     setup_logging(settings.log_level, settings.log_format)
-    return serve(settings)
+    code = serve(settings)
+    # Everything is committed and closed: skip tearing down the interpreter, which
+    # frees every restored object one by one and would prolong a restart by seconds.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

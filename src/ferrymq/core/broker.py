@@ -9,8 +9,14 @@ Rules kept here:
 - clean start discards an existing session; a persistent session outlives
   its connection until its expiry interval has passed offline;
 - a will is published when the connection ends without a normal DISCONNECT
-  (or with MQTT 5 DISCONNECT 0x04), after its will delay unless the session
-  is resumed first, and at the latest when the session ends;
+  (or with MQTT 5 DISCONNECT 0x04, or because the broker shuts down), after
+  its will delay unless the session is resumed first, and at the latest when
+  the session ends; a pending will is stored with its session and fires at
+  its time after a restart (after a crash, the delay counts from the start);
+- with ``durability = "acked"`` an acknowledgement that confirms durable state
+  (a message retained or queued for a persistent session, a QoS 2 state
+  change) waits for the store batch holding it (``hold_batch`` /
+  ``_committed``); the store is asked to commit at once (group commit);
 - a slow subscriber costs only itself: its deliveries wait in its own bounded
   queue, whose oldest messages are dropped and counted against it;
 - publishers are slowed (TCP back-pressure) only while the broker as a whole is
@@ -26,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ferrymq.access.acl import Acl, AclRule
 from ferrymq.access.authn import Authenticator
@@ -36,7 +42,13 @@ from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
 from ferrymq.core.router import Overlap, Router
-from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
+from ferrymq.core.session import (
+    QUEUED,
+    Delivery,
+    Session,
+    fields_from_meta,
+    load_will,
+)
 from ferrymq.core.stats import Stats
 from ferrymq.core.subscription import Subscription
 from ferrymq.core.topic_metrics import DROPPED, IN, OUT, QOS_IN, QOS_OUT, TopicMetrics
@@ -144,33 +156,61 @@ class Broker:
         self._probe_due = float("inf")
         self._busy_until = 0.0
         self._cpu_mark = (time.monotonic(), time.process_time())
+        # Acknowledgements after commit: every store write made on behalf of a
+        # client bumps durable_writes (so a handler sees whether it wrote), clients
+        # with held acknowledgements wait in _holding for the batch they need.
+        self.ack_on_commit = store is not None and settings.durability == "acked"
+        self.durable_writes = 0
+        self._holding: list[Client] = []
+        self._commit_wanted = 0
+        # Restore in two steps (load_state, then finish_restore): stored sessions
+        # whose messages are not back yet, the CONNECTs and retained deliveries waiting
+        # for them, and retained topics changed meanwhile (the stored value is older).
+        self.restoring = False
+        self._pending: dict[str, tuple[Session, int]] = {}  # with its highest stored key
+        self._deferred: list[tuple[Client, Any]] = []
+        self._retained_waiting: list[tuple[Session, Subscription]] = []
+        self._touched: set[str] = set()
+        if self.ack_on_commit:
+            assert store is not None
+            store.set_commit_listener(partial(self.loop.call_soon_threadsafe, self._committed))
 
     # --- start-up and shutdown ----------------------------------------------
 
     def load_state(self) -> None:
-        """Restore retained messages, persistent sessions and access data from the store."""
+        """Restore from the store what answering a CONNECT needs: persistent sessions with
+        their subscriptions, QoS 2 ids and wills, and access data.
+
+        Retained messages and the sessions' messages follow in :meth:`finish_restore`,
+        run as a task once the listeners are open. Until it is done, a CONNECT for a
+        stored session waits, and so do retained deliveries to new subscriptions.
+        """
         store = self.store
         if store is None:
             return
         now_mono = time.monotonic()
-        for msg in store.load_retained():
-            if not msg.expired(now_mono):
-                self.retained.set(msg)
         now = time.time()
-        messages = store.load_session_messages()
+        keys = store.load_session_keys()
+        self.restoring = True
+        awaiting = store.load_awaiting_rel()
         for client_id, data in store.load_sessions().items():
             expiry = int(data.get("expiry_interval", 0))
             gone_at = data.get("disconnected_at") or now
+            session = Session(self, client_id, expiry)
             if expiry == 0 or (expiry != 0xFFFFFFFF and gone_at + expiry <= now):
                 store.delete_session(client_id)
+                if data.get("will"):  # the session ended while the broker was down
+                    session.username = data.get("username")
+                    self._restore_will(session, data["will"], now, now)
                 continue
-            session = Session(self, client_id, expiry)
             session.created_at = data.get("created_at", now)
             session.disconnected_at = gone_at
             session.username = data.get("username")
             session.last_conn = data.get("conn")
             session.next_pid = int(data.get("next_pid", 1)) or 1
-            session.awaiting_rel = dict.fromkeys(data.get("awaiting_rel", []), now_mono)
+            # "awaiting_rel" in the session record: databases of schema version 1.
+            pids = awaiting.get(client_id, data.get("awaiting_rel", ()))
+            session.awaiting_rel = dict.fromkeys(pids, now_mono)
             for item in data.get("subscriptions", []):
                 sub = Subscription(
                     client_id,
@@ -185,16 +225,13 @@ class Broker:
                 sub.acl_admin = item.get("adm", False)
                 self.router.add(sub)
                 session.subscriptions[sub.topic_filter] = sub
-            for key, msg, meta in messages.get(client_id, []):
-                d = Delivery.from_meta(key, msg, meta)
-                if d.state in (INFLIGHT, RELEASING) and d.pid:
-                    session.inflight[d.pid] = d
-                else:
-                    session.queue.append(d)
-                session.next_key = max(session.next_key, key + 1)
+            session.next_key = keys.get(client_id, 0) + 1
             self.sessions[client_id] = session
+            self._pending[client_id] = (session, keys.get(client_id, 0))
             self._schedule_expiry(session, remaining=gone_at + expiry - now)
-        for client_id in messages.keys() - self.sessions.keys():
+            if data.get("will"):
+                self._restore_will(session, data["will"], data.get("will_due"), now)
+        for client_id in keys.keys() - self.sessions.keys():
             store.delete_session(client_id)
         self.load_access()
         bans = [Ban(**row) for row in store.list_bans()]
@@ -202,11 +239,108 @@ class Broker:
             if not ban.active(now):
                 store.delete_ban(ban.kind, ban.who)
         self.banned.load([ban for ban in bans if ban.active(now)])
-        log.info(
-            "restored %d retained messages and %d persistent sessions",
-            len(self.retained),
-            len(self.sessions),
-        )
+
+    async def finish_restore(self, sessions_back: asyncio.Future[None] | None = None) -> None:
+        """The deferred part of :meth:`load_state`, read on the store's thread: first the
+        sessions' queued and inflight messages (then the CONNECTs that waited for them
+        run, and ``sessions_back`` is resolved), then the retained messages (then the
+        retained deliveries that waited)."""
+        store = self.store
+        assert store is not None
+        try:
+            messages = await store.call(store.load_session_messages)
+            parsed: dict[int, tuple[Any, ...]] = {}
+            for client_id, records in messages.items():
+                pending = self._pending.get(client_id)
+                if pending is None or self.sessions.get(client_id) is not pending[0]:
+                    continue
+                # Rows above the key stored at the start were written since: in memory.
+                last = pending[1]
+                if records[-1][0] > last:
+                    records = [r for r in records if r[0] <= last]
+                if records:
+                    self._restore_deliveries(pending[0], records, parsed)
+            del messages
+        except Exception:
+            log.exception("restoring stored session messages failed")
+        self._pending = {}
+        deferred, self._deferred = self._deferred, []
+        for client, packet in deferred:
+            client.resume_connect(packet)
+        if sessions_back is not None and not sessions_back.done():
+            sessions_back.set_result(None)
+        try:
+            retained = await store.call(store.load_retained)
+            for start in range(0, len(retained), 10_000):
+                self._restore_retained(retained[start : start + 10_000], self._touched)
+                await asyncio.sleep(0)
+        except Exception:
+            log.exception("restoring stored retained messages failed")
+        finally:
+            self.restoring = False
+            self._touched = set()
+            waiting, self._retained_waiting = self._retained_waiting, []
+            for session, sub in waiting:
+                if session.subscriptions.get(sub.topic_filter) is sub:
+                    self._deliver_retained(session, sub)
+            log.info(
+                "restored %d retained messages and %d persistent sessions",
+                len(self.retained),
+                len(self.sessions),
+            )
+
+    def _restore_retained(self, messages: list[Message], skip: set[str]) -> None:
+        """Stored retained messages, unless expired or changed since the start (``skip``)."""
+        now = time.monotonic()
+        retained = self.retained
+        for msg in messages:
+            if not msg.expired(now) and msg.topic not in skip:
+                retained.set(msg)
+
+    def defer_connect(self, client: Client, packet: Any, client_id: str) -> bool:
+        """While restoring: hold a CONNECT that resumes a stored session (and
+        whatever the client sent after it) until the session's messages are back."""
+        if client_id not in self._pending:
+            return False
+        client.held_packets = []
+        client.transport.pause_reading()
+        self._deferred.append((client, packet))
+        return True
+
+    @staticmethod
+    def _restore_deliveries(
+        session: Session, records: list[Any], parsed: dict[int, tuple[Any, ...]]
+    ) -> None:
+        """Queued and inflight messages of a restored session (records ordered by key),
+        ahead of any queued since the start. The store shares equal meta dicts, so each
+        distinct one is parsed once."""
+        queued = []
+        inflight = session.inflight
+        for key, msg, meta in records:
+            entry = parsed.get(id(meta))
+            if entry is None or entry[1] is not meta:
+                entry = parsed[id(meta)] = (fields_from_meta(meta, msg.qos), meta)
+            d = Delivery(msg, *entry[0], key)
+            if d.pid and d.state != QUEUED:
+                inflight[d.pid] = d
+            else:
+                queued.append(d)
+        session.queue.extendleft(reversed(queued))
+
+    def _restore_will(self, session: Session, text: str, due: float | None, now: float) -> None:
+        """Schedule a stored will; one whose client was still connected (a crash) is due
+        after its delay from now."""
+        try:
+            will = load_will(text)
+        except ValueError:
+            log.exception("skipping unreadable will of %s", session.client_id)
+            return
+        session.will = will
+        if due is None:
+            delay = will.properties.get("will_delay_interval", 0)
+            due = now + min(delay, session.expiry_interval)
+        session.will_due = due
+        session.will_timer = self.loop.call_later(max(0.0, due - now), self._will_due, session)
 
     def load_access(self) -> None:
         """(Re)load credentials and ACL rules from the store."""
@@ -236,8 +370,10 @@ class Broker:
             self._load_probe.cancel()
             self._load_probe = None
             self._probe_due = float("inf")
+        # The server closes these connections: their wills are due (MQTT 3.1.2.5),
+        # published now or stored with their due time when they have a delay.
         for client in list(self.connections):
-            client.will_allowed = False
+            client.will_allowed = True
             client.kick(rc.SERVER_SHUTTING_DOWN, "server shutting down")
         for session in self.sessions.values():
             if session.expiry_timer is not None:
@@ -245,6 +381,8 @@ class Broker:
             if session.will_timer is not None:
                 session.will_timer.cancel()
         self._flush()
+        if self.store is not None:
+            self.store.set_commit_listener(None)
 
     # --- connections ----------------------------------------------------------
 
@@ -288,6 +426,7 @@ class Broker:
                 session.will_timer = None
                 if not clean_start:
                     session.will = None
+                    session.will_due = None
             if session.expiry_timer is not None:
                 session.expiry_timer.cancel()
                 session.expiry_timer = None
@@ -321,6 +460,8 @@ class Broker:
                 for d in list(session.inflight.values()) + list(session.queue):
                     if not d.key:
                         session._track(d)
+                for pid in session.awaiting_rel:
+                    self.store_awaiting_rel(session, pid, True)
         return session, present
 
     def client_closed(self, client: Client) -> None:
@@ -352,6 +493,7 @@ class Broker:
             delay = session.will.properties.get("will_delay_interval", 0)
             if delay:
                 delay = min(delay, session.expiry_interval)
+                session.will_due = time.time() + delay
                 session.will_timer = self.loop.call_later(delay, self._will_due, session)
             else:
                 self._publish_will(session)
@@ -414,10 +556,13 @@ class Broker:
     def _will_due(self, session: Session) -> None:
         session.will_timer = None
         self._publish_will(session)
+        if self.sessions.get(session.client_id) is session:
+            self.persist_session(session)
 
     def _publish_will(self, session: Session) -> None:
         will = session.will
         session.will = None
+        session.will_due = None
         if session.will_timer is not None:
             session.will_timer.cancel()
             session.will_timer = None
@@ -555,16 +700,36 @@ class Broker:
             out.append(msg.qos if msg.qos < sub.qos else sub.qos)
         return out
 
+    def publish_exactly_once(self, msg: Message, origin: Client, pid: int) -> int:
+        """QoS 2 from ``origin``: route ``msg`` and record ``pid`` as awaiting PUBREL in one
+        store batch, so that a crash keeps both or neither (a resend is then routed once)."""
+        session = origin.session
+        assert session is not None
+        store = self.store
+        if store is None:
+            session.awaiting_rel[pid] = time.monotonic()
+            return self.publish(msg, origin)
+        with store.atomic:
+            matched = self.publish(msg, origin)
+            session.awaiting_rel[pid] = time.monotonic()
+            if session.expiry_interval:
+                self.store_awaiting_rel(session, pid, True)
+        return matched
+
     def _retain(self, msg: Message) -> None:
         if not self.settings.retain_available:
             return
         durable = self.store is not None and not msg.topic.startswith("$SYS/")
+        if self.restoring:
+            self._touched.add(msg.topic)
         if msg.payload:
             if self.retained.set(msg):
                 self.metrics["messages.retained"] += 1
                 if durable:
+                    self.durable_writes += 1
                     self.store.put_retained(msg)  # type: ignore[union-attr]
         elif self.retained.delete(msg.topic) is not None and durable:
+            self.durable_writes += 1
             self.store.delete_retained(msg.topic)  # type: ignore[union-attr]
 
     def delete_retained(self, topic: str) -> bool:
@@ -653,6 +818,9 @@ class Broker:
         return codes, deliveries
 
     def _deliver_retained(self, session: Session, sub: Subscription) -> None:
+        if self.restoring:
+            self._retained_waiting.append((session, sub))
+            return
         ids = sub.ids
         sub_qos = sub.qos
         acl_gen = self.acl.generation
@@ -787,23 +955,59 @@ class Broker:
             self.publish(Message(topic, payload, 0, retain))
         metrics.update(saved)
 
-    # --- persistence hooks (called by Session) --------------------------------
+    # --- persistence hooks (called by Session and Client) ----------------------
 
     def persist_session(self, session: Session) -> None:
         if self.store is not None and session.persistent:
+            self.durable_writes += 1
             self.store.put_session(session.client_id, session.snapshot())
 
     def store_put_delivery(self, session: Session, d: Delivery) -> None:
         if self.store is not None:
+            self.durable_writes += 1
             self.store.put_session_message(session.client_id, d.key, d.msg, d.meta())
 
     def store_update_meta(self, session: Session, d: Delivery) -> None:
         if self.store is not None:
+            self.durable_writes += 1
             self.store.update_session_message_meta(session.client_id, d.key, d.meta())
 
     def store_delete_delivery(self, session: Session, d: Delivery) -> None:
         if self.store is not None:
+            self.durable_writes += 1
             self.store.delete_session_message(session.client_id, d.key)
+
+    def store_awaiting_rel(self, session: Session, pid: int, awaiting: bool) -> None:
+        """An incoming QoS 2 packet id of a persistent session starts or stops awaiting PUBREL."""
+        store = self.store
+        if store is not None:
+            self.durable_writes += 1
+            if awaiting:
+                store.put_awaiting_rel(session.client_id, pid)
+            else:
+                store.delete_awaiting_rel(session.client_id, pid)
+
+    # --- acknowledgements after commit ------------------------------------------
+
+    def hold_batch(self) -> int:
+        """The store batch holding the writes made so far; it is asked to commit now."""
+        store = self.store
+        assert store is not None
+        batch = store.open_batch
+        if batch > self._commit_wanted:
+            self._commit_wanted = batch
+            store.request_commit(batch)
+        return batch
+
+    def hold_acks(self, client: Client) -> None:
+        """``client`` now holds acknowledgements until batches commit."""
+        self._holding.append(client)
+
+    def _committed(self, batch: int) -> None:
+        """The store committed ``batch`` (and all before it): release what waited for it."""
+        holding = self._holding
+        if holding:
+            self._holding = [client for client in holding if client.release_acks(batch)]
 
     # --- introspection (API, $SYS) ----------------------------------------------
 

@@ -16,7 +16,10 @@ Rules kept here:
   (``Broker.mark_dirty``), never one syscall per packet;
 - when the socket backs up (``pause_writing``) deliveries wait in the session
   queue; publishers that feed this client are paused only while the broker is
-  saturated (``Broker.saturated``).
+  saturated (``Broker.saturated``);
+- acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) leave in the order they
+  were made; one confirming durable state waits for the store batch holding it
+  (``durability = "acked"``), and those made after it wait with it.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ class Client:
         "out",
         "out_size",
         "send_window",
+        "held",
+        "held_packets",
         "max_packet_out",
         "alias_max_in",
         "aliases_in",
@@ -170,6 +175,10 @@ class Client:
         self.out: list[bytes] = []
         self.out_size = 0
         self.send_window = settings.max_inflight
+        # Acknowledgements waiting for a store commit: [batch, bytes, bytes ...] in order.
+        self.held: list[list[Any]] = []
+        # Packets after a CONNECT that waits for the restore (Broker.defer_connect).
+        self.held_packets: list[Packet] | None = None
         self.max_packet_out = 0  # client's maximum packet size (0: no limit)
         self.alias_max_in = 0
         self.aliases_in: dict[int, str] = {}
@@ -213,6 +222,9 @@ class Client:
                 if self.closing:
                     return
                 if not connected and packet.type != CONNECT:
+                    if self.held_packets is not None:  # the CONNECT waits for the restore
+                        self.held_packets.append(packet)
+                        continue
                     return self._protocol_error(rc.PROTOCOL_ERROR, "packet before CONNECT")
                 metrics[_RECV_KEYS[packet.type]] += 1
                 handlers[packet.type](self, packet)
@@ -239,6 +251,7 @@ class Client:
             self.disconnect_reason = f"connection lost: {exc}"
         self.closing = True
         self.out.clear()
+        self.held.clear()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -282,16 +295,52 @@ class Client:
         self.send_pkt += 1
         self.write(encode(packet, self.version))
 
-    def _send_ack(self, ptype: int, pid: int, reason: int) -> None:
-        """PUBACK / PUBREC without properties, built directly (the QoS 1/2 hot path)."""
+    def _send_ack(self, ptype: int, pid: int, reason: int, durable: bool = False) -> None:
+        """PUBACK / PUBREC / PUBREL / PUBCOMP without properties, built directly (the QoS 1/2
+        hot path); ``durable``: it confirms store writes just made."""
         metrics = self.broker.metrics
         metrics["packets.sent"] += 1
         metrics[_SENT_KEYS[ptype]] += 1
         self.send_pkt += 1
+        first = ptype << 4 | 2 if ptype == PUBREL else ptype << 4
         if reason and self.version == MQTT5:
-            self.write(bytes((ptype << 4, 3, pid >> 8, pid & 0xFF, reason)))
+            data = bytes((first, 3, pid >> 8, pid & 0xFF, reason))
         else:
-            self.write(bytes((ptype << 4, 2, pid >> 8, pid & 0xFF)))
+            data = bytes((first, 2, pid >> 8, pid & 0xFF))
+        if durable or self.held:
+            self._ack(data, durable)
+        else:
+            self.write(data)
+
+    def _ack(self, data: bytes, durable: bool) -> None:
+        """Write an acknowledgement now, or hold it (in order) until the store has
+        committed what it confirms."""
+        held = self.held
+        if durable and self.broker.ack_on_commit:
+            batch = self.broker.hold_batch()
+            if not held:
+                self.broker.hold_acks(self)
+                held.append([batch, data])
+            elif held[-1][0] == batch:
+                held[-1].append(data)
+            else:
+                held.append([batch, data])
+        elif held:
+            held[-1].append(data)
+        else:
+            self.write(data)
+
+    def release_acks(self, batch: int) -> bool:
+        """Store batch ``batch`` committed: send what waited for it. True while more wait."""
+        held = self.held
+        if self.closing:
+            held.clear()
+            return False
+        while held and held[0][0] <= batch:
+            group = held.pop(0)
+            for i in range(1, len(group)):
+                self.write(group[i])
+        return bool(held)
 
     def send_message(
         self,
@@ -339,7 +388,15 @@ class Client:
             if dup:
                 buf[0] |= 0x08
             data = bytes(buf)
-        self.write(data)
+            session = self.session
+            if qos == 2 and self.broker.ack_on_commit and session and session.expiry_interval:
+                self._ack(data, True)  # see Session._send_exactly_once
+            elif self.held:
+                self._ack(data, False)  # QoS 1/2 packets leave in order
+            else:
+                self.write(data)
+        else:
+            self.write(data)
         self.send_pkt += 1
         self.send_msg += 1
         metrics = self.broker.metrics
@@ -380,7 +437,8 @@ class Client:
         return data, _pid_offset(data, qos)
 
     def send_pubrel(self, pid: int) -> None:
-        self.send_packet(Pubrel(pid))
+        """A resent PUBREL (session resume): in order behind held packets."""
+        self._send_ack(PUBREL, pid, 0)
 
     def send_disconnect(self, reason: int, text: str = "") -> None:
         """MQTT 5: tell the client why we close (code and reason string); MQTT 3 has no
@@ -503,9 +561,29 @@ class Client:
 
     # --- CONNECT ----------------------------------------------------------
 
+    def resume_connect(self, packet: Packet) -> None:
+        """The restore is done: handle the CONNECT that waited, then what came after it."""
+        held = self.held_packets or []
+        self.held_packets = None
+        if self.closing:
+            return
+        self._on_connect(packet)
+        metrics = self.broker.metrics
+        for p in held:
+            if self.closing or not self.connected:
+                return
+            metrics[_RECV_KEYS[p.type]] += 1
+            _HANDLERS[p.type](self, p)
+        if not self.closing:
+            self.transport.resume_reading()
+
     def _on_connect(self, packet: Packet) -> None:
         assert isinstance(packet, Connect)
         broker = self.broker
+        if broker.restoring and broker.defer_connect(
+            self, packet, packet.client_id if self.cert_clientid is None else self.cert_clientid
+        ):
+            return
         settings = broker.settings
         metrics = broker.metrics
         metrics["client.connect"] += 1
@@ -690,7 +768,7 @@ class Client:
             if pid in session.awaiting_rel:
                 # A resent QoS 2 PUBLISH: acknowledge again, never route twice.
                 metrics["packets.publish.inuse"] += 1
-                self.send_packet(Pubrec(pid))
+                self._send_ack(PUBREC, pid, 0)
                 return
             if len(session.awaiting_rel) >= settings.max_awaiting_rel:
                 metrics["packets.publish.dropped"] += 1
@@ -701,18 +779,22 @@ class Client:
         msg = Message(
             topic, packet.payload, qos, packet.retain, forwarded, self.client_id, expiry_at
         )
-        matched = broker.publish(msg, self)
+        if qos == 0:
+            broker.publish(msg, self)
+            return
+        writes = broker.durable_writes
         if qos == 1:
-            self._send_ack(
-                PUBACK, packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS
-            )
-        elif qos == 2:
-            session.awaiting_rel[packet.packet_id] = time.monotonic()
-            if session.expiry_interval:
-                broker.persist_session(session)  # a resent PUBLISH must not route twice
-            self._send_ack(
-                PUBREC, packet.packet_id, rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS
-            )
+            matched = broker.publish(msg, self)
+            ptype = PUBACK
+        else:
+            matched = broker.publish_exactly_once(msg, self, packet.packet_id)
+            ptype = PUBREC
+        self._send_ack(
+            ptype,
+            packet.packet_id,
+            rc.SUCCESS if matched else rc.NO_MATCHING_SUBSCRIBERS,
+            broker.durable_writes != writes,
+        )
 
     def _publish_refused(self, packet: Publish, reason: int, text: str) -> None:
         """Drop a PUBLISH; acknowledge it so the client's flow completes."""
@@ -726,11 +808,15 @@ class Client:
         elif self.request_problem_info:
             props = self._reason_string(text)
         if packet.qos == 1:
-            self.send_packet(Puback(packet.packet_id, reason, props))
+            ack: Packet = Puback(packet.packet_id, reason, props)
         else:
             if reason == rc.SUCCESS and self.session is not None:
                 self.session.awaiting_rel[packet.packet_id] = time.monotonic()
-            self.send_packet(Pubrec(packet.packet_id, reason, props))
+            ack = Pubrec(packet.packet_id, reason, props)
+        metrics["packets.sent"] += 1
+        metrics[_SENT_KEYS[ack.type]] += 1
+        self.send_pkt += 1
+        self._ack(encode(ack, self.version), False)
 
     def _on_puback(self, packet: Packet) -> None:
         assert isinstance(packet, Puback)
@@ -747,24 +833,31 @@ class Client:
         if self.version == MQTT5 and packet.reason_code >= 0x80:
             session.discard_inflight(pid)
             return
+        writes = self.broker.durable_writes
         if session.received(pid):
-            self.send_pubrel(pid)
+            # The "PUBREL sent" state is durable before the PUBREL leaves: after a
+            # crash the session resends PUBREL, never the PUBLISH (MQTT 4.3.3).
+            self._send_ack(PUBREL, pid, 0, self.broker.durable_writes != writes)
         else:
             self.broker.metrics["packets.pubrec.missed"] += 1
-            self.send_packet(Pubrel(pid, rc.PACKET_IDENTIFIER_NOT_FOUND))
+            self._send_ack(PUBREL, pid, rc.PACKET_IDENTIFIER_NOT_FOUND)
 
     def _on_pubrel(self, packet: Packet) -> None:
         assert isinstance(packet, Pubrel)
         session = self.session
         assert session is not None
         pid = packet.packet_id
+        broker = self.broker
         if session.awaiting_rel.pop(pid, None) is None:
-            self.broker.metrics["packets.pubrel.missed"] += 1
-            self.send_packet(Pubcomp(pid, rc.PACKET_IDENTIFIER_NOT_FOUND))
+            broker.metrics["packets.pubrel.missed"] += 1
+            self._send_ack(PUBCOMP, pid, rc.PACKET_IDENTIFIER_NOT_FOUND)
+        elif session.expiry_interval:
+            # The id is free again only once its removal is durable: a new PUBLISH
+            # reusing it after a crash must not look like a resend.
+            broker.store_awaiting_rel(session, pid, False)
+            self._send_ack(PUBCOMP, pid, 0, True)
         else:
-            if session.expiry_interval:
-                self.broker.persist_session(session)
-            self.send_packet(Pubcomp(pid))
+            self._send_ack(PUBCOMP, pid, 0)
 
     def _on_pubcomp(self, packet: Packet) -> None:
         assert isinstance(packet, Pubcomp)

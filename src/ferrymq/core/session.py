@@ -13,22 +13,28 @@ A session outlives its connection when it is persistent (MQTT 3 clean session
   (``dropped``, the API's ``mqueue_dropped``) and in ``delivery.dropped.queue_full``.
 - Every message that enters the queue or the inflight window of a persistent
   session is written to the store under a per-session key, and deleted when
-  it is acknowledged or dropped, so a restart can resume the session.
+  it is acknowledged or dropped, so a restart can resume the session. So is
+  each change of its delivery state (PUBREL sent), and each incoming QoS 2
+  packet id awaiting PUBREL (added and removed).
+- The will is part of the stored session: pending while connected, then with
+  its due time once the connection ended, so it fires after a restart too.
 """
 
 from __future__ import annotations
 
+import binascii
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.message import Message
+from ferrymq.protocol.packets import Will
+from ferrymq.storage.codec import dump_message, load_message
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
     from ferrymq.core.client import Client
     from ferrymq.core.subscription import Subscription
-    from ferrymq.protocol.packets import Will
 
 # Delivery states.
 QUEUED = 0
@@ -74,18 +80,20 @@ class Delivery:
             meta["i"] = list(self.sub_ids)
         return meta
 
-    @classmethod
-    def from_meta(cls, key: int, msg: Message, meta: dict[str, Any]) -> Delivery:
-        ids = meta.get("i")
-        return cls(
-            msg,
-            int(meta.get("q", msg.qos)),
-            bool(meta.get("r", 0)),
-            tuple(ids) if ids else None,
-            int(meta.get("p", 0)),
-            _STATE_BY_NAME.get(meta.get("s", "queued"), QUEUED),
-            key,
-        )
+
+def fields_from_meta(
+    meta: dict[str, Any], qos: int
+) -> tuple[int, bool, tuple[int, ...] | None, int, int]:
+    """(qos, retain, sub_ids, pid, state) of a stored meta (the inverse of
+    ``Delivery.meta``), for ``Delivery(msg, *fields, key)``."""
+    ids = meta.get("i")
+    return (
+        int(meta.get("q", qos)),
+        bool(meta.get("r", 0)),
+        tuple(ids) if ids else None,
+        int(meta.get("p", 0)),
+        _STATE_BY_NAME.get(meta.get("s", "queued"), QUEUED),
+    )
 
 
 class Session:
@@ -107,6 +115,7 @@ class Session:
         "expiry_timer",
         "will",
         "will_timer",
+        "will_due",
         "dropped",
         "username",
         "last_conn",
@@ -128,6 +137,7 @@ class Session:
         self.expiry_timer: Any = None
         self.will: Will | None = None
         self.will_timer: Any = None
+        self.will_due: float | None = None  # wall clock; None while connected
         self.dropped = 0
         self.username: str | None = None
         # The last connection's values (Client.connection_info) while offline.
@@ -174,10 +184,23 @@ class Session:
             return
         pid = self.allocate_pid()
         d = Delivery(msg, qos, retain, sub_ids, pid, INFLIGHT)
-        if client.send_message(msg, qos, retain, sub_ids, pid, False):
+        if qos == 2 and self.expiry_interval and self.broker.ack_on_commit:
+            self._send_exactly_once(client, d)
+        elif client.send_message(msg, qos, retain, sub_ids, pid, False):
             self.inflight[pid] = d
             if self.expiry_interval:
                 self._track(d)
+
+    def _send_exactly_once(self, client: Client, d: Delivery) -> None:
+        """QoS 2 to a persistent session: the PUBLISH leaves once its packet id is durable
+        (the client holds it for the batch), so a crash can never make the message go out
+        again under another id, which the subscriber could not recognise as a resend."""
+        with self.broker.store.atomic:  # type: ignore[union-attr]
+            if client.send_message(d.msg, 2, d.retain, d.sub_ids, d.pid, False):
+                self.inflight[d.pid] = d
+                self._retrack(d)
+            else:
+                self._untrack(d)
 
     def _enqueue(self, d: Delivery) -> None:
         queue = self.queue
@@ -215,7 +238,9 @@ class Session:
                 continue
             d.pid = self.allocate_pid()
             d.state = INFLIGHT
-            if client.send_message(d.msg, d.qos, d.retain, d.sub_ids, d.pid, False):
+            if d.qos == 2 and self.expiry_interval and self.broker.ack_on_commit:
+                self._send_exactly_once(client, d)
+            elif client.send_message(d.msg, d.qos, d.retain, d.sub_ids, d.pid, False):
                 inflight[d.pid] = d
                 self._retrack(d)
             else:
@@ -298,7 +323,8 @@ class Session:
             d.key = 0
 
     def snapshot(self) -> dict[str, Any]:
-        """What the store keeps of this session besides its messages."""
+        """What the store keeps of this session besides its messages and QoS 2 packet ids."""
+        will = self.will
         return {
             "expiry_interval": self.expiry_interval,
             "created_at": self.created_at,
@@ -306,7 +332,8 @@ class Session:
             "username": self.username,
             "conn": self.last_conn,
             "next_pid": self.next_pid,
-            "awaiting_rel": list(self.awaiting_rel),
+            "will": None if will is None else dump_will(will),
+            "will_due": self.will_due,
             "subscriptions": [
                 {
                     "f": s.topic_filter,
@@ -323,3 +350,18 @@ class Session:
 
     def mqueue_len(self) -> int:
         return len(self.queue)
+
+
+def dump_will(will: Will) -> str:
+    """A will as text for the stored session (the stored-message form, base64)."""
+    msg = Message(will.topic, will.payload, will.qos, will.retain, will.properties or None)
+    return binascii.b2a_base64(dump_message(msg), newline=False).decode("ascii")
+
+
+def load_will(text: str) -> Will:
+    """Inverse of :func:`dump_will`; ValueError when ``text`` is not one."""
+    try:
+        msg = load_message(binascii.a2b_base64(text))
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+    return Will(msg.topic, msg.payload, msg.qos, msg.retain, msg.properties)

@@ -60,8 +60,13 @@ def dump_message(msg: Message) -> bytes:
     return b"".join((header, topic, publisher, props_data, msg.payload))
 
 
-def load_message(data: bytes) -> Message:
-    """Rebuild a Message from :func:`dump_message` output; ValueError when it is not one."""
+def load_message(data: bytes, strings: dict[str, str] | None = None) -> Message:
+    """Rebuild a Message from :func:`dump_message` output; ValueError when it is not one.
+
+    ``strings``, shared over many calls, makes equal topics and publishers one string
+    object each (as they mostly are in a running broker), which matters for memory when
+    a whole database is loaded.
+    """
     if len(data) < _HEADER_SIZE:
         raise ValueError("stored message is truncated")
     version, flags, expiry, created, topic_len, publisher_len, props_len = _HEADER.unpack_from(data)
@@ -75,6 +80,9 @@ def load_message(data: bytes) -> Message:
     start += topic_len
     publisher = str(data[start : start + publisher_len], "utf-8") if publisher_len else ""
     start += publisher_len
+    if strings is not None:
+        topic = strings.setdefault(topic, topic)
+        publisher = strings.setdefault(publisher, publisher)
     props = None
     if props_len:
         raw = _decode_json(str(data[start:end], "utf-8"))

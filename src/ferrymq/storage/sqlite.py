@@ -15,9 +15,18 @@ event loop. Rules this file keeps:
 * A batch that fails to commit (database locked by another process, disk
   full) is kept and retried ahead of the next one, in order, for up to
   ``_GIVE_UP_AFTER`` seconds. The writer thread logs errors and never dies.
-* WAL with synchronous=NORMAL: a killed process loses at most the batch in
-  progress; each batch is one transaction, so the file is never half-written.
-  Message-path writes made after ``close()`` are ignored.
+* Batches are numbered. ``open_batch`` is the number of the batch that the
+  next write joins; ``request_commit(n)`` wakes the writer to commit up to
+  batch ``n`` now (group commit: whatever arrives while a commit runs goes
+  into the next one), and the commit listener is told each requested batch
+  number once it is committed, so acknowledgements can wait for durability.
+  A failed batch is reported with the first later batch that commits (one
+  dropped after ``_GIVE_UP_AFTER`` too: its loss is logged as an error).
+* WAL mode; ``synchronous`` is NORMAL by default (a committed batch survives
+  the process being killed, the last ones may be lost on power loss) or FULL
+  (each commit is synced to disk, surviving power loss). Each batch is one
+  transaction, so the file is never half-written. Message-path writes made
+  after ``close()`` are ignored.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ log = logging.getLogger("ferrymq.storage")
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
+SYNCHRONOUS = ("normal", "full")
 _GIVE_UP_AFTER = 300.0  # seconds a failing batch is retried before it is dropped
 
 _ACL_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
@@ -64,6 +74,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS session_messages (
         client_id TEXT NOT NULL, key INTEGER NOT NULL, data BLOB NOT NULL, meta TEXT NOT NULL,
         PRIMARY KEY (client_id, key))""",
+    """CREATE TABLE IF NOT EXISTS awaiting_rel (
+        client_id TEXT NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY (client_id, packet_id))""",
     """CREATE TABLE IF NOT EXISTS apps (
         app_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL,
         description TEXT NOT NULL, enabled INTEGER NOT NULL, created_at REAL NOT NULL)""",
@@ -75,7 +87,8 @@ _SCHEMA = (
         kind TEXT NOT NULL, who TEXT NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL,
         at INTEGER NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (kind, who))""",
 )
-# Upgrades from version N to N + 1, keyed by N.
+# Upgrades from version N to N + 1, keyed by N (new tables, such as awaiting_rel in
+# version 2, come from _SCHEMA).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # ACL rules keyed by (kind, subject, topic, action), pubsub as two rules,
     # created_at in epoch milliseconds (EMQX 4.4's model); the order is kept.
@@ -91,6 +104,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 _WIPE = "DELETE FROM session_messages WHERE client_id = ?"
+_WIPE_REL = "DELETE FROM awaiting_rel WHERE client_id = ?"
+_PUT_REL = "INSERT OR IGNORE INTO awaiting_rel (client_id, packet_id) VALUES (?, ?)"
+_DEL_REL = "DELETE FROM awaiting_rel WHERE client_id = ? AND packet_id = ?"
 _DEL_SESSION = "DELETE FROM sessions WHERE client_id = ?"
 _PUT_SESSION = "INSERT OR REPLACE INTO sessions (client_id, data) VALUES (?, ?)"
 _DEL_MESSAGE = "DELETE FROM session_messages WHERE client_id = ? AND key = ?"
@@ -114,6 +130,7 @@ _Batch = tuple[
     dict[str, dict[str, Any] | None],  # sessions: client id -> data, None to delete
     set[str],  # client ids whose stored messages are wiped first
     dict[str, dict[int, _MessageOp]],  # session messages: client id -> key -> operation
+    dict[tuple[str, int], bool],  # QoS 2 ids awaiting PUBREL: (client id, pid) -> put or delete
 ]
 
 
@@ -130,13 +147,19 @@ class SqliteStore:
         flush_interval: float = 0.05,
         *,
         busy_timeout: float = 5.0,
+        synchronous: str = "normal",
     ) -> None:
         if flush_interval <= 0:
             raise ValueError("flush_interval must be positive")
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
+        self.synchronous = synchronous
         self.path = os.fspath(path)
         self.flush_interval = flush_interval
         self._busy_ms = int(busy_timeout * 1000)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        #: Held around several message-path writes that must land in one batch.
+        self.atomic = self._lock
         self._wake = threading.Event()
         self._state = "new"  # -> "opening" -> "open" -> "closing" -> "closed"
         self._thread: threading.Thread | None = None
@@ -147,7 +170,13 @@ class SqliteStore:
         self._sessions: dict[str, dict[str, Any] | None] = {}
         self._wipes: set[str] = set()
         self._messages: dict[str, dict[int, _MessageOp]] = {}
+        self._rel: dict[tuple[str, int], bool] = {}
         self._jobs: list[_Job] = []
+        # Group commit: the batch number writes join, the highest one waited for,
+        # and who is told when a waited-for batch has committed.
+        self.open_batch = 1
+        self._requested = 0
+        self._on_commit: Callable[[int], None] | None = None
         # Writer-thread state: statements of batches that failed to commit.
         self._backlog: _Statements = []
         self._failures = 0
@@ -210,6 +239,21 @@ class SqliteStore:
         """
         self._run(self._check_flushed)
 
+    # --- group commit ---
+
+    def set_commit_listener(self, listener: Callable[[int], None] | None) -> None:
+        """``listener(n)`` runs on the writer thread once batch ``n`` (and every one before
+        it) is committed, for each ``n`` passed to :meth:`request_commit`."""
+        self._on_commit = listener
+
+    def request_commit(self, batch: int) -> None:
+        """Commit batches up to ``batch`` now instead of at the next flush interval."""
+        with self._lock:
+            if batch <= self._requested:
+                return
+            self._requested = batch
+        self._wake.set()
+
     # --- message path ---
 
     def put_retained(self, msg: Message) -> None:
@@ -228,7 +272,18 @@ class SqliteStore:
         with self._lock:
             self._sessions[client_id] = None
             self._messages.pop(client_id, None)
+            if self._rel:
+                for key in [k for k in self._rel if k[0] == client_id]:
+                    del self._rel[key]
             self._wipes.add(client_id)
+
+    def put_awaiting_rel(self, client_id: str, pid: int) -> None:
+        with self._lock:
+            self._rel[(client_id, pid)] = True
+
+    def delete_awaiting_rel(self, client_id: str, pid: int) -> None:
+        with self._lock:
+            self._rel[(client_id, pid)] = False
 
     def put_session_message(
         self, client_id: str, key: int, msg: Message, meta: dict[str, Any]
@@ -271,6 +326,12 @@ class SqliteStore:
 
     def load_session_messages(self) -> dict[str, list[SessionMessage]]:
         return self._run(_load_session_messages)
+
+    def load_awaiting_rel(self) -> dict[str, list[int]]:
+        return self._run(_load_awaiting_rel)
+
+    def load_session_keys(self) -> dict[str, int]:
+        return self._run(_load_session_keys)
 
     # --- admin data ---
 
@@ -383,6 +444,7 @@ class SqliteStore:
         self._writer_ident = threading.get_ident()
         ready.set_result(None)
         stopped: Future[None] | None = None
+        reported = 0  # highest batch number the commit listener was told
         try:
             while stopped is None:
                 self._wake.wait(self.flush_interval)
@@ -391,11 +453,22 @@ class SqliteStore:
                     jobs = self._jobs
                     self._jobs = []
                     batch = self._take_batch()
+                    number = self.open_batch
+                    if batch is not None or self._requested >= number:
+                        self.open_batch = number + 1
+                    # Every batch up to here is taken: committed once this commit is.
+                    done = min(self._requested, self.open_batch - 1)
                 try:
                     if batch is not None or self._backlog:
                         self._commit(conn, batch)
                 except Exception:
                     log.exception("storage writer failed on a batch")
+                if done > reported and not self._backlog and self._on_commit is not None:
+                    reported = done
+                    try:
+                        self._on_commit(done)
+                    except Exception:
+                        log.exception("commit listener failed")
                 for fn, args, fut in jobs:
                     if fn is _stop:
                         stopped = fut
@@ -426,7 +499,7 @@ class SqliteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal" and self.path != ":memory:":
                 log.warning("database %s is in journal mode %s, not WAL", self.path, mode)
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             _create_schema(conn)
         except BaseException:
             conn.close()
@@ -435,16 +508,19 @@ class SqliteStore:
 
     def _take_batch(self) -> _Batch | None:
         """Swap out the pending operations (caller holds _lock)."""
-        if not (self._retained or self._sessions or self._messages or self._wipes):
+        if not (self._retained or self._sessions or self._messages or self._wipes or self._rel):
             return None
-        batch = (self._retained, self._sessions, self._wipes, self._messages)
+        batch = (self._retained, self._sessions, self._wipes, self._messages, self._rel)
         self._retained = {}
         self._sessions = {}
         self._wipes = set()
         self._messages = {}
+        self._rel = {}
         return batch
 
     def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> None:
+        """Commit the backlog and ``batch`` in one transaction; on failure keep them as
+        the backlog."""
         statements = self._backlog + _statements(*batch) if batch is not None else self._backlog
         if not statements:
             return
@@ -538,11 +614,17 @@ def _statements(
     sessions: dict[str, dict[str, Any] | None],
     wipes: set[str],
     messages: dict[str, dict[int, _MessageOp]],
+    rel: dict[tuple[str, int], bool],
 ) -> _Statements:
     """Encode one batch; an operation that cannot be encoded is logged and skipped."""
     out: _Statements = []
     if wipes:
-        out.append((_WIPE, [(cid,) for cid in wipes]))
+        wiped = [(cid,) for cid in wipes]
+        out.append((_WIPE, wiped))
+        out.append((_WIPE_REL, wiped))
+    if rel:
+        out.append((_DEL_REL, [key for key, put in rel.items() if not put]))
+        out.append((_PUT_REL, [key for key, put in rel.items() if put]))
     if sessions:
         deletes: list[tuple[Any, ...]] = []
         puts: list[tuple[Any, ...]] = []
@@ -597,9 +679,11 @@ def _statements(
 
 def _load_retained(conn: sqlite3.Connection) -> list[Message]:
     out = []
+    append = out.append
+    strings: dict[str, str] = {}  # publishers repeat
     for topic, data in conn.execute("SELECT topic, data FROM retained"):
         try:
-            out.append(load_message(data))
+            append(load_message(data, strings))
         except ValueError:
             log.exception("skipping unreadable retained message on %r", topic)
     return out
@@ -616,21 +700,45 @@ def _load_sessions(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 
 
 def _load_session_messages(conn: sqlite3.Connection) -> dict[str, list[SessionMessage]]:
+    """Rows are decoded once per distinct content: a message queued for many sessions
+    becomes one shared Message again (as before the restart), equal topics one string,
+    and the few distinct metas one shared dict each (callers must not mutate them)."""
     out: dict[str, list[SessionMessage]] = {}
+    messages: dict[bytes, Message] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    strings: dict[str, str] = {}  # topics and publishers repeat
     rows = conn.execute(
         "SELECT client_id, key, data, meta FROM session_messages ORDER BY client_id, key"
     )
-    for cid, key, data, meta in rows:
+    items: list[SessionMessage] = []
+    last = None
+    for cid, key, data, meta_text in rows:
         try:
-            record = (key, load_message(data), _decode_json(meta))
+            msg = messages.get(data)
+            if msg is None:
+                msg = messages[data] = load_message(data, strings)
+            meta = metas.get(meta_text)
+            if meta is None:
+                meta = metas[meta_text] = _decode_json(meta_text)
         except ValueError:
             log.exception("skipping unreadable message %r of session %r", key, cid)
             continue
-        items = out.get(cid)
-        if items is None:
-            out[cid] = [record]
-        else:
-            items.append(record)
+        if cid != last:
+            items = out.setdefault(cid, [])
+            last = cid
+        items.append((key, msg, meta))
+    return out
+
+
+def _load_session_keys(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT client_id, max(key) FROM session_messages GROUP BY client_id")
+    return dict(rows.fetchall())
+
+
+def _load_awaiting_rel(conn: sqlite3.Connection) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for cid, pid in conn.execute("SELECT client_id, packet_id FROM awaiting_rel"):
+        out.setdefault(cid, []).append(pid)
     return out
 
 
@@ -827,6 +935,8 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "load_retained": _load_retained,
     "load_sessions": _load_sessions,
     "load_session_messages": _load_session_messages,
+    "load_awaiting_rel": _load_awaiting_rel,
+    "load_session_keys": _load_session_keys,
     "add_app": _add_app,
     "get_app": _get_app,
     "list_apps": _list_apps,

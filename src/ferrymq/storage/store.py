@@ -3,10 +3,12 @@
 Two kinds of operation with different contracts:
 
 * Message-path writes (retained messages, persistent sessions and their queued
-  or inflight messages) never block: they are queued and committed in batches a
-  short interval later. Within one batch only the last operation on a key
+  or inflight messages, QoS 2 packet ids awaiting PUBREL) never block: they are
+  queued and committed in numbered batches, every flush interval or at once
+  when someone waits for a batch (``request_commit``; the commit listener
+  hears when it is done). Within one batch only the last operation on a key
   counts, so a message that is queued and acknowledged before the batch is
-  written never reaches the disk. A crash loses at most the last batch.
+  written never reaches the disk. A crash loses at most the uncommitted batches.
 * Admin operations (API apps, authentication records, ACL rules, bans) and start-up
   loading are synchronous, see every write queued before them, and are
   committed before they return. ``call`` runs one of them from an event loop.
@@ -18,6 +20,7 @@ serialised later, on the writer thread: pass a dict you do not mutate afterwards
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from ferrymq.core.message import Message
@@ -62,6 +65,18 @@ class Store(Protocol):
     def flush(self) -> None:
         """Block until every write queued before the call is committed."""
 
+    # --- group commit ---
+    #: Number of the batch the next message-path write joins.
+    open_batch: int
+    #: Context manager: the message-path writes made inside it join one batch.
+    atomic: AbstractContextManager[Any]
+
+    def set_commit_listener(self, listener: Callable[[int], None] | None) -> None:
+        """``listener(n)``, called on the writer thread, says batch ``n`` is committed."""
+
+    def request_commit(self, batch: int) -> None:
+        """Commit every batch up to ``batch`` as soon as possible."""
+
     # --- message path: never blocks ---
     def put_retained(self, msg: Message) -> None: ...
     def delete_retained(self, topic: str) -> None: ...
@@ -76,12 +91,20 @@ class Store(Protocol):
         """Replace the meta of a stored message without rewriting its payload."""
 
     def delete_session_message(self, client_id: str, key: int) -> None: ...
+    def put_awaiting_rel(self, client_id: str, pid: int) -> None: ...
+    def delete_awaiting_rel(self, client_id: str, pid: int) -> None: ...
 
     # --- start-up loading ---
     def load_retained(self) -> list[Message]: ...
     def load_sessions(self) -> dict[str, dict[str, Any]]: ...
     def load_session_messages(self) -> dict[str, list[SessionMessage]]:
         """Per client id, ordered by key."""
+
+    def load_awaiting_rel(self) -> dict[str, list[int]]:
+        """Per client id, the incoming QoS 2 packet ids still awaiting PUBREL."""
+
+    def load_session_keys(self) -> dict[str, int]:
+        """Per client id with stored messages, the highest message key (cheap: an index scan)."""
 
     # --- admin data ---
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
