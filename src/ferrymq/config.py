@@ -81,6 +81,17 @@ class Settings:
     api_max_body: int = _s(4194304, "largest API request body accepted, in bytes")
     api_app_id: str = _s("", "AppID of an API app to create at start (with api_app_secret)")
     api_app_secret: str = _s("", "AppSecret of api_app_id; stored hashed")
+    # --- web dashboard ---
+    dashboard_bind: str = _s("127.0.0.1", "address of the web dashboard")
+    dashboard_port: int = _s(18083, "port of the web dashboard (0: no dashboard)")
+    dashboard_password: str = _s(
+        "",
+        "password of the 'admin' dashboard user created at first start "
+        "(empty: a generated one, printed once)",
+    )
+    dashboard_session_timeout: int = _s(
+        3600, "seconds a dashboard login stays valid without being used"
+    )
 
     def __post_init__(self) -> None:
         # The [[listeners]] tables of the config file; not a flag or variable.
@@ -286,6 +297,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "max_keepalive": (1, 65535),
     "sys_interval": (0, None),
     "flush_interval": (0.001, None),
+    "dashboard_port": (0, 65535),
+    "dashboard_session_timeout": (1, None),
 }
 
 

@@ -1,4 +1,5 @@
-"""Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners."""
+"""Wire the parts together and run until SIGINT/SIGTERM: store, broker, API, dashboard,
+listeners."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from ferrymq.api.app import ApiServer, start_api
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
+from ferrymq.dashboard.server import DashboardServer, start_dashboard
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.transport.listeners import ListenerManager
 
@@ -25,10 +27,12 @@ async def serve(settings: Settings) -> None:
     broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None
     api: ApiServer | None = None
+    dashboard: DashboardServer | None = None
     try:
         broker.load_state()
         broker.start()
         api = await start_api(broker)
+        dashboard = await start_dashboard(broker, api)
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()
         broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
@@ -41,6 +45,8 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if dashboard is not None:
+            await dashboard.stop()
         if api is not None:
             await api.stop()
         if listeners is not None:

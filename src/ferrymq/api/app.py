@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ferrymq.api import acl, authdata, clients, metrics, mqtt, subscriptions
+from ferrymq.api import acl, applications, authdata, clients, metrics, mqtt, subscriptions
 from ferrymq.api.apps import bootstrap_apps
 from ferrymq.api.auth import AppAuth
 from ferrymq.api.context import CTX, ApiContext, ctx
@@ -76,6 +76,7 @@ def all_routes() -> list[Route]:
         *authdata.ROUTES,
         *acl.ROUTES,
         *metrics.ROUTES,
+        *applications.ROUTES,
     ]
 
 
@@ -132,19 +133,33 @@ def _auth_middleware(auth: AppAuth, public: set[Handler]) -> Middleware:
     return authenticate
 
 
-def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Application:
-    """The aiohttp application serving ``BASE`` for ``broker`` (which must have a store)."""
+def build_app(
+    broker: Broker,
+    mqtt_listen: list[str] | None = None,
+    *,
+    authenticate: Middleware | None = None,
+    share: ApiContext | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``BASE`` for ``broker`` (which must have a store).
+
+    The dashboard mounts the same routes with its own ``authenticate``
+    middleware (sessions instead of app credentials) and ``share``s the API
+    server's context, so both count writes and drop cached credentials together.
+    """
     if broker.store is None:
         raise ValueError("the API needs a broker with a store")
-    auth = AppAuth(broker.store)
-    sync = AccessSync(broker, on_change=auth.clear)
+    if share is not None:
+        auth, sync = share.auth, share.sync
+    else:
+        auth = AppAuth(broker.store)
+        sync = AccessSync(broker, on_change=auth.clear)
     routes = all_routes()
     public = {r.handler for r in routes if r.public}
     app = web.Application(
         client_max_size=broker.settings.api_max_body,
         middlewares=[
             _envelope_middleware(broker.settings.api_max_body),
-            _auth_middleware(auth, public),
+            authenticate or _auth_middleware(auth, public),
         ],
     )
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)
