@@ -60,6 +60,9 @@ export function badge(text, kind = '') {
   return h('span', { class: `badge ${kind}`, text });
 }
 
+const VERSIONS = { 3: '3.1', 4: '3.1.1', 5: '5.0' };
+export const fmtProto = (c) => `${c.proto_name} ${VERSIONS[c.proto_ver] || c.proto_ver}`;
+
 export const fmtNum = (n) => (n === undefined || n === null ? '-' : Number(n).toLocaleString('en-US'));
 
 export function fmtBytes(n) {
@@ -105,7 +108,8 @@ export function pagedTable({ columns, fetch, limit = 20, empty = 'nothing here',
     h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: c.num ? 'num' : '', text: c.title })))),
     tbody);
   const status = h('div');
-  const el = h('div', {}, status, table, h('div', { class: 'pager' }, info, prev, next));
+  const pager = h('div', { class: 'pager' }, info, prev, next);
+  const el = h('div', {}, status, table, pager);
 
   async function load(p = page) {
     page = Math.max(1, p);
@@ -114,13 +118,11 @@ export function pagedTable({ columns, fetch, limit = 20, empty = 'nothing here',
       body = await fetch(page, limit);
     } catch (err) {
       clear(status, unavailable(err));
-      table.hidden = true;
-      info.textContent = '';
-      prev.disabled = next.disabled = true;
+      table.hidden = pager.hidden = true;
       return;
     }
     clear(status);
-    table.hidden = false;
+    table.hidden = pager.hidden = false;
     const rows = body.data || [];
     const meta = body.meta || { page, limit, count: rows.length, hasnext: false };
     if (!rows.length && page > 1 && meta.count > 0) return load(Math.ceil(meta.count / limit));

@@ -1,7 +1,7 @@
 // Clients: a paged, filtered list (the API's filters) and one client's detail page.
 
 import { del, enc, get, post } from '../api.js';
-import { act, badge, card, clear, field, fmtNum, h, kv, pagedTable, select, unavailable } from '../ui.js';
+import { act, badge, card, clear, field, fmtNum, fmtProto, h, kv, pagedTable, select, unavailable } from '../ui.js';
 
 export function kick(clientid, after) {
   if (!confirm(`Kick client ${clientid}? Its session is discarded.`)) return;
@@ -44,7 +44,7 @@ function list(root) {
       { title: 'client id', value: (c) => h('a', { href: `#/clients/${enc(c.clientid)}`, text: c.clientid, class: 'client-link' }) },
       { title: 'username', value: (c) => c.username ?? '' },
       { title: 'address', value: (c) => `${c.ip_address}:${c.port}` },
-      { title: 'protocol', value: (c) => `${c.proto_name} ${c.proto_ver}` },
+      { title: 'protocol', value: (c) => fmtProto(c) },
       { title: 'state', value: (c) => (c.connected ? badge('connected', 'ok') : badge('disconnected')) },
       { title: 'keep alive', value: (c) => String(c.keepalive), num: true },
       { title: 'subscriptions', value: (c) => fmtNum(c.subscriptions_cnt), num: true },
@@ -102,8 +102,8 @@ async function detail(root, clientid) {
         h('button', { class: 'danger', id: 'client-kick', text: 'Kick', onclick: () => kick(clientid, () => { location.hash = '#/clients'; }) })),
       h('div', { class: 'grid' },
         card('Connection', kv([
-          ['node', client.node], ['username', client.username ?? ''], ['address', `${client.ip_address}:${client.port}`],
-          ['protocol', `${client.proto_name} ${client.proto_ver}`], ['keep alive', `${client.keepalive} s`],
+          ['node', client.node], ['username', client.username || '(none)'], ['address', `${client.ip_address}:${client.port}`],
+          ['protocol', fmtProto(client)], ['keep alive', `${client.keepalive} s`],
           ['clean start', String(client.clean_start)], ['zone', client.zone], ['bridge', String(client.is_bridge)],
           ['connected at', client.connected_at], ['disconnected at', client.disconnected_at], ['created at', client.created_at],
         ])),

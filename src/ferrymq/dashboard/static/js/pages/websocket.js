@@ -122,7 +122,7 @@ export async function render(root) {
 
   root.append(
     h('h1', { text: 'WebSocket client' }),
-    note ? h('p', { class: 'unavailable', text: note }) : null,
+    ...(note ? [h('p', { class: 'unavailable', text: note })] : []),
     card('Connection',
       h('form', { class: 'toolbar', onsubmit: connect, id: 'ws-connect-form' },
         field('address', address), field('client id', clientId), field('username', username),
@@ -134,9 +134,9 @@ export async function render(root) {
           field('topic', subTopic), field('QoS', subQos), h('button', { type: 'submit', text: 'Subscribe' })),
         subs),
       card('Publish',
-        h('form', { class: 'toolbar', onsubmit: publish, id: 'ws-publish-form' },
-          field('topic', pubTopic), field('QoS', pubQos), field('retain', pubRetain),
-          h('label', { class: 'grow' }, 'payload', pubPayload),
+        h('form', { onsubmit: publish, id: 'ws-publish-form' },
+          h('div', { class: 'toolbar' }, field('topic', pubTopic), field('QoS', pubQos), field('retain', pubRetain)),
+          h('div', { class: 'toolbar' }, h('label', { class: 'grow' }, 'payload', pubPayload)),
           h('button', { type: 'submit', text: 'Publish' })))),
     h('div', { class: 'grid' }, card('Messages received', received), card('Messages published', sent)),
   );
