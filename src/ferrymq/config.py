@@ -73,6 +73,22 @@ class Settings:
     flush_interval: float = _s(0.05, "seconds between durable-state commits")
     log_level: str = _s("info", "log level", ("debug", "info", "warning", "error"))
     log_format: str = _s("text", "log line format", ("text", "json"))
+    # --- alarms ---
+    alarm_check_interval: float = _s(10.0, "seconds between alarm checks")
+    alarm_sysmem_high_watermark: float = _s(
+        70.0, "alarm when the machine's memory in use passes this percent (0: off)"
+    )
+    alarm_procmem_high_watermark: float = _s(
+        50.0, "alarm when the broker's resident memory passes this percent of RAM (0: off)"
+    )
+    alarm_connections_high_watermark: float = _s(
+        90.0, "alarm when connections pass this percent of max_connections (0: off)"
+    )
+    alarm_fds_high_watermark: float = _s(
+        80.0, "alarm when open file descriptors pass this percent of the limit (0: off)"
+    )
+    alarm_size_limit: int = _s(1000, "deactivated alarms kept in the history")
+    alarm_validity_period: float = _s(86400.0, "seconds a deactivated alarm stays in the history")
     # --- management API ---
     api_bind: str = _s("127.0.0.1", "address of the management REST API")
     api_port: int = _s(8081, "port of the management REST API (0: no API)")
@@ -297,6 +313,13 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "max_keepalive": (1, 65535),
     "sys_interval": (0, None),
     "flush_interval": (0.001, None),
+    "alarm_check_interval": (0.1, None),
+    "alarm_sysmem_high_watermark": (0, 100),
+    "alarm_procmem_high_watermark": (0, 100),
+    "alarm_connections_high_watermark": (0, 100),
+    "alarm_fds_high_watermark": (0, 100),
+    "alarm_size_limit": (0, None),
+    "alarm_validity_period": (0, None),
     "dashboard_port": (0, 65535),
     "dashboard_session_timeout": (1, None),
 }

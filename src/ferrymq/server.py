@@ -36,6 +36,8 @@ async def serve(settings: Settings) -> None:
         listeners = ListenerManager(broker, settings.effective_listeners())
         await listeners.start()
         broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
+        if api is not None:
+            api.lifecycle.state = "running"
         _tune_gc()
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
@@ -48,6 +50,7 @@ async def serve(settings: Settings) -> None:
         if dashboard is not None:
             await dashboard.stop()
         if api is not None:
+            api.lifecycle.state = "stopping"
             await api.stop()
         if listeners is not None:
             listeners.close()

@@ -541,6 +541,15 @@ class Acl:
         """Drop the cached decisions of a client (on disconnect)."""
         self._cache.pop(client_id, None)
 
+    def cached(self, client_id: str) -> list[tuple[str, str, bool]]:
+        """The cached decisions of a client as (publish | subscribe, topic, allowed)."""
+        cache = self._cache.get(client_id)
+        if cache is None:
+            return []
+        return [("publish", t, d) for t, d in cache.pub.items()] + [
+            ("subscribe", t, d) for t, d in cache.sub.items()
+        ]
+
     def _new_cache(self, client_id: str, username: str | None) -> _ClientCache:
         if len(self._cache) >= self._cache_clients:
             self._cache.clear()

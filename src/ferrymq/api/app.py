@@ -15,9 +15,25 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ferrymq.api import acl, applications, authdata, clients, metrics, mqtt, subscriptions
+from ferrymq.api import (
+    acl,
+    acl_cache,
+    alarms,
+    applications,
+    authdata,
+    banned,
+    clients,
+    metrics,
+    mqtt,
+    nodes,
+    retained,
+    status,
+    subscriptions,
+    topic_metrics,
+)
 from ferrymq.api.apps import bootstrap_apps
 from ferrymq.api.auth import AppAuth
+from ferrymq.api.cluster import CLUSTER, Cluster
 from ferrymq.api.context import CTX, ApiContext, ctx
 from ferrymq.api.errors import BAD_CREDENTIALS, BAD_PARAMETER, UNKNOWN_ERROR, ApiError
 from ferrymq.api.openapi import build_openapi
@@ -76,6 +92,12 @@ def all_routes() -> list[Route]:
         *authdata.ROUTES,
         *acl.ROUTES,
         *metrics.ROUTES,
+        *nodes.ROUTES,
+        *retained.ROUTES,
+        *banned.ROUTES,
+        *alarms.ROUTES,
+        *acl_cache.ROUTES,
+        *topic_metrics.ROUTES,
         *applications.ROUTES,
     ]
 
@@ -155,6 +177,7 @@ def build_app(
         sync = AccessSync(broker, on_change=auth.clear)
     routes = all_routes()
     public = {r.handler for r in routes if r.public}
+    public.add(status.status)
     app = web.Application(
         client_max_size=broker.settings.api_max_body,
         middlewares=[
@@ -164,6 +187,9 @@ def build_app(
     )
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)
     app[OPENAPI_KEY] = build_openapi(routes)
+    app[CLUSTER] = Cluster(broker)
+    app[status.LIFECYCLE] = status.Lifecycle()
+    app.router.add_get(status.PATH, status.status, name="status")
     for route in routes:
         path = BASE + route.path
         app.router.add_route(route.method, path, route.handler, name=route.name)
@@ -190,6 +216,11 @@ class ApiServer:
     @property
     def context(self) -> ApiContext:
         return self.app[CTX]
+
+    @property
+    def lifecycle(self) -> status.Lifecycle:
+        """``state`` is what ``GET /status`` reports: starting, running, stopping."""
+        return self.app[status.LIFECYCLE]
 
     async def start(self) -> None:
         s = self.broker.settings

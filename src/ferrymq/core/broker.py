@@ -23,16 +23,20 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ferrymq.access.acl import Acl
 from ferrymq.access.authn import Authenticator
+from ferrymq.core.alarms import AlarmChecks
+from ferrymq.core.banned import Ban, BanList
 from ferrymq.core.message import Message
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.retained import RetainedStore
 from ferrymq.core.router import Router
 from ferrymq.core.session import INFLIGHT, RELEASING, Delivery, Session
+from ferrymq.core.stats import Stats
 from ferrymq.core.subscription import Subscription
+from ferrymq.core.topic_metrics import DROPPED, IN, OUT, QOS_IN, QOS_OUT, TopicMetrics
 from ferrymq.protocol import reason_codes as rc
 from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
 from ferrymq.protocol.topics import (
@@ -69,6 +73,19 @@ _WILL_FORWARDED = (
 )
 
 
+def _count_topic(counts: list[int], qos: int, delivered: Iterable[int]) -> None:
+    """Topic metrics of one publish: in by its QoS, out per delivery QoS, dropped if none."""
+    counts[IN] += 1
+    counts[QOS_IN[qos]] += 1
+    out = 0
+    for q in delivered:
+        counts[QOS_OUT[q]] += 1
+        out += 1
+    counts[OUT] += out
+    if not out:
+        counts[DROPPED] += 1
+
+
 def _online(sub: Subscription) -> bool:
     session = sub.session
     return session.client is not None  # type: ignore[attr-defined]
@@ -94,7 +111,12 @@ class Broker:
         self.connections: set[Client] = set()
         self.authenticator = Authenticator(settings.anonymous_allowed())
         self.acl = Acl(settings.acl_nomatch)
+        self.banned = BanList()
+        self.alarm_checks = AlarmChecks(self)
+        self.topic_metrics = TopicMetrics()
+        self._watched = self.topic_metrics.watched  # read once per publish, see publish()
         self.started_at = time.time()
+        self.stats_tracker = Stats(self)
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         self._paused: set[Client] = set()
@@ -155,6 +177,11 @@ class Broker:
         for client_id in messages.keys() - self.sessions.keys():
             store.delete_session(client_id)
         self.load_access()
+        bans = [Ban(**row) for row in store.list_bans()]
+        for ban in bans:
+            if not ban.active(now):
+                store.delete_ban(ban.kind, ban.who)
+        self.banned.load([ban for ban in bans if ban.active(now)])
         log.info(
             "restored %d retained messages and %d persistent sessions",
             len(self.retained),
@@ -395,10 +422,14 @@ class Broker:
         metrics["messages.publish"] += 1
         if msg.retain:
             self._retain(msg)
+        watched = self._watched
+        counters = watched.get(msg.topic) if watched else None
         subs, groups = self.router.match(msg.topic)
         if not subs and not groups:
             metrics["messages.dropped"] += 1
             metrics["messages.dropped.no_subscribers"] += 1
+            if counters is not None:
+                _count_topic(counters.counts, msg.qos, ())
             return 0
         publisher = msg.publisher
         if groups:
@@ -431,6 +462,13 @@ class Broker:
                 self._block(origin, target)
         if msg.retain:
             msg.cache = None  # the retained store keeps the message, not its encodings
+        if counters is not None:
+            delivered = [
+                qos if qos < sub.qos else sub.qos
+                for sub in subs
+                if not (sub.no_local and sub.client_id == publisher)
+            ]
+            _count_topic(counters.counts, qos, delivered)
         return count
 
     def _retain(self, msg: Message) -> None:
@@ -444,6 +482,14 @@ class Broker:
                     self.store.put_retained(msg)  # type: ignore[union-attr]
         elif self.retained.delete(msg.topic) is not None and durable:
             self.store.delete_retained(msg.topic)  # type: ignore[union-attr]
+
+    def delete_retained(self, topic: str) -> bool:
+        """Clear the retained message of ``topic`` (for the API); False when there is none."""
+        if self.retained.delete(topic) is None:
+            return False
+        if self.store is not None and not topic.startswith("$SYS/"):
+            self.store.delete_retained(topic)
+        return True
 
     # --- subscribe -------------------------------------------------------------
 
@@ -592,6 +638,12 @@ class Broker:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self.stats_tracker.sample()
+        if self.banned:
+            self.banned.expire(time.time())
+        self.alarm_checks.tick(now)
+        if self._watched:
+            self.topic_metrics.tick(now)
         if self._paused:
             for origin in list(self._paused):
                 if now - origin.paused_since >= _MAX_PAUSE:
@@ -635,10 +687,6 @@ class Broker:
 
     # --- introspection (API, $SYS) ----------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "connections.count": len(self.clients),
-            "sessions.count": len(self.sessions),
-            "subscriptions.count": len(self.router),
-            "retained.count": len(self.retained),
-        }
+    def stats(self) -> dict[str, int]:
+        """EMQX's stats (``connections.count``, ``connections.max`` ...), see core/stats.py."""
+        return self.stats_tracker.sample()

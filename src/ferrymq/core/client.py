@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ferrymq.core.banned import peer_host
 from ferrymq.core.message import Message
 from ferrymq.core.metrics import RECEIVED_KEYS as _RECV_KEYS
 from ferrymq.core.metrics import SENT_KEYS as _SENT_KEYS
@@ -492,6 +493,9 @@ class Client:
         self.client_id = client_id
         if version == MQTT5 and props.get("authentication_method") is not None:
             return self._refuse(rc.BAD_AUTHENTICATION_METHOD, "no enhanced authentication")
+        banned = broker.banned
+        if banned and banned.check(client_id, self.username, peer_host(self.peer[0])):
+            return self._refuse(rc.BANNED, "banned")
         if (
             settings.max_connections
             and broker.online_count() >= settings.max_connections

@@ -143,7 +143,16 @@ _EMPTY: MatchResult = (_NO_SUBS, _NO_GROUPS)
 class Router:
     """Maps topic names to the subscriptions (and shared groups) that should receive them."""
 
-    __slots__ = ("_cache", "_cache_size", "_cached", "_count", "_root", "shared_strategy")
+    __slots__ = (
+        "_cache",
+        "_cache_size",
+        "_cached",
+        "_count",
+        "_root",
+        "routes",
+        "shared",
+        "shared_strategy",
+    )
 
     def __init__(self, shared_strategy: str = "round_robin", cache_size: int = 100_000) -> None:
         if shared_strategy not in STRATEGIES:
@@ -151,6 +160,11 @@ class Router:
         self.shared_strategy = shared_strategy
         self._root = _Node()
         self._count = 0
+        # Distinct plain filters with at least one subscription (EMQX's routes and
+        # topics), and shared-group members among the subscriptions; kept as
+        # (un)subscribe goes so that stats never walk the trie.
+        self.routes = 0
+        self.shared = 0
         self._cache_size = cache_size
         self._cache: TopicTree[MatchResult] = TopicTree()
         self._cached = self._cache.by_topic  # the flat dict, for the warm path
@@ -177,6 +191,8 @@ class Router:
                 if nxt is None:
                     nxt = node.children[level] = _Node()
             node = nxt
+        if node.subs is None and node.groups is None:
+            self.routes += 1
         group_name = sub.share_group
         if group_name is None:
             subs = node.subs
@@ -197,6 +213,8 @@ class Router:
                 # Only a new group changes match results; members live inside the group.
                 self._invalidate(sub.filter)
             old = group.put(sub)
+            if old is None:
+                self.shared += 1
         if old is None:
             self._count += 1
         return old
@@ -232,12 +250,15 @@ class Router:
             old = group.discard(client_id)
             if old is None:
                 return None
+            self.shared -= 1
             if not group.members:
                 del node.groups[group_name]  # type: ignore[union-attr]
                 if not node.groups:
                     node.groups = None
                 self._invalidate(plain)
         self._count -= 1
+        if node.subs is None and node.groups is None:
+            self.routes -= 1
         self._prune(node, path)
         return old
 
@@ -314,6 +335,24 @@ class Router:
         if not groups:
             return (subs, _NO_GROUPS) if subs else _EMPTY
         return subs or _NO_SUBS, groups
+
+    def has_route(self, plain_filter: str) -> bool:
+        """Whether some subscription uses exactly this plain filter."""
+        node: _Node | None = self._root
+        for level in plain_filter.split("/"):
+            if level == "+":
+                node = node.plus
+            elif level == "#":
+                node = node.hash
+            else:
+                node = node.children.get(level)
+            if node is None:
+                return False
+        return bool(node.subs or node.groups)
+
+    def route_filters(self) -> list[str]:
+        """The distinct plain filters in use, sorted (for listing routes)."""
+        return sorted({sub.filter for sub in self.filters()})
 
     def filters(self) -> Iterator[Subscription]:
         """Every installed subscription, shared members included (for listing)."""

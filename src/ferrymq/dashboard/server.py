@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ferrymq.api import status
 from ferrymq.api.app import build_app
+from ferrymq.api.cluster import CLUSTER
 from ferrymq.api.context import CTX
 from ferrymq.api.errors import BAD_CREDENTIALS, EMPTY_CREDENTIALS
 from ferrymq.api.params import as_object, get_str, read_json
@@ -105,6 +107,9 @@ def build_dashboard(broker: Broker, api: ApiServer | None = None) -> web.Applica
     assert broker.store is not None
     share = api.context if api is not None else None
     app = build_app(broker, authenticate=_session_middleware, share=share)
+    if api is not None:  # one view of the node and of its life for both listeners
+        app[CLUSTER] = api.app[CLUSTER]
+        app[status.LIFECYCLE] = api.lifecycle
     app[SESSIONS] = Sessions(broker.store, broker.settings.dashboard_session_timeout)
     app.on_response_prepare.append(_headers)
     app.router.add_get("/", index)
@@ -139,11 +144,13 @@ class DashboardServer:
             raise
         self._runner = runner
         self.addresses = [f"http://{a[0]}:{a[1]}/" for a in runner.addresses]
-        if self._owns_sync:  # no API server watching the data directory
+        if self._owns_sync:  # no API server: watch the data directory, report /status
             self.app[CTX].sync.start()
+            self.app[status.LIFECYCLE].state = "running"
 
     async def stop(self) -> None:
         if self._owns_sync:
+            self.app[status.LIFECYCLE].state = "stopping"
             await self.app[CTX].sync.stop()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -70,6 +70,9 @@ _SCHEMA = (
         id INTEGER PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, topic TEXT NOT NULL,
         action TEXT NOT NULL, access TEXT NOT NULL, created_at REAL NOT NULL,
         UNIQUE (kind, subject, topic))""",
+    """CREATE TABLE IF NOT EXISTS banned (
+        kind TEXT NOT NULL, who TEXT NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL,
+        at INTEGER NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (kind, who))""",
     """CREATE TABLE IF NOT EXISTS dashboard_users (
         username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, description TEXT NOT NULL,
         created_at REAL NOT NULL)""",
@@ -318,6 +321,16 @@ class SqliteStore:
 
     def delete_acl(self, kind: str, subject: str, topic: str) -> bool:
         return self._run(_delete_acl, kind, subject, topic)
+
+    def put_ban(self, ban: dict[str, Any]) -> None:
+        """Add or replace a ban ``{kind, who, by, reason, at, until}``."""
+        self._run(_put_ban, ban)
+
+    def list_bans(self) -> list[dict[str, Any]]:
+        return self._run(_list_bans)
+
+    def delete_ban(self, kind: str, who: str) -> bool:
+        return self._run(_delete_ban, kind, who)
 
     def add_dashboard_user(self, username: str, password_hash: str, desc: str = "") -> None:
         self._run(_add_dashboard_user, username, password_hash, desc)
@@ -766,8 +779,26 @@ def _delete_acl(conn: sqlite3.Connection, kind: str, subject: str, topic: str) -
     return cur.rowcount > 0
 
 
-# Store method name -> writer job with the same parameters (after the connection),
-# so that ``call`` can skip the executor thread.
+_BAN_FIELDS = ("kind", "who", "by", "reason", "at", "until")
+
+
+def _put_ban(conn: sqlite3.Connection, ban: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO banned (kind, who, by, reason, at, until)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        tuple(ban[k] for k in _BAN_FIELDS),
+    )
+
+
+def _list_bans(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT kind, who, by, reason, at, until FROM banned ORDER BY at")
+    return [dict(zip(_BAN_FIELDS, row, strict=True)) for row in rows]
+
+
+def _delete_ban(conn: sqlite3.Connection, kind: str, who: str) -> bool:
+    return conn.execute("DELETE FROM banned WHERE kind = ? AND who = ?", (kind, who)).rowcount > 0
+
+
 _DASHBOARD_COLUMNS = "username, password_hash, description, created_at"
 
 
@@ -814,6 +845,8 @@ def _delete_dashboard_user(conn: sqlite3.Connection, username: str) -> bool:
     return cur.rowcount > 0
 
 
+# Store method name -> writer job with the same parameters (after the connection),
+# so that ``call`` can skip the executor thread.
 _JOBS: dict[str, Callable[..., Any]] = {
     "load_retained": _load_retained,
     "load_sessions": _load_sessions,
@@ -831,6 +864,9 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "put_acl": _put_acl,
     "list_acl": _list_acl,
     "delete_acl": _delete_acl,
+    "put_ban": _put_ban,
+    "list_bans": _list_bans,
+    "delete_ban": _delete_ban,
     "add_dashboard_user": _add_dashboard_user,
     "get_dashboard_user": _get_dashboard_user,
     "list_dashboard_users": _list_dashboard_users,

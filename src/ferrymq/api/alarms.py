@@ -1,0 +1,105 @@
+"""``/alarms``: the alarms of every node, active and deactivated (EMQX 4.4 shapes).
+
+Lists are ``[{node, alarms: [...]}]``, one entry per node; each alarm is
+``{name, message, details, activate_at, deactivate_at, activated, duration}``
+with times in epoch microseconds and ``deactivate_at: "infinity"`` while
+active, as ``emqx_mgmt_api_alarms`` returns them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ferrymq.api.cluster import cluster
+from ferrymq.api.errors import UNKNOWN_ERROR, not_found
+from ferrymq.api.params import as_object, get_str, read_json
+from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
+
+_ALARM = obj(
+    {
+        "name": STR,
+        "message": STR,
+        "details": {"type": "object"},
+        "activate_at": INT,
+        "deactivate_at": {"description": 'epoch microseconds, or "infinity" while active'},
+        "activated": BOOL,
+        "duration": INT,
+    }
+)
+_NODE_ALARMS = arr(obj({"node": STR, "alarms": arr(_ALARM)}))
+
+
+def _lister(which: str):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.Response:
+        answers = await cluster(request).each(lambda node: node.alarms(which))
+        return ok([{"node": node.name, "alarms": alarms} for node, alarms in answers])
+
+    return handler
+
+
+list_all = _lister("all")
+list_activated = _lister("activated")
+list_deactivated = _lister("deactivated")
+
+
+async def deactivate(request: web.Request) -> web.Response:
+    body = as_object(await read_json(request))
+    node = cluster(request).node(get_str(body, "node") or "")
+    name = get_str(body, "name")
+    assert name is not None
+    if not await node.deactivate_alarm(name):
+        raise not_found(UNKNOWN_ERROR, f"no active alarm {name!r} on {node.name}")
+    return ok()
+
+
+async def delete_deactivated(request: web.Request) -> web.Response:
+    await cluster(request).each(lambda node: node.clear_alarm_history())
+    return ok()
+
+
+ROUTES = [
+    Route(
+        "list_all_alarms",
+        "GET",
+        "/alarms",
+        list_all,
+        "Every node's alarms, active first, then the history",
+        data=_NODE_ALARMS,
+        errors=(),
+    ),
+    Route(
+        "list_all_activated_alarms",
+        "GET",
+        "/alarms/activated",
+        list_activated,
+        "Every node's active alarms",
+        data=_NODE_ALARMS,
+        errors=(),
+    ),
+    Route(
+        "list_all_deactivated_alarms",
+        "GET",
+        "/alarms/deactivated",
+        list_deactivated,
+        "Every node's deactivated alarms (the history)",
+        data=_NODE_ALARMS,
+        errors=(),
+    ),
+    Route(
+        "deactivate_alarm",
+        "POST",
+        "/alarms/deactivated",
+        deactivate,
+        "Deactivate one active alarm of a node",
+        body=obj({"node": STR, "name": STR}, ("node", "name")),
+        errors=(400, 404),
+    ),
+    Route(
+        "delete_all_deactivated_alarms",
+        "DELETE",
+        "/alarms/deactivated",
+        delete_deactivated,
+        "Clear every node's alarm history",
+        errors=(),
+    ),
+]

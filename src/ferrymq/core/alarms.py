@@ -1,0 +1,198 @@
+"""Alarms: conditions an operator should see, raised and cleared by the broker itself.
+
+As EMQX 4.4's ``emqx_alarm``: an alarm is activated once by name (a second
+activation is ignored), moves to the history when deactivated, and the
+history is bounded (``alarm_size_limit``) and forgets entries older than
+``alarm_validity_period``. Times are epoch microseconds, as EMQX reports them.
+
+The checks run from the broker's one-second housekeeping, every
+``alarm_check_interval`` seconds; none is on the message path:
+
+- ``high_system_memory_usage``: the machine's memory in use above
+  ``alarm_sysmem_high_watermark`` percent;
+- ``high_process_memory_usage``: the broker's resident memory above
+  ``alarm_procmem_high_watermark`` percent of the machine's memory;
+- ``too_many_connections``: connections above ``alarm_connections_high_watermark``
+  percent of ``max_connections`` (``too_many_connections/<listener>`` for a
+  listener's own ``max_connections``);
+- ``too_many_open_files``: open file descriptors above
+  ``alarm_fds_high_watermark`` percent of the process limit (each
+  connection holds one; EMQX's ``too_many_processes`` watches its equivalent).
+
+A watermark of 0 turns its check off. An alarm clears when its figure is
+back under the watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ferrymq.core import system
+
+if TYPE_CHECKING:
+    from ferrymq.core.broker import Broker
+
+log = logging.getLogger("ferrymq.alarms")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class Alarm:
+    name: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    activate_at: int = 0
+    deactivate_at: int | None = None  # None while active ("infinity" in EMQX)
+
+    def as_dict(self, now_us: int) -> dict[str, Any]:
+        end = self.deactivate_at
+        return {
+            "name": self.name,
+            "message": self.message,
+            "details": self.details,
+            "activate_at": self.activate_at,
+            "deactivate_at": "infinity" if end is None else end,
+            "activated": end is None,
+            "duration": (now_us if end is None else end) - self.activate_at,
+        }
+
+
+class Alarms:
+    """The active alarms and the history of deactivated ones."""
+
+    def __init__(self, size_limit: int = 1000, validity_period: float = 86400.0) -> None:
+        self.active: dict[str, Alarm] = {}
+        self.history: deque[Alarm] = deque(maxlen=size_limit or None)
+        self.validity_us = int(validity_period * 1_000_000)
+
+    def activate(self, name: str, message: str, details: dict[str, Any] | None = None) -> bool:
+        """Raise ``name``; False when it is active already."""
+        if name in self.active:
+            return False
+        self.active[name] = Alarm(name, message, details or {}, _now_us())
+        log.warning("alarm %s activated: %s", name, message)
+        return True
+
+    def deactivate(self, name: str) -> bool:
+        """Clear ``name`` into the history; False when it is not active."""
+        alarm = self.active.pop(name, None)
+        if alarm is None:
+            return False
+        alarm.deactivate_at = _now_us()
+        self.history.append(alarm)
+        log.warning("alarm %s deactivated", name)
+        return True
+
+    def clear_history(self) -> None:
+        self.history.clear()
+
+    def listed(self, which: str = "all") -> list[dict[str, Any]]:
+        """``all``, ``activated`` or ``deactivated`` alarms, newest first."""
+        now = _now_us()
+        self._forget_old(now)
+        chosen: list[Alarm] = []
+        if which in ("all", "activated"):
+            chosen += sorted(self.active.values(), key=lambda a: -a.activate_at)
+        if which in ("all", "deactivated"):
+            chosen += reversed(self.history)
+        return [a.as_dict(now) for a in chosen]
+
+    def _forget_old(self, now_us: int) -> None:
+        history = self.history
+        while history and now_us - (history[0].deactivate_at or now_us) > self.validity_us:
+            history.popleft()
+
+    def set(self, name: str, on: bool, message: str, details: dict[str, Any]) -> None:
+        if on:
+            self.activate(name, message, details)
+        else:
+            self.deactivate(name)
+
+
+class AlarmChecks:
+    """The broker's own alarm conditions, evaluated every ``alarm_check_interval`` seconds."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        s = broker.settings
+        self.alarms = Alarms(s.alarm_size_limit, s.alarm_validity_period)
+        self._next = 0.0
+
+    def tick(self, now: float) -> None:
+        """Called every second with ``time.monotonic()``."""
+        if now < self._next:
+            return
+        self._next = now + self.broker.settings.alarm_check_interval
+        self.check()
+
+    def check(self) -> None:
+        s = self.broker.settings
+        if s.alarm_sysmem_high_watermark or s.alarm_procmem_high_watermark:
+            self._memory(system.memory())
+        self._connections()
+        if s.alarm_fds_high_watermark:
+            self._usage(
+                "too_many_open_files",
+                system.open_fds(),
+                system.max_fds(),
+                s.alarm_fds_high_watermark,
+                "open files",
+            )
+
+    def _memory(self, mem: system.Memory) -> None:
+        if not mem.total:
+            return
+        s = self.broker.settings
+        sys_hw, proc_hw = s.alarm_sysmem_high_watermark, s.alarm_procmem_high_watermark
+        if sys_hw:
+            usage = round(mem.used * 100 / mem.total, 2)
+            self.alarms.set(
+                "high_system_memory_usage",
+                usage > sys_hw,
+                f"System memory usage is higher than {sys_hw:g}%",
+                {"usage": usage, "high_watermark": sys_hw},
+            )
+        if proc_hw:
+            usage = round(mem.rss * 100 / mem.total, 2)
+            self.alarms.set(
+                "high_process_memory_usage",
+                usage > proc_hw,
+                f"Process memory usage is higher than {proc_hw:g}%",
+                {"usage": usage, "high_watermark": proc_hw, "rss": mem.rss},
+            )
+
+    def _connections(self) -> None:
+        broker = self.broker
+        hw = broker.settings.alarm_connections_high_watermark
+        if not hw:
+            return
+        self._usage(
+            "too_many_connections",
+            broker.online_count(),
+            broker.settings.max_connections,
+            hw,
+            "connections",
+        )
+        manager = getattr(broker, "listeners", None)
+        for item in manager.describe() if manager is not None else ():
+            name = "too_many_connections/" + item["identifier"].removeprefix("mqtt:")
+            self._usage(name, item["current_conns"], item["max_conns"], hw, "connections")
+
+    def _usage(self, name: str, used: int, limit: int, hw: float, what: str) -> None:
+        if not limit:
+            self.alarms.deactivate(name)
+            return
+        usage = round(used * 100 / limit, 2)
+        self.alarms.set(
+            name,
+            usage > hw,
+            f"{usage:g}% of the {limit} {what} allowed are in use",
+            {"usage": usage, "high_watermark": hw, "current": used, "max": limit},
+        )

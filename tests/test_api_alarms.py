@@ -1,0 +1,92 @@
+"""/alarms: real alarms raised by a real broker, their history, and the alarm book-keeping."""
+
+from __future__ import annotations
+
+import time
+
+from api_http import Api, wait_for
+from clients import TestClient
+from ferrymq.core.alarms import Alarms
+
+NODE = "ferrymq@127.0.0.1"
+
+
+def _names(api: Api, which: str = "") -> list[str]:
+    data = api.ok("GET", "/alarms" + which)
+    assert [entry["node"] for entry in data] == [NODE]
+    return [a["name"] for a in data[0]["alarms"]]
+
+
+def test_connection_and_memory_alarms(make_broker) -> None:
+    b = make_broker(
+        "--max-connections",
+        "4",
+        "--alarm-connections-high-watermark",
+        "50",
+        "--alarm-sysmem-high-watermark",
+        "0.01",
+        "--alarm-procmem-high-watermark",
+        "0",
+        "--alarm-check-interval",
+        "0.1",
+    )
+    api = Api(b.api_port)
+    wait_for(lambda: "high_system_memory_usage" in _names(api, "/activated"))
+    assert "high_process_memory_usage" not in _names(api)  # watermark 0: check off
+    assert "too_many_connections" not in _names(api)
+    clients = [TestClient(f"alarm-{i}") for i in range(3)]
+    for c in clients:
+        c.connect(b.port)
+    wait_for(lambda: "too_many_connections" in _names(api, "/activated"))
+    alarm = next(
+        a
+        for a in api.ok("GET", "/alarms/activated")[0]["alarms"]
+        if a["name"] == "too_many_connections"
+    )
+    assert alarm["activated"] is True and alarm["deactivate_at"] == "infinity"
+    assert alarm["details"]["current"] == 3 and alarm["details"]["max"] == 4
+    assert alarm["details"]["usage"] == 75 and alarm["details"]["high_watermark"] == 50
+    assert "75% of the 4 connections" in alarm["message"]
+    assert abs(alarm["activate_at"] / 1e6 - time.time()) < 30
+    for c in clients[1:]:
+        c.disconnect()
+    wait_for(lambda: "too_many_connections" in _names(api, "/deactivated"))
+    assert "too_many_connections" not in _names(api, "/activated")
+    old = next(
+        a
+        for a in api.ok("GET", "/alarms/deactivated")[0]["alarms"]
+        if a["name"] == "too_many_connections"
+    )
+    assert old["activated"] is False
+    assert old["duration"] == old["deactivate_at"] - old["activate_at"] > 0
+    # all = active ones, then the history
+    assert set(_names(api)) >= {"high_system_memory_usage", "too_many_connections"}
+
+    r = api.post("/alarms/deactivated", {"node": NODE, "name": "high_system_memory_usage"})
+    assert (r.status, r.code) == (200, 0)
+    assert "high_system_memory_usage" in _names(api, "/deactivated")
+    assert api.post("/alarms/deactivated", {"node": NODE, "name": "nope"}).status == 404
+    assert api.post("/alarms/deactivated", {"node": "x@y", "name": "nope"}).status == 404
+    r = api.post("/alarms/deactivated", {"node": NODE})
+    assert (r.status, r.code) == (400, 107)
+    assert api.ok("DELETE", "/alarms/deactivated") is None
+    assert "too_many_connections" not in _names(api, "/deactivated")
+    clients[0].disconnect()
+
+
+def test_alarm_book_keeping() -> None:
+    alarms = Alarms(size_limit=2, validity_period=3600)
+    assert alarms.activate("a", "A", {"x": 1})
+    assert not alarms.activate("a", "again")
+    assert not alarms.deactivate("b")
+    for name in ("a", "b", "c"):
+        alarms.activate(name, name.upper())
+        alarms.deactivate(name)
+    history = alarms.listed("deactivated")
+    assert [a["name"] for a in history] == ["c", "b"]  # newest first, bounded
+    assert all(a["activated"] is False for a in history)
+    alarms.activate("d", "D")
+    assert [a["name"] for a in alarms.listed()] == ["d", "c", "b"]
+    alarms.validity_us = 0
+    time.sleep(0.01)
+    assert [a["name"] for a in alarms.listed()] == ["d"]  # old history forgotten
