@@ -6,8 +6,14 @@ import argparse
 import time
 from typing import Any
 
-from ferrymq.api.offline import add_data_arguments, fail, print_table, run_command
-from ferrymq.commands.users import _read_password
+from ferrymq.api.offline import (
+    add_account_commands,
+    add_data_arguments,
+    fail,
+    print_table,
+    run_command,
+    run_with_password,
+)
 from ferrymq.config import Settings
 from ferrymq.dashboard.users import add_user, delete_user, set_password
 from ferrymq.storage.sqlite import SqliteStore
@@ -25,34 +31,21 @@ def register(sub: Any) -> None:
     groups = dashboard.add_subparsers(dest="dashboard_command", required=True)
     users = groups.add_parser("users", help="dashboard users")
     cmds = users.add_subparsers(dest="users_command", required=True)
-    for name, func, text, wants_password in (
-        ("add", _add, "add a user", True),
-        ("passwd", _passwd, "change a user's password", True),
-        ("delete", _delete, "delete a user (the last one stays)", False),
-    ):
-        p = cmds.add_parser(name, help=text)
-        p.add_argument("name", help="username")
-        if wants_password:
-            p.add_argument(
-                "--password",
-                "-p",
-                help="the password (default: prompt, or one line of standard input)",
-            )
-        if name == "add":
-            p.add_argument("--desc", default="", help="description")
-        add_data_arguments(p)
-        p.set_defaults(func=func)
+    parsers = add_account_commands(
+        cmds,
+        (_add, _passwd, _delete),
+        ("add a user", "change a user's password", "delete a user (the last one stays)"),
+        "username",
+        add_data_arguments,
+    )
+    parsers["add"].add_argument("--desc", default="", help="description")
     lst = cmds.add_parser("list", help="list users")
     add_data_arguments(lst)
     lst.set_defaults(func=_list)
 
 
 def _add(args: argparse.Namespace) -> int:
-    password = _read_password(args)
-    if not password:
-        return fail("a non-empty password is needed", 2)
-
-    def action(settings: Settings, store: SqliteStore) -> int:
+    def action(settings: Settings, store: SqliteStore, password: str) -> int:
         try:
             add_user(store, args.name, password, args.desc)
         except DuplicateError:
@@ -60,21 +53,17 @@ def _add(args: argparse.Namespace) -> int:
         print(f"dashboard user {args.name} added")
         return 0
 
-    return run_command(args, action, changes=False)
+    return run_with_password(args, action, changes=False)
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    password = _read_password(args)
-    if not password:
-        return fail("a non-empty password is needed", 2)
-
-    def action(settings: Settings, store: SqliteStore) -> int:
+    def action(settings: Settings, store: SqliteStore, password: str) -> int:
         if not set_password(store, args.name, password):
             return fail(f"no dashboard user {args.name!r}")
         print(f"password of dashboard user {args.name} changed")
         return 0
 
-    return run_command(args, action, changes=False)
+    return run_with_password(args, action, changes=False)
 
 
 def _delete(args: argparse.Namespace) -> int:

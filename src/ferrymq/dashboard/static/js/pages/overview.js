@@ -1,7 +1,7 @@
 // Nodes, live charts sampled from /stats and /metrics, and the active alarms.
 
 import { get, sumNodes } from '../api.js';
-import { badge, card, clear, fmtBytes, fmtNum, h, unavailable } from '../ui.js';
+import { badge, card, clear, fmtBytes, fmtEpoch, fmtNum, h, unavailable } from '../ui.js';
 
 const INTERVAL = 2000; // ms between samples
 const KEEP = 15 * 60; // seconds of history kept while the dashboard is open
@@ -40,7 +40,8 @@ function chart(el, title, series) {
     height: 220,
     series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, points: { show: false } }))],
     axes: [{}, { size: 60 }],
-    scales: { x: { time: true } },
+    // at least the last minute, so a fresh page does not stretch a few seconds across the chart
+    scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] } },
     legend: { live: true },
   }, [history.t, ...series.map(() => [])], el);
 }
@@ -94,8 +95,8 @@ export async function render(root) {
       tile('subscriptions', stat('subscriptions.count')),
       tile('topics', stat('topics.count')),
       tile('retained', stat('retained.count')),
-      tile('messages in / s', metrics ? rate('in') : 'n/a'),
-      tile('messages out / s', metrics ? rate('out') : 'n/a'),
+      tile('received / s', metrics ? rate('in') : 'n/a'),
+      tile('sent / s', metrics ? rate('out') : 'n/a'),
       tile('dropped / s', metrics ? rate('dropped') : 'n/a'));
   }
 
@@ -122,7 +123,7 @@ export async function render(root) {
       h('thead', {}, h('tr', {}, ['node', 'name', 'message', 'since'].map((c) => h('th', { text: c })))),
       h('tbody', {}, active.map((a) => h('tr', {},
         h('td', { text: a.node }), h('td', {}, badge(a.name, 'warn')),
-        h('td', { text: a.message ?? '' }), h('td', { text: String(a.activate_at ?? '-') }))))));
+        h('td', { text: a.message ?? '' }), h('td', { text: fmtEpoch(a.activate_at / 1e6) }))))));  // epoch µs, as EMQX 4.4
   }
 
   await sample();
