@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from api_http import Api, Response, wait_for
+from clients import connack_code as _connack
 from conftest import BrokerProcess, free_port, wait_port
 from ferrymq.cli import main
 
@@ -185,3 +186,23 @@ def test_pages_only_talk_to_the_api(asset: str) -> None:
     text = (STATIC / "js" / "pages" / asset).read_text()
     assert "fetch(" not in text and "XMLHttpRequest" not in text
     assert "innerHTML" not in text
+
+
+def test_without_the_api_listener_the_dashboard_still_sees_command_line_changes(
+    make_broker, uid: str
+) -> None:
+    b, dash = start(make_broker, "--api-port", "0", env={"FERRYMQ_DASHBOARD_PASSWORD": "pw"})
+    dash.login("admin", "pw")
+    health = dash.get("/status", prefix="")
+    assert health.status == 200 and b"is running" in health.raw
+    # a credentials record makes its password required: only a reload from the stamp file
+    # (the API server's job when there is one) gets it into the running broker
+    assert main(["users", "add", f"u-{uid}", "-p", "x", "--data-dir", str(b.data_dir)]) == 0
+    wait_for(lambda: _connack(b.port, f"c-{uid}", f"u-{uid}", "wrong") == 0x86, timeout=5)
+    assert _connack(b.port, f"c2-{uid}", f"u-{uid}", "x") == 0
+
+
+def test_status_on_the_dashboard_listener_follows_the_broker(make_broker) -> None:
+    _b, dash = start(make_broker)
+    health = dash.get("/status", prefix="")
+    assert health.status == 200 and b"is running" in health.raw

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from api_http import Api
-from clients import TestClient
+from clients import TestClient, connack_code
 from conftest import BrokerProcess, free_port, wait_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -269,15 +269,9 @@ def test_a_user_created_in_the_dashboard_can_connect(dash: Dash, uid: str) -> No
     dash.click_text("Add", "#add-username")
     dash.wait(lambda: f"user-{uid}" in dash.visible_text("#auth-username-table"))
     dash.shot("access-users")
-    good = TestClient(f"u-{uid}")
-    good.c.username_pw_set(f"user-{uid}", "s3cret-pw")
-    good.connect(dash.broker.port)
-    good.disconnect()
-    bad = TestClient(f"u2-{uid}")
-    bad.c.username_pw_set(f"user-{uid}", "wrong")
-    rc = bad.connect(dash.broker.port, expect_rc=None)[1]
-    bad.c.disconnect()
-    assert rc.value == 0x86  # paho's form of the v3 return code 4, bad username or password
+    assert connack_code(dash.broker.port, f"u-{uid}", f"user-{uid}", "s3cret-pw") == 0
+    # paho's form of the v3 return code 4, bad username or password
+    assert connack_code(dash.broker.port, f"u2-{uid}", f"user-{uid}", "wrong") == 0x86
 
 
 def test_an_acl_rule_added_in_the_dashboard_is_enforced(dash: Dash, uid: str) -> None:
