@@ -15,7 +15,7 @@ export async function render(root) {
   const cols = ['listener', 'protocol', 'listen on', 'path', 'zone', 'running', 'connections', 'max', 'max rate / s'];
   for (const node of nodes) {
     body.append(card(node.node, h('table', {},
-      h('thead', {}, h('tr', {}, cols.map((c) => h('th', { text: c })))),
+      h('thead', {}, h('tr', {}, cols.map((c, i) => h('th', { text: c, class: i >= 6 ? 'num' : '' })))),
       h('tbody', {}, node.listeners.map((l) => h('tr', {},
         h('td', { text: l.identifier }), h('td', { text: l.protocol }), h('td', { class: 'mono', text: l.listen_on }),
         h('td', { text: l.path ?? '' }), h('td', { text: l.zone ?? '' }),
