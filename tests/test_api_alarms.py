@@ -6,7 +6,7 @@ import time
 
 from api_http import Api, wait_for
 from clients import TestClient
-from ferrymq.core.alarms import Alarms
+from ferrymq.core.alarms import AlarmChecks, Alarms
 
 NODE = "ferrymq@127.0.0.1"
 
@@ -69,6 +69,15 @@ def test_connection_and_memory_alarms(make_broker) -> None:
     assert api.post("/alarms/deactivated", {"node": "x@y", "name": "nope"}).status == 404
     r = api.post("/alarms/deactivated", {"node": NODE})
     assert (r.status, r.code) == (400, 107)
+    one = api.ok("GET", f"/nodes/{NODE}/alarms/deactivated")
+    assert [a["name"] for a in one] == _names(api, "/deactivated")
+    assert [a["name"] for a in api.ok("GET", f"/nodes/{NODE}/alarms/activated")] == _names(
+        api, "/activated"
+    )
+    assert len(api.ok("GET", f"/nodes/{NODE}/alarms")) == len(_names(api))
+    assert api.get("/nodes/x@y/alarms").status == 404
+    assert api.ok("DELETE", f"/nodes/{NODE}/alarms/deactivated") is None
+    assert api.ok("GET", f"/nodes/{NODE}/alarms/deactivated") == []
     assert api.ok("DELETE", "/alarms/deactivated") is None
     assert "too_many_connections" not in _names(api, "/deactivated")
     clients[0].disconnect()
@@ -90,3 +99,24 @@ def test_alarm_book_keeping() -> None:
     alarms.validity_us = 0
     time.sleep(0.01)
     assert [a["name"] for a in alarms.listed()] == ["d"]  # old history forgotten
+
+
+def test_listener_connection_alarm_in_memory() -> None:
+    from types import SimpleNamespace
+
+    from ferrymq.config import Settings
+
+    listener = {"identifier": "mqtt:tcp:default", "current_conns": 10, "max_conns": 10}
+    broker = SimpleNamespace(
+        settings=Settings(alarm_sysmem_high_watermark=0, alarm_procmem_high_watermark=0),
+        online_count=lambda: 9,
+        listeners=SimpleNamespace(describe=lambda: [listener]),
+    )
+    checks = AlarmChecks(broker)  # type: ignore[arg-type]
+    checks.check()
+    names = [a["name"] for a in checks.alarms.listed("activated")]
+    assert names == ["too_many_connections/tcp:default"]  # max_connections 0: no global limit
+    listener["current_conns"] = 8
+    checks.check()
+    assert checks.alarms.listed("activated") == []
+    assert [a["name"] for a in checks.alarms.listed("deactivated")] == names

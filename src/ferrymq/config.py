@@ -97,6 +97,7 @@ class Settings:
     api_max_body: int = _s(4194304, "largest API request body accepted, in bytes")
     api_app_id: str = _s("", "AppID of an API app to create at start (with api_app_secret)")
     api_app_secret: str = _s("", "AppSecret of api_app_id; stored hashed")
+    prometheus_auth: bool = _s(False, "require API credentials on GET /api/v4/emqx_prometheus")
     # --- web dashboard ---
     dashboard_bind: str = _s("127.0.0.1", "address of the web dashboard")
     dashboard_port: int = _s(18083, "port of the web dashboard (0: no dashboard)")

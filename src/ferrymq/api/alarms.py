@@ -27,6 +27,7 @@ _ALARM = obj(
     }
 )
 _NODE_ALARMS = arr(obj({"node": STR, "alarms": arr(_ALARM)}))
+_NODE = "/nodes/{node}/alarms"
 
 
 def _lister(which: str):  # type: ignore[no-untyped-def]
@@ -37,9 +38,19 @@ def _lister(which: str):  # type: ignore[no-untyped-def]
     return handler
 
 
+def _node_lister(which: str):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.Response:
+        return ok(await cluster(request).node(request.match_info["node"]).alarms(which))
+
+    return handler
+
+
 list_all = _lister("all")
 list_activated = _lister("activated")
 list_deactivated = _lister("deactivated")
+list_node = _node_lister("all")
+list_node_activated = _node_lister("activated")
+list_node_deactivated = _node_lister("deactivated")
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -54,6 +65,11 @@ async def deactivate(request: web.Request) -> web.Response:
 
 async def delete_deactivated(request: web.Request) -> web.Response:
     await cluster(request).each(lambda node: node.clear_alarm_history())
+    return ok()
+
+
+async def delete_node_deactivated(request: web.Request) -> web.Response:
+    await cluster(request).node(request.match_info["node"]).clear_alarm_history()
     return ok()
 
 
@@ -101,5 +117,40 @@ ROUTES = [
         delete_deactivated,
         "Clear every node's alarm history",
         errors=(),
+    ),
+    Route(
+        "list_node_alarms",
+        "GET",
+        _NODE,
+        list_node,
+        "One node's alarms",
+        data=arr(_ALARM),
+        errors=(404,),
+    ),
+    Route(
+        "list_node_activated_alarms",
+        "GET",
+        _NODE + "/activated",
+        list_node_activated,
+        "One node's active alarms",
+        data=arr(_ALARM),
+        errors=(404,),
+    ),
+    Route(
+        "list_node_deactivated_alarms",
+        "GET",
+        _NODE + "/deactivated",
+        list_node_deactivated,
+        "One node's deactivated alarms",
+        data=arr(_ALARM),
+        errors=(404,),
+    ),
+    Route(
+        "delete_node_deactivated_alarms",
+        "DELETE",
+        _NODE + "/deactivated",
+        delete_node_deactivated,
+        "Clear one node's alarm history",
+        errors=(404,),
     ),
 ]

@@ -23,9 +23,11 @@ from ferrymq.api import (
     authdata,
     banned,
     clients,
+    data,
     metrics,
     mqtt,
     nodes,
+    prometheus,
     retained,
     status,
     subscriptions,
@@ -98,6 +100,8 @@ def all_routes() -> list[Route]:
         *alarms.ROUTES,
         *acl_cache.ROUTES,
         *topic_metrics.ROUTES,
+        *prometheus.ROUTES,
+        *data.ROUTES,
         *applications.ROUTES,
     ]
 
@@ -178,6 +182,8 @@ def build_app(
     routes = all_routes()
     public = {r.handler for r in routes if r.public}
     public.add(status.status)
+    if broker.settings.prometheus_auth:
+        public.discard(prometheus.prometheus_stats)
     app = web.Application(
         client_max_size=broker.settings.api_max_body,
         middlewares=[
@@ -188,6 +194,7 @@ def build_app(
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)
     app[OPENAPI_KEY] = build_openapi(routes)
     app[CLUSTER] = Cluster(broker)
+    app[prometheus.EXPORTER] = prometheus.Exporter(app[CLUSTER].local)
     app[status.LIFECYCLE] = status.Lifecycle()
     app.router.add_get(status.PATH, status.status, name="status")
     for route in routes:

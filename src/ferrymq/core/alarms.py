@@ -150,22 +150,18 @@ class AlarmChecks:
         if not mem.total:
             return
         s = self.broker.settings
-        sys_hw, proc_hw = s.alarm_sysmem_high_watermark, s.alarm_procmem_high_watermark
-        if sys_hw:
-            usage = round(mem.used * 100 / mem.total, 2)
+        for name, what, used, hw in (
+            ("high_system_memory_usage", "System", mem.used, s.alarm_sysmem_high_watermark),
+            ("high_process_memory_usage", "Process", mem.rss, s.alarm_procmem_high_watermark),
+        ):
+            if not hw:
+                continue
+            usage = round(used * 100 / mem.total, 2)
             self.alarms.set(
-                "high_system_memory_usage",
-                usage > sys_hw,
-                f"System memory usage is higher than {sys_hw:g}%",
-                {"usage": usage, "high_watermark": sys_hw},
-            )
-        if proc_hw:
-            usage = round(mem.rss * 100 / mem.total, 2)
-            self.alarms.set(
-                "high_process_memory_usage",
-                usage > proc_hw,
-                f"Process memory usage is higher than {proc_hw:g}%",
-                {"usage": usage, "high_watermark": proc_hw, "rss": mem.rss},
+                name,
+                usage > hw,
+                f"{what} memory usage is higher than {hw:g}%",
+                {"usage": usage, "high_watermark": hw, "used": used, "total": mem.total},
             )
 
     def _connections(self) -> None:

@@ -222,18 +222,10 @@ class Router:
     def remove(self, client_id: str, topic_filter: str) -> Subscription | None:
         """Uninstall the subscription; ``topic_filter`` as the client sent it."""
         group_name, plain = parse_shared(topic_filter)
-        node: _Node | None = self._root
         path: list[tuple[_Node, str]] = []
-        for level in plain.split("/"):
-            path.append((node, level))
-            if level == "+":
-                node = node.plus
-            elif level == "#":
-                node = node.hash
-            else:
-                node = node.children.get(level)
-            if node is None:
-                return None
+        node = self._find(plain, path)
+        if node is None:
+            return None
         if group_name is None:
             if not node.subs:
                 return None
@@ -336,19 +328,26 @@ class Router:
             return (subs, _NO_GROUPS) if subs else _EMPTY
         return subs or _NO_SUBS, groups
 
+    def _find(self, plain: str, path: list[tuple[_Node, str]] | None = None) -> _Node | None:
+        """The trie node of a plain filter, if it exists; ``path`` collects (parent, level)."""
+        node: _Node | None = self._root
+        for level in plain.split("/"):
+            if path is not None:
+                path.append((node, level))  # type: ignore[arg-type]
+            if level == "+":
+                node = node.plus  # type: ignore[union-attr]
+            elif level == "#":
+                node = node.hash  # type: ignore[union-attr]
+            else:
+                node = node.children.get(level)  # type: ignore[union-attr]
+            if node is None:
+                return None
+        return node
+
     def has_route(self, plain_filter: str) -> bool:
         """Whether some subscription uses exactly this plain filter."""
-        node: _Node | None = self._root
-        for level in plain_filter.split("/"):
-            if level == "+":
-                node = node.plus
-            elif level == "#":
-                node = node.hash
-            else:
-                node = node.children.get(level)
-            if node is None:
-                return False
-        return bool(node.subs or node.groups)
+        node = self._find(plain_filter)
+        return node is not None and bool(node.subs or node.groups)
 
     def route_filters(self) -> list[str]:
         """The distinct plain filters in use, sorted (for listing routes)."""

@@ -67,3 +67,40 @@ def open_fds() -> int:
 
 def python_release() -> str:
     return f"Python {sys.version.split()[0]}"
+
+
+def running_tasks() -> int:
+    """Runnable tasks of the machine now (the kernel's run queue, from /proc/loadavg)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0
+
+
+class CpuMeter:
+    """Machine CPU use in percent between two readings of /proc/stat."""
+
+    def __init__(self) -> None:
+        self._last = _cpu_times()
+
+    def busy(self) -> float:
+        """Percent busy since the previous call (or since creation)."""
+        now = _cpu_times()
+        idle = now[0] - self._last[0]
+        total = now[1] - self._last[1]
+        self._last = now
+        if total <= 0:
+            return 0.0
+        return round(100.0 * (total - idle) / total, 2)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return (0, 0)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (idle, sum(fields[:8]))
