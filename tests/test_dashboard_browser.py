@@ -352,6 +352,52 @@ def test_the_websocket_tool_publishes_and_receives(dash: Dash, uid: str) -> None
         sub.disconnect()
 
 
+def test_subscribe_and_unsubscribe_on_behalf_of_a_client(dash: Dash, uid: str) -> None:
+    client = TestClient(f"behalf-{uid}")
+    client.connect(dash.broker.port)
+    try:
+        dash.go("subscriptions")
+        dash.fill("sub-clientid", f"behalf-{uid}")
+        dash.fill("sub-topic", f"behalf/{uid}/#")
+        dash.choose("sub-qos", "1")
+        dash.click_text("Subscribe", "#behalf-form")
+        dash.wait(lambda: dash.api.get(f"/subscriptions/behalf-{uid}").data, what="the sub")
+        message = {"topic": f"behalf/{uid}/x", "payload": "hi", "qos": 1}
+        dash.api.ok("POST", "/mqtt/publish", message)
+        assert client.get(timeout=10).payload == b"hi"
+        dash.fill("clientid", f"behalf-{uid}")
+        dash.click_text("Search")
+        dash.wait(lambda: f"behalf/{uid}/#" in dash.visible_text("#subscriptions-table"))
+        dash.shot("subscriptions-search")
+        dash.click_text("Unsubscribe", "#subscriptions-table")
+        dash.wait(lambda: not dash.api.get(f"/subscriptions/behalf-{uid}").data, what="unsub")
+        dash.wait(lambda: "no subscriptions match" in dash.visible_text("#subscriptions-table"))
+    finally:
+        client.disconnect()
+
+
+def test_an_api_app_created_in_the_dashboard_works_once_and_is_refused_when_disabled(
+    dash: Dash, uid: str
+) -> None:
+    dash.go("access/apps")
+    dash.fill("app-name", f"ci-{uid}")
+    dash.click_text("Create app")
+    shown = dash.wait(lambda: dash.visible_text("#page .unavailable code"), what="the secret")
+    app_id, secret = shown.split()[1], shown.split()[3]
+    api = Api(dash.broker.api_port, auth=(app_id, secret))
+    assert api.get("/clients").code == 0
+    row = dash.wait(
+        lambda: next(
+            tr
+            for tr in dash.driver.find_elements(By.CSS_SELECTOR, "#apps-table tbody tr")
+            if app_id in tr.text
+        ),
+        what="the app row",
+    )
+    row.find_element(By.XPATH, ".//button[normalize-space()='Disable']").click()
+    dash.wait(lambda: api.get("/clients").status == 401, what="the app refused")
+
+
 @pytest.mark.parametrize(
     ("page", "expect"),
     [

@@ -21,7 +21,7 @@ export async function render(root) {
       { title: 'topic filter', value: (s) => s.topic },
       { title: 'QoS', value: (s) => String(s.qos) },
       { title: 'node', value: (s) => s.node },
-      { title: '', value: (s) => h('button', { class: 'danger', text: 'Unsubscribe', onclick: () => act(() => post('/mqtt/unsubscribe', { clientid: s.clientid, topic: s.topic }), 'unsubscribed').then(table.reload) }) },
+      { title: '', value: (s) => h('button', { class: 'danger', text: 'Unsubscribe', onclick: () => act(() => post('/mqtt/unsubscribe', { clientid: s.clientid, topic: s.topic }), 'unsubscribed').then(() => { table.reload(); routes.reload(); }) }) },
     ],
   });
 
@@ -32,7 +32,7 @@ export async function render(root) {
     e.preventDefault();
     const body = { clientid: subClient.value.trim(), topic: subTopic.value.trim() };
     if (action === 'subscribe') body.qos = Number(subQos.value);
-    act(() => post(`/mqtt/${action}`, body), `${action}d`).then(table.reload);
+    act(() => post(`/mqtt/${action}`, body), `${action}d`).then(() => { table.reload(); routes.reload(); });
   };
 
   const routeTopic = h('input', { name: 'route-topic', placeholder: 'exact topic' });
@@ -53,7 +53,7 @@ export async function render(root) {
         field('QoS', qos), field('shared group', share), h('button', { type: 'submit', text: 'Search' })),
       table.el),
     card('Subscribe or unsubscribe on behalf of a client',
-      h('form', { class: 'toolbar', onsubmit: onBehalf('subscribe') },
+      h('form', { class: 'toolbar', onsubmit: onBehalf('subscribe'), id: 'behalf-form' },
         field('client id', subClient), field('topic', subTopic), field('QoS', subQos),
         h('button', { type: 'submit', text: 'Subscribe' }),
         h('button', { type: 'button', class: 'secondary', text: 'Unsubscribe', onclick: onBehalf('unsubscribe') }))),
