@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -211,27 +211,6 @@ def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     return context
 
 
-async def start_site(
-    app: web.Application,
-    host: str,
-    port: int,
-    context: ssl.SSLContext | None = None,
-    **runner_options: Any,
-) -> web.AppRunner:
-    """Serve ``app`` on ``host:port``; the runner gives the addresses and stops it."""
-    runner = web.AppRunner(app, handle_signals=False, **runner_options)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, host, port, ssl_context=context, shutdown_timeout=1.0, reuse_address=True
-    )
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
-
-
 class ApiServer:
     """Serves the API of ``broker`` on ``api_bind:api_port`` until ``stop``."""
 
@@ -253,7 +232,21 @@ class ApiServer:
     async def start(self) -> None:
         s = self.broker.settings
         context = ssl_context(s.api_certfile, s.api_keyfile) if s.api_certfile else None
-        runner = await start_site(self.app, s.api_bind, s.api_port, context)
+        runner = web.AppRunner(self.app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            s.api_bind,
+            s.api_port,
+            ssl_context=context,
+            shutdown_timeout=1.0,
+            reuse_address=True,
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         scheme = "https" if context else "http"
         for address in runner.addresses:

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ferrymq.api import status
-from ferrymq.api.app import build_app, start_site
+from ferrymq.api.app import build_app
 from ferrymq.api.cluster import CLUSTER
 from ferrymq.api.context import CTX
 from ferrymq.api.errors import BAD_CREDENTIALS, EMPTY_CREDENTIALS
@@ -133,7 +133,16 @@ class DashboardServer:
     async def start(self) -> None:
         s = self.broker.settings
         # no access log: the overview page polls every 2 seconds
-        runner = await start_site(self.app, s.dashboard_bind, s.dashboard_port, access_log=None)
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, s.dashboard_bind, s.dashboard_port, shutdown_timeout=1.0, reuse_address=True
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         self.addresses = [f"http://{a[0]}:{a[1]}/" for a in runner.addresses]
         if self._owns_sync:  # no API server: watch the data directory, report /status

@@ -40,7 +40,7 @@ export async function request(method, path, { query, body } = {}) {
   }
   if (!res.ok || !json || json.code !== 0) {
     const message = (json && json.message) || res.statusText || 'request failed';
-    if (res.status === 404 && json && json.code === 102 && /no such path/.test(message)) {
+    if (res.status === 404 && json && json.code === 102 && /no such (path|method)/.test(message)) {
       throw new NotAvailable(404, 102, `${path} is not available on this broker`);
     }
     throw new ApiError(res.status, json && json.code, message);
