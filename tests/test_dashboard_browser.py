@@ -106,6 +106,16 @@ class Dash:
         root = self.find(scope)
         self.wait(lambda: root.find_element(By.XPATH, xpath), what=f"button {text}").click()
 
+    def click_in_row(self, table: str, row_text: str, button: str) -> None:
+        """Click ``button`` in the row of ``table`` (a CSS selector) that shows ``row_text``."""
+
+        def row() -> WebElement:
+            rows = self.driver.find_elements(By.CSS_SELECTOR, f"{table} tbody tr")
+            return next(tr for tr in rows if row_text in tr.text)
+
+        found = self.wait(row, what=f"the row of {row_text}")
+        found.find_element(By.XPATH, f".//button[normalize-space()='{button}']").click()
+
     def accept_confirm(self) -> None:
         def alert() -> Any:
             try:
@@ -255,7 +265,7 @@ def test_a_client_banned_from_its_page_is_refused_until_the_ban_is_lifted(
     dash.go("access/bans")
     dash.wait(lambda: cid in dash.visible_text("#bans-table"), what="the ban row")
     assert "flooding" in dash.visible_text("#bans-table")
-    dash.click_text("Lift", "#bans-table")
+    dash.click_in_row("#bans-table", cid, "Lift")
     dash.wait(lambda: cid not in dash.visible_text("#bans-table"), what="the ban lifted")
     client = TestClient(cid)
     client.connect(dash.broker.port)
@@ -272,6 +282,16 @@ def test_a_user_created_in_the_dashboard_can_connect(dash: Dash, uid: str) -> No
     assert connack_code(dash.broker.port, f"u-{uid}", f"user-{uid}", "s3cret-pw") == 0
     # paho's form of the v3 return code 4, bad username or password
     assert connack_code(dash.broker.port, f"u2-{uid}", f"user-{uid}", "wrong") == 0x86
+    dash.click_in_row("#auth-username-table", f"user-{uid}", "Change password")
+    prompt = dash.wait(lambda: dash.driver.switch_to.alert, what="the password prompt")
+    prompt.send_keys("n3w-pw")
+    prompt.accept()
+    dash.wait(lambda: "password changed" in dash.toast(), what="the change")
+    assert connack_code(dash.broker.port, f"u3-{uid}", f"user-{uid}", "n3w-pw") == 0
+    assert connack_code(dash.broker.port, f"u4-{uid}", f"user-{uid}", "s3cret-pw") == 0x86
+    dash.click_in_row("#auth-username-table", f"user-{uid}", "Delete")
+    dash.accept_confirm()
+    dash.wait(lambda: f"user-{uid}" not in dash.visible_text("#auth-username-table"))
 
 
 def test_an_acl_rule_added_in_the_dashboard_is_enforced(dash: Dash, uid: str) -> None:
@@ -386,15 +406,7 @@ def test_an_api_app_created_in_the_dashboard_works_once_and_is_refused_when_disa
     app_id, secret = shown.split()[1], shown.split()[3]
     api = Api(dash.broker.api_port, auth=(app_id, secret))
     assert api.get("/clients").code == 0
-    row = dash.wait(
-        lambda: next(
-            tr
-            for tr in dash.driver.find_elements(By.CSS_SELECTOR, "#apps-table tbody tr")
-            if app_id in tr.text
-        ),
-        what="the app row",
-    )
-    row.find_element(By.XPATH, ".//button[normalize-space()='Disable']").click()
+    dash.click_in_row("#apps-table", app_id, "Disable")
     dash.wait(lambda: api.get("/clients").status == 401, what="the app refused")
 
 
