@@ -41,7 +41,11 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
 
+# A process-memory watermark every broker passes, so that an alarm is active.
 CONFIG = """
+alarm_check_interval = 0.5
+alarm_procmem_high_watermark = 0.001
+
 [[listeners]]
 kind = "tcp"
 port = {tcp}
@@ -213,6 +217,10 @@ def test_login_then_overview_shows_the_node_and_live_charts(dash: Dash, uid: str
         assert dash.driver.find_elements(By.CSS_SELECTOR, "#chart-connections canvas")
         assert dash.driver.find_elements(By.CSS_SELECTOR, "#chart-messages canvas")
         dash.wait(lambda: "Sampled every" in dash.visible_text("#page"), what="the sampling note")
+        dash.wait(
+            lambda: "high_process_memory_usage" in dash.visible_text("#overview-alarms"),
+            what="the active alarm",
+        )
         time.sleep(2.5)  # one more sample so the chart shows a line
         dash.shot("overview")
     finally:
