@@ -153,6 +153,7 @@ def _options(profile: Path) -> Options:
         f"--user-data-dir={profile}",
     ):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return opts
 
 
@@ -444,3 +445,16 @@ def test_logout_ends_the_session(dash: Dash) -> None:
     dash.driver.get(dash.url + "#/clients")
     dash.wait(lambda: dash.find("#login").is_displayed(), what="still logged out")
     _login(dash)  # leave the module's browser logged in
+
+
+def test_no_script_errors_in_the_console(dash: Dash) -> None:
+    """Every page ran without a JavaScript error (refused logins and 404s are expected)."""
+    for page in ("overview", "clients", "subscriptions", "retained", "access/acl", "websocket"):
+        dash.go(page)
+        time.sleep(0.3)
+    errors = [
+        entry["message"]
+        for entry in dash.driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
+    assert not errors, errors

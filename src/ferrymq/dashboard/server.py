@@ -34,10 +34,12 @@ log = logging.getLogger("ferrymq.dashboard")
 STATIC = Path(__file__).parent / "static"
 SESSIONS = web.AppKey("dashboard_sessions", Sessions)
 
-# Scripts, styles and WebSocket connections (the WebSocket tool) only from here.
+# Scripts, styles and WebSocket connections (the WebSocket tool) only from here; MQTT.js
+# runs its keep-alive timer in a worker made from a blob of its own code.
 _CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; worker-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:; "
+    "frame-ancestors 'none'"
 )
 
 
