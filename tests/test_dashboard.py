@@ -16,6 +16,9 @@ from api_http import Api, Response, wait_for
 from clients import connack_code as _connack
 from conftest import BrokerProcess, free_port, wait_port
 from ferrymq.cli import main
+from ferrymq.dashboard import auth
+from ferrymq.dashboard.users import add_user, set_password
+from ferrymq.storage.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "src" / "ferrymq" / "dashboard" / "static"
@@ -206,3 +209,29 @@ def test_status_on_the_dashboard_listener_follows_the_broker(make_broker) -> Non
     _b, dash = start(make_broker)
     health = dash.get("/status", prefix="")
     assert health.status == 200 and b"is running" in health.raw
+
+
+async def test_sessions_evict_the_oldest_and_follow_the_user_record(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(auth, "MAX_SESSIONS", 3)
+    monkeypatch.setattr(auth, "RECHECK", 0.0)
+    store = SqliteStore(tmp_path / "ferrymq.db")
+    store.open()
+    try:
+        add_user(store, "ann", "pw")
+        add_user(store, "bob", "pw")
+        sessions = auth.Sessions(store, timeout=60)
+        assert await sessions.login("ann", "nope") is None
+        assert await sessions.login("nobody", "pw") is None
+        tokens = [await sessions.login("ann", "pw") for _ in range(3)]
+        bob = await sessions.login("bob", "pw")  # a fourth session: the oldest goes
+        assert await sessions.check(tokens[0]) is None
+        assert [await sessions.check(t) for t in tokens[1:]] == ["ann", "ann"]
+        assert await sessions.check(bob) == "bob"
+        assert await sessions.check(None) is None and await sessions.check("forged") is None
+        set_password(store, "ann", "new")  # a new password ends ann's sessions, not bob's
+        assert await sessions.check(tokens[1]) is None
+        assert await sessions.check(bob) == "bob"
+        store.delete_dashboard_user("bob")
+        assert await sessions.check(bob) is None
+    finally:
+        store.close()

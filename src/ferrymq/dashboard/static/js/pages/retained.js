@@ -25,7 +25,7 @@ export async function render(root) {
     }
     clear(viewer, card(`Retained message: ${topic}`,
       kv([['QoS', String(msg.qos)], ['from client', msg.from_clientid ?? '-'], ['published at', msg.publish_at],
-        ['size', `${fmtNum(msg.payload_size)} bytes`], ['expires in', msg.expires_in === null ? 'never' : `${msg.expires_in} s`]]),
+        ['size', `${fmtNum(msg.payload_size)} bytes`], ['expires in', msg.expires_in == null ? 'never' : `${msg.expires_in} s`]]),
       h('h2', { text: 'Payload', style: 'margin-top:12px' }),
       payloadView(base64Bytes(msg.payload)),
       h('div', { class: 'toolbar', style: 'margin-top:10px' },
