@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from api_http import Api, wait_for
@@ -20,9 +21,9 @@ def _names(api: Api, which: str = "") -> list[str]:
 def test_connection_and_memory_alarms(make_broker) -> None:
     b = make_broker(
         "--max-connections",
-        "4",
+        "8",
         "--alarm-connections-high-watermark",
-        "50",
+        "40",
         "--alarm-sysmem-high-watermark",
         "0.01",
         "--alarm-procmem-high-watermark",
@@ -31,6 +32,9 @@ def test_connection_and_memory_alarms(make_broker) -> None:
         "0.1",
     )
     api = Api(b.api_port)
+    watcher = TestClient("alarm-watcher")
+    watcher.connect(b.port)
+    watcher.subscribe(f"$SYS/brokers/{NODE}/alarms/#")
     wait_for(lambda: "high_system_memory_usage" in _names(api, "/activated"))
     assert "high_process_memory_usage" not in _names(api)  # watermark 0: check off
     assert "too_many_connections" not in _names(api)
@@ -38,19 +42,26 @@ def test_connection_and_memory_alarms(make_broker) -> None:
     for c in clients:
         c.connect(b.port)
     wait_for(lambda: "too_many_connections" in _names(api, "/activated"))
+    announced = json.loads(
+        next(m for m in iter(watcher.get, None) if b"too_many_connections" in m.payload).payload
+    )
+    assert announced["name"] == "too_many_connections" and announced["activated"] is True
     alarm = next(
         a
         for a in api.ok("GET", "/alarms/activated")[0]["alarms"]
         if a["name"] == "too_many_connections"
     )
     assert alarm["activated"] is True and alarm["deactivate_at"] == "infinity"
-    assert alarm["details"]["current"] == 3 and alarm["details"]["max"] == 4
-    assert alarm["details"]["usage"] == 75 and alarm["details"]["high_watermark"] == 50
-    assert "75% of the 4 connections" in alarm["message"]
+    # the three clients and the watcher
+    assert alarm["details"]["current"] == 4 and alarm["details"]["max"] == 8
+    assert alarm["details"]["usage"] == 50 and alarm["details"]["high_watermark"] == 40
+    assert "50% of the 8 connections" in alarm["message"]
     assert abs(alarm["activate_at"] / 1e6 - time.time()) < 30
     for c in clients[1:]:
         c.disconnect()
     wait_for(lambda: "too_many_connections" in _names(api, "/deactivated"))
+    gone = next(m for m in iter(watcher.get, None) if m.topic.endswith("/deactivate"))
+    assert json.loads(gone.payload)["name"] == "too_many_connections"
     assert "too_many_connections" not in _names(api, "/activated")
     old = next(
         a
@@ -81,6 +92,7 @@ def test_connection_and_memory_alarms(make_broker) -> None:
     assert api.ok("DELETE", "/alarms/deactivated") is None
     assert "too_many_connections" not in _names(api, "/deactivated")
     clients[0].disconnect()
+    watcher.disconnect()
 
 
 def test_alarm_book_keeping() -> None:
@@ -106,11 +118,13 @@ def test_listener_connection_alarm_in_memory() -> None:
 
     from ferrymq.config import Settings
 
+    published: list[str] = []
     listener = {"identifier": "mqtt:tcp:default", "current_conns": 10, "max_conns": 10}
     broker = SimpleNamespace(
         settings=Settings(alarm_sysmem_high_watermark=0, alarm_procmem_high_watermark=0),
         online_count=lambda: 9,
         listeners=SimpleNamespace(describe=lambda: [listener]),
+        publish_sys=lambda messages, retain: published.extend(t for t, _p in messages),
     )
     checks = AlarmChecks(broker)  # type: ignore[arg-type]
     checks.check()
@@ -120,3 +134,5 @@ def test_listener_connection_alarm_in_memory() -> None:
     checks.check()
     assert checks.alarms.listed("activated") == []
     assert [a["name"] for a in checks.alarms.listed("deactivated")] == names
+    node = "$SYS/brokers/ferrymq@127.0.0.1/alarms/"
+    assert published == [node + "activate", node + "deactivate"]

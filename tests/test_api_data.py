@@ -167,3 +167,43 @@ def test_password_forms() -> None:
         password_from_emqx(base64.b64encode(hashlib.md5(b"pw").hexdigest().encode()).decode())
     with pytest.raises(ValueError):
         password_from_emqx("not base64!")
+
+
+def test_bad_records_are_skipped_with_reasons() -> None:
+    from ferrymq.api.backup import parse_export
+
+    data = parse_export(
+        {
+            "version": "4.4",
+            "apps": [{"id": "a:b", "secret": "s"}, {"id": "ok", "secret": "s", "status": "true"}],
+            "auth_mnesia": [{"login": "x", "type": "superuser", "password": "eA=="}, 7],
+            "acl_mnesia": [
+                {"type": "all", "topic": "a/#/b", "action": "pub", "access": "allow"},
+                {
+                    "type": "clientid",
+                    "type_value": "c",
+                    "topic": "t",
+                    "action": "x",
+                    "access": "allow",
+                },
+                {
+                    "type": "username",
+                    "type_value": "u",
+                    "topic": "t/+",
+                    "action": "subpub",
+                    "access": "deny",
+                    "created_at": 5,
+                },
+            ],
+            "blacklist": [{"who": "c1"}, {"who": {"peerhost": "nope"}, "at": 1, "until": 2**40}],
+            "auth_username": [{"username": "old", "password": "bad base64!"}],
+        }
+    )
+    assert [a["app_id"] for a in data.apps] == ["ok"] and data.apps[0]["enabled"] is True
+    assert data.acl == [("username", "u", "t/+", "pubsub", "deny")]
+    assert data.auth == [] and data.bans == []
+    reasons = [(s["section"], s["reason"]) for s in data.skipped]
+    assert len(reasons) == 8, reasons
+    assert ("auth_mnesia", "not an object") in reasons
+    assert ("blacklist", "peerhost is not an IP address") in reasons
+    assert ("auth_username", "password is not base64") in reasons

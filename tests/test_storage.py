@@ -694,3 +694,20 @@ def test_exiting_without_close_commits_pending_writes(db: Path) -> None:
     assert proc.returncode == 0
     with SqliteStore(db) as s:
         assert [m.payload for m in s.load_retained()] == [b"at exit"]
+
+
+def test_bans_are_stored_replaced_and_deleted(tmp_path) -> None:
+    path = tmp_path / "bans.db"
+    ban = {"kind": "clientid", "who": "c1", "by": "ops", "reason": "r", "at": 10, "until": 20}
+    with SqliteStore(path) as store:
+        store.put_ban(ban)
+        store.put_ban({**ban, "kind": "peerhost", "who": "10.0.0.1", "at": 5})
+        store.put_ban({**ban, "until": 30})  # same key: replaced
+    with SqliteStore(path) as store:
+        assert store.list_bans() == [
+            {**ban, "kind": "peerhost", "who": "10.0.0.1", "at": 5},
+            {**ban, "until": 30},
+        ]
+        assert store.delete_ban("clientid", "c1") is True
+        assert store.delete_ban("clientid", "c1") is False
+        assert [b["who"] for b in store.list_bans()] == ["10.0.0.1"]

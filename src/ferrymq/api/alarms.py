@@ -13,7 +13,7 @@ from aiohttp import web
 from ferrymq.api.cluster import cluster
 from ferrymq.api.errors import UNKNOWN_ERROR, not_found
 from ferrymq.api.params import as_object, get_str, read_json
-from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
+from ferrymq.api.routes import BOOL, INT, STR, Handler, Route, arr, obj, ok
 
 _ALARM = obj(
     {
@@ -30,7 +30,7 @@ _NODE_ALARMS = arr(obj({"node": STR, "alarms": arr(_ALARM)}))
 _NODE = "/nodes/{node}/alarms"
 
 
-def _lister(which: str):  # type: ignore[no-untyped-def]
+def _lister(which: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         answers = await cluster(request).each(lambda node: node.alarms(which))
         return ok([{"node": node.name, "alarms": alarms} for node, alarms in answers])
@@ -38,19 +38,11 @@ def _lister(which: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-def _node_lister(which: str):  # type: ignore[no-untyped-def]
+def _node_lister(which: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         return ok(await cluster(request).node(request.match_info["node"]).alarms(which))
 
     return handler
-
-
-list_all = _lister("all")
-list_activated = _lister("activated")
-list_deactivated = _lister("deactivated")
-list_node = _node_lister("all")
-list_node_activated = _node_lister("activated")
-list_node_deactivated = _node_lister("deactivated")
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -73,33 +65,38 @@ async def delete_node_deactivated(request: web.Request) -> web.Response:
     return ok()
 
 
+# (which, path suffix, what): the listing routes, cluster-wide and per node.
+_LISTS = (
+    ("all", "", "alarms, active first, then the history"),
+    ("activated", "/activated", "active alarms"),
+    ("deactivated", "/deactivated", "deactivated alarms (the history)"),
+)
+_NAME = {"all": "", "activated": "activated_", "deactivated": "deactivated_"}
+
 ROUTES = [
-    Route(
-        "list_all_alarms",
-        "GET",
-        "/alarms",
-        list_all,
-        "Every node's alarms, active first, then the history",
-        data=_NODE_ALARMS,
-        errors=(),
+    *(
+        Route(
+            f"list_all_{_NAME[which]}alarms",
+            "GET",
+            "/alarms" + suffix,
+            _lister(which),
+            f"Every node's {what}",
+            data=_NODE_ALARMS,
+            errors=(),
+        )
+        for which, suffix, what in _LISTS
     ),
-    Route(
-        "list_all_activated_alarms",
-        "GET",
-        "/alarms/activated",
-        list_activated,
-        "Every node's active alarms",
-        data=_NODE_ALARMS,
-        errors=(),
-    ),
-    Route(
-        "list_all_deactivated_alarms",
-        "GET",
-        "/alarms/deactivated",
-        list_deactivated,
-        "Every node's deactivated alarms (the history)",
-        data=_NODE_ALARMS,
-        errors=(),
+    *(
+        Route(
+            f"list_node_{_NAME[which]}alarms",
+            "GET",
+            _NODE + suffix,
+            _node_lister(which),
+            f"One node's {what}",
+            data=arr(_ALARM),
+            errors=(404,),
+        )
+        for which, suffix, what in _LISTS
     ),
     Route(
         "deactivate_alarm",
@@ -117,33 +114,6 @@ ROUTES = [
         delete_deactivated,
         "Clear every node's alarm history",
         errors=(),
-    ),
-    Route(
-        "list_node_alarms",
-        "GET",
-        _NODE,
-        list_node,
-        "One node's alarms",
-        data=arr(_ALARM),
-        errors=(404,),
-    ),
-    Route(
-        "list_node_activated_alarms",
-        "GET",
-        _NODE + "/activated",
-        list_node_activated,
-        "One node's active alarms",
-        data=arr(_ALARM),
-        errors=(404,),
-    ),
-    Route(
-        "list_node_deactivated_alarms",
-        "GET",
-        _NODE + "/deactivated",
-        list_node_deactivated,
-        "One node's deactivated alarms",
-        data=arr(_ALARM),
-        errors=(404,),
     ),
     Route(
         "delete_node_deactivated_alarms",

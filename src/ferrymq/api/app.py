@@ -180,10 +180,10 @@ def build_app(
         auth = AppAuth(broker.store)
         sync = AccessSync(broker, on_change=auth.clear)
     routes = all_routes()
+    if broker.settings.prometheus_auth:
+        routes = [prometheus.with_auth(r) for r in routes]
     public = {r.handler for r in routes if r.public}
     public.add(status.status)
-    if broker.settings.prometheus_auth:
-        public.discard(prometheus.prometheus_stats)
     app = web.Application(
         client_max_size=broker.settings.api_max_body,
         middlewares=[

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferrymq.access.passwords import ALGORITHMS
+from ferrymq.api.apps import valid_app_id
 from ferrymq.core.banned import KINDS as BAN_KINDS
 from ferrymq.core.banned import Ban, normalize_peerhost
+from ferrymq.protocol.topics import TopicError, validate_topic_filter
 
 VERSION = "4.4"
 _HEX64 = re.compile(rb"[0-9a-fA-F]{64}")
@@ -174,6 +176,9 @@ def _app(item: dict[str, Any], out: Imported) -> None:
     if not _text(app_id) or not _text(secret):
         out.skip("apps", item, "an app needs id and secret")
         return
+    if not valid_app_id(app_id):
+        out.skip("apps", item, "an AppID is 1-128 printable characters without ':'")
+        return
     status = item.get("status", True)
     out.apps.append(
         {
@@ -214,6 +219,11 @@ def _acl(item: dict[str, Any], out: Imported) -> None:
         action = "pubsub"
     if not _text(topic) or action not in _ACTIONS or access not in _ACCESS:
         out.skip("acl_mnesia", item, "needs topic, action pub|sub|pubsub, access allow|deny")
+        return
+    try:
+        validate_topic_filter(topic)
+    except TopicError as exc:
+        out.skip("acl_mnesia", item, f"invalid topic filter: {exc}")
         return
     out.acl.append((kind, subject, topic, action, access))
 

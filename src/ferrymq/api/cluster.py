@@ -47,6 +47,10 @@ def kmg(n: int) -> str | int:
     return n
 
 
+def _fds_and_memory() -> tuple[int, system.Memory]:
+    return system.open_fds(), system.memory()
+
+
 class LocalNode:
     """This process as a node of the cluster view."""
 
@@ -71,7 +75,8 @@ class LocalNode:
     async def node_info(self) -> dict[str, Any]:
         broker = self.broker
         load1, load5, load15 = system.load_averages()
-        mem = system.memory()
+        # Listing the descriptors of many connections is slow: not on the event loop.
+        open_fds, mem = await asyncio.get_running_loop().run_in_executor(None, _fds_and_memory)
         fds = system.max_fds()
         stats = broker.stats()
         return {
@@ -92,7 +97,7 @@ class LocalNode:
             # Python has no Erlang processes; a connection's cost here is its file
             # descriptor, so the descriptor limit and use stand in for them.
             "process_available": fds,
-            "process_used": system.open_fds(),
+            "process_used": open_fds,
         }
 
     async def stats(self) -> dict[str, int]:

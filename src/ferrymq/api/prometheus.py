@@ -17,6 +17,7 @@ Each node exports only itself, as in EMQX: scrape every node.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +213,11 @@ async def prometheus_stats(request: web.Request) -> web.Response:
         return ok(exporter.collector.as_json())
     body = generate_latest(exporter.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def with_auth(route: Route) -> Route:
+    """``route``, needing credentials if it is this endpoint (``prometheus_auth``)."""
+    return dataclasses.replace(route, public=False) if route.handler is prometheus_stats else route
 
 
 ROUTES = [

@@ -1,8 +1,9 @@
 """``GET /status`` at the server root: the health probe of load balancers and Kubernetes.
 
-No credentials and plain text, as EMQX answers it: ``Node NAME is started``
-and ``ferrymq is running`` with 200 once the MQTT listeners accept clients,
-``ferrymq is starting`` / ``ferrymq is stopping`` with 503 before and after.
+No credentials and plain text in EMQX's two lines, ``Node NAME is STATE``
+(started, starting, stopping) and ``ferrymq is running`` with 200 once the
+MQTT listeners accept clients, or ``ferrymq is not_running`` with 503 before
+and after.
 """
 
 from __future__ import annotations
@@ -25,5 +26,9 @@ PATH = "/status"
 
 async def status(request: web.Request) -> web.Response:
     state = request.app[LIFECYCLE].state
-    text = f"Node {ctx(request).node} is started\nferrymq is {state}"
-    return web.Response(text=text, status=200 if state == "running" else 503)
+    if state == "running":
+        node_state, app_state, status = "started", "running", 200
+    else:
+        node_state, app_state, status = state, "not_running", 503
+    text = f"Node {ctx(request).node} is {node_state}\nferrymq is {app_state}"
+    return web.Response(text=text, status=status)

@@ -20,14 +20,19 @@ The checks run from the broker's one-second housekeeping, every
   connection holds one; EMQX's ``too_many_processes`` watches its equivalent).
 
 A watermark of 0 turns its check off. An alarm clears when its figure is
-back under the watermark.
+back under the watermark. Each change is logged and published, as EMQX
+does, to ``$SYS/brokers/{node}/alarms/activate`` or ``.../deactivate``
+(QoS 0, not retained) with the alarm as JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,19 +70,30 @@ class Alarm:
 
 
 class Alarms:
-    """The active alarms and the history of deactivated ones."""
+    """The active alarms and the history of deactivated ones.
 
-    def __init__(self, size_limit: int = 1000, validity_period: float = 86400.0) -> None:
+    ``on_change(event, alarm)`` is called with ``"activate"`` or ``"deactivate"``.
+    """
+
+    def __init__(
+        self,
+        size_limit: int = 1000,
+        validity_period: float = 86400.0,
+        on_change: Callable[[str, Alarm], None] | None = None,
+    ) -> None:
         self.active: dict[str, Alarm] = {}
         self.history: deque[Alarm] = deque(maxlen=size_limit or None)
         self.validity_us = int(validity_period * 1_000_000)
+        self.on_change = on_change
 
     def activate(self, name: str, message: str, details: dict[str, Any] | None = None) -> bool:
         """Raise ``name``; False when it is active already."""
         if name in self.active:
             return False
-        self.active[name] = Alarm(name, message, details or {}, _now_us())
+        alarm = self.active[name] = Alarm(name, message, details or {}, _now_us())
         log.warning("alarm %s activated: %s", name, message)
+        if self.on_change is not None:
+            self.on_change("activate", alarm)
         return True
 
     def deactivate(self, name: str) -> bool:
@@ -88,6 +104,8 @@ class Alarms:
         alarm.deactivate_at = _now_us()
         self.history.append(alarm)
         log.warning("alarm %s deactivated", name)
+        if self.on_change is not None:
+            self.on_change("deactivate", alarm)
         return True
 
     def clear_history(self) -> None:
@@ -116,35 +134,73 @@ class Alarms:
             self.deactivate(name)
 
 
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    memory: system.Memory
+    open_fds: int
+    max_fds: int
+
+
+def _measure() -> _Figures:
+    return _Figures(system.memory(), system.open_fds(), system.max_fds())
+
+
 class AlarmChecks:
     """The broker's own alarm conditions, evaluated every ``alarm_check_interval`` seconds."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         s = broker.settings
-        self.alarms = Alarms(s.alarm_size_limit, s.alarm_validity_period)
+        self.alarms = Alarms(s.alarm_size_limit, s.alarm_validity_period, self._announce)
         self._next = 0.0
+        self._measuring = False
 
     def tick(self, now: float) -> None:
-        """Called every second with ``time.monotonic()``."""
-        if now < self._next:
+        """Called every second with ``time.monotonic()`` on the event loop.
+
+        The machine figures are read in a worker thread (listing the open
+        descriptors took 30 ms for 20,000 of them on a 2-core machine), then
+        applied back on the loop, which alone touches the alarms.
+        """
+        if now < self._next or self._measuring:
             return
         self._next = now + self.broker.settings.alarm_check_interval
-        self.check()
+        self._measuring = True
+        future = self.broker.loop.run_in_executor(None, _measure)
+        future.add_done_callback(self._measured)
+
+    def _measured(self, future: asyncio.Future[_Figures]) -> None:
+        self._measuring = False
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error("alarm check failed: %r", exc)
+            return
+        self.apply(future.result())
 
     def check(self) -> None:
+        """Measure and apply now, in the calling thread."""
+        self.apply(_measure())
+
+    def apply(self, figures: _Figures) -> None:
         s = self.broker.settings
-        if s.alarm_sysmem_high_watermark or s.alarm_procmem_high_watermark:
-            self._memory(system.memory())
+        self._memory(figures.memory)
         self._connections()
         if s.alarm_fds_high_watermark:
             self._usage(
                 "too_many_open_files",
-                system.open_fds(),
-                system.max_fds(),
+                figures.open_fds,
+                figures.max_fds,
                 s.alarm_fds_high_watermark,
                 "open files",
             )
+
+    def _announce(self, event: str, alarm: Alarm) -> None:
+        """EMQX's alarm messages: ``$SYS/brokers/{node}/alarms/activate|deactivate``."""
+        topic = f"$SYS/brokers/{self.broker.settings.node_name}/alarms/{event}"
+        payload = json.dumps(alarm.as_dict(_now_us()), separators=(",", ":")).encode()
+        self.broker.publish_sys([(topic, payload)], retain=False)
 
     def _memory(self, mem: system.Memory) -> None:
         if not mem.total:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,7 @@ class BanList:
     def __len__(self) -> int:
         return len(self._bans)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Ban]:
         return iter(list(self._bans.values()))
 
     def load(self, bans: list[Ban]) -> None:
@@ -76,10 +77,10 @@ class BanList:
         if not bans:
             return None
         now = time.time()
-        for key in (("clientid", client_id), ("username", username), ("peerhost", peerhost)):
-            if key[1] is None:
+        for kind, who in (("clientid", client_id), ("username", username), ("peerhost", peerhost)):
+            if who is None:
                 continue
-            ban = bans.get(key)  # type: ignore[arg-type]
+            ban = bans.get((kind, who))
             if ban is not None and ban.active(now):
                 return ban
         return None

@@ -659,12 +659,18 @@ class Broker:
         from ferrymq.core.sys_topics import sys_messages
 
         self._last_sys = time.monotonic()
-        # The broker describing itself is not traffic: restore the inbound counters
-        # afterwards so an idle broker does not report messages received and dropped.
+        self.publish_sys(list(sys_messages(self)), retain=True)
+
+    def publish_sys(self, messages: Iterable[tuple[str, bytes]], retain: bool) -> None:
+        """Publish the broker's own QoS 0 messages (``$SYS/...``) without counting traffic.
+
+        The broker describing itself is not traffic: the inbound counters are
+        restored afterwards, so an idle broker reports no messages received or dropped.
+        """
         metrics = self.metrics
         saved = [(key, metrics[key]) for key in _SYS_UNCOUNTED]
-        for topic, payload in list(sys_messages(self)):
-            self.publish(Message(topic, payload, 0, True))
+        for topic, payload in messages:
+            self.publish(Message(topic, payload, 0, retain))
         metrics.update(saved)
 
     # --- persistence hooks (called by Session) --------------------------------

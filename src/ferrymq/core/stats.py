@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 NAMES = (
     "connections",
     "live_connections",
+    "channels",
     "sessions",
     "topics",
     "subscribers",
@@ -43,6 +44,7 @@ class Stats:
         return {
             "connections": sessions,
             "live_connections": len(broker.clients),
+            "channels": sessions,
             "sessions": sessions,
             "topics": router.routes,
             "subscribers": subscriptions,

@@ -7,7 +7,7 @@ Two kinds of operation with different contracts:
   short interval later. Within one batch only the last operation on a key
   counts, so a message that is queued and acknowledged before the batch is
   written never reaches the disk. A crash loses at most the last batch.
-* Admin operations (API apps, authentication records, ACL rules) and start-up
+* Admin operations (API apps, authentication records, ACL rules, bans) and start-up
   loading are synchronous, see every write queued before them, and are
   committed before they return. ``call`` runs one of them from an event loop.
 
@@ -106,3 +106,9 @@ class Store(Protocol):
         self, kind: str | None = None, subject: str | None = None
     ) -> list[dict[str, Any]]: ...
     def delete_acl(self, kind: str, subject: str, topic: str) -> bool: ...
+
+    def put_ban(self, ban: dict[str, Any]) -> None:
+        """Add or replace a ban ``{kind, who, by, reason, at, until}`` (key: kind, who)."""
+
+    def list_bans(self) -> list[dict[str, Any]]: ...
+    def delete_ban(self, kind: str, who: str) -> bool: ...
