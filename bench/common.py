@@ -141,6 +141,8 @@ def ferrymq_extra_flags() -> list[str]:
     extra: list[str] = []
     if "api_port" in names:
         extra += ["--api-port", os.environ.get("FERRYMQ_BENCH_API_PORT", "18839")]
+    if "dashboard_port" in names:
+        extra += ["--dashboard-port", "0"]
     return extra + os.environ.get("FERRYMQ_BENCH_FLAGS", "").split()
 
 

@@ -145,6 +145,19 @@ class TestClient:
             sock.close()
 
 
+def connack_code(port: int, client_id: str, username: str, password: str) -> int:
+    """The CONNACK reason code for these credentials (paho maps v3 codes 4 and 5 to 0x86, 0x87)."""
+    t = TestClient(client_id)
+    t.c.username_pw_set(username, password)
+    value = int(t.connect(port, expect_rc=None)[1].value)
+    if value == 0:
+        t.disconnect()
+    else:
+        # Stop paho reconnecting; its thread then ends by itself (joining it can take 1 s).
+        t.c.disconnect()
+    return value
+
+
 def props(packet_type: int = PacketTypes.CONNECT, **values: Any) -> Properties:
     p = Properties(packet_type)
     for name, value in values.items():

@@ -68,6 +68,8 @@ class BrokerProcess:
             "debug",
             "--api-port",
             str(self.api_port),
+            "--dashboard-port",  # no dashboard unless a test asks for one
+            "0",
             *self.args,
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115

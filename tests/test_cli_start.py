@@ -21,6 +21,7 @@ from rawclient import RawClient
 def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FERRYMQ_")}
     full_env["FERRYMQ_API_PORT"] = "0"  # the API has its own tests; keep port 8081 free
+    full_env["FERRYMQ_DASHBOARD_PORT"] = "0"  # likewise the dashboard's port 18083
     full_env.update(env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "ferrymq", "start", *args],

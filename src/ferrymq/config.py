@@ -109,6 +109,17 @@ class Settings:
     api_app_id: str = _s("", "AppID of an API app to create at start (with api_app_secret)")
     api_app_secret: str = _s("", "AppSecret of api_app_id; stored hashed")
     prometheus_auth: bool = _s(False, "require API credentials on GET /api/v4/emqx_prometheus")
+    # --- web dashboard ---
+    dashboard_bind: str = _s("127.0.0.1", "address of the web dashboard")
+    dashboard_port: int = _s(18083, "port of the web dashboard (0: no dashboard)")
+    dashboard_password: str = _s(
+        "",
+        "password of the 'admin' dashboard user created at first start "
+        "(empty: a generated one, printed once)",
+    )
+    dashboard_session_timeout: int = _s(
+        3600, "seconds a dashboard login stays valid without being used"
+    )
 
     def __post_init__(self) -> None:
         # The [[listeners]] tables of the config file; not a flag or variable.
@@ -321,6 +332,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "alarm_fds_high_watermark": (0, 100),
     "alarm_size_limit": (0, None),
     "alarm_validity_period": (0, None),
+    "dashboard_port": (0, 65535),
+    "dashboard_session_timeout": (1, None),
 }
 
 

@@ -1,13 +1,14 @@
-"""Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners.
+"""Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners,
+API, dashboard.
 
 Start-up is ordered for a short restart: the sessions (without their
 messages), then the MQTT listeners, then the rest of the state in the
 background (``Broker.finish_restore``: the sessions' messages, which a client
 resuming a stored session waits for, then the retained messages). The
-management API, whose imports (aiohttp) take longer than all the rest, is
-imported on a thread once the sessions are complete. The garbage collector
-is off until the restore is done, as it would only walk the objects being
-restored.
+management API and the dashboard, whose imports (aiohttp) take longer than
+all the rest, are imported on a thread once the sessions are complete. The
+garbage collector is off until the restore is done, as it would only walk
+the objects being restored.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ferrymq.transport.listeners import ListenerManager
 
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
+    from ferrymq.dashboard.server import DashboardServer
 
 log = logging.getLogger("ferrymq")
 
@@ -43,6 +45,7 @@ async def serve(settings: Settings) -> None:
     listeners: ListenerManager | None = None
     api: ApiServer | None = None
     restore: asyncio.Task[None] | None = None
+    dashboard: DashboardServer | None = None
     try:
         broker.load_state()
         broker.start()
@@ -58,6 +61,10 @@ async def serve(settings: Settings) -> None:
         # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
         app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
         api = await app.start_api(broker)
+        board = await loop.run_in_executor(
+            None, importlib.import_module, "ferrymq.dashboard.server"
+        )
+        dashboard = await board.start_dashboard(broker, api)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
@@ -69,6 +76,8 @@ async def serve(settings: Settings) -> None:
     finally:
         if restore is not None and not restore.done():
             restore.cancel()  # what it had not restored yet is still in the database
+        if dashboard is not None:
+            await dashboard.stop()
         if api is not None:
             api.lifecycle.state = "stopping"
             await api.stop()

@@ -23,6 +23,7 @@ from ferrymq.api import (
     acl,
     acl_cache,
     alarms,
+    applications,
     authdata,
     banned,
     clients,
@@ -107,6 +108,7 @@ def all_routes() -> list[Route]:
         *prometheus.ROUTES,
         *data.ROUTES,
         *pernode.ROUTES,
+        *applications.ROUTES,
     ]
 
 
@@ -208,12 +210,26 @@ def _auth_middleware(auth: AppAuth, public: set[Handler]) -> Middleware:
     return authenticate
 
 
-def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Application:
-    """The aiohttp application serving ``BASE`` for ``broker`` (which must have a store)."""
+def build_app(
+    broker: Broker,
+    mqtt_listen: list[str] | None = None,
+    *,
+    authenticate: Middleware | None = None,
+    share: ApiContext | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``BASE`` for ``broker`` (which must have a store).
+
+    The dashboard mounts the same routes with its own ``authenticate``
+    middleware (sessions instead of app credentials) and ``share``s the API
+    server's context, so both count writes and drop cached credentials together.
+    """
     if broker.store is None:
         raise ValueError("the API needs a broker with a store")
-    auth = AppAuth(broker.store)
-    sync = AccessSync(broker, on_change=auth.clear)
+    if share is not None:
+        auth, sync = share.auth, share.sync
+    else:
+        auth = AppAuth(broker.store)
+        sync = AccessSync(broker, on_change=auth.clear)
     routes = all_routes()
     if broker.settings.prometheus_auth:
         routes = [prometheus.with_auth(r) for r in routes]
@@ -223,7 +239,7 @@ def build_app(broker: Broker, mqtt_listen: list[str] | None = None) -> web.Appli
         client_max_size=broker.settings.api_max_body,
         middlewares=[
             _envelope_middleware(broker.settings.api_max_body),
-            _auth_middleware(auth, public),
+            authenticate or _auth_middleware(auth, public),
         ],
     )
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)

@@ -8,6 +8,7 @@ watches (``sync.py``), so the broker applies the change within a second.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,60 @@ def run_command(
         print(f"ferrymq: {exc}", file=sys.stderr)
         return 2
     return status
+
+
+def add_password_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password", "-p", help="the password (default: prompt, or one line of standard input)"
+    )
+
+
+def add_account_commands(
+    cmds: Any,
+    funcs: tuple[Callable[..., int], Callable[..., int], Callable[..., int]],
+    helps: tuple[str, str, str],
+    name_help: str,
+    common: Callable[[argparse.ArgumentParser], None],
+) -> dict[str, argparse.ArgumentParser]:
+    """The ``add NAME``, ``passwd NAME`` and ``delete NAME`` subcommands of an account kind.
+
+    ``funcs`` and ``helps`` in that order; ``common`` adds the kind's own options.
+    """
+    parsers = {}
+    for name, func, text in zip(("add", "passwd", "delete"), funcs, helps, strict=True):
+        p = cmds.add_parser(name, help=text)
+        p.add_argument("name", help=name_help)
+        if name != "delete":
+            add_password_argument(p)
+        common(p)
+        p.set_defaults(func=func)
+        parsers[name] = p
+    return parsers
+
+
+def read_password(args: argparse.Namespace) -> str | None:
+    """``--password``, else one line of a piped standard input, else asked twice."""
+    if args.password is not None:
+        return args.password
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        print("ferrymq: the passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+def run_with_password(
+    args: argparse.Namespace,
+    action: Callable[[config.Settings, SqliteStore, str], int],
+    changes: bool,
+) -> int:
+    """``run_command`` for commands that set a password: read it first, refuse an empty one."""
+    password = read_password(args)
+    if not password:
+        return fail("a non-empty password is needed", 2)
+    return run_command(args, lambda settings, store: action(settings, store, password), changes)
 
 
 def fail(message: str, status: int = 1) -> int:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 import time
 from typing import Any
 
 from ferrymq.access.passwords import hash_password
-from ferrymq.api.offline import add_data_arguments, fail, print_table, run_command
+from ferrymq.api.offline import (
+    add_account_commands,
+    add_data_arguments,
+    fail,
+    print_table,
+    run_command,
+    run_with_password,
+)
 from ferrymq.config import Settings
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.storage.store import DuplicateError
@@ -24,21 +29,13 @@ def register(sub: Any) -> None:
         "broker applies changes within a second.",
     )
     cmds = users.add_subparsers(dest="users_command", required=True)
-    for name, func, text, wants_password in (
-        ("add", _add, "add credentials", True),
-        ("passwd", _passwd, "change a password", True),
-        ("delete", _delete, "delete credentials", False),
-    ):
-        p = cmds.add_parser(name, help=text)
-        p.add_argument("name", help="username (client id with --clientid)")
-        if wants_password:
-            p.add_argument(
-                "--password",
-                "-p",
-                help="the password (default: prompt, or one line of standard input)",
-            )
-        _common(p)
-        p.set_defaults(func=func)
+    add_account_commands(
+        cmds,
+        (_add, _passwd, _delete),
+        ("add credentials", "change a password", "delete credentials"),
+        "username (client id with --clientid)",
+        _common,
+    )
     lst = cmds.add_parser("list", help="list usernames (client ids with --clientid)")
     _common(lst)
     lst.set_defaults(func=_list)
@@ -53,24 +50,8 @@ def _kind(args: argparse.Namespace) -> str:
     return "clientid" if args.clientid else "username"
 
 
-def _read_password(args: argparse.Namespace) -> str | None:
-    if args.password is not None:
-        return args.password
-    if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        print("ferrymq: the passwords differ", file=sys.stderr)
-        return None
-    return first
-
-
 def _add(args: argparse.Namespace) -> int:
-    password = _read_password(args)
-    if not password:
-        return fail("a non-empty password is needed", 2)
-
-    def action(settings: Settings, store: SqliteStore) -> int:
+    def action(settings: Settings, store: SqliteStore, password: str) -> int:
         try:
             store.add_auth(_kind(args), args.name, hash_password(password, settings.password_hash))
         except DuplicateError:
@@ -78,22 +59,18 @@ def _add(args: argparse.Namespace) -> int:
         print(f"{_kind(args)} {args.name} added")
         return 0
 
-    return run_command(args, action, changes=True)
+    return run_with_password(args, action, changes=True)
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    password = _read_password(args)
-    if not password:
-        return fail("a non-empty password is needed", 2)
-
-    def action(settings: Settings, store: SqliteStore) -> int:
+    def action(settings: Settings, store: SqliteStore, password: str) -> int:
         hashed = hash_password(password, settings.password_hash)
         if not store.update_auth(_kind(args), args.name, hashed):
             return fail(f"no {_kind(args)} {args.name!r}")
         print(f"password of {_kind(args)} {args.name} changed")
         return 0
 
-    return run_command(args, action, changes=True)
+    return run_with_password(args, action, changes=True)
 
 
 def _delete(args: argparse.Namespace) -> int:

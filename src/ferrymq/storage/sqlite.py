@@ -86,6 +86,9 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS banned (
         kind TEXT NOT NULL, who TEXT NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL,
         at INTEGER NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (kind, who))""",
+    """CREATE TABLE IF NOT EXISTS dashboard_users (
+        username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, description TEXT NOT NULL,
+        created_at REAL NOT NULL)""",
 )
 # Upgrades from version N to N + 1, keyed by N (new tables, such as awaiting_rel in
 # version 2, come from _SCHEMA).
@@ -410,6 +413,21 @@ class SqliteStore:
 
     def delete_ban(self, kind: str, who: str) -> bool:
         return self._run(_delete_ban, kind, who)
+
+    def add_dashboard_user(self, username: str, password_hash: str, desc: str = "") -> None:
+        self._run(_add_dashboard_user, username, password_hash, desc)
+
+    def get_dashboard_user(self, username: str) -> dict[str, Any] | None:
+        return self._run(_get_dashboard_user, username)
+
+    def list_dashboard_users(self) -> list[dict[str, Any]]:
+        return self._run(_list_dashboard_users)
+
+    def update_dashboard_user(self, username: str, password_hash: str) -> bool:
+        return self._run(_update_dashboard_user, username, password_hash)
+
+    def delete_dashboard_user(self, username: str) -> bool:
+        return self._run(_delete_dashboard_user, username)
 
     # --- jobs ---
 
@@ -929,6 +947,52 @@ def _delete_ban(conn: sqlite3.Connection, kind: str, who: str) -> bool:
     return conn.execute("DELETE FROM banned WHERE kind = ? AND who = ?", (kind, who)).rowcount > 0
 
 
+_DASHBOARD_COLUMNS = "username, password_hash, description, created_at"
+
+
+def _dashboard_user(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {"username": row[0], "password_hash": row[1], "desc": row[2], "created_at": row[3]}
+
+
+def _add_dashboard_user(
+    conn: sqlite3.Connection, username: str, password_hash: str, desc: str = ""
+) -> None:
+    cur = conn.execute(
+        f"INSERT INTO dashboard_users ({_DASHBOARD_COLUMNS}) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (username, password_hash, desc, time.time()),
+    )
+    if cur.rowcount == 0:
+        raise DuplicateError(username)
+
+
+def _get_dashboard_user(conn: sqlite3.Connection, username: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        f"SELECT {_DASHBOARD_COLUMNS} FROM dashboard_users WHERE username = ?", (username,)
+    ).fetchone()
+    return None if row is None else _dashboard_user(row)
+
+
+def _list_dashboard_users(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        f"SELECT {_DASHBOARD_COLUMNS} FROM dashboard_users ORDER BY created_at, username"
+    )
+    return [_dashboard_user(row) for row in rows]
+
+
+def _update_dashboard_user(conn: sqlite3.Connection, username: str, password_hash: str) -> bool:
+    cur = conn.execute(
+        "UPDATE dashboard_users SET password_hash = ? WHERE username = ?",
+        (password_hash, username),
+    )
+    return cur.rowcount > 0
+
+
+def _delete_dashboard_user(conn: sqlite3.Connection, username: str) -> bool:
+    cur = conn.execute("DELETE FROM dashboard_users WHERE username = ?", (username,))
+    return cur.rowcount > 0
+
+
 # Store method name -> writer job with the same parameters (after the connection),
 # so that ``call`` can skip the executor thread.
 _JOBS: dict[str, Callable[..., Any]] = {
@@ -953,4 +1017,9 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "put_ban": _put_ban,
     "list_bans": _list_bans,
     "delete_ban": _delete_ban,
+    "add_dashboard_user": _add_dashboard_user,
+    "get_dashboard_user": _get_dashboard_user,
+    "list_dashboard_users": _list_dashboard_users,
+    "update_dashboard_user": _update_dashboard_user,
+    "delete_dashboard_user": _delete_dashboard_user,
 }
