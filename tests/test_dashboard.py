@@ -142,6 +142,9 @@ def test_dashboard_users_command(make_broker, capsys) -> None:
 
 def test_dashboard_port_0_turns_it_off(make_broker) -> None:
     b = make_broker()  # the test harness passes --dashboard-port 0
+    deadline = time.monotonic() + 10  # the dashboard starts after the API the fixture waits for
+    while "dashboard disabled" not in b.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "dashboard disabled (dashboard_port = 0)" in b.log()
     assert "Password:" not in b.log()
 

@@ -83,8 +83,10 @@ async def serve(settings: Settings) -> None:
             await api.stop()
         if listeners is not None:
             listeners.close()
+        kicked = bool(broker.connections)
         broker.shutdown()
-        await asyncio.sleep(0.05)  # let transports write their last bytes
+        if kicked:
+            await asyncio.sleep(0.05)  # let the kicked clients' transports write their last bytes
         if listeners is not None:
             await listeners.wait_closed()
         store.close()
