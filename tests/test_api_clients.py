@@ -83,7 +83,10 @@ def test_list_shows_live_fields(api: Api, broker, uid: str, connected) -> None:
     a.subscribe(f"{uid}/x", 1)
     a.publish(f"{uid}/x", b"hello", qos=1)
     a.get()
-    items = api.ok("GET", f"/clients?clientid={uid}-a")
+    # the client's PUBACK of that delivery (its 4th packet) may still be on its way
+    items = wait_for(
+        lambda: [i for i in api.ok("GET", f"/clients?clientid={uid}-a") if i["recv_pkt"] >= 4]
+    )
     assert len(items) == 1
     item = items[0]
     for name in FIELDS:
