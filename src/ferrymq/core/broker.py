@@ -269,10 +269,11 @@ class Broker:
             client.resume_connect(packet)
         if sessions_back is not None and not sessions_back.done():
             sessions_back.set_result(None)
+        restored = 0
         try:
             retained = await store.call(store.load_retained)
             for start in range(0, len(retained), 10_000):
-                self._restore_retained(retained[start : start + 10_000], self._touched)
+                restored += self._restore_retained(retained[start : start + 10_000], self._touched)
                 await asyncio.sleep(0)
         except Exception:
             log.exception("restoring stored retained messages failed")
@@ -285,17 +286,21 @@ class Broker:
                     self._deliver_retained(session, sub)
             log.info(
                 "restored %d retained messages and %d persistent sessions",
-                len(self.retained),
+                restored,
                 len(self.sessions),
             )
 
-    def _restore_retained(self, messages: list[Message], skip: set[str]) -> None:
-        """Stored retained messages, unless expired or changed since the start (``skip``)."""
+    def _restore_retained(self, messages: list[Message], skip: set[str]) -> int:
+        """Stored retained messages, unless expired or changed since the start (``skip``);
+        how many were put back."""
         now = time.monotonic()
         retained = self.retained
+        count = 0
         for msg in messages:
             if not msg.expired(now) and msg.topic not in skip:
                 retained.set(msg)
+                count += 1
+        return count
 
     def defer_connect(self, client: Client, packet: Any, client_id: str) -> bool:
         """While restoring: hold a CONNECT that resumes a stored session (and
