@@ -266,6 +266,22 @@ def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     return context
 
 
+async def serve_site(
+    runner: web.AppRunner, bind: str, port: int, context: ssl.SSLContext | None = None
+) -> None:
+    """Set ``runner`` up and listen on ``bind``:``port``; on failure nothing stays open.
+    Shared by the API and the dashboard listeners."""
+    await runner.setup()
+    site = web.TCPSite(
+        runner, bind, port, ssl_context=context, shutdown_timeout=1.0, reuse_address=True
+    )
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+
+
 class ApiServer:
     """Serves the API of ``broker`` on ``api_bind:api_port`` until ``stop``."""
 
@@ -288,20 +304,7 @@ class ApiServer:
         s = self.broker.settings
         context = ssl_context(s.api_certfile, s.api_keyfile) if s.api_certfile else None
         runner = _EnvelopeRunner(self.app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner,
-            s.api_bind,
-            s.api_port,
-            ssl_context=context,
-            shutdown_timeout=1.0,
-            reuse_address=True,
-        )
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        await serve_site(runner, s.api_bind, s.api_port, context)
         self._runner = runner
         scheme = "https" if context else "http"
         for address in runner.addresses:

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ferrymq.api import status
-from ferrymq.api.app import build_app
+from ferrymq.api.app import build_app, serve_site
 from ferrymq.api.cluster import CLUSTER
 from ferrymq.api.context import CTX
 from ferrymq.api.errors import BAD_CREDENTIALS, EMPTY_CREDENTIALS
@@ -136,15 +136,7 @@ class DashboardServer:
         s = self.broker.settings
         # no access log: the overview page polls every 2 seconds
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, s.dashboard_bind, s.dashboard_port, shutdown_timeout=1.0, reuse_address=True
-        )
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        await serve_site(runner, s.dashboard_bind, s.dashboard_port)
         self._runner = runner
         self.addresses = [f"http://{a[0]}:{a[1]}/" for a in runner.addresses]
         if self._owns_sync:  # no API server: watch the data directory, report /status
