@@ -124,8 +124,8 @@ def in_process(rounds: int) -> list[str]:
     from ferrymq.config import Settings
     from ferrymq.core.broker import Broker
     from ferrymq.core.client import Client
-    from ferrymq.protocol.codec import encode, encode_publish
-    from ferrymq.protocol.packets import Connect, Subscribe, SubscriptionOptions
+    from ferrymq.mqtt.codec import encode, encode_publish
+    from ferrymq.mqtt.packets import Connect, Subscribe, SubscriptionOptions
 
     class Transport:
         def write(self, data: bytes) -> None:

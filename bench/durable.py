@@ -30,8 +30,8 @@ import time
 
 from s5 import connect, publish_retained, read_packets
 
-from ferrymq.protocol.codec import Decoder, encode, encode_publish
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.codec import Decoder, encode, encode_publish
+from ferrymq.mqtt.packets import (
     Connack,
     Connect,
     Disconnect,

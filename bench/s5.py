@@ -29,8 +29,8 @@ import socket
 import sys
 import time
 
-from ferrymq.protocol.codec import Decoder, encode, encode_publish
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.codec import Decoder, encode, encode_publish
+from ferrymq.mqtt.packets import (
     Connack,
     Connect,
     Puback,

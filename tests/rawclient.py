@@ -12,8 +12,8 @@ import socket
 import time
 from typing import Any
 
-from ferrymq.protocol.codec import Decoder, encode
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.codec import Decoder, encode
+from ferrymq.mqtt.packets import (
     Connack,
     Connect,
     Disconnect,
@@ -26,7 +26,7 @@ from ferrymq.protocol.packets import (
     Unsubscribe,
     Will,
 )
-from ferrymq.protocol.properties import encode_varint
+from ferrymq.mqtt.properties import encode_varint
 
 _NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
 

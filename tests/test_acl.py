@@ -14,7 +14,7 @@ from ferrymq.access.acl import (
     parse_action,
     parse_kind,
 )
-from ferrymq.protocol.topics import filters_intersect, topic_matches
+from ferrymq.mqtt.topics import filters_intersect, topic_matches
 
 
 def cid(subject: str, topic: str, action: str = "pubsub", access: str = "allow") -> list[AclRule]:

@@ -9,7 +9,7 @@ import pytest
 from ferrymq.access import authn
 from ferrymq.access.authn import Authenticator, AuthResult
 from ferrymq.access.passwords import hash_password
-from ferrymq.protocol import reason_codes as rc
+from ferrymq.mqtt import reason_codes as rc
 
 OK = (AuthResult.SUCCESS, False)
 ANON = (AuthResult.SUCCESS, True)

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferrymq.bench.histogram import Histogram, bucket, bucket_value
+from ferrymq.loadgen.histogram import Histogram, bucket, bucket_value
 
 
 def bench(*args: str, timeout: float = 30.0) -> tuple[int, dict[str, Any], str]:

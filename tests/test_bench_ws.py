@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import BrokerProcess, free_port
-from ferrymq.bench import websocket
-from ferrymq.bench.websocket import MAX_FRAME, WebSocketStream, accept_key, frame, mask_xor
+from ferrymq.loadgen import websocket
+from ferrymq.loadgen.websocket import MAX_FRAME, WebSocketStream, accept_key, frame, mask_xor
 from test_bench_tool import bench, finish, start_subscribers
 
 KEY = b"\x01\x02\x03\x04"

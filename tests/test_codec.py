@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferrymq.protocol.codec import Decoder, encode, encode_publish
-from ferrymq.protocol.errors import MQTTError
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.codec import Decoder, encode, encode_publish
+from ferrymq.mqtt.errors import MQTTError
+from ferrymq.mqtt.packets import (
     AUTH,
     CONNACK,
     CONNECT,
@@ -45,7 +45,7 @@ from ferrymq.protocol.packets import (
     Unsubscribe,
     Will,
 )
-from ferrymq.protocol.properties import (
+from ferrymq.mqtt.properties import (
     BINARY,
     PROPERTIES,
     STRING_PAIR,

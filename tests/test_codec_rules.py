@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from ferrymq.protocol import reason_codes as rc
-from ferrymq.protocol.codec import MAX_PACKET_SIZE, Decoder, encode, encode_publish
-from ferrymq.protocol.errors import (
+from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.codec import MAX_PACKET_SIZE, Decoder, encode, encode_publish
+from ferrymq.mqtt.errors import (
     MalformedPacket,
     MQTTError,
     PacketTooLarge,
     ProtocolError,
     UnsupportedProtocolVersion,
 )
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.packets import (
     CONNECT,
     PUBLISH,
     Auth,
@@ -33,7 +33,7 @@ from ferrymq.protocol.packets import (
     Unsuback,
     Will,
 )
-from ferrymq.protocol.properties import WILL, encode_properties
+from ferrymq.mqtt.properties import WILL, encode_properties
 from rawclient import frame, utf8
 
 s = utf8

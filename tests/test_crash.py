@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.packets import (
     Puback,
     Pubcomp,
     Publish,

@@ -12,8 +12,8 @@ import pytest
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
-from ferrymq.protocol.codec import Decoder, encode
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.codec import Decoder, encode
+from ferrymq.mqtt.packets import (
     Connect,
     Puback,
     Pubcomp,

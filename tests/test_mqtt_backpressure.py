@@ -11,7 +11,7 @@ from clients import V311, TestClient
 from ferrymq.config import Settings
 from ferrymq.core import broker as broker_module
 from ferrymq.core.broker import Broker
-from ferrymq.protocol.packets import Publish
+from ferrymq.mqtt.packets import Publish
 from rawclient import RawClient
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import BrokerProcess, free_port
 from ferrymq.commands.certs import write_dev_certs
-from ferrymq.protocol import reason_codes as rc
-from ferrymq.protocol.codec import Decoder, encode
-from ferrymq.protocol.packets import Connack, Connect, Disconnect, Packet, Publish, Pubrec
+from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.codec import Decoder, encode
+from ferrymq.mqtt.packets import Connack, Connect, Disconnect, Packet, Publish, Pubrec
 from test_transport_clients import RawWS, ws_frame
 
 RECEIVE_MAXIMUM = 5

@@ -11,15 +11,15 @@ import time
 from typing import Any
 
 from api_http import Api
-from ferrymq.protocol.codec import Decoder, encode
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.codec import Decoder, encode
+from ferrymq.mqtt.packets import (
     Connect,
     Puback,
     Publish,
     Subscribe,
     SubscriptionOptions,
 )
-from ferrymq.protocol.properties import encode_varint
+from ferrymq.mqtt.properties import encode_varint
 from rawclient import RawClient
 from test_bench_tool import bench, finish, start_subscribers
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from clients import V5, TestClient
-from ferrymq.protocol.packets import Connack, Disconnect, Publish, Pubrec, Will
+from ferrymq.mqtt.packets import Connack, Disconnect, Publish, Pubrec, Will
 from rawclient import RawClient, connect_bytes, frame, utf8
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clients import V5, V31, V311, TestClient
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.packets import (
     Auth,
     Connack,
     Disconnect,

@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from clients import V5, V311, TestClient, props
-from ferrymq.protocol.packets import Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel
+from ferrymq.mqtt.packets import Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from rawclient import RawClient
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from clients import V5, V311, TestClient
-from ferrymq.protocol.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
+from ferrymq.mqtt.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
 from rawclient import RawClient
 
 

@@ -9,7 +9,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from clients import V5, V31, V311, TestClient, props
-from ferrymq.protocol.packets import Publish
+from ferrymq.mqtt.packets import Publish
 from rawclient import RawClient
 
 

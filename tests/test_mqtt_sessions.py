@@ -8,7 +8,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from clients import V5, V31, V311, TestClient, props
-from ferrymq.protocol.packets import Disconnect, Publish
+from ferrymq.mqtt.packets import Disconnect, Publish
 from rawclient import RawClient
 
 

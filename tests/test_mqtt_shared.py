@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from clients import V5, V311, TestClient
-from ferrymq.protocol.packets import Subscribe, SubscriptionOptions
+from ferrymq.mqtt.packets import Subscribe, SubscriptionOptions
 from rawclient import RawClient
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clients import V5, V311, TestClient
-from ferrymq.protocol.packets import Disconnect, Publish
+from ferrymq.mqtt.packets import Disconnect, Publish
 from rawclient import RawClient, frame, utf8
 
 BAD_FILTERS = [

@@ -9,7 +9,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from clients import V5, V311, TestClient, props
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.packets import (
     Auth,
     Disconnect,
     Puback,
@@ -21,7 +21,7 @@ from ferrymq.protocol.packets import (
     Subscribe,
     Will,
 )
-from ferrymq.protocol.packets import SubscriptionOptions as SubOpts
+from ferrymq.mqtt.packets import SubscriptionOptions as SubOpts
 from rawclient import RawClient
 
 

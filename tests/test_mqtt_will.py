@@ -8,7 +8,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from clients import V5, V31, V311, TestClient, props
-from ferrymq.protocol.packets import Will
+from ferrymq.mqtt.packets import Will
 from rawclient import RawClient
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.packets import (
     Connack,
     Disconnect,
     Puback,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ferrymq.core.message import Message
 from ferrymq.core.retained import RetainedStore, TopicTree
-from ferrymq.protocol.topics import topic_matches
+from ferrymq.mqtt.topics import topic_matches
 
 TOPIC_LEVEL = st.sampled_from(["a", "b", "", "$s"])
 FILTER_LEVEL = st.sampled_from(["a", "b", "", "$s", "+"])

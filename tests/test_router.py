@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ferrymq.core.router import Overlap, Router, SharedGroup
 from ferrymq.core.subscription import Subscription
-from ferrymq.protocol.topics import topic_matches
+from ferrymq.mqtt.topics import topic_matches
 
 TOPIC_LEVEL = st.sampled_from(["a", "b", "", "$s"])
 FILTER_LEVEL = st.sampled_from(["a", "b", "", "$s", "+"])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from ferrymq.protocol.topics import (
+from ferrymq.mqtt.topics import (
     TopicError,
     filter_covers,
     filters_intersect,

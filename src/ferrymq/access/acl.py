@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ferrymq.protocol.topics import (
+from ferrymq.mqtt.topics import (
     filters_intersect,
     is_wildcard,
     parse_shared,

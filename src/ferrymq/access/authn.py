@@ -18,7 +18,7 @@ import hmac
 import secrets
 
 from ferrymq.access.passwords import verify_password
-from ferrymq.protocol import reason_codes as rc
+from ferrymq.mqtt import reason_codes as rc
 
 
 class AuthResult(enum.IntEnum):

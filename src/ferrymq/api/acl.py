@@ -26,7 +26,7 @@ from ferrymq.api.errors import (
 )
 from ferrymq.api.params import as_object, get_str, paged, query_choice, read_json
 from ferrymq.api.routes import INT, STR, Param, Route, arr, obj, ok, reply
-from ferrymq.protocol.topics import TopicError, validate_topic_filter
+from ferrymq.mqtt.topics import TopicError, validate_topic_filter
 
 _ACTIONS = ("pub", "sub", "pubsub", "subpub")
 

@@ -40,7 +40,7 @@ from ferrymq.access.passwords import ALGORITHMS
 from ferrymq.api.apps import valid_app_id
 from ferrymq.core.banned import KINDS as BAN_KINDS
 from ferrymq.core.banned import Ban, normalize_peerhost
-from ferrymq.protocol.topics import TopicError, validate_topic_filter
+from ferrymq.mqtt.topics import TopicError, validate_topic_filter
 
 VERSION = "4.4"
 _HEX64 = re.compile(rb"[0-9a-fA-F]{64}")

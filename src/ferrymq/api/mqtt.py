@@ -42,9 +42,9 @@ from ferrymq.api.params import (
 )
 from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
 from ferrymq.core.message import Message
-from ferrymq.protocol import reason_codes as rc
-from ferrymq.protocol.packets import SubscriptionOptions
-from ferrymq.protocol.topics import TopicError, validate_topic_filter, validate_topic_name
+from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.packets import SubscriptionOptions
+from ferrymq.mqtt.topics import TopicError, validate_topic_filter, validate_topic_name
 
 _MAX_EXPIRY = 0xFFFFFFFF
 

@@ -19,7 +19,7 @@ from ferrymq.api.errors import ILLEGAL_TOPIC, UNKNOWN_ERROR, bad_request, not_fo
 from ferrymq.api.params import paged
 from ferrymq.api.routes import INT, STR, TIME, Param, Route, nullable, obj, ok, reply
 from ferrymq.core.message import Message
-from ferrymq.protocol.topics import TopicError, is_wildcard, validate_topic_filter
+from ferrymq.mqtt.topics import TopicError, is_wildcard, validate_topic_filter
 
 _ITEM = {
     "topic": STR,

@@ -11,7 +11,7 @@ from ferrymq.api.context import ApiContext, ctx
 from ferrymq.api.errors import BAD_PARAMETER, ILLEGAL_TOPIC, bad_request
 from ferrymq.api.params import page_params, paged, query_int
 from ferrymq.api.routes import INT, STR, Param, Route, arr, obj, reply
-from ferrymq.protocol.topics import TopicError, validate_topic_name
+from ferrymq.mqtt.topics import TopicError, validate_topic_name
 
 if TYPE_CHECKING:
     from ferrymq.core.subscription import Subscription

@@ -19,7 +19,7 @@ from ferrymq.api.errors import BAD_PARAMETER, ILLEGAL_TOPIC, UNKNOWN_ERROR, bad_
 from ferrymq.api.params import as_object, get_str, read_json
 from ferrymq.api.routes import STR, Route, arr, obj, ok
 from ferrymq.core.topic_metrics import TopicMetricsError
-from ferrymq.protocol.topics import TopicError, validate_topic_name
+from ferrymq.mqtt.topics import TopicError, validate_topic_name
 
 _METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ferrymq.bench.options import MIN_SIZE
+from ferrymq.loadgen.options import MIN_SIZE
 
 EXAMPLES = """examples:
   ferrymq bench sub -c 10 -t 'bench/#'                 # 10 subscribers; latency per message
@@ -97,8 +97,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferrymq.bench.options import BenchOptions
-    from ferrymq.bench.runner import run as run_bench
+    from ferrymq.loadgen.options import BenchOptions
+    from ferrymq.loadgen.runner import run as run_bench
 
     if args.count < 1:
         print("ferrymq bench: --count must be at least 1", file=sys.stderr)

@@ -52,9 +52,9 @@ from ferrymq.core.session import (
 from ferrymq.core.stats import Stats
 from ferrymq.core.subscription import Subscription
 from ferrymq.core.topic_metrics import DROPPED, IN, OUT, QOS_IN, QOS_OUT, TopicMetrics
-from ferrymq.protocol import reason_codes as rc
-from ferrymq.protocol.packets import MQTT5, SubscriptionOptions, Will
-from ferrymq.protocol.topics import (
+from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.packets import MQTT5, SubscriptionOptions, Will
+from ferrymq.mqtt.topics import (
     TopicError,
     is_wildcard,
     parse_shared,

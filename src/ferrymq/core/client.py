@@ -33,10 +33,10 @@ from ferrymq.core.banned import peer_host
 from ferrymq.core.message import Message
 from ferrymq.core.metrics import RECEIVED_KEYS as _RECV_KEYS
 from ferrymq.core.metrics import SENT_KEYS as _SENT_KEYS
-from ferrymq.protocol import reason_codes as rc
-from ferrymq.protocol.codec import Decoder, encode, encode_publish
-from ferrymq.protocol.errors import MQTTError, UnsupportedProtocolVersion
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.codec import Decoder, encode, encode_publish
+from ferrymq.mqtt.errors import MQTTError, UnsupportedProtocolVersion
+from ferrymq.mqtt.packets import (
     AUTH,
     CONNECT,
     DISCONNECT,
@@ -64,7 +64,7 @@ from ferrymq.protocol.packets import (
     Unsuback,
     Unsubscribe,
 )
-from ferrymq.protocol.topics import TopicError, validate_topic_name
+from ferrymq.mqtt.topics import TopicError, validate_topic_name
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker

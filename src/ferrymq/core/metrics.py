@@ -6,7 +6,7 @@ cheap enough for the message path, and the API serves it as it is.
 
 from __future__ import annotations
 
-from ferrymq.protocol.packets import PACKET_NAMES
+from ferrymq.mqtt.packets import PACKET_NAMES
 
 _BASE = [
     "bytes.received",

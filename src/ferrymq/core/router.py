@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from ferrymq.core.retained import TopicTree
 from ferrymq.core.subscription import Subscription
-from ferrymq.protocol.topics import parse_shared
+from ferrymq.mqtt.topics import parse_shared
 
 STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
 

@@ -28,7 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.message import Message
-from ferrymq.protocol.packets import Will
+from ferrymq.mqtt.packets import Will
 from ferrymq.storage.codec import dump_message, load_message
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferrymq.protocol.topics import parse_shared
+from ferrymq.mqtt.topics import parse_shared
 
 
 class Subscription:

@@ -17,9 +17,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ferrymq.bench.histogram import Histogram
-from ferrymq.bench.options import BenchOptions
-from ferrymq.bench.worker import worker_main
+from ferrymq.loadgen.histogram import Histogram
+from ferrymq.loadgen.options import BenchOptions
+from ferrymq.loadgen.worker import worker_main
 
 
 class Totals:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferrymq.protocol.errors import MalformedPacket, ProtocolError
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.errors import MalformedPacket, ProtocolError
+from ferrymq.mqtt.packets import (
     AUTH,
     CONNACK,
     CONNECT,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferrymq.protocol import reason_codes as rc
+from ferrymq.mqtt import reason_codes as rc
 
 
 class MQTTError(Exception):

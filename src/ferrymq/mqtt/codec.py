@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ferrymq.protocol.errors import (
+from ferrymq.mqtt.errors import (
     MalformedPacket,
     MQTTError,
     PacketTooLarge,
     ProtocolError,
     UnsupportedProtocolVersion,
 )
-from ferrymq.protocol.packets import (
+from ferrymq.mqtt.packets import (
     CONNACK,
     CONNECT,
     PUBLISH,
@@ -56,7 +56,7 @@ from ferrymq.protocol.packets import (
     Unsubscribe,
     Will,
 )
-from ferrymq.protocol.properties import (
+from ferrymq.mqtt.properties import (
     WILL,
     decode_properties,
     encode_binary,

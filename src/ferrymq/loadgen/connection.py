@@ -12,10 +12,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from ferrymq.bench.options import MAGIC, STAMP, BenchOptions
-from ferrymq.protocol.codec import Decoder, encode, encode_publish
-from ferrymq.protocol.errors import MQTTError
-from ferrymq.protocol.packets import (
+from ferrymq.loadgen.options import MAGIC, STAMP, BenchOptions
+from ferrymq.mqtt.codec import Decoder, encode, encode_publish
+from ferrymq.mqtt.errors import MQTTError
+from ferrymq.mqtt.packets import (
     CONNACK,
     PUBACK,
     PUBCOMP,
@@ -31,7 +31,7 @@ from ferrymq.protocol.packets import (
 )
 
 if TYPE_CHECKING:
-    from ferrymq.bench.worker import Worker
+    from ferrymq.loadgen.worker import Worker
 
 BURST = 256  # most messages an unlimited publisher writes per turn
 CATCH_UP = 1000  # most messages a rate-limited publisher sends at once to catch up

@@ -16,10 +16,10 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from ferrymq.bench.connection import BenchConnection
-from ferrymq.bench.histogram import Histogram
-from ferrymq.bench.options import BenchOptions
-from ferrymq.bench.websocket import WebSocketStream, keep_large_blocks
+from ferrymq.loadgen.connection import BenchConnection
+from ferrymq.loadgen.histogram import Histogram
+from ferrymq.loadgen.options import BenchOptions
+from ferrymq.loadgen.websocket import WebSocketStream, keep_large_blocks
 
 DRAIN_S = 2.0  # after stopping, how long publishers wait for their last acknowledgements
 
