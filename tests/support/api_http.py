@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import API_APP_ID, API_APP_SECRET
+from brokers import API_APP_ID, API_APP_SECRET
 
 
 class Response:

@@ -1,4 +1,8 @@
-"""Test harness: start the real broker as a subprocess and talk to it over real sockets."""
+"""The real broker as a subprocess, for the system tests: its own data directory and free ports.
+
+The fixtures that start brokers live in tests/system/conftest.py, so nothing under tests/unit
+can start one by accident; this module only knows how.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 
 def free_port() -> int:
@@ -32,7 +33,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
-# Credentials of the API app every test broker creates at start (tests/api_http.py).
+# Credentials of the API app every test broker creates at start (api_http.py).
 API_APP_ID = "test-app"
 API_APP_SECRET = "test-secret"
 
@@ -122,35 +123,3 @@ class BrokerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    """A broker shared by the tests that only need default settings."""
-    b = BrokerProcess(tmp_path_factory.mktemp("shared-broker"), "--sys-interval", "1").start()
-    yield b
-    assert b.alive(), "the shared broker died during the tests:\n" + b.log()[-4000:]
-    b.stop()
-
-
-@pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
-    """Start brokers with their own settings; all are stopped after the test."""
-    started: list[BrokerProcess] = []
-
-    def make(
-        *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
-    ) -> BrokerProcess:
-        b = BrokerProcess(data_dir or tmp_path / f"b{len(started)}", *args, env=env).start()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        b.stop()
-
-
-@pytest.fixture
-def uid() -> str:
-    """A unique token for client ids and topics, so tests sharing a broker do not meet."""
-    return uuid.uuid4().hex[:10]

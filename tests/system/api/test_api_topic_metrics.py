@@ -1,12 +1,9 @@
-"""/topic-metrics with real publishers and subscribers: counts, rates, registration rules."""
+"""/topic-metrics with real publishers and subscribers: counts and rates over HTTP."""
 
 from __future__ import annotations
 
-import pytest
-
 from api_http import Api, wait_for
 from clients import TestClient
-from ferrymq.core.topic_metrics import MAX_TOPICS, TopicMetrics, TopicMetricsError
 
 
 def test_counts_and_rates(make_broker) -> None:
@@ -71,21 +68,3 @@ def test_counts_and_rates(make_broker) -> None:
     finally:
         for c in (s1, s0, pub):
             c.disconnect()
-
-
-def test_registration_quota_and_rates() -> None:
-    tm = TopicMetrics()
-    for i in range(MAX_TOPICS):
-        tm.register(f"t/{i}")
-    with pytest.raises(TopicMetricsError):
-        tm.register("one/more")
-    with pytest.raises(TopicMetricsError):
-        tm.register("t/0")
-    counters = tm.watched["t/0"]
-    start = 1000.0
-    tm._last_tick = start
-    counters.counts[0] = 10
-    tm.tick(start + 1.0)
-    assert counters.rates[0] == pytest.approx(2.0)  # 10/s folded into a 5 s average
-    tm.tick(start + 2.0)
-    assert counters.rates[0] == pytest.approx(1.6)

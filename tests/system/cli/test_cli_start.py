@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from brokers import free_port, wait_port
 from clients import V311, TestClient
-from conftest import free_port, wait_port
 from ferrymq.config import Settings
 from rawclient import RawClient
 

@@ -20,8 +20,8 @@ from ferrymq.mqtt.packets import (
     SubscriptionOptions,
 )
 from ferrymq.mqtt.properties import encode_varint
+from loadgen_cli import bench, finish, start_subscribers
 from rawclient import RawClient
-from test_bench_tool import bench, finish, start_subscribers
 
 PUBLISHERS = 5
 INTERVAL_MS = 1  # 1,000 msg/s per publisher

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 
 from api_http import Api
+from brokers import BrokerProcess, free_port, wait_port
 from clients import TestClient, connack_code
-from conftest import BrokerProcess, free_port, wait_port
+from paths import ARTIFACTS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
+SHOTS = ARTIFACTS / "screenshots"
 PASSWORD = "dash-pw-1"
 
 pytestmark = pytest.mark.skipif(

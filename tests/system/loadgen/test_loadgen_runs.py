@@ -1,55 +1,10 @@
-"""``ferrymq bench``: short real runs against the test broker, and the latency histogram."""
+"""``ferrymq bench``: short real runs against the test broker (the histogram: unit/loadgen)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from typing import Any
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from ferrymq.loadgen.histogram import Histogram, bucket, bucket_value
-
-
-def bench(*args: str, timeout: float = 30.0) -> tuple[int, dict[str, Any], str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "ferrymq", "bench", *args, "--json", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = r.stdout.strip().splitlines()
-    assert lines, f"no summary; stderr:\n{r.stderr}"
-    return r.returncode, json.loads(lines[-1]), r.stderr
-
-
-def start_subscribers(*args: str) -> subprocess.Popen[str]:
-    """Start ``bench sub`` and return once every subscriber is ready (its stderr says so)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ferrymq", "bench", "sub", *args, "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if "clients tried" in line:
-            assert " 0 failed" in line, line
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("subscribers did not get ready: " + proc.communicate()[1])
-
-
-def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any]]:
-    out, _ = proc.communicate(timeout=20)
-    return proc.returncode, json.loads(out.strip().splitlines()[-1])
+from loadgen_cli import bench, finish, start_subscribers
 
 
 def test_qos1_publishers_reach_every_subscriber_with_latency(broker: Any, uid: str) -> None:
@@ -106,25 +61,3 @@ def test_nothing_listening_is_a_failure() -> None:
     code, s, _ = bench("conn", "-p", "1", "-c", "2", "-d", "3")
     assert code == 1
     assert s["failed"] == 2
-
-
-@given(st.integers(min_value=0, max_value=10**9))
-def test_histogram_bucket_bounds(us: int) -> None:
-    b = bucket(us)
-    low = bucket_value(b)
-    assert low <= us
-    assert bucket(low) == b
-    assert us - low <= max(1, us // 256)  # under 0.4 % wide
-
-
-def test_histogram_percentiles_and_merge() -> None:
-    a, b = Histogram(), Histogram()
-    for us in range(1, 1001):
-        a.add(us)  # 1 us .. 1 ms
-    for _ in range(10):
-        b.add(250_000)  # ten slow ones
-    a.merge(Histogram.from_dict(b.to_dict()))
-    assert a.count == 1010
-    assert a.percentile(50) == 0.505
-    assert 249.0 < a.percentile(99.5) <= 250.0
-    assert a.summary()["max"] == 250.0

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import BrokerProcess, free_port
+from brokers import BrokerProcess, free_port
 from ferrymq.commands.certs import write_dev_certs
 from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import Connack, Connect, Disconnect, Packet, Publish, Pubrec
-from test_transport_clients import RawWS, ws_frame
+from rawws import RawWS, ws_frame
 
 RECEIVE_MAXIMUM = 5
 ROUNDS = 5

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
-from pathlib import Path
 
 from ferrymq import config
 from ferrymq.cli import build_parser
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "ferrymq.example.toml"
 
 

@@ -3,11 +3,8 @@ what happens meanwhile (a resuming CONNECT, new messages, retained changes) come
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from ferrymq.config import Settings
-from ferrymq.core.broker import Broker
 from ferrymq.mqtt.packets import (
     Connack,
     Disconnect,
@@ -17,19 +14,13 @@ from ferrymq.mqtt.packets import (
     Subscribe,
     SubscriptionOptions,
 )
-from ferrymq.storage.sqlite import SqliteStore
-from test_durable_acks import Peer, _settle
-
-
-def _broker(store: SqliteStore) -> Broker:
-    return Broker(Settings(sys_interval=0), store, asyncio.get_running_loop())
+from memory import Peer, new_broker, open_store, settle
 
 
 async def _stored_state(path: Path) -> None:
     """A persistent session "s" with three queued messages, and two retained topics."""
-    store = SqliteStore(path)
-    store.open()
-    broker = _broker(store)
+    store = open_store(path)
+    broker = new_broker(store)
     s = Peer(broker, "s", clean=False)
     s.send(Subscribe(1, [SubscriptionOptions("q", 1)]))
     s.send(Disconnect())
@@ -38,7 +29,7 @@ async def _stored_state(path: Path) -> None:
         p.send(Publish("q", b"stored%d" % i, 1, packet_id=i + 1))
     p.send(Publish("r/keep", b"old", 1, retain=True, packet_id=10))
     p.send(Publish("r/changed", b"old", 1, retain=True, packet_id=11))
-    await _settle()
+    await settle()
     broker.shutdown()
     store.close()
 
@@ -46,10 +37,9 @@ async def _stored_state(path: Path) -> None:
 async def test_deferred_restore_keeps_order_and_newer_state(tmp_path: Path) -> None:
     path = tmp_path / "ferrymq.db"
     await _stored_state(path)
-    store = SqliteStore(path)
-    store.open()
+    store = open_store(path)
     try:
-        broker = _broker(store)
+        broker = new_broker(store)
         broker.load_state()
         assert broker.restoring and len(broker.retained) == 0
         # While restoring: a new message for the offline session, a retained change,
@@ -62,11 +52,11 @@ async def test_deferred_restore_keeps_order_and_newer_state(tmp_path: Path) -> N
         s.send(Subscribe(2, [SubscriptionOptions("other", 1)]))
         watcher = Peer(broker, "w")
         watcher.send(Subscribe(1, [SubscriptionOptions("r/+", 0)]))
-        await _settle()
+        await settle()
         assert s.received() == []  # the resuming client waits for its messages
         assert [type(x) for x in watcher.received()] == [Connack, Suback]
         await broker.finish_restore()
-        await _settle()
+        await settle()
         got = s.received()
         assert isinstance(got[0], Connack) and got[0].session_present
         publishes = [x.payload for x in got if isinstance(x, Publish)]
@@ -78,13 +68,12 @@ async def test_deferred_restore_keeps_order_and_newer_state(tmp_path: Path) -> N
         for x in got:
             if isinstance(x, Publish):
                 s.send(Puback(x.packet_id))
-        await _settle()
+        await settle()
         broker.shutdown()
     finally:
         store.close()
     # Nothing was restored twice or lost: the acknowledged queue is gone for good.
-    store = SqliteStore(path)
-    store.open()
+    store = open_store(path)
     try:
         assert store.load_session_messages() == {}
     finally:

@@ -1,16 +1,11 @@
-"""Storage: message codec, SQLite store semantics, durability across close and SIGKILL."""
+"""Storage: message codec, SQLite store semantics, durability across close (SIGKILL: system)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import sqlite3
 import struct
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +22,6 @@ from ferrymq.core.message import Message
 from ferrymq.storage.codec import dump_message, load_message
 from ferrymq.storage.sqlite import SCHEMA_VERSION, SqliteStore
 from ferrymq.storage.store import DuplicateError, StorageError
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 ALL_PROPS: dict[str, Any] = {
     "user_property": [("k", "v"), ("k", "v2"), ("ünï", "cødé")],
@@ -706,145 +699,6 @@ async def test_call_with_other_callables_does_not_block_the_loop(store: SqliteSt
 
 
 # --- other processes ---
-
-
-def run_python(code: str, **kwargs: Any) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-def test_sigkill_keeps_flushed_data_and_a_sound_file(db: Path) -> None:
-    proc = run_python(
-        f"""
-        import time
-        from ferrymq.core.message import Message
-        from ferrymq.storage.sqlite import SqliteStore
-        s = SqliteStore({str(db)!r}, flush_interval=3600)
-        s.open()
-        for i in range(500):
-            s.put_retained(Message(f"r/{{i}}", b"x" * 100, 1, True))
-            s.put_session_message("c", i, Message("q", bytes([i % 256])), {{"i": i}})
-        s.put_session("c", {{"expiry_interval": 60}})
-        s.add_app("app", "n", "h")
-        s.flush()
-        s.put_retained(Message("unflushed", b""))
-        s.delete_session("c")
-        print("ready", flush=True)
-        time.sleep(60)
-        """
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    with raw(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    with SqliteStore(db) as s:
-        assert len(s.load_retained()) == 500
-        assert s.load_sessions() == {"c": {"expiry_interval": 60}}
-        msgs = s.load_session_messages()["c"]
-        assert [(k, m.payload, meta) for k, m, meta in msgs] == [
-            (i, bytes([i % 256]), {"i": i}) for i in range(500)
-        ]
-        assert s.get_app("app") is not None
-
-
-def test_sigkill_during_heavy_writes_leaves_whole_batches(db: Path) -> None:
-    # Each step moves one session message forward and records its key in a
-    # retained message; any committed state must have them (nearly) agree.
-    proc = run_python(
-        f"""
-        from ferrymq.core.message import Message
-        from ferrymq.storage.sqlite import SqliteStore
-        s = SqliteStore({str(db)!r}, flush_interval=0.002)
-        s.open()
-        i = 0
-        while True:
-            s.put_session_message("c", i, Message("q", b"p" * 200), {{"i": i}})
-            s.delete_session_message("c", i - 1)
-            s.put_retained(Message("counter", str(i).encode()))
-            if i == 2000:
-                s.flush()
-                print("flushed", flush=True)
-            i += 1
-        """
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "flushed"
-        time.sleep(0.3)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    with raw(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    with SqliteStore(db) as s:
-        (counter,) = s.load_retained()
-        last = int(counter.payload)
-        assert last >= 2000
-        keys = [k for k, _, meta in s.load_session_messages()["c"] if meta == {"i": k}]
-        # A batch may end between the three calls of one step, never inside a call.
-        assert keys in ([last], [last, last + 1], [last + 1])
-
-
-def test_short_lived_process_writes_while_another_store_is_open(db: Path) -> None:
-    with SqliteStore(db, flush_interval=0.005) as s:
-        stop = threading.Event()
-
-        def broker_traffic() -> None:
-            i = 0
-            while not stop.is_set():
-                s.put_retained(Message(f"t/{i % 100}", b"x" * 500))
-                i += 1
-                if i % 100 == 0:
-                    time.sleep(0.001)
-
-        traffic = threading.Thread(target=broker_traffic)
-        traffic.start()
-        try:
-            proc = run_python(
-                f"""
-                from ferrymq.storage.sqlite import SqliteStore
-                with SqliteStore({str(db)!r}) as cli:
-                    cli.add_app("cli-app", "from the command line", "h")
-                    cli.put_acl("username", "u", "a/b", "pub", "deny", 1)
-                    print(len(cli.list_apps()), flush=True)
-                """
-            )
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            stop.set()
-            traffic.join()
-        assert proc.returncode == 0
-        assert out.strip() == "1"
-        assert s.get_app("cli-app")["name"] == "from the command line"  # type: ignore[index]
-        assert [r["topic"] for r in s.list_acl("username", "u")] == ["a/b"]
-        s.flush()
-        assert len(s.load_retained()) == 100
-
-
-def test_exiting_without_close_commits_pending_writes(db: Path) -> None:
-    proc = run_python(
-        f"""
-        from ferrymq.core.message import Message
-        from ferrymq.storage.sqlite import SqliteStore
-        s = SqliteStore({str(db)!r}, flush_interval=3600)
-        s.open()
-        s.put_retained(Message("pending", b"at exit"))
-        """
-    )
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    with SqliteStore(db) as s:
-        assert [m.payload for m in s.load_retained()] == [b"at exit"]
 
 
 def test_bans_are_stored_replaced_and_deleted(tmp_path) -> None:
