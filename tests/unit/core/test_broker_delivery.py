@@ -1,0 +1,117 @@
+"""Publish to subscribers through the broker in memory, as the wire shows it: QoS 0/1/2 flows
+with their acknowledgements, retained messages on subscribe, one copy for overlapping
+subscriptions (memory.py builds the broker, encodes for the peers and decodes for them)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ferrymq.core.broker import Broker
+from ferrymq.mqtt.packets import (
+    Connack,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    SubscriptionOptions,
+)
+from memory import Peer, serving, settle
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    async with serving(tmp_path) as b:
+        yield b
+
+
+async def connected(broker: Broker, client_id: str, *filters: tuple[str, int]) -> Peer:
+    """A v3.1.1 peer past its CONNACK, subscribed to ``filters`` (its SUBACK read)."""
+    peer = Peer(broker, client_id)
+    assert await peer.connack() == Connack(False, 0)
+    if filters:
+        options = [SubscriptionOptions(f, qos) for f, qos in filters]
+        peer.send(Subscribe(1, options))
+        assert await peer.expect() == [Suback(1, [qos for _, qos in filters])]
+    return peer
+
+
+async def test_qos0_is_delivered_without_acknowledgements(broker: Broker) -> None:
+    sub = await connected(broker, "sub", ("t/#", 0))
+    pub = await connected(broker, "pub")
+    pub.send(Publish("t/a", b"zero"))
+    assert await sub.expect() == [Publish("t/a", b"zero")]
+    assert pub.received() == []
+
+
+async def test_qos1_puback_to_the_publisher_and_a_qos1_delivery(broker: Broker) -> None:
+    sub = await connected(broker, "sub", ("t/#", 1))
+    pub = await connected(broker, "pub")
+    pub.send(Publish("t/a", b"one", 1, packet_id=7))
+    assert await pub.expect() == [Puback(7)]
+    (delivery,) = await sub.expect()
+    assert delivery == Publish("t/a", b"one", 1, packet_id=delivery.packet_id)
+    sub.send(Puback(delivery.packet_id))
+    await settle()
+    assert sub.received() == [] and pub.received() == []
+
+
+async def test_qos1_is_downgraded_to_the_subscription_qos(broker: Broker) -> None:
+    sub = await connected(broker, "sub", ("t/#", 0))
+    pub = await connected(broker, "pub")
+    pub.send(Publish("t/a", b"one", 1, packet_id=1))
+    assert await pub.expect() == [Puback(1)]
+    assert await sub.expect() == [Publish("t/a", b"one")]
+
+
+async def test_qos2_both_handshakes_and_one_delivery(broker: Broker) -> None:
+    sub = await connected(broker, "sub", ("t/#", 2))
+    pub = await connected(broker, "pub")
+    pub.send(Publish("t/a", b"two", 2, packet_id=3))
+    assert await pub.expect() == [Pubrec(3)]
+    (delivery,) = await sub.expect()
+    assert (delivery.payload, delivery.qos) == (b"two", 2)
+    pub.send(Publish("t/a", b"two", 2, dup=True, packet_id=3))  # resent before PUBREL
+    assert await pub.expect() == [Pubrec(3)]
+    pub.send(Pubrel(3))
+    assert await pub.expect() == [Pubcomp(3)]
+    assert sub.received() == []  # exactly once: the resend was not delivered again
+    sub.send(Pubrec(delivery.packet_id))
+    assert await sub.expect() == [Pubrel(delivery.packet_id)]
+    sub.send(Pubcomp(delivery.packet_id))
+    await settle()
+    assert sub.received() == [] and pub.received() == []
+
+
+async def test_retained_message_is_delivered_on_subscribe(broker: Broker) -> None:
+    pub = await connected(broker, "pub")
+    pub.send(Publish("r/x", b"kept", 1, retain=True, packet_id=1))
+    assert await pub.expect() == [Puback(1)]
+    late = await connected(broker, "late")
+    late.send(Subscribe(2, [SubscriptionOptions("r/#", 1)]))
+    suback, retained = await late.expect(2)
+    assert suback == Suback(2, [1])
+    assert retained == Publish("r/x", b"kept", 1, retain=True, packet_id=retained.packet_id)
+
+
+async def test_a_live_message_is_not_flagged_retained(broker: Broker) -> None:
+    sub = await connected(broker, "sub", ("r/#", 0))
+    pub = await connected(broker, "pub")
+    pub.send(Publish("r/x", b"now", retain=True))
+    assert await sub.expect() == [Publish("r/x", b"now")]
+
+
+async def test_overlapping_subscriptions_deliver_one_copy_at_the_highest_qos(
+    broker: Broker,
+) -> None:
+    sub = await connected(broker, "sub", ("o/+", 0), ("o/#", 1), ("o/a", 0))
+    pub = await connected(broker, "pub")
+    pub.send(Publish("o/a", b"once", 1, packet_id=1))
+    assert await pub.expect() == [Puback(1)]
+    (delivery,) = await sub.expect()
+    assert (delivery.payload, delivery.qos) == (b"once", 1)
