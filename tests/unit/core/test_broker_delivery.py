@@ -1,6 +1,7 @@
 """Publish to subscribers through the broker in memory, as the wire shows it: QoS 0/1/2 flows
 with their acknowledgements, retained messages on subscribe, one copy for overlapping
-subscriptions (memory.py builds the broker, encodes for the peers and decodes for them)."""
+subscriptions, topic aliases both ways (memory.py builds the broker, encodes for the peers
+and decodes for them)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from ferrymq.core.broker import Broker
+from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.packets import (
     Connack,
+    Disconnect,
     Puback,
     Pubcomp,
     Publish,
@@ -115,3 +118,36 @@ async def test_overlapping_subscriptions_deliver_one_copy_at_the_highest_qos(
     assert await pub.expect() == [Puback(1)]
     (delivery,) = await sub.expect()
     assert (delivery.payload, delivery.qos) == (b"once", 1)
+
+
+async def test_topic_aliases_from_a_v5_publisher_name_the_topic(broker: Broker) -> None:
+    sub = await connected(broker, "sub", ("a/#", 0))
+    pub = Peer(broker, "pub", version=5)
+    await pub.connack()
+    pub.send(Publish("a/b", b"set", properties={"topic_alias": 1}))
+    pub.send(Publish("", b"used", properties={"topic_alias": 1}))
+    assert await sub.expect(2) == [Publish("a/b", b"set"), Publish("a/b", b"used")]
+
+
+async def test_a_v5_subscriber_gets_aliases_up_to_its_maximum(broker: Broker) -> None:
+    sub = Peer(broker, "sub", version=5, properties={"topic_alias_maximum": 1})
+    await sub.connack()
+    sub.send(Subscribe(1, [SubscriptionOptions("a/#", 0)]))
+    await sub.expect()
+    pub = await connected(broker, "pub")
+    for topic in ("a/b", "a/b", "a/c"):
+        pub.send(Publish(topic, b"x"))
+    first, second, third = await sub.expect(3)
+    assert (first.topic, first.properties) == ("a/b", {"topic_alias": 1})
+    assert (second.topic, second.properties) == ("", {"topic_alias": 1})
+    assert (third.topic, third.properties) == ("a/c", {})  # no alias left for a second topic
+
+
+async def test_a_topic_alias_above_the_maximum_closes_with_0x94(broker: Broker) -> None:
+    pub = Peer(broker, "pub", version=5)
+    connack = await pub.connack()
+    over = connack.properties["topic_alias_maximum"] + 1
+    pub.send(Publish("a/b", b"x", properties={"topic_alias": over}))
+    (disconnect,) = await pub.expect()
+    assert isinstance(disconnect, Disconnect) and disconnect.reason_code == rc.TOPIC_ALIAS_INVALID
+    assert pub.closed

@@ -1,6 +1,7 @@
 """Sessions and connection ends through the broker in memory, as the wire shows them: resume
-with queued messages, takeover, the will on an abrupt close (not on DISCONNECT), malformed
-input closing only its own connection (memory.py builds the broker and the peers)."""
+with queued messages, takeover, the will on an abrupt close (not on DISCONNECT) and its
+delay, malformed input closing only its own connection (memory.py builds the broker and
+the peers)."""
 
 from __future__ import annotations
 
@@ -156,3 +157,24 @@ async def test_malformed_v311_connection_is_closed_without_a_packet(broker: Brok
     bad.send_bytes(b"\x30\x03\x00\x09a")  # PUBLISH whose topic length passes its end
     await settle()
     assert bad.closed and bad.received() == []
+
+
+async def test_a_delayed_will_waits_while_the_session_lives(broker: Broker) -> None:
+    watcher = await subscribed(Peer(broker, "watcher"), "will/#", 0)
+    will = Will("will/late", b"gone", properties={"will_delay_interval": 60})
+    dying = Peer(broker, "late", clean=False, version=V5, will=will, properties=EXPIRY)
+    await dying.connack()
+    dying.lose()
+    await settle()
+    assert watcher.received() == []
+
+
+async def test_a_delayed_will_is_published_when_the_session_ends_first(broker: Broker) -> None:
+    """The will goes at the earlier of its delay and the session's end (MQTT 5, 3.1.3.2.2):
+    a session that ends with the connection sends it at once."""
+    watcher = await subscribed(Peer(broker, "watcher"), "will/#", 0)
+    will = Will("will/now", b"gone", properties={"will_delay_interval": 60})
+    dying = Peer(broker, "now", version=V5, will=will)  # session expiry 0
+    await dying.connack()
+    dying.lose()
+    assert await watcher.expect() == [Publish("will/now", b"gone")]
