@@ -1,7 +1,7 @@
 """Sessions and connection ends through the broker in memory, as the wire shows them: resume
 with queued messages, takeover, the will on an abrupt close (not on DISCONNECT) and its
-delay, malformed input closing only its own connection (memory.py builds the broker and
-the peers)."""
+delay, keep alive, malformed input closing only its own connection (memory.py builds the
+broker and the peers)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.packets import (
     Connack,
     Disconnect,
+    Pingreq,
+    Pingresp,
     Puback,
     Publish,
     Suback,
@@ -178,3 +180,18 @@ async def test_a_delayed_will_is_published_when_the_session_ends_first(broker: B
     await dying.connack()
     dying.lose()
     assert await watcher.expect() == [Publish("will/now", b"gone")]
+
+
+async def test_pingreq_gets_pingresp(broker: Broker) -> None:
+    peer = Peer(broker, "pinger", keepalive=5)
+    await peer.connack()
+    peer.send(Pingreq())
+    assert await peer.expect() == [Pingresp()]
+
+
+async def test_a_v5_keep_alive_above_the_maximum_is_lowered_in_the_connack(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_keepalive=30) as broker:
+        peer = Peer(broker, "long", version=V5, keepalive=600)
+        connack = await peer.connack()
+        assert connack.reason_code == 0
+        assert connack.properties["server_keep_alive"] == 30
