@@ -41,9 +41,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
 from ferrymq.storage.store import (
     ACL_KINDS,
@@ -52,6 +52,9 @@ from ferrymq.storage.store import (
     SessionMessage,
     StorageError,
 )
+
+if TYPE_CHECKING:
+    from ferrymq.storage.store import Store
 
 __all__ = ["SCHEMA_VERSION", "DuplicateError", "SqliteStore", "StorageError"]
 
@@ -1023,3 +1026,10 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "update_dashboard_user": _update_dashboard_user,
     "delete_dashboard_user": _delete_dashboard_user,
 }
+
+
+if TYPE_CHECKING:
+
+    def _implements_store(store: SqliteStore) -> Store:
+        """A type checker's proof that ``SqliteStore`` is a ``Store``."""
+        return store
