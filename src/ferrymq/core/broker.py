@@ -139,7 +139,12 @@ class Broker:
         self._commit_wanted = 0
         if self.ack_on_commit:
             assert store is not None
-            store.set_commit_listener(partial(loop.call_soon_threadsafe, self._committed))
+            committed = self._committed
+
+            def on_commit(batch: int) -> None:  # on the store's writer thread
+                loop.call_soon_threadsafe(committed, batch)
+
+            store.set_commit_listener(on_commit)
 
     @property
     def restoring(self) -> bool:
@@ -243,7 +248,7 @@ class Broker:
     def acl_publish(self, client: Client, topic: str) -> bool:
         return self.acl.check_publish(client.client_id, client.username, topic)
 
-    def acl_guard(self, sub: Subscription) -> bool:
+    def acl_guard(self, sub: Subscription | Overlap) -> bool:
         """Decide whether deliveries through ``sub`` need a per-message ACL check.
 
         API.md: nothing leaks through wildcards. Decided at SUBSCRIBE and again
@@ -268,7 +273,7 @@ class Broker:
         sub.acl_gen = -acl.generation - 2
         return True
 
-    def acl_delivers(self, sub: Subscription, topic: str) -> bool:
+    def acl_delivers(self, sub: Subscription | Overlap, topic: str) -> bool:
         """May a message on ``topic`` go out through ``sub``? Called only while
         ``sub.acl_gen`` differs from the ACL generation (see ``acl_guard``)."""
         acl = self.acl
@@ -310,6 +315,7 @@ class Broker:
         count = 0
         queue_high = self.flow.queue_high
         acl_gen = self.acl.generation
+        sub: Subscription | Overlap | None
         for sub in subs:
             if sub.no_local and sub.client_id == publisher:
                 sub = sub.local  # the client's other overlapping subscriptions, if any
@@ -345,13 +351,15 @@ class Broker:
         """The QoS of each delivery ``publish`` made of ``msg`` to ``subs``: the same
         no-local and ACL rules, for the topic-metrics counters of watched topics only."""
         acl, acl_gen, out = self.acl, self.acl.generation, []
+        sub: Subscription | Overlap | None
         for sub in subs:
             if sub.no_local and sub.client_id == msg.publisher:
                 sub = sub.local
                 if sub is None:
                     continue
+            session: Session = sub.session  # type: ignore[assignment]
             if sub.acl_gen != acl_gen and not acl.check_delivery(
-                sub.client_id, sub.session.username, msg.topic
+                sub.client_id, session.username, msg.topic
             ):
                 continue
             out.append(msg.qos if msg.qos < sub.qos else sub.qos)
@@ -456,8 +464,8 @@ class Broker:
                 retain_as_published=opt.retain_as_published,
                 retain_handling=opt.retain_handling,
                 identifier=sub_id,
+                acl_admin=admin,
             )
-            sub.acl_admin = admin
             self.acl_guard(sub)
             existed = self.router.add(sub) is not None
             session.subscriptions[topic_filter] = sub

@@ -25,7 +25,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.banned import Ban
-from ferrymq.core.session import Session
+from ferrymq.core.session import EXPIRY_NEVER, Session
+from ferrymq.model.delivery import DeliveryFields
 from ferrymq.model.message import Message
 from ferrymq.model.subscription import Subscription
 
@@ -66,11 +67,10 @@ class Restore:
         for client_id, data in store.load_sessions().items():
             expiry = int(data.get("expiry_interval", 0))
             gone_at = data.get("disconnected_at") or now
-            session = Session(broker, client_id, expiry)
-            if expiry == 0 or (expiry != 0xFFFFFFFF and gone_at + expiry <= now):
+            session = Session(broker, client_id, expiry, data.get("username"))
+            if expiry == 0 or (expiry != EXPIRY_NEVER and gone_at + expiry <= now):
                 store.delete_session(client_id)
                 if data.get("will"):  # the session ended while the broker was down
-                    session.username = data.get("username")
                     wills.restore(session, data["will"], now, now)
                 continue
             # "awaiting_rel" in the session record: databases of schema version 1.
@@ -102,7 +102,7 @@ class Restore:
         assert store is not None
         try:
             messages = await store.call(store.load_session_messages)
-            parsed: dict[int, tuple[Any, ...]] = {}
+            parsed: dict[int, tuple[DeliveryFields, Any]] = {}
             sessions = broker.sessions
             for client_id, records in messages.items():
                 pending = self._pending.get(client_id)

@@ -32,11 +32,19 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ferrymq.model.delivery import INFLIGHT, QUEUED, RELEASING, Delivery, fields_from_meta
+from ferrymq.model.delivery import (
+    INFLIGHT,
+    QUEUED,
+    RELEASING,
+    Delivery,
+    DeliveryFields,
+    fields_from_meta,
+)
 from ferrymq.model.message import Message
 from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt.packets import Will
 from ferrymq.storage.codec import dump_will
+from ferrymq.storage.store import SessionMessage
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
@@ -68,7 +76,13 @@ class Session:
         "last_conn",
     )
 
-    def __init__(self, broker: Broker, client_id: str, expiry_interval: int = 0) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str,
+        expiry_interval: int = 0,
+        username: str | None = None,
+    ) -> None:
         self.client_id = client_id
         self.broker = broker
         self.client: Client | None = None
@@ -86,7 +100,7 @@ class Session:
         self.will: Will | None = None
         self.will_due: float | None = None
         self.dropped = 0
-        self.username: str | None = None
+        self.username = username
         # The last connection's values (Client.connection_info) while offline.
         self.last_conn: dict[str, Any] | None = None
 
@@ -149,8 +163,11 @@ class Session:
 
     # --- will -----------------------------------------------------------
 
-    def will_pending(self, due: float) -> None:
-        """The connection ended: the will is due at wall-clock time ``due``."""
+    def will_pending(self, due: float, will: Will | None = None) -> None:
+        """The connection ended: the will (or ``will``, one restored) is due at
+        wall-clock time ``due``."""
+        if will is not None:
+            self.will = will
         self.will_due = due
 
     def take_will(self) -> Will | None:
@@ -388,12 +405,14 @@ class Session:
                 retain_as_published=item.get("rap", False),
                 retain_handling=item.get("rh", 0),
                 identifier=item.get("id"),
+                acl_admin=item.get("adm", False),
             )
-            sub.acl_admin = item.get("adm", False)
             self.subscriptions[sub.topic_filter] = sub
         return list(self.subscriptions.values())
 
-    def load_deliveries(self, records: list[Any], parsed: dict[int, tuple[Any, ...]]) -> None:
+    def load_deliveries(
+        self, records: list[SessionMessage], parsed: dict[int, tuple[DeliveryFields, Any]]
+    ) -> None:
         """Stored queued and inflight messages (records ordered by key), ahead of any
         queued since the start. The store shares equal meta dicts, so each distinct one
         is parsed once (``parsed``, kept over sessions)."""

@@ -75,11 +75,10 @@ class Wills:
         except ValueError:
             log.exception("skipping unreadable will of %s", session.client_id)
             return
-        session.will = will
         if due is None:
             delay = will.properties.get("will_delay_interval", 0)
             due = now + min(delay, session.expiry_interval)
-        session.will_pending(due)
+        session.will_pending(due, will)
         self._timers[session] = self.broker.loop.call_later(max(0.0, due - now), self._due, session)
 
     def _due(self, session: Session) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ferrymq.model.message import Message
 
-__all__ = ["INFLIGHT", "QUEUED", "RELEASING", "Delivery", "fields_from_meta"]
+__all__ = ["INFLIGHT", "QUEUED", "RELEASING", "Delivery", "DeliveryFields", "fields_from_meta"]
 
 # Delivery states.
 QUEUED = 0
@@ -21,6 +21,9 @@ RELEASING = 2  # QoS 2: PUBREL sent, waiting for PUBCOMP
 
 _STATE_NAMES = {QUEUED: "queued", INFLIGHT: "inflight", RELEASING: "pubrel"}
 _STATE_BY_NAME = {v: k for k, v in _STATE_NAMES.items()}
+
+#: (qos, retain, sub_ids, pid, state): a Delivery's fields besides its message and key.
+DeliveryFields = tuple[int, bool, tuple[int, ...] | None, int, int]
 
 
 class Delivery:
@@ -62,9 +65,7 @@ class Delivery:
         return meta
 
 
-def fields_from_meta(
-    meta: dict[str, Any], qos: int
-) -> tuple[int, bool, tuple[int, ...] | None, int, int]:
+def fields_from_meta(meta: dict[str, Any], qos: int) -> DeliveryFields:
     """(qos, retain, sub_ids, pid, state) of a stored meta (the inverse of
     ``Delivery.meta``), for ``Delivery(msg, *fields, key)``."""
     ids = meta.get("i")

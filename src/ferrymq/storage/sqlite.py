@@ -307,11 +307,12 @@ class SqliteStore:
             if ops is None:
                 self._messages[client_id] = {key: (None, meta)}
                 return
-            op = ops.get(key, False)
-            if op is False:
+            if key not in ops:
                 ops[key] = (None, meta)
-            elif op is not None:  # a pending put or meta update: replace its meta
-                ops[key] = (op[0], meta)
+            else:
+                op = ops[key]
+                if op is not None:  # a pending put or meta update: replace its meta
+                    ops[key] = (op[0], meta)
             # else: deleted in this batch, stays deleted
 
     def delete_session_message(self, client_id: str, key: int) -> None:
@@ -699,7 +700,7 @@ def _statements(
 
 
 def _load_retained(conn: sqlite3.Connection) -> list[Message]:
-    out = []
+    out: list[Message] = []
     append = out.append
     strings: dict[str, str] = {}  # publishers repeat
     for topic, data in conn.execute("SELECT topic, data FROM retained"):
