@@ -315,3 +315,32 @@ async def test_will_follows_only_an_abnormal_end(broker: Broker) -> None:
     watch.received()
     Peer(broker, "taken", MQTT5, clean_start=False)  # a takeover: the old connection's will
     assert publishes(watch.received()) == [b"bye"]
+
+
+async def test_a_pending_will_fires_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    settings = Settings(sys_interval=0, durability="batched")
+    store = SqliteStore(tmp_path / "ferrymq.db")
+    store.open()
+    broker = Broker(settings, store, loop)
+    will_peer(broker, delay=30).drop()
+    assert broker.sessions["w"].will_due is not None
+    broker.shutdown()
+    store.close()
+
+    store = SqliteStore(tmp_path / "ferrymq.db")
+    store.open()
+    try:
+        broker = Broker(settings, store, loop)
+        broker.load_state()
+        await broker.finish_restore()
+        watch = watcher(broker)
+        await later(29, monkeypatch)
+        assert publishes(watch.received()) == []
+        await later(31, monkeypatch)
+        assert publishes(watch.received()) == [b"bye"]
+        broker.shutdown()
+    finally:
+        store.close()
