@@ -97,12 +97,16 @@ class Broker:
         settings: Settings,
         store: Store | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        router: RouteTable | None = None,
     ) -> None:
+        """``router``: the route table to use instead of a local ``Router`` (cluster mode)."""
         self.settings = settings
         self.loop = loop = loop or asyncio.get_event_loop()
         self.store = store
         self.metrics = new_metrics()
-        self.router: RouteTable = Router(settings.shared_subscription_strategy)
+        self.router: RouteTable = (
+            Router(settings.shared_subscription_strategy) if router is None else router
+        )
         self.retained = RetainedStore(settings.max_retained_messages)
         self.registry = Sessions(self)
         self.sessions: dict[str, Session] = self.registry.sessions

@@ -4,7 +4,8 @@ The core is written against these protocols, not against asyncio, a socket or
 one data structure, so that tests drive it in memory (a list for a transport,
 a number for the clock) and later backends plug in without touching the
 connection code: a cluster's route table (which nodes subscribe to what)
-stands in for the local ``Router`` through ``RouteTable``. The store's
+stands in for the local ``Router`` through ``RouteTable`` (``Broker(...,
+router=table)``), another store for ``SqliteStore`` through ``Store``. The store's
 protocol, ``Store``, lives beside its implementation in storage/store.py.
 """
 

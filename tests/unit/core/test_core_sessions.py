@@ -17,6 +17,7 @@ import pytest
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
+from ferrymq.core.router import Router
 from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import (
@@ -344,3 +345,23 @@ async def test_a_pending_will_fires_after_a_restart(
         broker.shutdown()
     finally:
         store.close()
+
+
+async def test_the_broker_routes_through_the_route_table_it_is_given() -> None:
+    class Counting(Router):
+        """A route table seen from outside: every lookup counted."""
+
+        lookups = 0
+
+        def targets(self, topic: str) -> Any:
+            Counting.lookups += 1
+            return super().targets(topic)
+
+    table = Counting()
+    broker = Broker(Settings(sys_interval=0), None, asyncio.get_running_loop(), router=table)
+    sub = Peer(broker, "s")
+    sub.send(Subscribe(1, [SubscriptionOptions("t", 0)]))
+    Peer(broker, "p").send(Publish("t", b"via the table"))
+    assert broker.router is table and Counting.lookups == 1
+    assert publishes(sub.received()) == [b"via the table"]
+    broker.shutdown()
