@@ -86,6 +86,16 @@ def subscriber(broker: Broker, qos: int) -> Peer:
     return peer
 
 
+def held(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Peer]:
+    """A saturated broker, a paused QoS 0 subscriber and a publisher that just sent it "x"."""
+    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+    sub = subscriber(broker, 0)
+    pub = Peer(broker, "pub")
+    sub.client.pause_writing()
+    pub.send(Publish("f/a", b"x"))
+    return sub, pub
+
+
 async def test_a_paused_subscriber_queues_drops_its_oldest_and_drains(broker: Broker) -> None:
     sub = subscriber(broker, 0)
     pub = Peer(broker, "pub")
@@ -105,11 +115,7 @@ async def test_a_paused_subscriber_queues_drops_its_oldest_and_drains(broker: Br
 async def test_saturated_broker_holds_the_publisher_until_the_queue_drains(
     broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
-    sub = subscriber(broker, 0)
-    pub = Peer(broker, "pub")
-    sub.client.pause_writing()
-    pub.send(Publish("f/a", b"x"))
+    sub, pub = held(broker, monkeypatch)
     assert not pub.wire.reading and pub.client in broker.flow.paused
     assert sub.client.blocked == [pub.client]
     sub.client.resume_writing()
@@ -139,11 +145,7 @@ async def test_acknowledgements_release_the_publishers_of_a_backed_up_queue(
 async def test_a_publisher_is_held_at_most_max_pause(
     broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
-    sub = subscriber(broker, 0)
-    pub = Peer(broker, "pub")
-    sub.client.pause_writing()
-    pub.send(Publish("f/a", b"x"))
+    sub, pub = held(broker, monkeypatch)
     assert not pub.wire.reading
     broker.flow.tick(time.monotonic() + 1.0)
     assert pub.wire.reading and sub.client.slow
@@ -154,10 +156,6 @@ async def test_a_publisher_is_held_at_most_max_pause(
 async def test_a_closing_publisher_leaves_no_pause_behind(
     broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
-    sub = subscriber(broker, 0)
-    pub = Peer(broker, "pub")
-    sub.client.pause_writing()
-    pub.send(Publish("f/a", b"x"))
+    sub, pub = held(broker, monkeypatch)
     pub.client.connection_lost(None)
     assert not broker.flow.paused and not sub.client.blocked

@@ -8,7 +8,8 @@ codec. Timers are brought forward by moving the loop's clock, so nothing sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,24 +221,28 @@ async def test_kick_closes_with_0x98_and_ends_the_session(broker: Broker) -> Non
     assert not broker.kick("k")
 
 
-async def test_persistent_session_and_its_messages_survive_a_restart(tmp_path: Path) -> None:
-    loop = asyncio.get_running_loop()
-    settings = Settings(sys_interval=0, durability="batched")
-    store = SqliteStore(tmp_path / "ferrymq.db")
-    store.open()
-    broker = Broker(settings, store, loop)
-    sub = Peer(broker, "s", clean_start=False)
-    sub.send(Subscribe(1, [SubscriptionOptions("q/+", 1)]))
-    sub.send(Disconnect())
-    pub = Peer(broker, "p")
-    pub.send(Publish("q/a", b"kept", 1, packet_id=1))
-    broker.shutdown()
-    store.close()
-
-    store = SqliteStore(tmp_path / "ferrymq.db")
+@contextlib.contextmanager
+def stored_broker(path: Path) -> Iterator[Broker]:
+    """A broker over the SQLite file ``path`` (acknowledgements at once), shut down after."""
+    store = SqliteStore(path)
     store.open()
     try:
-        broker = Broker(settings, store, loop)
+        settings = Settings(sys_interval=0, durability="batched")
+        broker = Broker(settings, store, asyncio.get_running_loop())
+        yield broker
+        broker.shutdown()
+    finally:
+        store.close()
+
+
+async def test_persistent_session_and_its_messages_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "ferrymq.db"
+    with stored_broker(db) as broker:
+        sub = Peer(broker, "s", clean_start=False)
+        sub.send(Subscribe(1, [SubscriptionOptions("q/+", 1)]))
+        sub.send(Disconnect())
+        Peer(broker, "p").send(Publish("q/a", b"kept", 1, packet_id=1))
+    with stored_broker(db) as broker:
         broker.load_state()
         assert broker.restoring and "s" in broker.sessions
         back = Peer(broker, "s", clean_start=False)
@@ -247,9 +252,6 @@ async def test_persistent_session_and_its_messages_survive_a_restart(tmp_path: P
         assert isinstance(packets[0], Connack) and packets[0].session_present
         assert publishes(packets) == [b"kept"]
         assert not broker.restoring
-        broker.shutdown()
-    finally:
-        store.close()
 
 
 # --- wills ------------------------------------------------------------------------
@@ -321,20 +323,11 @@ async def test_will_follows_only_an_abnormal_end(broker: Broker) -> None:
 async def test_a_pending_will_fires_after_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loop = asyncio.get_running_loop()
-    settings = Settings(sys_interval=0, durability="batched")
-    store = SqliteStore(tmp_path / "ferrymq.db")
-    store.open()
-    broker = Broker(settings, store, loop)
-    will_peer(broker, delay=30).drop()
-    assert broker.sessions["w"].will_due is not None
-    broker.shutdown()
-    store.close()
-
-    store = SqliteStore(tmp_path / "ferrymq.db")
-    store.open()
-    try:
-        broker = Broker(settings, store, loop)
+    db = tmp_path / "ferrymq.db"
+    with stored_broker(db) as broker:
+        will_peer(broker, delay=30).drop()
+        assert broker.sessions["w"].will_due is not None
+    with stored_broker(db) as broker:
         broker.load_state()
         await broker.finish_restore()
         watch = watcher(broker)
@@ -342,9 +335,6 @@ async def test_a_pending_will_fires_after_a_restart(
         assert publishes(watch.received()) == []
         await later(31, monkeypatch)
         assert publishes(watch.received()) == [b"bye"]
-        broker.shutdown()
-    finally:
-        store.close()
 
 
 async def test_the_broker_routes_through_the_route_table_it_is_given() -> None:
