@@ -111,7 +111,10 @@ class Wills:
         broker.publish(msg)
 
     def cancel_all(self) -> None:
-        """Shutdown: the stored sessions keep their wills and due times."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        """Shutdown: the stored sessions keep their wills and due times. (The will of a
+        session that ended while the broker was down has no record left: it still fires.)"""
+        sessions = self.broker.sessions
+        for session, timer in list(self._timers.items()):
+            if sessions.get(session.client_id) is session:
+                timer.cancel()
+                del self._timers[session]

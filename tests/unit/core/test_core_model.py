@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ferrymq.model import INFLIGHT, QUEUED, RELEASING, Delivery, Message, fields_from_meta
@@ -46,3 +49,12 @@ def test_will_round_trip_and_unreadable_text() -> None:
     assert back.properties == will.properties
     with pytest.raises(ValueError):
         load_will("not base64 at all!")
+
+
+def test_model_and_storage_never_import_the_core() -> None:
+    code = (
+        "import sys, ferrymq.model, ferrymq.storage.sqlite;"
+        "print(sorted(m for m in sys.modules if m.startswith('ferrymq.core')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
