@@ -1,4 +1,5 @@
-"""The model's stored forms: a delivery's meta and a will survive the round trip."""
+"""The model: a delivery's meta and a will survive their stored forms, and nothing in model/
+or storage/ imports the core."""
 
 from __future__ import annotations
 
