@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 
@@ -37,10 +37,12 @@ class ApiContext:
 
     @property
     def store(self) -> SqliteStore:
+        """The broker's store, which for the API's admin operations must be a SqliteStore
+        (the core's ``Store`` protocol has none of them)."""
         store = self.broker.store
         if store is None:  # pragma: no cover - the server always has a store
             raise RuntimeError("the API needs a store")
-        return store
+        return cast("SqliteStore", store)
 
 
 CTX = web.AppKey("ferrymq_api", ApiContext)

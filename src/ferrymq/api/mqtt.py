@@ -41,7 +41,7 @@ from ferrymq.api.params import (
     type_name,
 )
 from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.packets import SubscriptionOptions
 from ferrymq.mqtt.topics import TopicError, validate_topic_filter, validate_topic_name

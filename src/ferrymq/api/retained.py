@@ -18,7 +18,7 @@ from ferrymq.api.context import ctx, strftime
 from ferrymq.api.errors import ILLEGAL_TOPIC, UNKNOWN_ERROR, bad_request, not_found
 from ferrymq.api.params import paged
 from ferrymq.api.routes import INT, STR, TIME, Param, Route, nullable, obj, ok, reply
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 from ferrymq.mqtt.topics import TopicError, is_wildcard, validate_topic_filter
 
 _ITEM = {

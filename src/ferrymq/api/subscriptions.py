@@ -14,7 +14,7 @@ from ferrymq.api.routes import INT, STR, Param, Route, arr, obj, reply
 from ferrymq.mqtt.topics import TopicError, validate_topic_name
 
 if TYPE_CHECKING:
-    from ferrymq.core.subscription import Subscription
+    from ferrymq.model.subscription import Subscription
 
 SUBSCRIPTION_SCHEMA = obj({"node": STR, "clientid": STR, "topic": STR, "qos": INT})
 

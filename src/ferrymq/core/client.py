@@ -16,7 +16,7 @@ Rules kept here:
   (``Broker.mark_dirty``), never one syscall per packet;
 - when the socket backs up (``pause_writing``) deliveries wait in the session
   queue; publishers that feed this client are paused only while the broker is
-  saturated (``Broker.saturated``);
+  saturated (core/flow.py);
 - acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) leave in the order they
   were made; one confirming durable state waits for the store batch holding it
   (``durability = "acked"``), and those made after it wait with it.
@@ -30,9 +30,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.banned import peer_host
-from ferrymq.core.message import Message
 from ferrymq.core.metrics import RECEIVED_KEYS as _RECV_KEYS
 from ferrymq.core.metrics import SENT_KEYS as _SENT_KEYS
+from ferrymq.model.message import Message
 from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.codec import Decoder, encode, encode_publish
 from ferrymq.mqtt.errors import MQTTError, UnsupportedProtocolVersion
@@ -233,18 +233,10 @@ class Client:
             self._on_decode_error(error, data)
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.broker.flow.pause_writing(self)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        self.slow = False
-        session = self.session
-        if session is not None and session.client is self and session.queue:
-            session.drain()
-        if not self.write_paused and (
-            session is None or len(session.queue) <= self.broker.queue_low
-        ):
-            self.broker.release_publishers(self)
+        self.broker.flow.resume_writing(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and self.disconnect_reason == "closed":

@@ -1,13 +1,22 @@
-"""The typed seams of the core: what it needs from a transport and a clock.
+"""The typed seams of the core: what it needs from a transport, a clock and a route table.
 
-The core is written against these protocols, not against asyncio or a socket,
-so that tests drive it in memory (a list for a transport, a number for the
-clock) and later backends plug in without touching the connection code.
+The core is written against these protocols, not against asyncio, a socket or
+one data structure, so that tests drive it in memory (a list for a transport,
+a number for the clock) and later backends plug in without touching the
+connection code: a cluster's route table (which nodes subscribe to what)
+stands in for the local ``Router`` through ``RouteTable`` (``Broker(...,
+router=table)``), another store for ``SqliteStore`` through ``Store``. The store's
+protocol, ``Store``, lives beside its implementation in storage/store.py.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ferrymq.core.router import MatchResult, Targets
+    from ferrymq.model.subscription import Subscription
 
 
 class Transport(Protocol):
@@ -36,3 +45,33 @@ class Clock(Protocol):
     """Monotonic seconds (``time.monotonic``): deadlines, keep alive, expiry."""
 
     def __call__(self) -> float: ...
+
+
+class RouteTable(Protocol):
+    """Where messages go: what the broker, ``$SYS`` stats and the API use of ``Router``.
+
+    ``targets`` is on the message path (once per PUBLISH); its lists belong to the
+    table and are never mutated by the caller.
+    """
+
+    #: Distinct plain filters in use, and shared-group members among the subscriptions.
+    routes: int
+    shared: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, sub: Subscription) -> Subscription | None:
+        """Install ``sub``; the subscription it replaced (same client id and filter)."""
+
+    def remove(self, client_id: str, topic_filter: str) -> Subscription | None: ...
+
+    def targets(self, topic: str) -> Targets:
+        """One target per client, the shared groups, every matching plain subscription."""
+
+    def match(self, topic: str) -> MatchResult: ...
+
+    def has_route(self, plain_filter: str) -> bool: ...
+
+    def route_filters(self) -> list[str]: ...
+
+    def filters(self) -> Iterator[Subscription]: ...

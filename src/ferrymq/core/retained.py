@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 
 V = TypeVar("V")
 

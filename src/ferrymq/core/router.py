@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterator
 
 from ferrymq.core.retained import TopicTree
-from ferrymq.core.subscription import Subscription
+from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt.topics import parse_shared
 
 STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")

@@ -18,82 +18,39 @@ A session outlives its connection when it is persistent (MQTT 3 clean session
   packet id awaiting PUBREL (added and removed).
 - The will is part of the stored session: pending while connected, then with
   its due time once the connection ended, so it fires after a restart too.
+
+The session's fields are changed by its own methods (``attach``, ``detach``,
+``set_expiry``, ``load`` ...): the registry (core/sessions.py), the wills
+(core/wills.py) and the restore (core/restore.py) call them. The one
+exception is ``awaiting_rel``, the inbound QoS 2 state, which the connection
+applies the protocol rules to directly.
 """
 
 from __future__ import annotations
 
-import binascii
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ferrymq.core.message import Message
+from ferrymq.model.delivery import (
+    INFLIGHT,
+    QUEUED,
+    RELEASING,
+    Delivery,
+    DeliveryFields,
+    fields_from_meta,
+)
+from ferrymq.model.message import Message
+from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt.packets import Will
-from ferrymq.storage.codec import dump_message, load_message
+from ferrymq.storage.codec import dump_will
+from ferrymq.storage.store import SessionMessage
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
     from ferrymq.core.client import Client
-    from ferrymq.core.subscription import Subscription
-
-# Delivery states.
-QUEUED = 0
-INFLIGHT = 1  # PUBLISH sent, waiting for PUBACK / PUBREC
-RELEASING = 2  # QoS 2: PUBREL sent, waiting for PUBCOMP
-
-_STATE_NAMES = {QUEUED: "queued", INFLIGHT: "inflight", RELEASING: "pubrel"}
-_STATE_BY_NAME = {v: k for k, v in _STATE_NAMES.items()}
 
 EXPIRY_NEVER = 0xFFFFFFFF
-
-
-class Delivery:
-    """A message on its way to one session, with the QoS and flags it is delivered with."""
-
-    __slots__ = ("msg", "qos", "retain", "sub_ids", "pid", "state", "key")
-
-    def __init__(
-        self,
-        msg: Message,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...] | None,
-        pid: int = 0,
-        state: int = QUEUED,
-        key: int = 0,
-    ) -> None:
-        self.msg = msg
-        self.qos = qos
-        self.retain = retain
-        self.sub_ids = sub_ids
-        self.pid = pid
-        self.state = state
-        self.key = key
-
-    def meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"q": self.qos, "s": _STATE_NAMES[self.state]}
-        if self.pid:
-            meta["p"] = self.pid
-        if self.retain:
-            meta["r"] = 1
-        if self.sub_ids:
-            meta["i"] = list(self.sub_ids)
-        return meta
-
-
-def fields_from_meta(
-    meta: dict[str, Any], qos: int
-) -> tuple[int, bool, tuple[int, ...] | None, int, int]:
-    """(qos, retain, sub_ids, pid, state) of a stored meta (the inverse of
-    ``Delivery.meta``), for ``Delivery(msg, *fields, key)``."""
-    ids = meta.get("i")
-    return (
-        int(meta.get("q", qos)),
-        bool(meta.get("r", 0)),
-        tuple(ids) if ids else None,
-        int(meta.get("p", 0)),
-        _STATE_BY_NAME.get(meta.get("s", "queued"), QUEUED),
-    )
 
 
 class Session:
@@ -112,16 +69,20 @@ class Session:
         "expiry_interval",
         "created_at",
         "disconnected_at",
-        "expiry_timer",
         "will",
-        "will_timer",
         "will_due",
         "dropped",
         "username",
         "last_conn",
     )
 
-    def __init__(self, broker: Broker, client_id: str, expiry_interval: int = 0) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str,
+        expiry_interval: int = 0,
+        username: str | None = None,
+    ) -> None:
         self.client_id = client_id
         self.broker = broker
         self.client: Client | None = None
@@ -134,18 +95,92 @@ class Session:
         self.expiry_interval = expiry_interval
         self.created_at = time.time()
         self.disconnected_at: float | None = None
-        self.expiry_timer: Any = None
+        # The will: pending while connected (will_due None), then until its wall-clock
+        # due time once the connection ended (timers: core/wills.py).
         self.will: Will | None = None
-        self.will_timer: Any = None
-        self.will_due: float | None = None  # wall clock; None while connected
+        self.will_due: float | None = None
         self.dropped = 0
-        self.username: str | None = None
+        self.username = username
         # The last connection's values (Client.connection_info) while offline.
         self.last_conn: dict[str, Any] | None = None
 
     @property
     def persistent(self) -> bool:
         return self.expiry_interval > 0
+
+    # --- connection -----------------------------------------------------
+
+    def attach(self, client: Client, will: Will | None) -> None:
+        """``client`` is this session's connection now, with its (new) will."""
+        self.client = client
+        self.will = will
+        if self.username != client.username:
+            for sub in self.subscriptions.values():
+                sub.acl_gen = -1  # the ACL guard depends on the username
+        self.username = client.username
+        self.disconnected_at = None
+
+    def detach(self, conn: dict[str, Any], keep_will: bool) -> None:
+        """The connection is gone; ``conn`` is what the API shows of it while offline."""
+        self.client = None
+        self.disconnected_at = time.time()
+        self.last_conn = conn
+        if not keep_will:
+            self.will = None
+
+    def set_expiry(self, expiry: int) -> None:
+        """A new session expiry interval; a session no longer persistent leaves the store
+        (and its messages lose their keys, as they are no longer stored)."""
+        was = self.persistent
+        self.expiry_interval = expiry
+        if was and not expiry:
+            store = self.broker.store
+            if store is not None:
+                store.delete_session(self.client_id)
+                for d in self._deliveries():
+                    d.key = 0
+
+    def store_all(self) -> None:
+        """Write what the store lacks of a resumed persistent session: the session record,
+        the messages not stored yet, the QoS 2 ids awaiting PUBREL."""
+        broker = self.broker
+        broker.persist_session(self)
+        for d in self._deliveries():
+            if not d.key:
+                self._track(d)
+        for pid in self.awaiting_rel:
+            broker.store_awaiting_rel(self, pid, True)
+
+    def clear(self) -> None:
+        """The session ends: forget its subscriptions and messages (the router is the
+        caller's to update, the store too)."""
+        self.subscriptions.clear()
+        self.inflight.clear()
+        self.queue.clear()
+
+    def _deliveries(self) -> list[Delivery]:
+        return [*self.inflight.values(), *self.queue]
+
+    # --- will -----------------------------------------------------------
+
+    def will_pending(self, due: float, will: Will | None = None) -> None:
+        """The connection ended: the will (or ``will``, one restored) is due at
+        wall-clock time ``due``."""
+        if will is not None:
+            self.will = will
+        self.will_due = due
+
+    def take_will(self) -> Will | None:
+        """The will, now leaving the session (published or dropped)."""
+        will = self.will
+        self.will = None
+        self.will_due = None
+        return will
+
+    def cancel_will(self) -> None:
+        """Resumed within the will delay: the will is not sent."""
+        self.will = None
+        self.will_due = None
 
     # --- packet ids -----------------------------------------------------
 
@@ -278,10 +313,8 @@ class Session:
         if self.queue:
             self.drain()
         client = self.client
-        if client is not None and client.blocked and len(self.queue) <= broker.queue_low:
-            client.slow = False
-            if not client.write_paused:
-                broker.release_publishers(client)
+        if client is not None and client.blocked:
+            broker.flow.acked(client, len(self.queue))
         return True
 
     def received(self, pid: int) -> bool:
@@ -348,20 +381,53 @@ class Session:
             ],
         }
 
+    def load(
+        self, data: dict[str, Any], awaiting: Any, last_key: int, now: float, now_mono: float
+    ) -> list[Subscription]:
+        """Take back a stored session record (the inverse of :meth:`snapshot`, the will
+        aside: core/wills.py schedules it); return its subscriptions, for the router.
+        ``awaiting``: the QoS 2 packet ids stored for it, ``last_key``: its highest
+        stored message key."""
+        self.created_at = data.get("created_at", now)
+        self.disconnected_at = data.get("disconnected_at") or now
+        self.username = data.get("username")
+        self.last_conn = data.get("conn")
+        self.next_pid = int(data.get("next_pid", 1)) or 1
+        self.awaiting_rel = dict.fromkeys(awaiting, now_mono)
+        self.next_key = last_key + 1
+        for item in data.get("subscriptions", []):
+            sub = Subscription(
+                self.client_id,
+                self,
+                item["f"],
+                item.get("q", 0),
+                no_local=item.get("nl", False),
+                retain_as_published=item.get("rap", False),
+                retain_handling=item.get("rh", 0),
+                identifier=item.get("id"),
+                acl_admin=item.get("adm", False),
+            )
+            self.subscriptions[sub.topic_filter] = sub
+        return list(self.subscriptions.values())
+
+    def load_deliveries(
+        self, records: list[SessionMessage], parsed: dict[int, tuple[DeliveryFields, Any]]
+    ) -> None:
+        """Stored queued and inflight messages (records ordered by key), ahead of any
+        queued since the start. The store shares equal meta dicts, so each distinct one
+        is parsed once (``parsed``, kept over sessions)."""
+        queued = []
+        inflight = self.inflight
+        for key, msg, meta in records:
+            entry = parsed.get(id(meta))
+            if entry is None or entry[1] is not meta:
+                entry = parsed[id(meta)] = (fields_from_meta(meta, msg.qos), meta)
+            d = Delivery(msg, *entry[0], key)
+            if d.pid and d.state != QUEUED:
+                inflight[d.pid] = d
+            else:
+                queued.append(d)
+        self.queue.extendleft(reversed(queued))
+
     def mqueue_len(self) -> int:
         return len(self.queue)
-
-
-def dump_will(will: Will) -> str:
-    """A will as text for the stored session (the stored-message form, base64)."""
-    msg = Message(will.topic, will.payload, will.qos, will.retain, will.properties or None)
-    return binascii.b2a_base64(dump_message(msg), newline=False).decode("ascii")
-
-
-def load_will(text: str) -> Will:
-    """Inverse of :func:`dump_will`; ValueError when ``text`` is not one."""
-    try:
-        msg = load_message(binascii.a2b_base64(text))
-    except binascii.Error as exc:
-        raise ValueError(str(exc)) from None
-    return Will(msg.topic, msg.payload, msg.qos, msg.retain, msg.properties)

@@ -13,6 +13,9 @@ JSON cannot hold bytes or tuples, and properties carry both (correlation_data,
 user_property pairs), so such values are wrapped in one-key tag objects:
 ``{"b": base64}`` for bytes, ``{"t": [...]}`` for tuples, ``{"d": {...}}`` for
 nested dicts (so that every dict met while decoding is a tag).
+
+A session's will is stored in the same form, as base64 text inside the
+session record (:func:`dump_will` / :func:`load_will`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import struct
 import time
 from typing import Any
 
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
+from ferrymq.mqtt.packets import Will
 
-__all__ = ["dump_message", "load_message"]
+__all__ = ["dump_message", "dump_will", "load_message", "load_will"]
 
 _VERSION = 1
 _HEADER = struct.Struct("<BBddIII")
@@ -101,6 +105,21 @@ def load_message(data: bytes, strings: dict[str, str] | None = None) -> Message:
         expiry,
         created,
     )
+
+
+def dump_will(will: Will) -> str:
+    """A will as text for the stored session (the stored-message form, base64)."""
+    msg = Message(will.topic, will.payload, will.qos, will.retain, will.properties or None)
+    return binascii.b2a_base64(dump_message(msg), newline=False).decode("ascii")
+
+
+def load_will(text: str) -> Will:
+    """Inverse of :func:`dump_will`; ValueError when ``text`` is not one."""
+    try:
+        msg = load_message(binascii.a2b_base64(text))
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+    return Will(msg.topic, msg.payload, msg.qos, msg.retain, msg.properties)
 
 
 def _tag(value: Any) -> Any:

@@ -41,9 +41,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
 from ferrymq.storage.store import (
     ACL_KINDS,
@@ -52,6 +52,9 @@ from ferrymq.storage.store import (
     SessionMessage,
     StorageError,
 )
+
+if TYPE_CHECKING:
+    from ferrymq.storage.store import Store
 
 __all__ = ["SCHEMA_VERSION", "DuplicateError", "SqliteStore", "StorageError"]
 
@@ -304,11 +307,12 @@ class SqliteStore:
             if ops is None:
                 self._messages[client_id] = {key: (None, meta)}
                 return
-            op = ops.get(key, False)
-            if op is False:
+            if key not in ops:
                 ops[key] = (None, meta)
-            elif op is not None:  # a pending put or meta update: replace its meta
-                ops[key] = (op[0], meta)
+            else:
+                op = ops[key]
+                if op is not None:  # a pending put or meta update: replace its meta
+                    ops[key] = (op[0], meta)
             # else: deleted in this batch, stays deleted
 
     def delete_session_message(self, client_id: str, key: int) -> None:
@@ -696,7 +700,7 @@ def _statements(
 
 
 def _load_retained(conn: sqlite3.Connection) -> list[Message]:
-    out = []
+    out: list[Message] = []
     append = out.append
     strings: dict[str, str] = {}  # publishers repeat
     for topic, data in conn.execute("SELECT topic, data FROM retained"):
@@ -1023,3 +1027,10 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "update_dashboard_user": _update_dashboard_user,
     "delete_dashboard_user": _delete_dashboard_user,
 }
+
+
+if TYPE_CHECKING:
+
+    def _implements_store(store: SqliteStore) -> Store:
+        """A type checker's proof that ``SqliteStore`` is a ``Store``."""
+        return store

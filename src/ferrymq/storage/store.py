@@ -1,4 +1,12 @@
-"""The persistence port: what the broker, the management API and the command line need.
+"""The persistence port: what the broker core needs of a store (``Store``), and the
+types and errors every store shares.
+
+The core (``Broker`` and its parts) is typed against ``Store`` only; a store
+for another backend implements it and the core runs unchanged.
+``storage/sqlite.py``'s ``SqliteStore`` implements it, plus what only the
+management API and the command line use (opening and closing, apps,
+authentication and ACL records, bans, dashboard users): those callers hold
+the ``SqliteStore`` itself.
 
 Two kinds of operation with different contracts:
 
@@ -23,7 +31,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 
 __all__ = [
     "ACL_KINDS",
@@ -54,22 +62,15 @@ class StorageError(Exception):
 
 
 class Store(Protocol):
-    """Durable state of one broker node."""
-
-    def open(self) -> None:
-        """Create or open the database and start accepting operations."""
-
-    def close(self) -> None:
-        """Commit everything queued, then release the database. Idempotent."""
-
-    def flush(self) -> None:
-        """Block until every write queued before the call is committed."""
+    """Durable state of one broker node, as the core uses it."""
 
     # --- group commit ---
     #: Number of the batch the next message-path write joins.
     open_batch: int
-    #: Context manager: the message-path writes made inside it join one batch.
-    atomic: AbstractContextManager[Any]
+
+    @property
+    def atomic(self) -> AbstractContextManager[Any]:
+        """Context manager: the message-path writes made inside it join one batch."""
 
     def set_commit_listener(self, listener: Callable[[int], None] | None) -> None:
         """``listener(n)``, called on the writer thread, says batch ``n`` is committed."""
@@ -94,7 +95,7 @@ class Store(Protocol):
     def put_awaiting_rel(self, client_id: str, pid: int) -> None: ...
     def delete_awaiting_rel(self, client_id: str, pid: int) -> None: ...
 
-    # --- start-up loading ---
+    # --- start-up loading (synchronous, or through ``call``) ---
     def load_retained(self) -> list[Message]: ...
     def load_sessions(self) -> dict[str, dict[str, Any]]: ...
     def load_session_messages(self) -> dict[str, list[SessionMessage]]:
@@ -106,40 +107,14 @@ class Store(Protocol):
     def load_session_keys(self) -> dict[str, int]:
         """Per client id with stored messages, the highest message key (cheap: an index scan)."""
 
-    # --- admin data ---
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one of the synchronous methods without blocking the event loop."""
-
-    def add_app(
-        self, app_id: str, name: str, secret_hash: str, desc: str = "", enabled: bool = True
-    ) -> None: ...
-    def get_app(self, app_id: str) -> dict[str, Any] | None: ...
-    def list_apps(self) -> list[dict[str, Any]]: ...
-    def set_app_enabled(self, app_id: str, enabled: bool) -> bool: ...
-    def delete_app(self, app_id: str) -> bool: ...
-
-    def add_auth(self, kind: str, subject: str, password_hash: str) -> None: ...
-    def get_auth(self, kind: str, subject: str) -> dict[str, Any] | None: ...
+    # --- access data the broker loads (start-up, and after the API changed it) ---
     def list_auth(self, kind: str) -> list[dict[str, Any]]: ...
-    def update_auth(self, kind: str, subject: str, password_hash: str) -> bool: ...
-    def delete_auth(self, kind: str, subject: str) -> bool: ...
-
-    def put_acl(
-        self,
-        kind: str,
-        subject: str,
-        topic: str,
-        action: str,
-        access: str,
-        created_at: int | None = None,
-    ) -> bool: ...
     def list_acl(
         self, kind: str | None = None, subject: str | None = None
     ) -> list[dict[str, Any]]: ...
-    def delete_acl(self, kind: str, subject: str, topic: str) -> bool: ...
-
-    def put_ban(self, ban: dict[str, Any]) -> None:
-        """Add or replace a ban ``{kind, who, by, reason, at, until}`` (key: kind, who)."""
-
     def list_bans(self) -> list[dict[str, Any]]: ...
-    def delete_ban(self, kind: str, who: str) -> bool: ...
+    def delete_ban(self, kind: str, who: str) -> bool:
+        """Delete a ban (an expired one, at start-up); False when there was none."""
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one of the synchronous methods without blocking the event loop."""

@@ -9,7 +9,7 @@ import asyncio
 from api_http import Api
 from clients import V311, TestClient
 from ferrymq.config import Settings
-from ferrymq.core import broker as broker_module
+from ferrymq.core import flow as flow_module
 from ferrymq.core.broker import Broker
 from ferrymq.mqtt.packets import Publish
 from rawclient import RawClient
@@ -79,40 +79,41 @@ def test_only_a_saturated_broker_holds_publishers(monkeypatch):
     """The load probe in memory: CPU share and loop lag decide, and a held publisher is
     read again once the broker has CPU to spare, even if its subscriber is still slow."""
     clock = _Clock()
-    monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock.wall)
-    monkeypatch.setattr(broker_module.time, "process_time", lambda: clock.cpu)
+    monkeypatch.setattr(flow_module.time, "monotonic", lambda: clock.wall)
+    monkeypatch.setattr(flow_module.time, "process_time", lambda: clock.cpu)
     loop = asyncio.new_event_loop()
     broker = Broker(Settings(), None, loop)
+    flow = broker.flow
 
     def run(seconds: float, share: float) -> None:
         """Probe every 50 ms, on time, with the process on the CPU ``share`` of the time."""
         for _ in range(round(seconds / 0.05)):
             clock.advance(0.05, 0.05 * share)
-            broker._probe_load()
+            flow.probe_load()
 
     try:
-        broker._cpu_mark = (clock.wall, clock.cpu)
-        broker._probe_load()
+        flow.cpu_mark = (clock.wall, clock.cpu)
+        flow.probe_load()
         run(1.0, 0.4)  # 40% busy, as with a slow subscriber beside normal ones
-        assert not broker.saturated()
+        assert not flow.saturated()
         publisher, subscriber = _Conn(), _Conn()
         run(0.05, 0.95)
-        assert broker.saturated()
-        broker._block(publisher, subscriber)
-        assert publisher.read_paused and broker._paused == {publisher}
+        assert flow.saturated()
+        flow.block(publisher, subscriber)
+        assert publisher.read_paused and flow.paused == {publisher}
         run(0.5, 0.0)  # paused: the broker idles, but within the hold
-        assert broker.saturated() and publisher.read_paused
+        assert flow.saturated() and publisher.read_paused
         run(0.55, 0.0)  # over a second without load: the publisher is read again
-        assert not broker.saturated()
-        assert not publisher.read_paused and publisher.resumed == 1 and not broker._paused
+        assert not flow.saturated()
+        assert not publisher.read_paused and publisher.resumed == 1 and not flow.paused
 
         clock.advance(0.2, 0.1)  # one long iteration: 150 ms behind the probe
-        assert broker.saturated()
-        broker._probe_load()
+        assert flow.saturated()
+        flow.probe_load()
         run(0.2, 0.0)
-        assert broker.saturated()  # held a quarter second after the lag
+        assert flow.saturated()  # held a quarter second after the lag
         run(0.1, 0.0)
-        assert not broker.saturated()
+        assert not flow.saturated()
     finally:
         broker.shutdown()
         loop.close()

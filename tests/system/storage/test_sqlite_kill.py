@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 from ferrymq.storage.sqlite import SqliteStore
 from paths import SRC
 
@@ -46,7 +46,7 @@ def test_sigkill_keeps_flushed_data_and_a_sound_file(db: Path) -> None:
     proc = run_python(
         f"""
         import time
-        from ferrymq.core.message import Message
+        from ferrymq.model.message import Message
         from ferrymq.storage.sqlite import SqliteStore
         s = SqliteStore({str(db)!r}, flush_interval=3600)
         s.open()
@@ -85,7 +85,7 @@ def test_sigkill_during_heavy_writes_leaves_whole_batches(db: Path) -> None:
     # retained message; any committed state must have them (nearly) agree.
     proc = run_python(
         f"""
-        from ferrymq.core.message import Message
+        from ferrymq.model.message import Message
         from ferrymq.storage.sqlite import SqliteStore
         s = SqliteStore({str(db)!r}, flush_interval=0.002)
         s.open()
@@ -157,7 +157,7 @@ def test_short_lived_process_writes_while_another_store_is_open(db: Path) -> Non
 def test_exiting_without_close_commits_pending_writes(db: Path) -> None:
     proc = run_python(
         f"""
-        from ferrymq.core.message import Message
+        from ferrymq.model.message import Message
         from ferrymq.storage.sqlite import SqliteStore
         s = SqliteStore({str(db)!r}, flush_interval=3600)
         s.open()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferrymq.core.message import Message
 from ferrymq.core.retained import RetainedStore, TopicTree
+from ferrymq.model.message import Message
 from ferrymq.mqtt.topics import topic_matches
 
 TOPIC_LEVEL = st.sampled_from(["a", "b", "", "$s"])

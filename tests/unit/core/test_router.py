@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ferrymq.core.router import Overlap, Router, SharedGroup
-from ferrymq.core.subscription import Subscription
+from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt.topics import topic_matches
 
 TOPIC_LEVEL = st.sampled_from(["a", "b", "", "$s"])

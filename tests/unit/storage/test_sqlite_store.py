@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ferrymq.storage.sqlite as sqlite_module
-from ferrymq.core.message import Message
+from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
 from ferrymq.storage.sqlite import SCHEMA_VERSION, SqliteStore
 from ferrymq.storage.store import DuplicateError, StorageError

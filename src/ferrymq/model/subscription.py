@@ -43,6 +43,7 @@ class Subscription:
         retain_as_published: bool = False,
         retain_handling: int = 0,
         identifier: int | None = None,
+        acl_admin: bool = False,
     ) -> None:
         self.client_id = client_id
         self.session = session
@@ -55,7 +56,7 @@ class Subscription:
         self.identifier = identifier
         # Per-message ACL check state, kept by Broker.acl_guard: -1 undecided.
         self.acl_gen = -1
-        self.acl_admin = False
+        self.acl_admin = acl_admin
         self.ids = (identifier,) if identifier else None  # as a delivery carries them
 
     # What the broker delivers to the client's own messages under no local (see

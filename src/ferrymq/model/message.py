@@ -5,6 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+#: The MQTT 5 PUBLISH properties a message carries on to its subscribers (the rest are
+#: per hop); a will's properties are forwarded by the same list.
+FORWARDED = (
+    "payload_format_indicator",
+    "content_type",
+    "response_topic",
+    "correlation_data",
+    "user_property",
+)
+
 
 class Message:
     """One published message, shared (never copied) by every subscriber it goes to.

@@ -1,0 +1,185 @@
+"""Back-pressure, in one place: when bytes are written, and when publishers are slowed.
+
+Rules kept here:
+- outgoing bytes are written once per event-loop iteration: a connection with
+  something to send marks itself dirty (``mark_dirty``) and one callback flushes
+  every dirty connection at the end of the iteration;
+- a slow subscriber costs only itself: while its socket is backed up
+  (``pause_writing``) its deliveries wait in its own bounded session queue;
+- publishers are slowed (TCP back-pressure: their reading is paused) only while
+  the broker as a whole is short of CPU (``saturated``): then a publisher
+  feeding a backed-up subscriber (socket paused, or queue past ``queue_high``)
+  waits until that subscriber drains (socket writable and queue at most
+  ``queue_low``), for at most ``_MAX_PAUSE`` seconds, after which the
+  subscriber is marked ``slow`` and only queues and drops; every pause ends as
+  soon as the broker has CPU to spare again.
+
+The per-connection state (``write_paused``, ``read_paused``, ``blocked``,
+``paused_by``, ``paused_since``, ``slow``) lives in ``Client`` slots, where the
+message path reads it without a call; only this module changes it (and the
+connection's own ``pause_writing`` sets ``write_paused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ferrymq.core.client import Client
+
+_MAX_PAUSE = 1.0
+# Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
+# interval on the CPU counts as saturated for the next _HOLD seconds. An event loop
+# running more than _LAG_HIGH behind the probe is saturated at once (one long
+# iteration: a burst from many publishers, or a process starved of CPU by others)
+# and for _LAG_HOLD seconds after; long enough for backed-up subscribers to drain
+# before their publishers are read again, short enough not to stall anyone.
+_PROBE = 0.05
+_BUSY = 0.85
+_HOLD = 1.0
+_LAG_HIGH = 0.05
+_LAG_HOLD = 0.25
+
+
+class Flow:
+    """Write scheduling and publisher pauses of one broker."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_mqueue_len: int) -> None:
+        self.loop = loop
+        self._dirty: list[Client] = []
+        self._flush_scheduled = False
+        #: Publishers whose reading is paused.
+        self.paused: set[Client] = set()
+        # A subscriber whose queue passes this length pauses its publishers (QoS 1/2
+        # messages wait for acks there); below a quarter of the limit they resume.
+        self.queue_high = max(1, max_mqueue_len // 2)
+        self.queue_low = max_mqueue_len // 4
+        self._load_probe: asyncio.TimerHandle | None = None
+        self._probe_due = float("inf")
+        self._busy_until = 0.0
+        self.cpu_mark = (time.monotonic(), time.process_time())
+
+    # --- writing ------------------------------------------------------------
+
+    def mark_dirty(self, client: Client) -> None:
+        """``client`` has bytes to write: flush it at the end of this iteration."""
+        self._dirty.append(client)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        for client in dirty:
+            client.flush()
+
+    # --- a subscriber's socket ----------------------------------------------
+
+    def pause_writing(self, client: Client) -> None:
+        """The socket of ``client`` is backed up: deliveries queue in its session."""
+        client.write_paused = True
+
+    def resume_writing(self, client: Client) -> None:
+        """The socket of ``client`` takes bytes again: drain its queue, and once it is
+        short enough, resume the publishers it held up."""
+        client.write_paused = False
+        client.slow = False
+        session = client.session
+        if session is not None and session.client is client and session.queue:
+            session.drain()
+        if not client.write_paused and (session is None or len(session.queue) <= self.queue_low):
+            self.release_publishers(client)
+
+    def acked(self, client: Client, queued: int) -> None:
+        """An acknowledgement freed a slot of ``client``, which holds up publishers
+        (``client.blocked``) and has ``queued`` messages left in its session queue."""
+        if queued <= self.queue_low:
+            client.slow = False
+            if not client.write_paused:
+                self.release_publishers(client)
+
+    # --- publishers -----------------------------------------------------------
+
+    def block(self, origin: Client, target: Client) -> None:
+        """``origin`` published to the backed-up ``target`` while the broker is saturated:
+        stop reading ``origin`` until ``target`` drains."""
+        if target.slow or target is origin or target in origin.paused_by:
+            return
+        origin.paused_by.add(target)
+        target.blocked.append(origin)
+        if not origin.read_paused and not origin.closing:
+            origin.read_paused = True
+            origin.paused_since = time.monotonic()
+            self.paused.add(origin)
+            origin.transport.pause_reading()
+
+    def release_publishers(self, target: Client) -> None:
+        """``target`` can take more again: resume the publishers it held up."""
+        blocked = target.blocked
+        if not blocked:
+            return
+        target.blocked = []
+        paused = self.paused
+        for origin in blocked:
+            origin.paused_by.discard(target)
+            if not origin.paused_by and origin.read_paused:
+                origin.read_paused = False
+                paused.discard(origin)
+                if not origin.closing:
+                    origin.transport.resume_reading()
+
+    def forget(self, client: Client) -> None:
+        """Drop the pause relations of a closing connection."""
+        self.release_publishers(client)
+        for target in client.paused_by:
+            if client in target.blocked:
+                target.blocked.remove(client)
+        client.paused_by.clear()
+        self.paused.discard(client)
+
+    def tick(self, now: float) -> None:
+        """Once a second: a publisher paused for ``_MAX_PAUSE`` is read again, and the
+        subscribers it waited for are marked slow (they stop pausing anyone)."""
+        if self.paused:
+            for origin in list(self.paused):
+                if now - origin.paused_since >= _MAX_PAUSE:
+                    for target in list(origin.paused_by):
+                        target.slow = True
+                        self.release_publishers(target)
+
+    # --- load -------------------------------------------------------------
+
+    def saturated(self) -> bool:
+        """Whether the broker as a whole is short of CPU, the one reason to slow publishers."""
+        now = time.monotonic()
+        return now < self._busy_until or now > self._probe_due + _LAG_HIGH
+
+    def probe_load(self) -> None:
+        """Sample CPU use and loop lag; reschedules itself every ``_PROBE`` seconds."""
+        now = time.monotonic()
+        cpu = time.process_time()
+        then, cpu_then = self.cpu_mark
+        self.cpu_mark = (now, cpu)
+        if now > then and cpu - cpu_then >= _BUSY * (now - then):
+            self._busy_until = now + _HOLD
+        elif now > self._probe_due + _LAG_HIGH:
+            self._busy_until = max(self._busy_until, now + _LAG_HOLD)
+        elif self.paused and now >= self._busy_until:
+            # CPU to spare again: whoever is still backed up only queues and drops.
+            for origin in list(self.paused):
+                for target in list(origin.paused_by):
+                    self.release_publishers(target)
+        self._probe_due = now + _PROBE
+        self._load_probe = self.loop.call_later(_PROBE, self.probe_load)
+
+    def stop_probe(self) -> None:
+        if self._load_probe is not None:
+            self._load_probe.cancel()
+            self._load_probe = None
+            self._probe_due = float("inf")

@@ -1,0 +1,161 @@
+"""Back-pressure in memory: a subscriber whose socket is backed up, and its publishers.
+
+A real Broker and Clients on the running event loop, over transports that only
+collect what is written and record whether reading is paused. The broker counts
+as short of CPU (the one reason to hold publishers) when a test says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from ferrymq.config import Settings
+from ferrymq.core.broker import Broker
+from ferrymq.core.client import Client
+from ferrymq.mqtt.codec import Decoder, encode
+from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
+
+
+class Wire:
+    """A transport that keeps what the broker writes and whether reading is paused."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1883) if name == "peername" else default
+
+
+class Peer:
+    def __init__(self, broker: Broker, client_id: str) -> None:
+        self.wire = Wire()
+        self.client = Client(broker, self.wire)
+        self.decoder = Decoder(server=False)
+        self.seen = 0
+        self.send(Connect(client_id))
+
+    def send(self, packet: Any) -> None:
+        self.client.data_received(encode(packet, 4))
+
+    def publishes(self) -> list[Publish]:
+        """The PUBLISH packets written to this peer since the last call."""
+        self.client.broker.flow.flush()
+        new = bytes(self.wire.data[self.seen :])
+        self.seen = len(self.wire.data)
+        return [p for p in self.decoder.feed(new) if isinstance(p, Publish)]
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Broker]:
+    b = Broker(Settings(sys_interval=0, max_mqueue_len=8), None, asyncio.get_running_loop())
+    yield b
+    b.shutdown()
+
+
+def subscriber(broker: Broker, qos: int) -> Peer:
+    peer = Peer(broker, "sub")
+    peer.send(Subscribe(1, [SubscriptionOptions("f/#", qos)]))
+    peer.publishes()
+    return peer
+
+
+def held(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Peer]:
+    """A saturated broker, a paused QoS 0 subscriber and a publisher that just sent it "x"."""
+    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+    sub = subscriber(broker, 0)
+    pub = Peer(broker, "pub")
+    sub.client.pause_writing()
+    pub.send(Publish("f/a", b"x"))
+    return sub, pub
+
+
+async def test_a_paused_subscriber_queues_drops_its_oldest_and_drains(broker: Broker) -> None:
+    sub = subscriber(broker, 0)
+    pub = Peer(broker, "pub")
+    sub.client.pause_writing()
+    for i in range(12):
+        pub.send(Publish("f/a", b"%d" % i))
+    assert sub.publishes() == []
+    session = broker.sessions["sub"]
+    assert session.mqueue_len() == 8 and session.dropped == 4
+    assert broker.metrics["delivery.dropped.queue_full"] == 4
+    assert pub.wire.reading  # the broker has CPU to spare: nobody is held up
+    sub.client.resume_writing()
+    assert [p.payload for p in sub.publishes()] == [b"%d" % i for i in range(4, 12)]
+    assert not session.queue
+
+
+async def test_saturated_broker_holds_the_publisher_until_the_queue_drains(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub, pub = held(broker, monkeypatch)
+    assert not pub.wire.reading and pub.client in broker.flow.paused
+    assert sub.client.blocked == [pub.client]
+    sub.client.resume_writing()
+    assert pub.wire.reading and not broker.flow.paused and not sub.client.blocked
+    assert [p.payload for p in sub.publishes()] == [b"x"]
+
+
+async def test_acknowledgements_release_the_publishers_of_a_backed_up_queue(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+    broker.settings.max_inflight = 1
+    sub = subscriber(broker, 1)
+    pub = Peer(broker, "pub")
+    for i in range(5):  # one inflight, the rest queue up past queue_high (4 of 8)
+        pub.send(Publish("f/a", b"%d" % i, 1, packet_id=i + 1))
+    assert not pub.wire.reading
+    got = []
+    while len(got) < 5:
+        (p,) = sub.publishes()
+        got.append(p.payload)
+        sub.send(Puback(p.packet_id))
+        assert pub.wire.reading == (broker.sessions["sub"].mqueue_len() <= broker.flow.queue_low)
+    assert got == [b"%d" % i for i in range(5)] and pub.wire.reading
+
+
+async def test_a_publisher_is_held_at_most_max_pause(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub, pub = held(broker, monkeypatch)
+    assert not pub.wire.reading
+    broker.flow.tick(time.monotonic() + 1.0)
+    assert pub.wire.reading and sub.client.slow
+    pub.send(Publish("f/a", b"y"))  # a slow subscriber holds nobody up any more
+    assert pub.wire.reading
+
+
+async def test_a_closing_publisher_leaves_no_pause_behind(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub, pub = held(broker, monkeypatch)
+    pub.client.connection_lost(None)
+    assert not broker.flow.paused and not sub.client.blocked
