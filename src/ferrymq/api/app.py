@@ -19,6 +19,8 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
+from ferrymq.admin.apps import bootstrap_apps
+from ferrymq.admin.sync import AccessSync
 from ferrymq.api import (
     acl,
     acl_cache,
@@ -38,14 +40,12 @@ from ferrymq.api import (
     subscriptions,
     topic_metrics,
 )
-from ferrymq.api.apps import bootstrap_apps
 from ferrymq.api.auth import AppAuth
 from ferrymq.api.cluster import CLUSTER, Cluster
 from ferrymq.api.context import CTX, ApiContext, ctx
 from ferrymq.api.errors import BAD_CREDENTIALS, BAD_PARAMETER, UNKNOWN_ERROR, ApiError
 from ferrymq.api.openapi import build_openapi
 from ferrymq.api.routes import BASE, STR, Handler, Route, arr, obj, ok, reply
-from ferrymq.api.sync import AccessSync
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from ferrymq.admin.sync import AccessSync
     from ferrymq.api.auth import AppAuth
     from ferrymq.api.routes import Route
-    from ferrymq.api.sync import AccessSync
     from ferrymq.config import Settings
     from ferrymq.core.broker import Broker
     from ferrymq.storage.sqlite import SqliteStore
