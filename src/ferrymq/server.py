@@ -106,6 +106,8 @@ def listener_option(spec: ListenerSettings) -> ListenerOptions:
         name=spec.name,
         bind=spec.bind,
         port=LISTENER_PORTS[spec.kind] if spec.port is None else spec.port,
+        tls=spec.tls,
+        websocket=spec.websocket,
         zone=spec.zone,
         max_connections=spec.max_connections,
         max_conn_rate=spec.max_conn_rate,
