@@ -59,7 +59,7 @@ async def brokers() -> AsyncIterator[Start]:
         broker = Broker(conf, None, asyncio.get_running_loop())
         manager = ListenerManager(broker, listener_options(conf))
         await manager.start()
-        broker.listeners = manager  # type: ignore[attr-defined]
+        broker.alarm_checks.listeners = manager
         made.append((broker, manager))
         return manager
 

@@ -52,7 +52,7 @@ async def serve(settings: Settings) -> None:
         broker.start()
         listeners = ListenerManager(broker, listener_options(settings))
         await listeners.start()
-        broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
+        broker.alarm_checks.listeners = listeners  # each listener's max_connections alarm
         sessions_back: asyncio.Future[None] = loop.create_future()
         restore = asyncio.create_task(broker.finish_restore(sessions_back))
         stop = asyncio.Event()
@@ -61,11 +61,11 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
         # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
         app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
-        api = await app.start_api(broker)
+        api = await app.start_api(broker, listeners)
         board = await loop.run_in_executor(
             None, importlib.import_module, "ferrymq.dashboard.server"
         )
-        dashboard = await board.start_dashboard(broker, api)
+        dashboard = await board.start_dashboard(broker, api, listeners)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
