@@ -16,15 +16,18 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # tests/unit only: no broker process, no sockets, seconds.
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# lint-imports: the import contracts of pyproject.toml ([tool.importlinter]).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 # ferrymq, Mosquitto and amqtt side by side (bench/README.md); QUICK=1: one round, SOAK=300: soak.
 bench: $(VENV)/.installed

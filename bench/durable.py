@@ -17,7 +17,8 @@ is closed it connects until a CONNACK comes (and prints when, wall clock),
 then resumes session ``dur-0`` (when its CONNACK came, too; acknowledging its
 queued messages, which it counts) and checks one retained message.
 
-Plain blocking sockets and pre-encoded packets, as in s5.py.
+Blocking sockets (``ferrymq.loadgen.blocking``) and packets encoded before they
+are sent, many to a write, as in s5.py.
 """
 
 from __future__ import annotations
@@ -28,39 +29,21 @@ import socket
 import sys
 import time
 
-from s5 import connect, publish_retained, read_packets
+from s5 import publish_retained
 
-from ferrymq.mqtt.codec import Decoder, encode, encode_publish
-from ferrymq.mqtt.packets import (
-    Connack,
-    Connect,
-    Disconnect,
-    Puback,
-    Publish,
-    Subscribe,
-    SubscriptionOptions,
-)
+from ferrymq.loadgen.blocking import BlockingClient, ConnectionClosed, connect
+from ferrymq.mqtt.packets import Disconnect, Packet, Puback, Publish, SubscriptionOptions
 
 WINDOW = 1000  # QoS 1 PUBLISH packets in flight while building the state
 
 
-def _session(port: int, client_id: str, timeout: float) -> tuple[socket.socket, bool, list]:
-    """Resume a persistent session: the socket, session present, packets read with it."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    sock.sendall(encode(Connect(client_id, clean_start=False, keepalive=0), 4))
-    dec = Decoder(server=False, version=4)
-    ack = read_packets(sock, dec, 1, time.monotonic() + timeout)
-    if not ack or not isinstance(ack[0], Connack) or ack[0].reason_code:
-        raise ConnectionError(f"no CONNACK for {client_id}")
-    return sock, bool(ack[0].session_present), ack[1:]
-
-
-def _ack_all(sock: socket.socket, packets: list) -> int:
+def _ack_all(client: BlockingClient, packets: list[Packet]) -> int:
     """PUBACK every QoS 1 PUBLISH in ``packets``; return how many PUBLISHes there were."""
+    reply = client.mqtt.reply
     pubs = [p for p in packets if isinstance(p, Publish)]
-    acks = [encode(Puback(p.packet_id), 4) for p in pubs if p.qos == 1]
+    acks = [reply(p) for p in pubs if p.qos == 1]
     if acks:
-        sock.sendall(b"".join(acks))
+        client.send(b"".join(a for a in acks if a is not None))
     return len(pubs)
 
 
@@ -68,27 +51,28 @@ def state(port: int, retained: int, sessions: int, messages: int, timeout: float
     t0 = time.monotonic()
     deadline = t0 + timeout
     for i in range(sessions):
-        sock, _, _ = _session(port, f"dur-{i}", timeout)
-        sock.sendall(encode(Subscribe(1, [SubscriptionOptions(f"dur/{i}", 1)]), 4))
-        read_packets(sock, Decoder(server=False, version=4), 1, deadline)
-        sock.sendall(encode(Disconnect(), 4))
-        sock.close()
-    pub, dec = connect(port, "dur-pub", timeout)
+        client, _ = connect(port, f"dur-{i}", timeout, clean=False)
+        client.send(client.mqtt.subscribe([SubscriptionOptions(f"dur/{i}", 1)]))
+        client.read(1, deadline)
+        client.send(Disconnect())
+        client.close()
+    pub, _ = connect(port, "dur-pub", timeout)
+    publish = pub.mqtt.publish
     payload = bytes(64)
     acked = 0
     chunk: list[bytes] = []
     total = sessions * messages
     for n in range(total):
         pid = n % WINDOW + 1
-        chunk.append(encode_publish(f"dur/{n % sessions}", payload, 1, False, False, pid, None, 4))
+        chunk.append(publish(f"dur/{n % sessions}", payload, 1, pid=pid))
         if len(chunk) == WINDOW or n == total - 1:
-            pub.sendall(b"".join(chunk))
-            got = read_packets(pub, dec, len(chunk), deadline)
+            pub.send(b"".join(chunk))
+            got = pub.read(len(chunk), deadline)
             acked += sum(1 for p in got if isinstance(p, Puback))
             chunk.clear()
-    sync = encode_publish("durret/sync", b"sync", 1, True, False, 1, None, 4)
+    sync = publish("durret/sync", b"sync", 1, True, pid=1)
     publish_retained(pub, retained, "durret", sync)
-    done = any(isinstance(p, Puback) for p in read_packets(pub, dec, 1, deadline))
+    done = any(isinstance(p, Puback) for p in pub.read(1, deadline))
     pub.close()
     ok = done and acked == total
     print(
@@ -119,31 +103,35 @@ def probe(port: int, messages: int, timeout: float) -> int:
     up = None
     while time.monotonic() < deadline:
         try:
-            sock, _ = connect(port, "dur-probe", 1.0)
+            client, _ = connect(port, "dur-probe", 1.0)
         except (OSError, ConnectionError):
             time.sleep(0.002)
             continue
         up = time.time()
-        sock.close()
+        client.close()
         break
     result: dict = {"up_at": up}
     if up is None:
         result["status"] = "timeout"
         print(json.dumps(result), flush=True)
         return 1
-    sock, present, packets = _session(port, "dur-0", timeout)
+    # Resume the stored session: the CONNACK, then the messages it held.
+    session, connack = connect(port, "dur-0", timeout, clean=False)
     result["resumed_at"] = time.time()  # the CONNACK of a stored session
-    got = _ack_all(sock, packets)
-    dec = Decoder(server=False, version=4)
+    present = bool(connack.session_present)
+    got = _ack_all(session, session.read(len(session.pending), deadline))
     while got < messages:
-        more = read_packets(sock, dec, 1, min(deadline, time.monotonic() + 2.0))
+        try:
+            more = session.read(1, min(deadline, time.monotonic() + 2.0))
+        except ConnectionClosed:
+            break
         if not more:
             break
-        got += _ack_all(sock, more)
-    sock.close()
-    check, dec = connect(port, "dur-check", timeout)
-    check.sendall(encode(Subscribe(1, [SubscriptionOptions("durret/99/999", 0)]), 4))
-    packets = read_packets(check, dec, 2, time.monotonic() + 5)
+        got += _ack_all(session, more)
+    session.close()
+    check, _ = connect(port, "dur-check", timeout)
+    check.send(check.mqtt.subscribe([SubscriptionOptions("durret/99/999", 0)]))
+    packets = check.read(2, time.monotonic() + 5)
     check.close()
     result.update(
         session_present=present,

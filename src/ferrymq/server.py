@@ -21,10 +21,11 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from ferrymq.config import Settings
+from ferrymq.config import LISTENER_PORTS, ListenerSettings, Settings
 from ferrymq.core.broker import Broker
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.transport.listeners import ListenerManager
+from ferrymq.transport.options import ListenerOptions
 
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
@@ -49,9 +50,9 @@ async def serve(settings: Settings) -> None:
     try:
         broker.load_state()
         broker.start()
-        listeners = ListenerManager(broker, settings.effective_listeners())
+        listeners = ListenerManager(broker, listener_options(settings))
         await listeners.start()
-        broker.listeners = listeners  # type: ignore[attr-defined]  # GET /api/v4/listeners
+        broker.alarm_checks.listeners = listeners  # each listener's max_connections alarm
         sessions_back: asyncio.Future[None] = loop.create_future()
         restore = asyncio.create_task(broker.finish_restore(sessions_back))
         stop = asyncio.Event()
@@ -60,11 +61,11 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
         # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
         app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
-        api = await app.start_api(broker)
+        api = await app.start_api(broker, listeners)
         board = await loop.run_in_executor(
             None, importlib.import_module, "ferrymq.dashboard.server"
         )
-        dashboard = await board.start_dashboard(broker, api)
+        dashboard = await board.start_dashboard(broker, api, listeners)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
@@ -91,6 +92,36 @@ async def serve(settings: Settings) -> None:
             await listeners.wait_closed()
         store.close()
         log.info("stopped")
+
+
+def listener_options(settings: Settings) -> list[ListenerOptions]:
+    """The listeners to open, translated from the configuration into the transport's terms."""
+    return [listener_option(spec) for spec in settings.effective_listeners()]
+
+
+def listener_option(spec: ListenerSettings) -> ListenerOptions:
+    """One ``[[listeners]]`` table as the transport's ``ListenerOptions`` (port resolved)."""
+    return ListenerOptions(
+        kind=spec.kind,
+        name=spec.name,
+        bind=spec.bind,
+        port=LISTENER_PORTS[spec.kind] if spec.port is None else spec.port,
+        tls=spec.tls,
+        websocket=spec.websocket,
+        zone=spec.zone,
+        max_connections=spec.max_connections,
+        max_conn_rate=spec.max_conn_rate,
+        proxy_protocol=spec.proxy_protocol,
+        certfile=spec.certfile,
+        keyfile=spec.keyfile,
+        cafile=spec.cafile,
+        verify_peer=spec.verify_peer,
+        fail_if_no_peer_cert=spec.fail_if_no_peer_cert,
+        peer_cert_as_username=spec.peer_cert_as_username,
+        peer_cert_as_clientid=spec.peer_cert_as_clientid,
+        path=spec.path,
+        proxy_header=spec.proxy_header,
+    )
 
 
 def _tune_gc() -> None:

@@ -2,99 +2,50 @@
 
 It sends exactly what the test asks (packets built with the project's codec,
 or hand-built bytes) and acknowledges nothing on its own, so tests can
-withhold PUBACK, resend a QoS 2 PUBLISH, use topic aliases or send AUTH.
+withhold PUBACK, resend a QoS 2 PUBLISH, use topic aliases or send AUTH. The
+socket loop is ``ferrymq.loadgen.blocking.BlockingClient`` and the packets come
+from ``ferrymq.mqtt.client.ClientConnection``, as for the benchmark helpers and
+the load generator; this file adds the assertions tests want, and the
+hand-built bytes (``frame``, ``connect_bytes``) that malformed-input tests send.
 """
 
 from __future__ import annotations
 
 import select
-import socket
-import time
 from typing import Any
 
-from ferrymq.mqtt.codec import Decoder, encode
+from ferrymq.loadgen.blocking import BlockingClient, ConnectionClosed
+from ferrymq.mqtt.client import PROTOCOL_NAMES
 from ferrymq.mqtt.packets import (
-    Connack,
-    Connect,
     Disconnect,
     Packet,
-    Publish,
+    Pingreq,
+    Pingresp,
     Suback,
-    Subscribe,
     SubscriptionOptions,
     Unsuback,
-    Unsubscribe,
-    Will,
 )
 from ferrymq.mqtt.properties import encode_varint
 
-_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
+__all__ = ["ConnectionClosed", "RawClient", "connect_bytes", "frame", "utf8"]
 
 
-class ConnectionClosed(Exception):
-    """The broker closed the connection."""
-
-
-class RawClient:
+class RawClient(BlockingClient):
     """One TCP connection speaking MQTT ``version`` (3, 4 or 5) with no automatic behaviour."""
-
-    def __init__(self, port: int, version: int = 4, timeout: float = 3.0) -> None:
-        self.version = version
-        self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.decoder = Decoder(server=False, version=version)
-        self.pending: list[Packet] = []
-        self.eof = False
-        self._next_pid = 0
 
     # --- sending --------------------------------------------------------
 
-    def send(self, packet: Packet | bytes) -> None:
-        data = packet if isinstance(packet, bytes) else encode(packet, self.version)
-        self.sock.sendall(data)
-
     def pid(self) -> int:
-        self._next_pid = self._next_pid % 65535 + 1
-        return self._next_pid
-
-    def connect(
-        self,
-        client_id: str,
-        clean: bool = True,
-        keepalive: int = 60,
-        will: Will | None = None,
-        properties: dict[str, Any] | None = None,
-        username: str | None = None,
-        password: bytes | None = None,
-    ) -> Connack:
-        """Send CONNECT and return the CONNACK (whatever its reason code)."""
-        self.send(
-            Connect(
-                client_id,
-                protocol_name=_NAMES[self.version],
-                protocol_version=self.version,
-                clean_start=clean,
-                keepalive=keepalive,
-                will=will,
-                username=username,
-                password=password,
-                properties=properties,
-            )
-        )
-        ack = self.recv()
-        assert isinstance(ack, Connack), ack
-        return ack
+        return self.mqtt.pid()
 
     def subscribe(
         self, topic_filter: str, qos: int = 0, properties: dict[str, Any] | None = None, **opts: Any
     ) -> Suback:
-        self.send(
-            Subscribe(self.pid(), [SubscriptionOptions(topic_filter, qos, **opts)], properties)
-        )
+        self.send(self.mqtt.subscribe([SubscriptionOptions(topic_filter, qos, **opts)], properties))
         return self.expect(Suback)
 
     def unsubscribe(self, topic_filter: str) -> Unsuback:
-        self.send(Unsubscribe(self.pid(), [topic_filter]))
+        self.send(self.mqtt.unsubscribe([topic_filter]))
         return self.expect(Unsuback)
 
     def publish(
@@ -110,34 +61,10 @@ class RawClient:
         """Send one PUBLISH; return its packet id (0 for QoS 0). No acknowledgement is awaited."""
         if qos and pid is None:
             pid = self.pid()
-        self.send(Publish(topic, payload, qos, retain, dup, pid or 0, properties))
+        self.send(self.mqtt.publish(topic, payload, qos, retain, pid or 0, dup, properties))
         return pid or 0
 
     # --- receiving ------------------------------------------------------
-
-    def recv(self, timeout: float | None = None) -> Packet:
-        """The next packet from the broker; TimeoutError if none, ConnectionClosed at EOF."""
-        if self.pending:
-            return self.pending.pop(0)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self.pending:
-            if self.eof:
-                raise ConnectionClosed("the broker closed the connection")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no packet from the broker")
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                raise TimeoutError("no packet from the broker") from None
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-                continue
-            self.pending.extend(self.decoder.feed(data))
-        return self.pending.pop(0)
 
     def expect(self, kind: type[Packet], timeout: float | None = None) -> Any:
         """The next packet, which must be of type ``kind``."""
@@ -172,10 +99,10 @@ class RawClient:
     def is_open(self, wait: float = 0.2) -> bool:
         """True when the connection still works: a PINGREQ gets its PINGRESP."""
         try:
-            self.send(b"\xc0\x00")
+            self.send(Pingreq())
             while True:
                 packet = self.recv(wait + 2)
-                if type(packet).__name__ == "Pingresp":
+                if isinstance(packet, Pingresp):
                     return True
                 self.pending.append(packet)
         except (ConnectionClosed, OSError, TimeoutError):
@@ -187,14 +114,8 @@ class RawClient:
         finally:
             self.close()
 
-    def close(self) -> None:
-        self.sock.close()
-
     def __enter__(self) -> RawClient:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def frame(first: int, body: bytes) -> bytes:
@@ -216,7 +137,7 @@ def connect_bytes(
     name: bytes | None = None,
 ) -> bytes:
     """A hand-built CONNECT (``props`` is the raw v5 property block, ignored for 3/4)."""
-    proto = name if name is not None else _NAMES[version].encode()
+    proto = name if name is not None else PROTOCOL_NAMES[version].encode()
     body = utf8(proto) + bytes((version, flags)) + keepalive.to_bytes(2, "big")
     if version == 5:
         body += props

@@ -19,6 +19,8 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
+from ferrymq.admin.apps import bootstrap_apps
+from ferrymq.admin.sync import AccessSync
 from ferrymq.api import (
     acl,
     acl_cache,
@@ -38,17 +40,16 @@ from ferrymq.api import (
     subscriptions,
     topic_metrics,
 )
-from ferrymq.api.apps import bootstrap_apps
 from ferrymq.api.auth import AppAuth
 from ferrymq.api.cluster import CLUSTER, Cluster
 from ferrymq.api.context import CTX, ApiContext, ctx
 from ferrymq.api.errors import BAD_CREDENTIALS, BAD_PARAMETER, UNKNOWN_ERROR, ApiError
 from ferrymq.api.openapi import build_openapi
 from ferrymq.api.routes import BASE, STR, Handler, Route, arr, obj, ok, reply
-from ferrymq.api.sync import AccessSync
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
+    from ferrymq.core.interfaces import ListenerInfo
 
 log = logging.getLogger("ferrymq.api")
 
@@ -214,6 +215,7 @@ def build_app(
     broker: Broker,
     mqtt_listen: list[str] | None = None,
     *,
+    listeners: ListenerInfo | None = None,
     authenticate: Middleware | None = None,
     share: ApiContext | None = None,
 ) -> web.Application:
@@ -222,6 +224,7 @@ def build_app(
     The dashboard mounts the same routes with its own ``authenticate``
     middleware (sessions instead of app credentials) and ``share``s the API
     server's context, so both count writes and drop cached credentials together.
+    ``listeners``: the node's MQTT listeners, for ``/listeners`` and the alarms' view.
     """
     if broker.store is None:
         raise ValueError("the API needs a broker with a store")
@@ -242,7 +245,7 @@ def build_app(
             authenticate or _auth_middleware(auth, public),
         ],
     )
-    app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen)
+    app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen, listeners)
     app[OPENAPI_KEY] = build_openapi(routes)
     app[CLUSTER] = Cluster(broker)
     app[prometheus.EXPORTER] = prometheus.Exporter(app[CLUSTER].local)
@@ -285,9 +288,14 @@ async def serve_site(
 class ApiServer:
     """Serves the API of ``broker`` on ``api_bind:api_port`` until ``stop``."""
 
-    def __init__(self, broker: Broker, mqtt_listen: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        mqtt_listen: list[str] | None = None,
+        listeners: ListenerInfo | None = None,
+    ) -> None:
         self.broker = broker
-        self.app = build_app(broker, mqtt_listen)
+        self.app = build_app(broker, mqtt_listen, listeners=listeners)
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
 
@@ -319,7 +327,7 @@ class ApiServer:
             self._runner = None
 
 
-async def start_api(broker: Broker) -> ApiServer | None:
+async def start_api(broker: Broker, listeners: ListenerInfo | None = None) -> ApiServer | None:
     """Create the first API app if needed and serve the API; None when api_port is 0."""
     settings = broker.settings
     if not settings.api_port:
@@ -327,7 +335,7 @@ async def start_api(broker: Broker) -> ApiServer | None:
         return None
     assert broker.store is not None
     bootstrap_apps(broker.store, settings)
-    server = ApiServer(broker)
+    server = ApiServer(broker, listeners=listeners)
     await server.start()
     for address in server.addresses:
         log.info("management API on %s", address)

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ferrymq.api.apps import create_app
+from ferrymq.admin.apps import create_app
 from ferrymq.api.context import ApiContext, ctx, strftime
 from ferrymq.api.errors import BAD_PARAMETER, NO_SUCH_USER, USER_EXISTS, bad_request, not_found
 from ferrymq.api.params import as_object, get_bool, get_str, paged, read_json

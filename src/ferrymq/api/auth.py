@@ -15,7 +15,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from ferrymq.api.apps import secret_matches
+from ferrymq.admin.apps import secret_matches
 
 if TYPE_CHECKING:
     from ferrymq.storage.sqlite import SqliteStore

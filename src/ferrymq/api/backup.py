@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferrymq.access.passwords import ALGORITHMS
-from ferrymq.api.apps import valid_app_id
+from ferrymq.admin.apps import valid_app_id
 from ferrymq.core.banned import KINDS as BAN_KINDS
 from ferrymq.core.banned import Ban, normalize_peerhost
 from ferrymq.mqtt.topics import TopicError, validate_topic_filter

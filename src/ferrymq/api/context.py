@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, cast
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from ferrymq.admin.sync import AccessSync
     from ferrymq.api.auth import AppAuth
     from ferrymq.api.routes import Route
-    from ferrymq.api.sync import AccessSync
     from ferrymq.config import Settings
     from ferrymq.core.broker import Broker
+    from ferrymq.core.interfaces import ListenerInfo
     from ferrymq.storage.sqlite import SqliteStore
 
 
@@ -26,6 +27,7 @@ class ApiContext:
         auth: AppAuth,
         routes: list[Route],
         mqtt_listen: list[str] | None = None,
+        listeners: ListenerInfo | None = None,
     ) -> None:
         self.broker = broker
         self.settings: Settings = broker.settings
@@ -34,6 +36,9 @@ class ApiContext:
         self.auth = auth
         self.routes = routes
         self.mqtt_listen = mqtt_listen or [f"{self.settings.bind}:{self.settings.port}"]
+        # The node's MQTT listeners (server.py hands them over); without them
+        # /listeners describes ``mqtt_listen``.
+        self.listeners = listeners
 
     @property
     def store(self) -> SqliteStore:
@@ -46,9 +51,6 @@ class ApiContext:
 
 
 CTX = web.AppKey("ferrymq_api", ApiContext)
-# Where a listener manager may be put (an object with describe() -> list[dict]); the
-# broker's ``listeners`` attribute is used otherwise.
-LISTENERS = "listeners"
 
 
 def ctx(request: web.Request) -> ApiContext:

@@ -22,8 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from ferrymq.access.passwords import hash_password
+from ferrymq.admin.apps import SECRET_HASH
 from ferrymq.api import backup
-from ferrymq.api.apps import SECRET_HASH
 from ferrymq.api.banned import add_ban
 from ferrymq.api.cluster import cluster
 from ferrymq.api.context import ApiContext, ctx, strftime

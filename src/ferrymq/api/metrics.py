@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ferrymq.api.context import LISTENERS, ctx
+from ferrymq.api.context import ctx
 from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
 
 INT_MAP = {"type": "object", "additionalProperties": INT}
@@ -24,9 +24,8 @@ async def listeners(request: web.Request) -> web.Response:
 def describe_listeners(request: web.Request) -> list[dict[str, Any]]:
     """This node's MQTT listeners in EMQX's shape."""
     c = ctx(request)
-    manager = request.app.get(LISTENERS) or getattr(c.broker, "listeners", None)
-    if manager is not None:
-        described: list[dict[str, Any]] = manager.describe()
+    if c.listeners is not None:
+        described = c.listeners.describe()
     else:
         s = c.settings
         described = [

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ferrymq.access.acl import make_rules
-from ferrymq.api.offline import add_data_arguments, fail, print_table, run_command
+from ferrymq.commands.common import add_data_arguments, fail, print_table, run_command
 from ferrymq.config import Settings
 from ferrymq.storage.sqlite import SqliteStore
 

@@ -6,8 +6,8 @@ import argparse
 import time
 from typing import Any
 
-from ferrymq.api.apps import create_app
-from ferrymq.api.offline import add_data_arguments, fail, print_table, run_command
+from ferrymq.admin.apps import create_app
+from ferrymq.commands.common import add_data_arguments, fail, print_table, run_command
 from ferrymq.config import Settings
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.storage.store import DuplicateError

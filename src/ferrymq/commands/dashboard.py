@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ferrymq.api.offline import (
+from ferrymq.commands.common import (
     add_account_commands,
     add_data_arguments,
     fail,

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ferrymq.access.passwords import hash_password
-from ferrymq.api.offline import (
+from ferrymq.commands.common import (
     add_account_commands,
     add_data_arguments,
     fail,

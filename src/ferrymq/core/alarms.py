@@ -40,6 +40,7 @@ from ferrymq.core import system
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
+    from ferrymq.core.interfaces import ListenerInfo
 
 log = logging.getLogger("ferrymq.alarms")
 
@@ -152,6 +153,9 @@ class AlarmChecks:
         self.broker = broker
         s = broker.settings
         self.alarms = Alarms(s.alarm_size_limit, s.alarm_validity_period, self._announce)
+        # The node's listeners, handed over once they are open (server.py): each
+        # listener's own max_connections has its alarm.
+        self.listeners: ListenerInfo | None = None
         self._next = 0.0
         self._measuring = False
 
@@ -232,8 +236,8 @@ class AlarmChecks:
             hw,
             "connections",
         )
-        manager = getattr(broker, "listeners", None)
-        for item in manager.describe() if manager is not None else ():
+        listeners = self.listeners
+        for item in listeners.describe() if listeners is not None else ():
             name = "too_many_connections/" + item["identifier"].removeprefix("mqtt:")
             self._usage(name, item["current_conns"], item["max_conns"], hw, "connections")
 

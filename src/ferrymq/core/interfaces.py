@@ -75,3 +75,12 @@ class RouteTable(Protocol):
     def route_filters(self) -> list[str]: ...
 
     def filters(self) -> Iterator[Subscription]: ...
+class ListenerInfo(Protocol):
+    """The node's MQTT listeners as the core's alarms and the API read them.
+
+    ``describe`` gives one dict per listener in EMQX 4's ``/listeners`` shape
+    (``identifier``, ``current_conns``, ``max_conns``, ...). The transport's
+    ``ListenerManager`` is one; the core never imports the transport.
+    """
+
+    def describe(self) -> list[dict[str, Any]]: ...

@@ -28,6 +28,7 @@ from ferrymq.dashboard.users import bootstrap_admin
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
     from ferrymq.core.broker import Broker
+    from ferrymq.core.interfaces import ListenerInfo
 
 log = logging.getLogger("ferrymq.dashboard")
 
@@ -104,11 +105,13 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-def build_dashboard(broker: Broker, api: ApiServer | None = None) -> web.Application:
+def build_dashboard(
+    broker: Broker, api: ApiServer | None = None, listeners: ListenerInfo | None = None
+) -> web.Application:
     """The dashboard application; shares ``api``'s context when the API is served too."""
     assert broker.store is not None
     share = api.context if api is not None else None
-    app = build_app(broker, authenticate=_session_middleware, share=share)
+    app = build_app(broker, listeners=listeners, authenticate=_session_middleware, share=share)
     if api is not None:  # one view of the node and of its life for both listeners
         app[CLUSTER] = api.app[CLUSTER]
         app[status.LIFECYCLE] = api.lifecycle
@@ -125,9 +128,14 @@ def build_dashboard(broker: Broker, api: ApiServer | None = None) -> web.Applica
 class DashboardServer:
     """Serves the dashboard on ``dashboard_bind:dashboard_port`` until ``stop``."""
 
-    def __init__(self, broker: Broker, api: ApiServer | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        api: ApiServer | None = None,
+        listeners: ListenerInfo | None = None,
+    ) -> None:
         self.broker = broker
-        self.app = build_dashboard(broker, api)
+        self.app = build_dashboard(broker, api, listeners)
         self._owns_sync = api is None
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
@@ -152,7 +160,9 @@ class DashboardServer:
             self._runner = None
 
 
-async def start_dashboard(broker: Broker, api: ApiServer | None) -> DashboardServer | None:
+async def start_dashboard(
+    broker: Broker, api: ApiServer | None, listeners: ListenerInfo | None = None
+) -> DashboardServer | None:
     """Create the first dashboard user if needed and serve; None when dashboard_port is 0."""
     settings = broker.settings
     if not settings.dashboard_port:
@@ -160,7 +170,7 @@ async def start_dashboard(broker: Broker, api: ApiServer | None) -> DashboardSer
         return None
     assert broker.store is not None
     bootstrap_admin(broker.store, settings)
-    server = DashboardServer(broker, api)
+    server = DashboardServer(broker, api, listeners)
     await server.start()
     for address in server.addresses:
         log.info("dashboard on %s", address)

@@ -1,9 +1,12 @@
 """One benchmark client connection: an ``asyncio.Protocol`` that connects, subscribes or publishes.
 
-Publishers pre-encode their PUBLISH once (fixed header, topic, packet id slot)
-and per message only add the packet id and the 16-byte stamp of
-``options.STAMP``; subscribers take the latency from that stamp. All bytes a
-callback produces go out in one ``transport.write``.
+The packets come from ``mqtt.client.ClientConnection``, the client side that
+the blocking helpers and the tests' raw client use too. Publishers encode
+their PUBLISH once, split at the packet id (``publish_template``), and per
+message only add the packet id and the 16-byte stamp of ``options.STAMP``;
+acknowledgements are the connection's ack heads plus the packet id.
+Subscribers take the latency from that stamp. All bytes a callback produces
+go out in one ``transport.write``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ferrymq.loadgen.options import MAGIC, STAMP, BenchOptions
-from ferrymq.mqtt.codec import Decoder, encode, encode_publish
+from ferrymq.mqtt.client import ClientConnection
 from ferrymq.mqtt.errors import MQTTError
 from ferrymq.mqtt.packets import (
     CONNACK,
@@ -23,10 +26,8 @@ from ferrymq.mqtt.packets import (
     PUBREC,
     PUBREL,
     SUBACK,
-    Connect,
     Disconnect,
     Pingreq,
-    Subscribe,
     SubscriptionOptions,
 )
 
@@ -38,10 +39,6 @@ CATCH_UP = 1000  # most messages a rate-limited publisher sends at once to catch
 _MAGIC_BYTES = MAGIC.to_bytes(4, "little")
 
 
-def _ack(first: int, pid: int) -> bytes:
-    return bytes((first, 2, pid >> 8, pid & 0xFF))
-
-
 class BenchConnection(asyncio.Protocol):
     """A publisher, a subscriber or an idle connection, as ``opts.mode`` says."""
 
@@ -51,7 +48,7 @@ class BenchConnection(asyncio.Protocol):
         self.opts = opts
         self.index = index
         self.transport: asyncio.Transport | None = None
-        self.decoder = Decoder(server=False, version=opts.version)
+        self.mqtt = ClientConnection(opts.version)
         self.started_ns = time.monotonic_ns()
         self.connected = False
         self.ready = False  # connected, and subscribed for a subscriber
@@ -66,17 +63,9 @@ class BenchConnection(asyncio.Protocol):
         self.first_ns = 0  # when publishing started
         self.interval_ns = int(opts.msg_interval_ms * 1_000_000)
         self.pad = bytes(opts.size - STAMP.size)
-        topic = opts.topic_for(index)
-        template = encode_publish(
-            topic, bytes(opts.size), opts.qos, opts.retain, False, 1, None, opts.version
+        self.head1, self.head2 = self.mqtt.publish_template(
+            opts.topic_for(index), opts.size, opts.qos, opts.retain
         )
-        head = template[: len(template) - opts.size]
-        if opts.qos:
-            # packet id right after the topic; an MQTT 5 property length follows it
-            pid_at = len(head) - (3 if opts.version == 5 else 2)
-            self.head1, self.head2 = head[:pid_at], head[pid_at + 2 :]
-        else:
-            self.head1, self.head2 = head, b""
 
     # --- asyncio callbacks --------------------------------------------------
 
@@ -85,25 +74,24 @@ class BenchConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
         opts = self.opts
         password = opts.password.encode() if opts.password is not None else None
-        connect = Connect(
-            self.opts.client_id(self.index),
-            protocol_name="MQIsdp" if opts.version == 3 else "MQTT",
-            protocol_version=opts.version,
-            clean_start=opts.clean,
-            keepalive=opts.keepalive,
+        connect = self.mqtt.connect(
+            opts.client_id(self.index),
+            opts.clean,
+            opts.keepalive,
             username=opts.username,
             password=password,
         )
-        transport.write(encode(connect, opts.version))  # type: ignore[attr-defined]
+        transport.write(connect)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
         try:
-            packets = self.decoder.feed(data)
+            packets = self.mqtt.receive(data)
         except MQTTError as exc:
             packets = getattr(exc, "packets", [])
             self.worker.protocol_error(self, str(exc))
         out: list[bytes] = []
+        heads = self.mqtt.heads
         worker = self.worker
         hist = worker.latency
         received = self.received
@@ -111,10 +99,9 @@ class BenchConnection(asyncio.Protocol):
             kind = p.type
             if kind == PUBLISH:
                 qos = p.qos  # type: ignore[attr-defined]
-                if qos == 1:
-                    out.append(_ack(0x40, p.packet_id))  # type: ignore[attr-defined]
-                elif qos == 2:
-                    out.append(_ack(0x50, p.packet_id))  # type: ignore[attr-defined]
+                if qos:
+                    head = heads[PUBACK if qos == 1 else PUBREC]
+                    out.append(head + p.packet_id.to_bytes(2, "big"))  # type: ignore[attr-defined]
                 self.received += 1
                 payload = p.payload  # type: ignore[attr-defined]
                 if len(payload) >= 20 and payload[16:20] == _MAGIC_BYTES:
@@ -123,9 +110,9 @@ class BenchConnection(asyncio.Protocol):
                 self.inflight -= 1
                 self.acked += 1
             elif kind == PUBREC:
-                out.append(_ack(0x62, p.packet_id))  # type: ignore[attr-defined]
+                out.append(heads[PUBREL] + p.packet_id.to_bytes(2, "big"))  # type: ignore[attr-defined]
             elif kind == PUBREL:
-                out.append(_ack(0x70, p.packet_id))  # type: ignore[attr-defined]
+                out.append(heads[PUBCOMP] + p.packet_id.to_bytes(2, "big"))  # type: ignore[attr-defined]
             elif kind == CONNACK:
                 self._on_connack(p.reason_code, now, out)  # type: ignore[attr-defined]
             elif kind == SUBACK:
@@ -151,10 +138,8 @@ class BenchConnection(asyncio.Protocol):
         self.connected = True
         self.worker.connected(self, (now - self.started_ns) // 1000)
         if self.opts.mode == "sub":
-            sub = Subscribe(
-                1, [SubscriptionOptions(self.opts.topic_for(self.index), self.opts.qos)]
-            )
-            out.append(encode(sub, self.opts.version))
+            topic = self.opts.topic_for(self.index)
+            out.append(self.mqtt.subscribe([SubscriptionOptions(topic, self.opts.qos)]))
         else:
             self.ready = True
             self.first_ns = now
@@ -219,10 +204,10 @@ class BenchConnection(asyncio.Protocol):
 
     def ping(self) -> None:
         if self.connected and not self.closed and self.transport is not None:
-            self.transport.write(encode(Pingreq(), self.opts.version))
+            self.transport.write(self.mqtt.encode(Pingreq()))
 
     def disconnect(self) -> None:
         if self.transport is not None and not self.closed:
             if self.connected:
-                self.transport.write(encode(Disconnect(), self.opts.version))
+                self.transport.write(self.mqtt.encode(Disconnect()))
             self.transport.close()

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ferrymq import __version__
-from ferrymq.config import ListenerSettings
 from ferrymq.transport import proxy_protocol
+from ferrymq.transport.options import ListenerOptions
 from ferrymq.transport.tcp import MQTTProtocol
 from ferrymq.transport.tls import cert_identity, server_context
 
@@ -80,14 +80,14 @@ class ListenerProtocol(MQTTProtocol):
 class Listener:
     """One configured listener: its sockets, limits and counters."""
 
-    def __init__(self, broker: Broker, spec: ListenerSettings) -> None:
+    def __init__(self, broker: Broker, spec: ListenerOptions) -> None:
         self.broker = broker
         self.spec = spec
         self.ssl: ssl.SSLContext | None = server_context(spec) if spec.tls else None
         self.cert_username = spec.peer_cert_as_username
         self.cert_clientid = spec.peer_cert_as_clientid
         self.sockets: list[socket.socket] = []
-        self.port = spec.port or 0
+        self.port = spec.port
         self.current = 0  # sockets handed to a protocol and not closed yet
         self.pending = 0  # sockets still in the PROXY header or TLS handshake
         self.shutdown_count: dict[str, int] = {}
@@ -124,7 +124,7 @@ class Listener:
                 keepalive_timeout=self.broker.settings.connect_timeout,
                 access_log=None,
             )
-        self.sockets = _bind(spec.bind, spec.port or 0)
+        self.sockets = _bind(spec.bind, spec.port)
         self.port = self.sockets[0].getsockname()[1]
         self._accepting = True
         self._watch(True)
@@ -289,7 +289,7 @@ class Listener:
 class ListenerManager:
     """All listeners of the node: started and stopped together, described for the API."""
 
-    def __init__(self, broker: Broker, specs: list[ListenerSettings]) -> None:
+    def __init__(self, broker: Broker, specs: list[ListenerOptions]) -> None:
         self.broker = broker
         # TLS contexts are built here, so a bad certificate fails the start early.
         self.listeners = [Listener(broker, spec) for spec in specs]

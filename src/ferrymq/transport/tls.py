@@ -6,10 +6,10 @@ import hashlib
 import ssl
 from typing import Any
 
-from ferrymq.config import ListenerSettings
+from ferrymq.transport.options import ListenerOptions
 
 
-def server_context(spec: ListenerSettings) -> ssl.SSLContext:
+def server_context(spec: ListenerOptions) -> ssl.SSLContext:
     """An SSLContext for ``spec``: TLS 1.2 and 1.3, optional client certificates.
 
     Raises OSError with the listener and file named, so ``ferrymq start``

@@ -16,6 +16,7 @@ import pytest
 from ferrymq.commands.certs import write_dev_certs
 from ferrymq.config import ListenerSettings, Settings
 from ferrymq.core.broker import Broker
+from ferrymq.server import listener_option, listener_options
 from ferrymq.transport import proxy_protocol
 from ferrymq.transport.listeners import ListenerManager
 
@@ -56,9 +57,9 @@ async def brokers() -> AsyncIterator[Start]:
         conf = Settings(**settings)
         conf.listeners = list(specs)
         broker = Broker(conf, None, asyncio.get_running_loop())
-        manager = ListenerManager(broker, conf.effective_listeners())
+        manager = ListenerManager(broker, listener_options(conf))
         await manager.start()
-        broker.listeners = manager  # type: ignore[attr-defined]
+        broker.alarm_checks.listeners = manager
         made.append((broker, manager))
         return manager
 
@@ -296,7 +297,9 @@ def test_bad_certificate_fails_at_start_with_the_file_named(run: Runner, tmp_pat
         conf = Settings()
         broker = Broker(conf, None, asyncio.get_running_loop())
         with pytest.raises(OSError, match=r"listener ssl:default: cannot load certfile .*bad\.pem"):
-            ListenerManager(broker, [spec("ssl", certfile=str(bad), keyfile=str(bad))])
+            ListenerManager(
+                broker, [listener_option(spec("ssl", certfile=str(bad), keyfile=str(bad)))]
+            )
 
     run(body)
 
@@ -308,7 +311,11 @@ def test_port_in_use_fails_the_start_and_frees_the_others(run: Runner) -> None:
         conf = Settings()
         broker = Broker(conf, None, asyncio.get_running_loop())
         other = ListenerManager(
-            broker, [spec("ws"), ListenerSettings(bind="127.0.0.1", port=taken)]
+            broker,
+            [
+                listener_option(s)
+                for s in (spec("ws"), ListenerSettings(bind="127.0.0.1", port=taken))
+            ],
         )
         with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{taken}"):
             await other.start()

@@ -35,10 +35,10 @@ def test_listener_connection_alarm_in_memory() -> None:
     broker = SimpleNamespace(
         settings=Settings(alarm_sysmem_high_watermark=0, alarm_procmem_high_watermark=0),
         online_count=lambda: 9,
-        listeners=SimpleNamespace(describe=lambda: [listener]),
         publish_sys=lambda messages, retain: published.extend(t for t, _p in messages),
     )
     checks = AlarmChecks(broker)  # type: ignore[arg-type]
+    checks.listeners = SimpleNamespace(describe=lambda: [listener])  # type: ignore[assignment]
     checks.check()
     names = [a["name"] for a in checks.alarms.listed("activated")]
     assert names == ["too_many_connections/tcp:default"]  # max_connections 0: no global limit

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ferrymq.config import Settings
     from ferrymq.storage.sqlite import SqliteStore
 
-log = logging.getLogger("ferrymq.api")
+log = logging.getLogger("ferrymq.api")  # the API's log, where these lines always were
 
 SECRET_HASH = "sha256"
 

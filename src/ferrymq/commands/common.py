@@ -1,8 +1,10 @@
-"""Admin data on the data directory, for the ``apps``, ``users`` and ``acl`` commands.
+"""What the data commands (``apps``, ``users``, ``acl``, ``dashboard``) share: options,
+password input, tables, and one way to run an edit and report its errors.
 
-The commands open the same SQLite database as the broker (WAL lets both
-write) and, after a change, replace the stamp file that a running broker
-watches (``sync.py``), so the broker applies the change within a second.
+The edit itself goes through ``ferrymq.admin.offline``; this module only
+adds the command line around it. Errors are one ``ferrymq: ...`` line on
+standard error and exit status 2; which database was used goes to standard
+error too, so a command run in the wrong place says so.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ferrymq import config
-from ferrymq.api.sync import touch_stamp
+from ferrymq.admin import offline
 from ferrymq.storage.sqlite import SqliteStore, StorageError
 
 
@@ -35,29 +35,14 @@ def load_settings(args: argparse.Namespace) -> config.Settings:
     return config.load(getattr(args, "config", None), {"data_dir": getattr(args, "data_dir", None)})
 
 
-@contextmanager
-def open_store(settings: config.Settings) -> Iterator[SqliteStore]:
-    store = SqliteStore(settings.db_path, settings.flush_interval)
-    store.open()
-    try:
-        yield store
-    finally:
-        store.close()
+def run_command(args: argparse.Namespace, action: offline.Edit, changes: bool) -> int:
+    """Load settings, then ``offline.edit``; report errors as exit status 2.
 
-
-def run_command(
-    args: argparse.Namespace,
-    action: Callable[[config.Settings, SqliteStore], int],
-    changes: bool,
-) -> int:
-    """Load settings, open the store, run ``action``; report errors as exit status 2.
-
-    The database must exist unless ``--create`` was given; which one was used
-    goes to standard error, so a command run in the wrong place says so.
+    The database must exist unless ``--create`` was given.
     """
     try:
         settings = load_settings(args)
-        db = Path(settings.db_path).resolve()
+        db = offline.database_path(settings)
         if not db.exists() and not getattr(args, "create", False):
             return fail(
                 f"no database at {db}: check --data-dir / --config (or the current "
@@ -65,14 +50,10 @@ def run_command(
                 2,
             )
         print(f"ferrymq: database {db}", file=sys.stderr)
-        with open_store(settings) as store:
-            status = action(settings, store)
-        if changes and status == 0:
-            touch_stamp(settings.data_dir)
+        return offline.edit(settings, action, changes)
     except (config.ConfigError, StorageError, OSError, ValueError, RuntimeError) as exc:
         print(f"ferrymq: {exc}", file=sys.stderr)
         return 2
-    return status
 
 
 def add_password_argument(parser: argparse.ArgumentParser) -> None:

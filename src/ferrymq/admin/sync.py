@@ -24,7 +24,7 @@ from ferrymq.access.acl import AclRule
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
 
-log = logging.getLogger("ferrymq.api")
+log = logging.getLogger("ferrymq.api")  # the API's log, where these lines always were
 
 STAMP = "access.stamp"
 POLL_INTERVAL = 0.25

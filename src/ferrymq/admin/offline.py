@@ -1,0 +1,49 @@
+"""Offline edits: admin data changed in the data directory, not through a running broker.
+
+Rules kept here:
+- the editor opens the same SQLite database as the broker (WAL lets both write);
+- after a change that succeeded, the stamp file that a running broker watches
+  is replaced (``sync.py``), so the broker applies the change within a second;
+- whether a missing database may be created is the caller's decision, made
+  before anything is opened (``database_path`` says where it would be).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ferrymq import config
+from ferrymq.admin.sync import touch_stamp
+from ferrymq.storage.sqlite import SqliteStore
+
+Edit = Callable[[config.Settings, SqliteStore], int]
+
+
+def database_path(settings: config.Settings) -> Path:
+    """The database file of ``settings``' data directory, absolute."""
+    return Path(settings.db_path).resolve()
+
+
+@contextmanager
+def open_store(settings: config.Settings) -> Iterator[SqliteStore]:
+    store = SqliteStore(settings.db_path, settings.flush_interval)
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def edit(settings: config.Settings, action: Edit, changes: bool) -> int:
+    """Run ``action`` on the data directory's store and return its status.
+
+    ``changes``: the action may have changed access data or apps; when it
+    returned 0, running brokers on the data directory are told to reload.
+    """
+    with open_store(settings) as store:
+        status = action(settings, store)
+    if changes and status == 0:
+        touch_stamp(settings.data_dir)
+    return status
