@@ -75,6 +75,8 @@ class RouteTable(Protocol):
     def route_filters(self) -> list[str]: ...
 
     def filters(self) -> Iterator[Subscription]: ...
+
+
 class ListenerInfo(Protocol):
     """The node's MQTT listeners as the core's alarms and the API read them.
 
