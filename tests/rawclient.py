@@ -26,7 +26,7 @@ from ferrymq.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from ferrymq.mqtt.properties import encode_varint
+from ferrymq.mqtt.wire import encode_varint
 
 _NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
 

@@ -19,7 +19,7 @@ from ferrymq.mqtt.packets import (
     Subscribe,
     SubscriptionOptions,
 )
-from ferrymq.mqtt.properties import encode_varint
+from ferrymq.mqtt.wire import encode_varint
 from rawclient import RawClient
 from test_bench_tool import bench, finish, start_subscribers
 
