@@ -22,10 +22,14 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ferrymq.core.subscription import Subscription
 from ferrymq.mqtt.topics import parse_shared
-from ferrymq.mqtt.trie import TopicTrie, _Node
+from ferrymq.mqtt.trie import TopicTrie
+
+if TYPE_CHECKING:
+    from ferrymq.mqtt.trie import _Node
 
 STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
 

@@ -15,7 +15,8 @@ Rules this module keeps:
 - the ``$`` rule (MQTT 5 §4.7.2, 3.1.1 §4.7.2): a filter whose first level is
   a wildcard does not match a name whose first level starts with ``$``. It is
   kept here and only here, at the root of each query (``hidden_from_wildcards``
-  says which names it hides; ``mqtt/topics.py`` asks it too);
+  says which names it hides; ``mqtt/topics.py`` asks it too; the two hottest
+  queries inline its one expression, and say so);
 - a name's ``+`` or ``#`` level, when a caller asks with one (the ACL reads a
   requested filter as a name, as EMQX does), is a plain word: it matches a
   stored ``+`` (any word) or the stored ``+`` / ``#`` level itself, nothing more;
