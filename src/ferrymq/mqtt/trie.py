@@ -121,11 +121,19 @@ class TopicTrie(Generic[V]):
         old = self.by_key.pop(key, None)
         if old is None:
             return None
+        node = self._root
         path: list[tuple[_Node[V], str]] = []
-        node = self._find(key.split("/"), path)
-        node.value = None  # type: ignore[union-attr]
-        node.key = ""  # type: ignore[union-attr]
-        while path and node.empty():  # type: ignore[union-attr]
+        for level in key.split("/"):  # the key is stored, so every node on its way exists
+            path.append((node, level))
+            if level == "+":
+                node = node.plus  # type: ignore[assignment]
+            elif level == "#":
+                node = node.hash  # type: ignore[assignment]
+            else:
+                node = node.children[level]  # type: ignore[index]
+        node.value = None
+        node.key = ""
+        while path and node.empty():
             parent, level = path.pop()
             if level == "+":
                 parent.plus = None
@@ -148,25 +156,6 @@ class TopicTrie(Generic[V]):
         for node in nodes:
             self.remove(node.key)
         return len(nodes)
-
-    def _find(
-        self, levels: list[str], path: list[tuple[_Node[V], str]] | None = None
-    ) -> _Node[V] | None:
-        """The node of a key, if it exists; ``path`` collects (parent, level) on the way."""
-        node: _Node[V] | None = self._root
-        for level in levels:
-            if path is not None:
-                path.append((node, level))  # type: ignore[arg-type]
-            if level == "+":
-                node = node.plus  # type: ignore[union-attr]
-            elif level == "#":
-                node = node.hash  # type: ignore[union-attr]
-            else:
-                children = node.children  # type: ignore[union-attr]
-                node = None if children is None else children.get(level)
-            if node is None:
-                return None
-        return node
 
     def values(self) -> Iterator[V]:
         """Every stored value, depth first (a snapshot of each node as it is reached)."""
