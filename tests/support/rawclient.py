@@ -25,7 +25,7 @@ from ferrymq.mqtt.packets import (
     SubscriptionOptions,
     Unsuback,
 )
-from ferrymq.mqtt.properties import encode_varint
+from ferrymq.mqtt.wire import encode_varint
 
 __all__ = ["ConnectionClosed", "RawClient", "connect_bytes", "frame", "utf8"]
 

@@ -23,9 +23,10 @@ as a SUBSCRIBE of that topic itself; only then does the broker call
 so the broker can redo that decision lazily.
 
 Decisions are cached per client and topic; the cache is dropped on any rule
-change. Within a group, plain rule filters sit in tries whose ends carry the
-rule's order number, so one walk finds the newest matching rule; placeholder
-rules, which differ per client, are expanded one at a time. Not thread-safe:
+change. Within a group, plain rule filters sit in topic tries (``mqtt/trie.py``,
+which keeps the ``$`` rule) whose values carry the rule's order number, so one
+walk finds the newest matching rule; placeholder rules, which differ per client,
+are expanded one at a time and matched with ``mqtt/topics.py``. Not thread-safe:
 use it from the event loop.
 """
 
@@ -39,8 +40,10 @@ from ferrymq.mqtt.topics import (
     filters_intersect,
     is_wildcard,
     parse_shared,
+    topic_matches,
     validate_topic_filter,
 )
+from ferrymq.mqtt.trie import TopicTrie
 
 KINDS = ("clientid", "username", "all")
 ALL_SUBJECT = "$all"
@@ -197,110 +200,17 @@ def _expand(template: tuple[str, ...], client_id: str, username: str | None) -> 
     return "/".join(out)
 
 
-# Plain rule filters live in tries: each node maps a level to the next node, and
-# the key None holds (order, allow) of the rule ending there. One walk over the
-# name's levels finds the newest matching rule.
-_Trie = dict[str | None, Any]
+# Plain rule filters live in topic tries whose values are (order, allow) of the
+# rule ending there, so one walk over the name's levels finds the newest match.
 _Hit = tuple[int, bool]
 
 
-def _trie_add(root: _Trie, topic_filter: str, hit: _Hit) -> None:
-    node = root
-    for level in topic_filter.split("/"):
-        node = node.setdefault(level, {})
-    node[None] = hit
-
-
-def _newer(a: _Hit | None, b: _Hit | None) -> _Hit | None:
-    if a is None:
-        return b
-    if b is None or a[0] > b[0]:
-        return a
-    return b
-
-
-def _trie_best(root: _Trie, levels: list[str]) -> _Hit | None:
-    """The newest rule whose filter matches ``levels`` read as a topic name.
-
-    The levels ``+`` and ``#`` of a requested filter are plain words here, so
-    they match a rule's ``+`` (any word) or the same word, as in EMQX.
-    """
-    n = len(levels)
-    # A rule starting with a wildcard never matches a name starting with "$".
-    dollar = levels[0].startswith("$")
-    best: _Hit | None = None
-    stack = [(root, 0)]
-    while stack:
-        node, i = stack.pop()
-        wild_ok = not (dollar and i == 0)
-        if wild_ok:
-            rest = node.get("#")
-            if rest is not None:
-                best = _newer(rest.get(None), best)
-        if i == n:
-            best = _newer(node.get(None), best)
-            continue
-        level = levels[i]
-        child = node.get(level)
-        if child is not None:
-            stack.append((child, i + 1))
-        if wild_ok and level != "+":
-            child = node.get("+")
-            if child is not None:
-                stack.append((child, i + 1))
+def _newest(hits: list[_Hit], best: _Hit | None) -> _Hit | None:
+    """The hit with the highest order (the newest rule) among ``hits`` and ``best``."""
+    for hit in hits:
+        if best is None or hit[0] > best[0]:
+            best = hit
     return best
-
-
-def _trie_intersects(root: _Trie, levels: list[str]) -> bool:
-    """True when a filter in the trie can match a topic the filter ``levels`` matches."""
-    n = len(levels)
-    dollar = levels[0].startswith("$")
-    stack = [(root, 0)]
-    while stack:
-        node, i = stack.pop()
-        at_root = i == 0
-        if "#" in node and not (at_root and dollar):
-            return True
-        if i == n:
-            if None in node:
-                return True
-            continue
-        level = levels[i]
-        if level == "#":
-            # A requested "#" meets every rule going on from here, except that at
-            # the root it never meets a rule starting with "$".
-            if not at_root or any(k is not None and not k.startswith("$") for k in node):
-                return True
-            continue
-        if level == "+":
-            for key, child in node.items():
-                if key is not None and not (at_root and key.startswith("$")):
-                    stack.append((child, i + 1))
-            continue
-        child = node.get(level)
-        if child is not None:
-            stack.append((child, i + 1))
-        if not (at_root and dollar):
-            child = node.get("+")
-            if child is not None:
-                stack.append((child, i + 1))
-    return False
-
-
-def _name_matches(rule_filter: str, name: str) -> bool:
-    """EMQX's ``emqx_topic:match(Name, Filter)`` where the name may hold ``+`` / ``#``."""
-    if name.startswith("$") and rule_filter[:1] in ("+", "#"):
-        return False
-    f = rule_filter.split("/")
-    t = name.split("/")
-    for i, level in enumerate(f):
-        if level == "#":
-            return True
-        if i >= len(t):
-            return False
-        if level != "+" and level != t[i]:
-            return False
-    return len(f) == len(t)
 
 
 class _Op:
@@ -309,10 +219,10 @@ class _Op:
     __slots__ = ("deny_templates", "deny_trie", "literal", "templates", "trie")
 
     def __init__(self, rules: list[tuple[int, AclRule]]) -> None:
-        self.trie: _Trie = {}
+        self.trie: TopicTrie[_Hit] = TopicTrie()
         self.literal: dict[str, _Hit] = {}
         self.templates: list[tuple[int, bool, tuple[str, ...]]] = []
-        self.deny_trie: _Trie | None = None
+        self.deny_trie: TopicTrie[_Hit] | None = None
         self.deny_templates: list[tuple[str, ...]] = []
         for order, rule in rules:
             allow = rule.access == "allow"
@@ -322,28 +232,30 @@ class _Op:
                     self.deny_templates.append(rule._template)
                 continue
             if is_wildcard(rule.topic):
-                _trie_add(self.trie, rule.topic, (order, allow))
+                self.trie.insert(rule.topic, (order, allow))
             else:
                 self.literal[rule.topic] = (order, allow)
             if not allow:
                 if self.deny_trie is None:
-                    self.deny_trie = {}
-                _trie_add(self.deny_trie, rule.topic, (order, allow))
+                    self.deny_trie = TopicTrie()
+                self.deny_trie.insert(rule.topic, (order, allow))
 
     def best(self, client_id: str, username: str | None, name: str) -> _Hit | None:
+        """The newest rule matching ``name``; a requested filter's ``+`` and ``#`` are
+        plain words here, so they match a rule's ``+`` (any word) or the same word."""
         best = self.literal.get(name)
         if self.trie:
-            best = _newer(_trie_best(self.trie, name.split("/")), best)
+            best = _newest(self.trie.filters_matching(name.split("/")), best)
         for order, allow, template in self.templates:
             if best is not None and best[0] > order:
                 continue
             expanded = _expand(template, client_id, username)
-            if expanded is not None and _name_matches(expanded, name):
+            if expanded is not None and topic_matches(expanded, name):
                 best = (order, allow)
         return best
 
     def deny_intersects(self, client_id: str, username: str | None, plain: str) -> bool:
-        if self.deny_trie is not None and _trie_intersects(self.deny_trie, plain.split("/")):
+        if self.deny_trie is not None and self.deny_trie.intersects(plain):
             return True
         for template in self.deny_templates:
             expanded = _expand(template, client_id, username)

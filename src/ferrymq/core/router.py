@@ -1,17 +1,19 @@
 """The subscription router: a topic trie, a match cache and shared subscription groups.
 
 Rules this module keeps:
-- the trie is keyed by filter level; '+' and '#' children live in their own
-  slots, so matching a topic walks at most (literal + '+') branches per level
-  plus one '#' look-up, never the whole subscription set;
-- a node holds non-shared subscriptions by client id and shared groups by
-  group name, so (client_id, topic_filter) is unique and add() replaces;
+- filters sit in the shared topic trie (``mqtt/trie.py``, which also keeps the
+  ``$`` rule), so matching a topic walks at most (literal + '+') branches per
+  level plus one '#' look-up, never the whole subscription set;
+- each filter's trie value is a ``_Route`` holding its non-shared
+  subscriptions by client id and its shared groups by group name, so
+  (client_id, topic_filter) is unique and add() replaces;
 - match results are cached per topic name; the cache is itself a topic tree so
   (un)subscribing to a filter drops only the cached topics that filter matches;
 - a client whose non-shared subscriptions overlap on a topic gets one copy
   (MQTT 5 3.3.4, 3.1.1 3.3.5): each cached entry holds the per-client view
   (``Overlap``: the highest QoS, every identifier), built once per topic;
-- nodes left empty by remove() are pruned, so churn does not grow memory;
+- a route left empty by remove() leaves the trie, which prunes its nodes, so
+  churn does not grow memory;
 - filters are assumed valid (the broker validates them before they get here).
 """
 
@@ -20,10 +22,14 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from ferrymq.core.retained import TopicTree
 from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt.topics import parse_shared
+from ferrymq.mqtt.trie import TopicTrie
+
+if TYPE_CHECKING:
+    from ferrymq.mqtt.trie import _Node
 
 STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
 
@@ -175,25 +181,20 @@ class SharedGroup:
         return sub
 
 
-class _Node:
-    __slots__ = ("children", "groups", "hash", "plus", "subs")
+class _Route:
+    """What one plain filter routes to: non-shared subscriptions and shared groups."""
+
+    __slots__ = ("groups", "subs")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.plus: _Node | None = None
-        self.hash: _Node | None = None
         self.subs: dict[str, Subscription] | None = None
         self.groups: dict[str, SharedGroup] | None = None
-
-    def empty(self) -> bool:
-        return not (self.children or self.plus or self.hash or self.subs or self.groups)
 
 
 # Shared by every result that has no subscriptions or no groups: the common
 # "nobody listens" and "no shared groups" answers then cost no allocation.
 _NO_SUBS: list[Subscription] = []
 _NO_GROUPS: list[SharedGroup] = []
-_EMPTY: MatchResult = (_NO_SUBS, _NO_GROUPS)
 _NO_TARGETS: Targets = (_NO_SUBS, _NO_GROUPS, _NO_SUBS)  # type: ignore[assignment]
 
 
@@ -205,8 +206,7 @@ class Router:
         "_cache_size",
         "_cached",
         "_count",
-        "_root",
-        "routes",
+        "_routes",
         "shared",
         "shared_strategy",
     )
@@ -215,53 +215,48 @@ class Router:
         if shared_strategy not in STRATEGIES:
             raise ValueError(f"unknown shared subscription strategy {shared_strategy!r}")
         self.shared_strategy = shared_strategy
-        self._root = _Node()
+        self._routes: TopicTrie[_Route] = TopicTrie()
         self._count = 0
-        # Distinct plain filters with at least one subscription (EMQX's routes and
-        # topics), and shared-group members among the subscriptions; kept as
-        # (un)subscribe goes so that stats never walk the trie.
-        self.routes = 0
+        # Shared-group members among the subscriptions, kept as (un)subscribe
+        # goes so that stats never walk the trie.
         self.shared = 0
         self._cache_size = cache_size
-        self._cache: TopicTree[Targets] = TopicTree()
-        self._cached = self._cache.by_topic  # the flat dict, for the warm path
+        self._cache: TopicTrie[Targets] = TopicTrie()
+        self._cached = self._cache.by_key  # the flat dict, for the warm path
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def routes(self) -> int:
+        """Distinct plain filters with at least one subscription (EMQX's routes and topics)."""
+        return len(self._routes)
+
+    @property
+    def _root(self) -> _Node[_Route]:
+        """The trie's root node (what tests inspect to see pruning)."""
+        return self._routes._root
 
     # -- updates -----------------------------------------------------------------
 
     def add(self, sub: Subscription) -> Subscription | None:
         """Install ``sub``; return the subscription it replaced (same client id and filter)."""
-        node = self._root
-        for level in sub.filter.split("/"):
-            if level == "+":
-                nxt = node.plus
-                if nxt is None:
-                    nxt = node.plus = _Node()
-            elif level == "#":
-                nxt = node.hash
-                if nxt is None:
-                    nxt = node.hash = _Node()
-            else:
-                nxt = node.children.get(level)
-                if nxt is None:
-                    nxt = node.children[level] = _Node()
-            node = nxt
-        if node.subs is None and node.groups is None:
-            self.routes += 1
+        route = self._routes.get(sub.filter)
+        if route is None:
+            route = _Route()
+            self._routes.insert(sub.filter, route)
         group_name = sub.share_group
         if group_name is None:
-            subs = node.subs
+            subs = route.subs
             if subs is None:
-                subs = node.subs = {}
+                subs = route.subs = {}
             old = subs.get(sub.client_id)
             subs[sub.client_id] = sub
             self._invalidate(sub.filter)
         else:
-            groups = node.groups
+            groups = route.groups
             if groups is None:
-                groups = node.groups = {}
+                groups = route.groups = {}
             group = groups.get(group_name)
             if group is None:
                 group = groups[group_name] = SharedGroup(
@@ -279,21 +274,20 @@ class Router:
     def remove(self, client_id: str, topic_filter: str) -> Subscription | None:
         """Uninstall the subscription; ``topic_filter`` as the client sent it."""
         group_name, plain = parse_shared(topic_filter)
-        path: list[tuple[_Node, str]] = []
-        node = self._find(plain, path)
-        if node is None:
+        route = self._routes.get(plain)
+        if route is None:
             return None
         if group_name is None:
-            if not node.subs:
+            if not route.subs:
                 return None
-            old = node.subs.pop(client_id, None)
+            old = route.subs.pop(client_id, None)
             if old is None:
                 return None
-            if not node.subs:
-                node.subs = None
+            if not route.subs:
+                route.subs = None
             self._invalidate(plain)
         else:
-            group = node.groups.get(group_name) if node.groups else None
+            group = route.groups.get(group_name) if route.groups else None
             if group is None:
                 return None
             old = group.discard(client_id)
@@ -301,27 +295,14 @@ class Router:
                 return None
             self.shared -= 1
             if not group.members:
-                del node.groups[group_name]  # type: ignore[union-attr]
-                if not node.groups:
-                    node.groups = None
+                del route.groups[group_name]  # type: ignore[union-attr]
+                if not route.groups:
+                    route.groups = None
                 self._invalidate(plain)
         self._count -= 1
-        if node.subs is None and node.groups is None:
-            self.routes -= 1
-        self._prune(node, path)
+        if route.subs is None and route.groups is None:
+            self._routes.remove(plain)
         return old
-
-    @staticmethod
-    def _prune(node: _Node, path: list[tuple[_Node, str]]) -> None:
-        while path and node.empty():
-            parent, level = path.pop()
-            if level == "+":
-                parent.plus = None
-            elif level == "#":
-                parent.hash = None
-            else:
-                del parent.children[level]
-            node = parent
 
     def _invalidate(self, plain_filter: str) -> None:
         """Drop the cached results of every topic ``plain_filter`` matches."""
@@ -345,9 +326,21 @@ class Router:
         if hit is not None:
             return hit
         levels = topic.split("/")
-        subs, groups = self._walk(levels, topic[:1] == "$")
-        if subs or groups:
-            result: Targets = (_per_client(subs) if subs else subs, groups, subs)
+        subs: list[Subscription] = []
+        groups: list[SharedGroup] | None = None
+        for route in self._routes.filters_matching(levels):
+            if route.subs:
+                subs.extend(route.subs.values())
+            if route.groups:
+                if groups is None:
+                    groups = []
+                groups.extend(route.groups.values())
+        if subs:
+            # One subscription cannot overlap: skip the call on the common case.
+            per_client = subs if len(subs) == 1 else _per_client(subs)
+            result: Targets = (per_client, groups or _NO_GROUPS, subs)  # type: ignore[assignment]
+        elif groups:
+            result = (_NO_SUBS, groups, _NO_SUBS)  # type: ignore[assignment]
         else:
             result = _NO_TARGETS
         if self._cache_size > 0:
@@ -361,61 +354,9 @@ class Router:
         _, groups, subs = self.targets(topic)
         return subs, groups
 
-    def _walk(self, levels: list[str], dollar: bool) -> MatchResult:
-        subs: list[Subscription] = []
-        groups: list[SharedGroup] = []
-        n = len(levels)
-        if dollar:
-            # Filters starting with a wildcard never match $ topics: skip the root's + and #.
-            first = self._root.children.get(levels[0])
-            if first is None:
-                return _EMPTY
-            stack = [(first, 1)]
-        else:
-            stack = [(self._root, 0)]
-        while stack:
-            node, i = stack.pop()
-            h = node.hash
-            if h is not None:
-                if h.subs:
-                    subs.extend(h.subs.values())
-                if h.groups:
-                    groups.extend(h.groups.values())
-            if i == n:
-                if node.subs:
-                    subs.extend(node.subs.values())
-                if node.groups:
-                    groups.extend(node.groups.values())
-                continue
-            child = node.children.get(levels[i])
-            if child is not None:
-                stack.append((child, i + 1))
-            if node.plus is not None:
-                stack.append((node.plus, i + 1))
-        if not groups:
-            return (subs, _NO_GROUPS) if subs else _EMPTY
-        return subs or _NO_SUBS, groups
-
-    def _find(self, plain: str, path: list[tuple[_Node, str]] | None = None) -> _Node | None:
-        """The trie node of a plain filter, if it exists; ``path`` collects (parent, level)."""
-        node: _Node | None = self._root
-        for level in plain.split("/"):
-            if path is not None:
-                path.append((node, level))  # type: ignore[arg-type]
-            if level == "+":
-                node = node.plus  # type: ignore[union-attr]
-            elif level == "#":
-                node = node.hash  # type: ignore[union-attr]
-            else:
-                node = node.children.get(level)  # type: ignore[union-attr]
-            if node is None:
-                return None
-        return node
-
     def has_route(self, plain_filter: str) -> bool:
         """Whether some subscription uses exactly this plain filter."""
-        node = self._find(plain_filter)
-        return node is not None and bool(node.subs or node.groups)
+        return self._routes.get(plain_filter) is not None
 
     def route_filters(self) -> list[str]:
         """The distinct plain filters in use, sorted (for listing routes)."""
@@ -423,16 +364,9 @@ class Router:
 
     def filters(self) -> Iterator[Subscription]:
         """Every installed subscription, shared members included (for listing)."""
-        stack = [self._root]
-        while stack:
-            node = stack.pop()
-            if node.subs:
-                yield from list(node.subs.values())
-            if node.groups:
-                for group in list(node.groups.values()):
+        for route in self._routes.values():
+            if route.subs:
+                yield from list(route.subs.values())
+            if route.groups:
+                for group in list(route.groups.values()):
                     yield from list(group.members)
-            stack.extend(node.children.values())
-            if node.plus is not None:
-                stack.append(node.plus)
-            if node.hash is not None:
-                stack.append(node.hash)

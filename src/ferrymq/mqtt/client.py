@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ferrymq.mqtt.codec import Decoder, _read_length, encode, encode_publish
+from ferrymq.mqtt.codec import Decoder, encode, encode_publish
 from ferrymq.mqtt.packets import (
     PUBACK,
     PUBCOMP,
@@ -42,6 +42,7 @@ from ferrymq.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from ferrymq.mqtt.wire import decode_varint
 
 # The protocol name of each protocol level, as a client sends it in CONNECT.
 PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
@@ -67,7 +68,7 @@ def count_packets(buf: bytes, pos: int, kind: int) -> tuple[int, int]:
     n = len(buf)
     count = 0
     while pos + 2 <= n:
-        size, start = _read_length(buf, pos + 1, n)
+        size, start = decode_varint(buf, pos + 1, n)
         if start < 0 or start + size > n:
             break
         if buf[pos] >> 4 == kind:

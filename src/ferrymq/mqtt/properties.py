@@ -1,18 +1,19 @@
-"""MQTT 5 properties, and the wire primitives they share with the packet codec.
+"""MQTT 5 properties: the property table, and reading and writing a property list.
 
 Properties travel as a plain ``dict`` keyed by snake_case name (MQTT 5 §2.2.2.2).
 ``user_property`` is a list of ``(key, value)`` pairs in wire order;
 ``subscription_identifier`` is a list of ints on PUBLISH (it may repeat there)
 and a single int on SUBSCRIBE.
 
-Readers take ``(buf, pos, end)`` and return ``(value, new_pos)``. They never
-read at or past ``end``, so a field that claims more bytes than its packet holds
-is a MalformedPacket rather than a read into the next packet. ``buf`` is always
-``bytes`` so a slice is already the value the caller keeps.
+Rules this module keeps: a property is accepted only on the packets the table
+lists for it, at most once unless it repeats by the spec, and integer values
+only within the table's bounds (a breach is a ProtocolError on decode and a
+ValueError on encode). The field encodings themselves are ``wire.py``'s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ferrymq.mqtt.errors import MalformedPacket, ProtocolError
@@ -32,6 +33,18 @@ from ferrymq.mqtt.packets import (
     UNSUBSCRIBE,
     Properties,
 )
+from ferrymq.mqtt.wire import (
+    MAX_VARINT,
+    decode_varint,
+    encode_binary,
+    encode_string,
+    encode_varint,
+    read_binary,
+    read_string,
+    read_u16,
+    read_u32,
+    read_varint,
+)
 
 # Where a property may appear: a packet type, or WILL for the will properties
 # inside CONNECT (packet type 0 is reserved, so the number is free).
@@ -46,34 +59,24 @@ UTF8_STRING = 5
 BINARY = 6
 STRING_PAIR = 7
 
-MAX_VARINT = 268_435_455
-
 _INT_MAX = {BYTE: 0xFF, TWO_BYTE_INT: 0xFFFF, FOUR_BYTE_INT: 0xFFFF_FFFF, VARINT: MAX_VARINT}
 
 
+@dataclass(slots=True, eq=False)
 class Property:
-    """One row of the property table; ``low``/``high`` bound integer values."""
+    """One row of the property table; ``low``/``high`` bound integer values
+    (``high`` defaults to the largest value the type holds)."""
 
-    __slots__ = ("high", "id", "low", "name", "packets", "type")
+    id: int
+    name: str
+    type: int
+    packets: frozenset[int]
+    low: int = 0
+    high: int = -1
 
-    def __init__(
-        self,
-        id: int,
-        name: str,
-        type: int,
-        packets: frozenset[int],
-        low: int = 0,
-        high: int | None = None,
-    ) -> None:
-        self.id = id
-        self.name = name
-        self.type = type
-        self.packets = packets
-        self.low = low
-        self.high = _INT_MAX.get(type, 0) if high is None else high
-
-    def __repr__(self) -> str:
-        return f"Property({self.id}, {self.name!r})"
+    def __post_init__(self) -> None:
+        if self.high < 0:
+            self.high = _INT_MAX.get(self.type, 0)
 
 
 def _on(*kinds: int) -> frozenset[int]:
@@ -127,91 +130,6 @@ def is_repeated(prop: Property, kind: int) -> bool:
     return prop.id == _USER_PROPERTY or (prop.id == _SUBSCRIPTION_IDENTIFIER and kind == PUBLISH)
 
 
-# --- wire primitives: reading --------------------------------------------------------------
-
-
-def read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """A Variable Byte Integer: at most 4 bytes, 7 bits each, least significant first."""
-    value = 0
-    shift = 0
-    while pos < end:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift == 28:
-            raise MalformedPacket("variable byte integer longer than 4 bytes")
-    raise MalformedPacket("variable byte integer runs past the end of the packet")
-
-
-def read_u16(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    if pos + 2 > end:
-        raise MalformedPacket("two-byte integer runs past the end of the packet")
-    return (buf[pos] << 8) | buf[pos + 1], pos + 2
-
-
-def read_u32(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    if pos + 4 > end:
-        raise MalformedPacket("four-byte integer runs past the end of the packet")
-    return int.from_bytes(buf[pos : pos + 4], "big"), pos + 4
-
-
-def read_binary(buf: bytes, pos: int, end: int) -> tuple[bytes, int]:
-    if pos + 2 > end:
-        raise MalformedPacket("binary length runs past the end of the packet")
-    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-    if stop > end:
-        raise MalformedPacket("binary data runs past the end of the packet")
-    return buf[pos + 2 : stop], stop
-
-
-def read_string(buf: bytes, pos: int, end: int) -> tuple[str, int]:
-    """A UTF-8 string; strict decoding rejects invalid sequences and encoded surrogates."""
-    if pos + 2 > end:
-        raise MalformedPacket("string length runs past the end of the packet")
-    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
-    if stop > end:
-        raise MalformedPacket("string runs past the end of the packet")
-    try:
-        text = buf[pos + 2 : stop].decode()
-    except UnicodeDecodeError:
-        raise MalformedPacket("string is not valid UTF-8") from None
-    if "\x00" in text:
-        raise MalformedPacket("string contains U+0000")
-    return text, stop
-
-
-# --- wire primitives: writing --------------------------------------------------------------
-
-
-def encode_varint(value: int) -> bytes:
-    if value < 0x80:
-        if value < 0:
-            raise ValueError("variable byte integer cannot be negative")
-        return bytes((value,))
-    if value > MAX_VARINT:
-        raise ValueError(f"{value} does not fit a variable byte integer")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def encode_binary(data: bytes) -> bytes:
-    size = len(data)
-    if size > 0xFFFF:
-        raise ValueError("binary data longer than 65535 bytes")
-    return size.to_bytes(2, "big") + data
-
-
-def encode_string(text: str) -> bytes:
-    return encode_binary(text.encode())
-
-
 # --- properties ----------------------------------------------------------------------------
 
 
@@ -244,9 +162,9 @@ def decode_properties(buf: bytes, pos: int, end: int, kind: int) -> tuple[Proper
     """Read a property length and the properties it covers, as allowed on ``kind``."""
     if pos < end and buf[pos] == 0:
         return {}, pos + 1
-    length, pos = read_varint(buf, pos, end)
+    length, pos = decode_varint(buf, pos, end)
     stop = pos + length
-    if stop > end:
+    if pos < 0 or stop > end:
         raise MalformedPacket("properties run past the end of the packet")
     props: Properties = {}
     while pos < stop:

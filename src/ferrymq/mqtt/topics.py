@@ -4,13 +4,17 @@ Rules kept here (MQTT 3.1.1 §4.7, MQTT 5 §4.7-4.8):
 - names and filters are at least one character, UTF-8, no U+0000;
 - names contain no ``+`` or ``#``;
 - in filters ``+`` occupies a whole level and ``#`` a whole, last level;
-- filters starting with a wildcard do not match names starting with ``$``;
+- filters starting with a wildcard do not match names starting with ``$``
+  (``trie.hidden_from_wildcards`` decides which; the trie applies it at scale,
+  the pairwise helpers below ask it too);
 - ``$share/{group}/{filter}`` and ``$queue/{filter}`` name shared subscriptions.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+
+from ferrymq.mqtt.trie import hidden_from_wildcards
 
 
 class TopicError(ValueError):
@@ -93,7 +97,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         return True
     if not is_wildcard(topic_filter):
         return False
-    if topic.startswith("$") and topic_filter[0] in "+#":
+    if topic_filter[0] in "+#" and hidden_from_wildcards(topic):
         return False
     f_levels = _split(topic_filter)
     t_levels = _split(topic)
@@ -115,7 +119,7 @@ def filter_covers(outer: str, inner: str) -> bool:
     """
     o = _split(outer)
     n = _split(inner)
-    if o[0] in ("+", "#") and n[0].startswith("$"):
+    if o[0] in ("+", "#") and hidden_from_wildcards(n[0]):
         return False
     for i, level in enumerate(o):
         if level == "#":
@@ -136,8 +140,8 @@ def filters_intersect(a: str, b: str) -> bool:
     """True when some topic name is matched by both filters."""
     x = _split(a)
     y = _split(b)
-    x_dollar = x[0].startswith("$")
-    y_dollar = y[0].startswith("$")
+    x_dollar = hidden_from_wildcards(x[0])
+    y_dollar = hidden_from_wildcards(y[0])
     # A leading wildcard never matches a $ topic, so it cannot meet a filter
     # that only matches $ topics.
     if (x[0] in ("+", "#") and y_dollar) or (y[0] in ("+", "#") and x_dollar):

@@ -19,7 +19,7 @@ from ferrymq.mqtt.packets import (
     Subscribe,
     SubscriptionOptions,
 )
-from ferrymq.mqtt.properties import encode_varint
+from ferrymq.mqtt.wire import encode_varint
 from loadgen_cli import bench, finish, start_subscribers
 from rawclient import RawClient
 

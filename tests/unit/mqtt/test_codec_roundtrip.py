@@ -51,10 +51,9 @@ from ferrymq.mqtt.properties import (
     STRING_PAIR,
     UTF8_STRING,
     WILL,
-    encode_varint,
     is_repeated,
-    read_varint,
 )
+from ferrymq.mqtt.wire import encode_varint, read_varint
 
 VERSIONS = (3, 4, 5)
 fast = settings(
