@@ -532,6 +532,7 @@ class Client:
         metrics = broker.metrics
         metrics["client.connect"] += 1
         conn = self.conn
+        self.version = conn.version
         self.proto_name = packet.protocol_name
         self.clean_start = packet.clean_start
         self.username = packet.username if self.cert_username is None else self.cert_username
@@ -553,7 +554,6 @@ class Client:
             raise ProtocolViolation(reason, "not authorised")
         session, present = broker.open_session(self, packet.clean_start, conn.session_expiry, will)
         connack = conn.accept(present, session.awaiting_rel, time.monotonic())
-        self.version = conn.version
         self.send_window = conn.send_window
         self.keepalive = conn.keepalive
         self.connected = True
