@@ -3,8 +3,9 @@
 In the manner of h11: the caller hands in the bytes a client sent with the
 current time (``receive``), is handed the packets the broker must act on
 (``dispatch``, one handler per packet type), writes the bytes the other
-methods return, and wakes the machine at ``deadline`` (``timer_expired``). Nothing here reads a clock,
-touches a socket, schedules a timer, logs or counts: that is the caller's.
+methods return, and wakes the machine at ``deadline`` (``timer_expired``).
+Nothing here reads a clock, touches a socket, schedules a timer, logs or
+counts: that is the caller's.
 
 Rules kept here, each in one place:
 
