@@ -247,8 +247,9 @@ class ServerConnection:
         one before. Stops once the connection is CLOSED, and after a CONNECT until
         ``accept``. Raises ProtocolViolation; the decoder's after the packets before it.
 
-        A push, not a generator: one call per packet, the broker's, as before the
-        machine existed (a generator's resume costs a tenth of a QoS 0 message).
+        A push, not a generator or an event object: the broker's handler is the one
+        call per packet, as before the machine existed (a generator's resume per
+        packet made the in-memory QoS 1 path about 3 % slower).
         """
         state = self.state
         if state is CONNECTED or state is AWAIT_CONNECT:
