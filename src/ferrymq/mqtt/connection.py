@@ -35,7 +35,8 @@ Rules kept here, each in one place:
 - PUBLISH out: one encoded template per message variant, shared by every
   connection (``msg.cache``); topic aliases towards a client that accepts
   them; the client's maximum packet size; packet id and DUP patched into a
-  copy. Acknowledgements carry a reason code only in v5 and only when not 0.
+  copy. Acknowledgements carry a reason code only in v5 and only when not 0;
+  an MQTT 3 SUBACK has one failure code (0x80), an MQTT 3 UNSUBACK none.
 """
 
 from __future__ import annotations
@@ -588,6 +589,9 @@ class ServerConnection:
         return self.awaiting_rel.pop(pid, None) is not None
 
     def suback(self, pid: int, codes: list[int]) -> bytes:
+        """MQTT 3 has one failure return code (0x80) for every v5 reason."""
+        if self.version != MQTT5:
+            codes = [c if c < 0x80 else rc.V3_SUBACK_FAILURE for c in codes]
         return encode(Suback(pid, codes), self.version)
 
     def unsuback(self, pid: int, codes: list[int]) -> bytes:

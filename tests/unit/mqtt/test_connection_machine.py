@@ -39,6 +39,7 @@ from ferrymq.mqtt.packets import (
     Publish,
     Pubrec,
     Pubrel,
+    Suback,
     Subscribe,
     SubscriptionOptions,
     Unsuback,
@@ -526,6 +527,14 @@ def test_no_local_on_a_shared_subscription() -> None:
     sub = Subscribe(1, [SubscriptionOptions("$share/g/t", no_local=True)])
     _, out = pair.violation(sub)
     assert out[0].reason_code == rc.PROTOCOL_ERROR
+
+
+def test_v3_suback_has_one_failure_code() -> None:
+    v5, v3 = Pair(5), Pair(4)
+    v5.connect()
+    v3.connect()
+    assert v5.read(v5.server.suback(1, [1, rc.NOT_AUTHORIZED])) == [Suback(1, [1, 0x87])]
+    assert v3.read(v3.server.suback(1, [1, rc.NOT_AUTHORIZED])) == [Suback(1, [1, 0x80])]
 
 
 def test_unsuback_codes_only_in_v5() -> None:
