@@ -99,8 +99,7 @@ class Client:
         "listener",
         "zone",
         "conn",
-        "_publish_bytes",
-        "_ack_bytes",
+        "metrics",
         "version",
         "session",
         "client_id",
@@ -148,10 +147,8 @@ class Client:
         self.zone = zone
         settings = broker.settings
         now = time.monotonic()
-        self.conn = conn = ServerConnection(settings, now)
-        # The machine's two per-message encoders, bound once (the QoS 0/1 hot path).
-        self._publish_bytes = conn.publish_bytes
-        self._ack_bytes = conn.ack
+        self.conn = ServerConnection(settings, now)
+        self.metrics = broker.metrics  # the broker's dict, one lookup less per message
         # Negotiated values the broker, the session and the API read, copied from the
         # machine once the CONNECT is accepted.
         self.version = 4
@@ -199,7 +196,7 @@ class Client:
         size = len(data)
         self.recv_oct += size
         self.recv_cnt += 1
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["bytes.received"] += size
         count = self.conn.receive(data, time.monotonic())
         if count:
@@ -269,12 +266,12 @@ class Client:
         self.out_size = 0
         self.send_oct += len(data)
         self.send_cnt += 1
-        self.broker.metrics["bytes.sent"] += len(data)
+        self.metrics["bytes.sent"] += len(data)
         self.transport.write(data)
 
     def _send(self, ptype: int, data: bytes) -> None:
         """Count and queue one packet the machine encoded."""
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["packets.sent"] += 1
         metrics[_SENT_KEYS[ptype]] += 1
         self.send_pkt += 1
@@ -283,11 +280,11 @@ class Client:
     def _send_ack(self, ptype: int, pid: int, reason: int, durable: bool = False) -> None:
         """PUBACK / PUBREC / PUBREL / PUBCOMP without properties (the QoS 1/2 hot path);
         ``durable``: it confirms store writes just made."""
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["packets.sent"] += 1
         metrics[_SENT_KEYS[ptype]] += 1
         self.send_pkt += 1
-        data = self._ack_bytes(ptype, pid, reason)
+        data = self.conn.ack(ptype, pid, reason)
         if durable or self.held:
             self._ack(data, durable)
         else:
@@ -337,18 +334,18 @@ class Client:
         if msg.expiry_at:
             now = time.monotonic()
             if msg.expired(now):
-                metrics = self.broker.metrics
+                metrics = self.metrics
                 metrics["delivery.dropped.expired"] += 1
                 metrics["delivery.dropped"] += 1
                 return False
             left = msg.remaining_expiry(now)
-        data = self._publish_bytes(msg, qos, retain, sub_ids, pid, dup, left)
+        data = self.conn.publish_bytes(msg, qos, retain, sub_ids, pid, dup, left)
         if data is None:
-            metrics = self.broker.metrics
+            metrics = self.metrics
             metrics["delivery.dropped.too_large"] += 1
             metrics["delivery.dropped"] += 1
             return False
-        if qos:
+        if qos and (self.held or qos == 2):
             session = self.session
             if qos == 2 and self.broker.ack_on_commit and session and session.expiry_interval:
                 self._ack(data, True)  # see Session._send_exactly_once
@@ -357,10 +354,16 @@ class Client:
             else:
                 self.write(data)
         else:
-            self.write(data)
+            out = self.out
+            size = self.out_size + len(data)
+            if out and size < _FLUSH_AT:  # write() without its call: the fan-out hot path
+                out.append(data)
+                self.out_size = size
+            else:
+                self.write(data)
         self.send_pkt += 1
         self.send_msg += 1
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["packets.sent"] += 1
         metrics["packets.publish.sent"] += 1
         metrics["messages.sent"] += 1
@@ -455,7 +458,7 @@ class Client:
 
     def _violation(self, exc: ProtocolViolation) -> None:
         """Send what the machine makes of ``exc``, log it and close."""
-        metrics = self.broker.metrics
+        metrics = self.metrics
         packet = exc.packet
         if packet is not None:
             metrics[_RECV_KEYS[packet.type]] += 1
@@ -516,7 +519,7 @@ class Client:
     def _on_connect(self, packet: Packet) -> None:
         assert isinstance(packet, Connect)
         broker = self.broker
-        broker.metrics["packets.connect.received"] += 1
+        self.metrics["packets.connect.received"] += 1
         if broker.restoring and broker.defer_connect(self, packet, self._requested_id(packet)):
             return
         self._connect(packet)
@@ -529,7 +532,7 @@ class Client:
         assert isinstance(packet, Connect)
         broker = self.broker
         settings = broker.settings
-        metrics = broker.metrics
+        metrics = self.metrics
         metrics["client.connect"] += 1
         conn = self.conn
         self.version = conn.version
@@ -581,7 +584,7 @@ class Client:
         """A PUBLISH the machine checked (topic alias resolved): route it and acknowledge."""
         self.recv_msg += 1
         broker = self.broker
-        metrics = broker.metrics
+        metrics = self.metrics
         metrics["packets.publish.received"] += 1
         topic = packet.topic
         if not broker.acl_publish(self, topic):
@@ -628,13 +631,13 @@ class Client:
     def _refuse_publish(self, packet: Publish, data: bytes) -> None:
         """Drop a PUBLISH; its acknowledgement (``data``, none for QoS 0) completes the
         client's flow, in order with the others."""
-        self.broker.metrics["messages.dropped"] += 1
+        self.metrics["messages.dropped"] += 1
         if data:
             self._count_sent(data[0] >> 4)
             self._ack(data, False)
 
     def _count_sent(self, ptype: int) -> None:
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["packets.sent"] += 1
         metrics[_SENT_KEYS[ptype]] += 1
         self.send_pkt += 1
@@ -644,7 +647,7 @@ class Client:
         refused payload)."""
         assert isinstance(reply, Reply)
         packet = reply.packet
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics[_RECV_KEYS[packet.type]] += 1
         data = reply.data
         if isinstance(packet, Publish):
@@ -659,7 +662,7 @@ class Client:
         self.write(data)
 
     def _on_puback(self, packet: Puback) -> None:
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["packets.puback.received"] += 1
         session = self.session
         assert session is not None
@@ -668,7 +671,7 @@ class Client:
 
     def _on_pubrec(self, packet: Pubrec) -> None:
         broker = self.broker
-        broker.metrics["packets.pubrec.received"] += 1
+        self.metrics["packets.pubrec.received"] += 1
         session = self.session
         assert session is not None
         pid = packet.packet_id
@@ -681,17 +684,17 @@ class Client:
             # crash the session resends PUBREL, never the PUBLISH (MQTT 4.3.3).
             self._send_ack(PUBREL, pid, 0, broker.durable_writes != writes)
         else:
-            broker.metrics["packets.pubrec.missed"] += 1
+            self.metrics["packets.pubrec.missed"] += 1
             self._send_ack(PUBREL, pid, rc.PACKET_IDENTIFIER_NOT_FOUND)
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         broker = self.broker
-        broker.metrics["packets.pubrel.received"] += 1
+        self.metrics["packets.pubrel.received"] += 1
         session = self.session
         assert session is not None
         pid = packet.packet_id
         if not self.conn.release(pid):
-            broker.metrics["packets.pubrel.missed"] += 1
+            self.metrics["packets.pubrel.missed"] += 1
             self._send_ack(PUBCOMP, pid, rc.PACKET_IDENTIFIER_NOT_FOUND)
         elif session.expiry_interval:
             # The id is free again only once its removal is durable: a new PUBLISH
@@ -702,7 +705,7 @@ class Client:
             self._send_ack(PUBCOMP, pid, 0)
 
     def _on_pubcomp(self, packet: Pubcomp) -> None:
-        metrics = self.broker.metrics
+        metrics = self.metrics
         metrics["packets.pubcomp.received"] += 1
         session = self.session
         assert session is not None
@@ -713,7 +716,7 @@ class Client:
 
     def _on_subscribe(self, packet: Packet) -> None:
         assert isinstance(packet, Subscribe)
-        self.broker.metrics["packets.subscribe.received"] += 1
+        self.metrics["packets.subscribe.received"] += 1
         session = self.session
         assert session is not None
         sub_id = packet.properties.get("subscription_identifier")
@@ -724,7 +727,7 @@ class Client:
 
     def _on_unsubscribe(self, packet: Packet) -> None:
         assert isinstance(packet, Unsubscribe)
-        self.broker.metrics["packets.unsubscribe.received"] += 1
+        self.metrics["packets.unsubscribe.received"] += 1
         session = self.session
         assert session is not None
         codes = self.broker.unsubscribe(session, packet.topic_filters)
@@ -735,7 +738,7 @@ class Client:
     def _on_disconnect(self, packet: Packet) -> None:
         """The machine checked it (session expiry never raised from 0) and closed."""
         assert isinstance(packet, Disconnect)
-        self.broker.metrics["packets.disconnect.received"] += 1
+        self.metrics["packets.disconnect.received"] += 1
         session = self.session
         assert session is not None
         expiry = packet.properties.get("session_expiry_interval")
