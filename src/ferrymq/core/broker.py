@@ -52,7 +52,7 @@ from ferrymq.model.delivery import Delivery
 from ferrymq.model.message import Message
 from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt import reason_codes as rc
-from ferrymq.mqtt.packets import MQTT5, SubscriptionOptions, Will
+from ferrymq.mqtt.packets import SubscriptionOptions, Will
 from ferrymq.mqtt.topics import (
     TopicError,
     is_wildcard,
@@ -483,8 +483,6 @@ class Broker:
                 deliveries.append(partial(self.deliver_retained, session, sub))
         if session.persistent:
             self.persist_session(session)
-        if client is not None and client.version != MQTT5:
-            codes = [c if c < 0x80 else rc.V3_SUBACK_FAILURE for c in codes]
         return codes, deliveries
 
     def deliver_retained(self, session: Session, sub: Subscription) -> None:

@@ -162,7 +162,6 @@ class Restore:
         whatever the client sent after it) until the session's messages are back."""
         if client_id not in self._pending:
             return False
-        client.held_packets = []
         client.transport.pause_reading()
         self._deferred.append((client, packet))
         return True

@@ -130,7 +130,8 @@ def publish_packet_id_offset(data: bytes, qos: int) -> int:
     """
     if not qos:
         return 0
-    _size, pos = decode_varint(data, 1, len(data))
+    # Most PUBLISH fit a one-byte remaining length (once per encoded variant, not per delivery).
+    pos = 2 if data[1] < 0x80 else decode_varint(data, 1, len(data))[1]
     return pos + 2 + ((data[pos] << 8) | data[pos + 1])
 
 
