@@ -84,7 +84,7 @@ class Peer:
         self.client.data_received(b"".join(encode(p, self.version) for p in packets))
 
     def read(self) -> list[Packet]:
-        self.broker._flush()
+        self.broker.flow.flush()
         new = self.transport.data[self.seen :]
         self.seen = len(self.transport.data)
         return self.decoder.feed(new)
