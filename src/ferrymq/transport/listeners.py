@@ -31,7 +31,7 @@ from ferrymq import __version__
 from ferrymq.transport import proxy_protocol
 from ferrymq.transport.options import ListenerOptions
 from ferrymq.transport.tcp import MQTTProtocol
-from ferrymq.transport.tls import cert_identity, server_context
+from ferrymq.transport.tls import apply_cert_identity, server_context
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -65,12 +65,7 @@ class ListenerProtocol(MQTTProtocol):
         assert client is not None
         if self.peer is not None:
             client.peer = self.peer
-        if owner.cert_username or owner.cert_clientid:
-            ssl_object = transport.get_extra_info("ssl_object")
-            if owner.cert_username:
-                client.cert_username = cert_identity(ssl_object, owner.cert_username)
-            if owner.cert_clientid:
-                client.cert_clientid = cert_identity(ssl_object, owner.cert_clientid)
+        apply_cert_identity(client, transport, owner.cert_username, owner.cert_clientid)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.closed()

@@ -34,6 +34,20 @@ def server_context(spec: ListenerOptions) -> ssl.SSLContext:
     return ctx
 
 
+def apply_cert_identity(
+    client: Any, transport: Any, username_from: str | None, clientid_from: str | None
+) -> None:
+    """``peer_cert_as_username`` / ``peer_cert_as_clientid``: the verified certificate's
+    values replace what the CONNECT will say (a TLS listener's rule, for TCP and WebSocket)."""
+    if not (username_from or clientid_from):
+        return
+    ssl_object = transport.get_extra_info("ssl_object")
+    if username_from:
+        client.cert_username = cert_identity(ssl_object, username_from)
+    if clientid_from:
+        client.cert_clientid = cert_identity(ssl_object, clientid_from)
+
+
 def cert_identity(ssl_object: Any, what: str) -> str | None:
     """The part of the verified client certificate that ``what`` names, if any.
 

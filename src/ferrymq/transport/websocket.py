@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from ferrymq.core.client import Client
 from ferrymq.transport.tcp import WRITE_HIGH_WATER
-from ferrymq.transport.tls import cert_identity
+from ferrymq.transport.tls import apply_cert_identity
 
 if TYPE_CHECKING:
     from ferrymq.transport.listeners import Listener
@@ -235,12 +235,7 @@ def make_handler(owner: Listener) -> Any:
             peer = _forwarded(request, peer)
         adapter = WSTransport(conn.transport, peer, asyncio.current_task())
         client = Client(broker, adapter, spec.id, spec.zone)
-        if owner.cert_username or owner.cert_clientid:
-            ssl_object = transport.get_extra_info("ssl_object")
-            if owner.cert_username:
-                client.cert_username = cert_identity(ssl_object, owner.cert_username)
-            if owner.cert_clientid:
-                client.cert_clientid = cert_identity(ssl_object, owner.cert_clientid)
+        apply_cert_identity(client, transport, owner.cert_username, owner.cert_clientid)
         conn.upgraded(client)
         reading = adapter.reading
         feed = client.data_received
