@@ -27,11 +27,13 @@ from ferrymq.storage.sqlite import SqliteStore
 
 
 class FakeTransport:
-    """What ``Client`` needs of an asyncio transport; keeps every byte written."""
+    """What ``Client`` needs of an asyncio transport; keeps every byte written and whether
+    reading is paused (flow control) or the connection closed."""
 
     def __init__(self) -> None:
         self.data = b""
         self.closed = False
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         self.data += data
@@ -45,17 +47,20 @@ class FakeTransport:
     def can_write_eof(self) -> bool:
         return False  # as TLS: Client.close then closes without a half-close
 
+    def write_eof(self) -> None:
+        self.closed = True
+
     def abort(self) -> None:
         self.closed = True
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else None
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
 
 
 def new_broker(store: SqliteStore | None, **settings: Any) -> Broker:

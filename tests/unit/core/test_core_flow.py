@@ -19,43 +19,12 @@ from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
-
-
-class Wire:
-    """A transport that keeps what the broker writes and whether reading is paused."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1883) if name == "peername" else default
+from memory import FakeTransport
 
 
 class Peer:
     def __init__(self, broker: Broker, client_id: str) -> None:
-        self.wire = Wire()
+        self.wire = FakeTransport()
         self.client = Client(broker, self.wire)
         self.decoder = Decoder(server=False)
         self.seen = 0

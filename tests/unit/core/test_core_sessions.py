@@ -33,42 +33,7 @@ from ferrymq.mqtt.packets import (
     Will,
 )
 from ferrymq.storage.sqlite import SqliteStore
-
-
-class Wire:
-    """A transport that keeps what the broker writes and whether reading is paused."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1883) if name == "peername" else default
+from memory import FakeTransport
 
 
 class Peer:
@@ -76,7 +41,7 @@ class Peer:
 
     def __init__(self, broker: Broker, client_id: str, version: int = 4, **connect: Any) -> None:
         self.version = version
-        self.wire = Wire()
+        self.wire = FakeTransport()
         self.client = Client(broker, self.wire)
         self.decoder = Decoder(server=False, version=version)
         self.seen = 0

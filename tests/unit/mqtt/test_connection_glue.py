@@ -32,41 +32,7 @@ from ferrymq.mqtt.packets import (
     Subscribe,
     SubscriptionOptions,
 )
-
-
-class Transport:
-    """Collects what the broker writes; remembers whether it was closed."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.eof = False
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def close(self) -> None:
-        self.eof = True
-
-    def abort(self) -> None:
-        self.eof = True
-
-    def is_closing(self) -> bool:
-        return self.eof
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.eof = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
+from memory import FakeTransport
 
 
 class Peer:
@@ -75,7 +41,7 @@ class Peer:
     def __init__(self, broker: Broker, version: int = 4) -> None:
         self.broker = broker
         self.version = version
-        self.transport = Transport()
+        self.transport = FakeTransport()
         self.client = Client(broker, self.transport)
         self.decoder = Decoder(server=False, version=version)
         self.seen = 0
@@ -148,7 +114,7 @@ def test_protocol_error_disconnects_and_closes(broker: Broker) -> None:
     (disconnect,) = peer.read()
     assert isinstance(disconnect, Disconnect)
     assert disconnect.reason_code == rc.TOPIC_NAME_INVALID
-    assert peer.transport.eof and peer.client.closing
+    assert peer.transport.closed and peer.client.closing
     assert broker.metrics["packets.publish.error"] == 1
     assert broker.metrics["packets.disconnect.sent"] == 1
 
@@ -157,7 +123,7 @@ def test_refused_connect(broker: Broker) -> None:
     peer = Peer(broker, 3)
     peer.send(Connect("", protocol_version=3))
     assert peer.read() == [Connack(False, rc.V3_IDENTIFIER_REJECTED)]
-    assert peer.transport.eof and not peer.client.connected
+    assert peer.transport.closed and not peer.client.connected
     assert broker.metrics["packets.connack.error"] == 1
 
 
