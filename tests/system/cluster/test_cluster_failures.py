@@ -1,0 +1,117 @@
+"""Failures a cluster lives through: a node killed outright, Redis stopped and restarted
+under traffic. Each test has a cluster of its own."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from api_http import Api
+from clients import TestClient
+from redis_server import connect, node_name, received, subscribed, wait_routed, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def payloads(sub: TestClient, wait: float = 0.3) -> list[bytes]:
+    return [m.payload for m in received(sub, wait)]
+
+
+def test_a_killed_node_is_marked_down_and_its_routes_dropped(make_cluster, clients, uid) -> None:
+    redis, (n1, n2, n3) = make_cluster(3)
+    name2 = node_name(n2)
+    s2 = subscribed(clients, n2.port, f"{uid}-s2", f"{uid}/k/#", 1)
+    s3 = subscribed(clients, n3.port, f"{uid}-s3", f"{uid}/k/#", 1)
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    wait_routed(pub, s2, f"{uid}/k/1")
+    wait_routed(pub, s3, f"{uid}/k/1")
+    r = redis.client()
+    assert sorted(r.hkeys(f"ferrymq:route:{uid}/k/#")) == sorted([name2, node_name(n3)])
+
+    n2.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    api = Api(n1.api_port)
+
+    def status_of_2() -> str | None:
+        listed = {n["node"]: n["node_status"] for n in api.get("/nodes").data}
+        return listed.get(name2)
+
+    assert wait_until(lambda: status_of_2() == "Stopped", timeout=8)
+    assert wait_until(lambda: r.hkeys(f"ferrymq:route:{uid}/k/#") == [node_name(n3)], timeout=3)
+    assert time.monotonic() - killed < 6
+    assert not r.exists(f"ferrymq:node-routes:{name2}")
+    # The others keep working, and node 1 forwards nothing into the void.
+    api1 = Api(n1.api_port)
+    paused = api1.get("/metrics").data[0]["metrics"]["cluster.forward.paused"]
+    forwarded = api1.get("/metrics").data[0]["metrics"]["cluster.forwarded"]
+    pub.publish(f"{uid}/k/2", b"after", qos=1)
+    assert payloads(s3, 1.0) == [b"after"]
+    after = api1.get("/metrics").data[0]["metrics"]
+    assert after["cluster.forwarded"] == forwarded + 1  # to node 3 only
+    assert after["cluster.forward.paused"] == paused
+    assert Api(n3.api_port).get(f"/brokers/{name2}").data["node_status"] == "Stopped"
+    # Restarted, it rejoins and gets messages again.
+    n2.start()
+    assert n2.wait_log("cluster: node ")
+    s2b = subscribed(clients, n2.port, f"{uid}-s2b", f"{uid}/k/#", 1)
+    wait_routed(pub, s2b, f"{uid}/k/3")
+    assert wait_until(lambda: status_of_2() == "Running", timeout=3)
+
+
+def test_redis_restart_under_traffic(make_cluster, clients, uid) -> None:
+    redis, (n1, n2) = make_cluster(2)
+    local = subscribed(clients, n1.port, f"{uid}-local", f"{uid}/t", 1)
+    remote = subscribed(clients, n2.port, f"{uid}-remote", f"{uid}/t", 1)
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    wait_routed(pub, remote, f"{uid}/t")
+    payloads(local)
+
+    stop = threading.Event()
+    sent: list[bytes] = []
+
+    def traffic() -> None:
+        i = 0
+        while not stop.is_set():
+            payload = f"m{i}".encode()
+            pub.publish(f"{uid}/t", payload, qos=1)
+            sent.append(payload)
+            i += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.3)
+        before = max(0, len(sent) - 2)  # the last ones may be on their way when Redis goes
+        redis.stop()
+        down_at = len(sent)
+        time.sleep(1.5)
+        during = len(sent)
+        redis.start()
+        up_at = len(sent)
+        # Cross-node resumes: a message sent well after Redis returned reaches node 2.
+        assert n1.wait_log("cluster: Redis is back", timeout=8), n1.log()[-3000:]
+        assert n2.wait_log("cluster: Redis is back", timeout=8), n2.log()[-3000:]
+        time.sleep(0.5)
+        resumed_from = len(sent)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(5)
+    got_local = payloads(local, 1.0)
+    got_remote = payloads(remote, 0.5)
+    # Local delivery never stopped: every message, in order.
+    assert got_local == sent
+    assert during > down_at  # the publisher was served meanwhile
+    # Cross-node: what was sent before the outage and after the resync arrived.
+    assert set(sent[:before]) <= set(got_remote)
+    assert set(sent[resumed_from:]) <= set(got_remote)
+    assert up_at <= resumed_from
+    metrics = Api(n1.api_port).get("/metrics").data[0]["metrics"]
+    assert metrics["cluster.forward.paused"] > 0
+    log = n1.log()
+    assert log.count("unreachable") == 1, "the outage is logged once"
+    assert "Traceback" not in log and "Traceback" not in n2.log()
