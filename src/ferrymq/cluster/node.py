@@ -28,7 +28,9 @@ Rules this module keeps:
   a node had not dispatched when it stopped are dispatched when it returns;
 - a node whose ``alive`` key expired is down: every node drops its routes at
   once, and the one that takes its cleanup lock removes them from Redis
-  (atomically, unless the node came back meanwhile);
+  (atomically, unless the node came back meanwhile); a node that finds its
+  own key had lapsed (its loop stalled past the TTL) announces its whole
+  route set again, as the others have dropped it;
 - Redis unreachable (or restarted, noticed by its run id): logged once, every
   node keeps serving its own clients, forwarding is paused and counted
   (``cluster.forward.paused``), retained changes made meanwhile are kept for
@@ -133,7 +135,7 @@ class ClusterNode:
         self._redis: aioredis.Redis | None = None
         self._run_id: str | None = None
         self._last_change = "0-0"
-        self._cleaned: set[str] = set()  # dead nodes already cleaned up after
+        self._down: set[str] = set()  # nodes known to be down
         self._lost_logged = False
         self._cleanup: Any = None
         self._pubsub: Any = None
@@ -373,15 +375,22 @@ class ClusterNode:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             if await self._server_run_id(redis) != self._run_id:
                 raise RedisRestarted("Redis restarted: its state is gone")
-            await self._heartbeat(redis)
+            if await self._heartbeat(redis):
+                log.warning(
+                    "cluster: this node's heartbeat lapsed (the others took it for down); "
+                    "announcing its routes again"
+                )
+                await self._push_routes(redis)
             await self._membership(redis)
 
-    async def _heartbeat(self, redis: aioredis.Redis) -> None:
+    async def _heartbeat(self, redis: aioredis.Redis) -> bool:
+        """Refresh this node's alive key and record; whether the key had lapsed."""
         record = json.dumps(await self.record())
         pipe = redis.pipeline(transaction=False)
-        pipe.set(alive_key(self.name), b"1", px=ALIVE_TTL_MS)
+        pipe.set(alive_key(self.name), b"1", px=ALIVE_TTL_MS, get=True)
         pipe.hset(NODES, self.name, record)
-        await pipe.execute()
+        was, _ = await pipe.execute()
+        return was is None
 
     async def record(self) -> dict[str, Any]:
         """What the other nodes' APIs show of this node (``/nodes``, ``/brokers``)."""
@@ -422,15 +431,17 @@ class ClusterNode:
                 record = {}
             peers[name] = (bool(is_alive), record)
             if is_alive:
-                self._cleaned.discard(name)
-            elif name not in self._cleaned:
-                await self._node_down(redis, name)
+                self._down.discard(name)
+                continue
+            self.replica.drop_node(name)  # also what a snapshot may still hold of it
+            if name not in self._down:
+                self._down.add(name)
+                log.warning("cluster: node %s is down; its routes are dropped", name)
+                await self._clean_up_after(redis, name)
         self.peers = peers
 
-    async def _node_down(self, redis: aioredis.Redis, name: str) -> None:
-        dropped = self.replica.drop_node(name)
-        log.warning("cluster: node %s is down; %d of its routes dropped", name, dropped)
-        self._cleaned.add(name)
+    async def _clean_up_after(self, redis: aioredis.Redis, name: str) -> None:
+        """Remove a dead node's routes from Redis, if this node takes the lock for it."""
         if await redis.set(f"{P}cleanup:{name}", self.name, nx=True, px=10_000):
             if self._cleanup is None:
                 self._cleanup = redis.register_script(_CLEANUP)
@@ -469,10 +480,14 @@ class ClusterNode:
             replica.drop_node(node)
             for topic_filter in json.loads(fields[b"f"]):
                 replica.add(node, topic_filter)
-        elif op in (b"down", b"leave"):
+        elif op == b"down":  # another node noticed first and cleaned up after it
             replica.drop_node(node)
-            if op == b"leave":
-                self.peers.pop(node, None)
+            if node not in self._down:
+                self._down.add(node)
+                log.warning("cluster: node %s is down; its routes are dropped", node)
+        elif op == b"leave":
+            replica.drop_node(node)
+            self.peers.pop(node, None)
         elif op == b"retain":
             self.broker.apply_remote_retain(load_message(fields[b"m"]))  # type: ignore[union-attr]
 

@@ -115,3 +115,26 @@ def test_redis_restart_under_traffic(make_cluster, clients, uid) -> None:
     log = n1.log()
     assert log.count("unreachable") == 1, "the outage is logged once"
     assert "Traceback" not in log and "Traceback" not in n2.log()
+
+
+def test_a_stalled_node_taken_for_down_announces_its_routes_again(
+    make_cluster, clients, uid
+) -> None:
+    _redis, (n1, n2) = make_cluster(2)
+    sub = subscribed(clients, n2.port, f"{uid}-sub", f"{uid}/s", 1)
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    wait_routed(pub, sub, f"{uid}/s")
+    api = Api(n1.api_port)
+    assert n2.proc is not None
+    n2.proc.send_signal(signal.SIGSTOP)  # its loop stalls past the heartbeat's TTL
+    try:
+        assert wait_until(
+            lambda: (api.get(f"/nodes/{node_name(n2)}").data or {}).get("node_status") == "Stopped",
+            timeout=8,
+        )
+    finally:
+        n2.proc.send_signal(signal.SIGCONT)
+    assert n2.wait_log("heartbeat lapsed", timeout=5)
+    wait_routed(pub, sub, f"{uid}/s")
+    pub.publish(f"{uid}/s", b"again", qos=1)
+    assert payloads(sub, 1.0) == [b"again"]
