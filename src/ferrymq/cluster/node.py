@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,11 @@ class RedisRestarted(RedisError):
     """Redis answers again, but as a new process: what it held is gone."""
 
 
+class NameTaken(RedisError):
+    """Another live node has this node's name (it may also be this node's previous
+    process, killed less than the heartbeat's lifetime ago): retried until it expires."""
+
+
 class ClusterNode:
     """Membership, route sync, forwarding and retained sync of this node."""
 
@@ -137,8 +143,11 @@ class ClusterNode:
         self._last_change = "0-0"
         self._down: set[str] = set()  # nodes known to be down
         self._lost_logged = False
+        self._name_logged = False
         self._cleanup: Any = None
         self._pubsub: Any = None
+        self._token = uuid.uuid4().hex.encode()  # this process's claim on the node name
+        self._bad_data_logged = False
 
     # --- wiring -------------------------------------------------------------
 
@@ -235,6 +244,7 @@ class ClusterNode:
                 await self._resync(redis)
                 self.up = True
                 backoff = BACKOFF_FIRST
+                self._name_logged = False
                 if self._lost_logged:
                     log.info("cluster: Redis is back; routes resynchronised")
                     self._lost_logged = False
@@ -248,6 +258,10 @@ class ClusterNode:
                 await self._serve(redis)
             except asyncio.CancelledError:
                 raise
+            except NameTaken as exc:
+                if not self._name_logged:
+                    log.error("cluster: not joining yet: %s", exc)
+                    self._name_logged = True
             except (RedisError, OSError, ValueError) as exc:
                 if not self._lost_logged:
                     log.warning(
@@ -281,6 +295,7 @@ class ClusterNode:
     async def _resync(self, redis: aioredis.Redis) -> None:
         """Everything a (re)connection starts with; see the module docstring for the order."""
         self._run_id = await self._server_run_id(redis)
+        await self._claim_name(redis)
         self._pubsub = redis.pubsub()
         await self._pubsub.subscribe(inbox0(self.name))
         try:
@@ -370,6 +385,17 @@ class ClusterNode:
         info = await redis.info("server")
         return str(info.get("run_id", ""))
 
+    async def _claim_name(self, redis: aioredis.Redis) -> None:
+        """Take this node's alive key; refused while another process holds the name."""
+        key = alive_key(self.name)
+        if not await redis.set(key, self._token, px=ALIVE_TTL_MS, nx=True):
+            holder = await redis.get(key)
+            if holder is not None and holder != self._token:
+                raise NameTaken(
+                    f"another node named {self.name!r} is alive; "
+                    "each node of a cluster needs its own node_name"
+                )
+
     async def _heartbeats(self, redis: aioredis.Redis) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
@@ -387,7 +413,7 @@ class ClusterNode:
         """Refresh this node's alive key and record; whether the key had lapsed."""
         record = json.dumps(await self.record())
         pipe = redis.pipeline(transaction=False)
-        pipe.set(alive_key(self.name), b"1", px=ALIVE_TTL_MS, get=True)
+        pipe.set(alive_key(self.name), self._token, px=ALIVE_TTL_MS, get=True)
         pipe.hset(NODES, self.name, record)
         was, _ = await pipe.execute()
         return was is None
@@ -462,7 +488,10 @@ class ClusterNode:
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self._last_change = entry_id.decode()
-                    self._apply_change(fields)
+                    try:
+                        self._apply_change(fields)
+                    except (ValueError, KeyError) as exc:
+                        self._bad_data(exc)
 
     def _apply_change(self, fields: dict[bytes, bytes]) -> None:
         node = fields.get(b"node", b"").decode()
@@ -493,16 +522,16 @@ class ClusterNode:
 
     async def _read_qos0(self, _redis: aioredis.Redis) -> None:
         pubsub = self._pubsub
-        dispatch = self.broker.dispatch_remote  # type: ignore[union-attr]
+        dispatch = self._dispatch
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None and message["type"] == "message":
-                dispatch(split(message["data"]))
+                dispatch(message["data"])
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
         """The QoS 1/2 inbox: what was left unacknowledged first, then new batches."""
         stream = inbox(self.name)
-        dispatch = self.broker.dispatch_remote  # type: ignore[union-attr]
+        dispatch = self._dispatch
         start = "0"  # this consumer's pending entries (from before a restart)
         while True:
             reply = await redis.xreadgroup(
@@ -518,12 +547,26 @@ class ClusterNode:
             for entry_id, fields in entries:
                 data = fields.get(b"m")
                 if data:
-                    dispatch(split(data))
+                    dispatch(data)
                 ids.append(entry_id)
             pipe = redis.pipeline(transaction=False)
             pipe.xack(stream, GROUP, *ids)
             pipe.xdel(stream, *ids)
             await pipe.execute()
+
+    def _dispatch(self, batch: bytes) -> None:
+        try:
+            messages = split(batch)
+        except ValueError as exc:
+            self._bad_data(exc)
+            return
+        self.broker.dispatch_remote(messages)  # type: ignore[union-attr]
+
+    def _bad_data(self, exc: Exception) -> None:
+        """Something in Redis this node cannot read (another version's?): skipped, logged once."""
+        if not self._bad_data_logged:
+            log.warning("cluster: skipped data this node cannot read (%s)", exc)
+            self._bad_data_logged = True
 
     # --- sending ------------------------------------------------------------------------
 

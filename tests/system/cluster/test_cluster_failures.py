@@ -10,7 +10,8 @@ import time
 import pytest
 
 from api_http import Api
-from clients import TestClient
+from brokers import BrokerProcess
+from clients import V311, TestClient
 from redis_server import connect, node_name, received, subscribed, wait_routed, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,7 +56,8 @@ def test_a_killed_node_is_marked_down_and_its_routes_dropped(make_cluster, clien
     assert Api(n3.api_port).get(f"/brokers/{name2}").data["node_status"] == "Stopped"
     # Restarted, it rejoins and gets messages again.
     n2.start()
-    assert n2.wait_log("cluster: node ")
+    # Its previous process's heartbeat must expire first (the name is taken until then).
+    assert wait_until(lambda: n2.log().count("joined through") == 2, timeout=8)
     s2b = subscribed(clients, n2.port, f"{uid}-s2b", f"{uid}/k/#", 1)
     wait_routed(pub, s2b, f"{uid}/k/3")
     assert wait_until(lambda: status_of_2() == "Running", timeout=3)
@@ -138,3 +140,42 @@ def test_a_stalled_node_taken_for_down_announces_its_routes_again(
     wait_routed(pub, sub, f"{uid}/s")
     pub.publish(f"{uid}/s", b"again", qos=1)
     assert payloads(sub, 1.0) == [b"again"]
+
+
+def test_qos1_sent_to_a_node_survive_its_restart(make_cluster, clients, uid) -> None:
+    _redis, (n1, n2) = make_cluster(2)
+    durable = TestClient(f"{uid}-durable", protocol=V311)
+    durable.connect(n2.port, clean=False)
+    durable.subscribe(f"{uid}/q", 1)
+    durable.disconnect()  # its persistent session waits on node 2
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    probe = subscribed(clients, n2.port, f"{uid}-probe", f"{uid}/q", 0)
+    wait_routed(pub, probe, f"{uid}/q")
+    assert n2.proc is not None
+    n2.proc.send_signal(signal.SIGSTOP)  # in its stream, not yet read, when it dies
+    for i in range(5):
+        pub.publish(f"{uid}/q", f"kept{i}".encode(), qos=1)
+    n2.stop(signal.SIGKILL)
+    n2.start()
+    # Its previous process's heartbeat must expire first (the name is taken until then).
+    assert wait_until(lambda: n2.log().count("joined through") == 2, timeout=8)
+    back = TestClient(f"{uid}-durable", protocol=V311)
+    back.connect(n2.port, clean=False)
+    try:
+        got = [m.payload for m in received(back, 2.0)]  # its queue holds the probes too
+    finally:
+        back.disconnect()
+    assert got == [f"kept{i}".encode() for i in range(5)]
+
+
+def test_a_second_node_with_the_same_name_does_not_join(make_cluster, tmp_path) -> None:
+    redis, (n1,) = make_cluster(1)
+    twin = BrokerProcess(
+        tmp_path / "twin", "--node-name", node_name(n1), "--cluster-redis-url", redis.url
+    ).start()
+    try:
+        assert twin.wait_log("another node named", timeout=5)
+        assert "joined" not in twin.log()
+        assert n1.alive()
+    finally:
+        twin.stop()
