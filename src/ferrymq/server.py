@@ -96,14 +96,16 @@ async def serve(settings: Settings) -> None:
         if api is not None:
             api.lifecycle.state = "stopping"
             await api.stop()
-        if node is not None:
-            await node.stop()  # leaves the cluster: the others stop forwarding here
         if listeners is not None:
             listeners.close()
         kicked = bool(broker.connections)
         broker.shutdown()
         if kicked:
             await asyncio.sleep(0.05)  # let the kicked clients' transports write their last bytes
+        if node is not None:
+            # After the kicks: their wills go out to the other nodes too; then it leaves
+            # the cluster and the others stop forwarding here.
+            await node.stop()
         if listeners is not None:
             await listeners.wait_closed()
         store.close()

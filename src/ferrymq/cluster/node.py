@@ -159,8 +159,10 @@ class ClusterNode:
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 
     async def stop(self) -> None:
-        """Leave the cluster: this node's routes and records are removed from Redis."""
+        """Leave the cluster: what is still queued for other nodes is sent, then this node's
+        routes and records are removed from Redis."""
         was_up = self.up
+        last = self.outbox.take() if was_up else None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -169,9 +171,9 @@ class ClusterNode:
         redis, self._redis = self._redis, None
         if redis is None:
             return
-        if was_up:
+        if last is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self._leave(redis), 1.0)
+                await asyncio.wait_for(self._leave(redis, *last[:2]), 1.0)
         with contextlib.suppress(RedisError, OSError):
             await redis.aclose()
 
@@ -180,8 +182,13 @@ class ClusterNode:
         entry = {"op": op, "node": self.name, **fields}
         pipe.xadd(CHANGES, entry, maxlen=CHANGES_MAXLEN, approximate=True)
 
-    async def _leave(self, redis: aioredis.Redis) -> None:
+    async def _leave(
+        self, redis: aioredis.Redis, qos0: dict[str, bytes], reliable: dict[str, bytes]
+    ) -> None:
+        if self._retained_out:
+            await self._send_retained(redis)
         pipe = redis.pipeline(transaction=True)
+        _queue_batches(pipe, qos0, reliable)
         for topic_filter in self.local:
             pipe.hdel(route_key(topic_filter), self.name)
         pipe.delete(node_routes_key(self.name), alive_key(self.name))
@@ -585,10 +592,7 @@ class ClusterNode:
                 continue
             qos0, reliable, count = self.outbox.take()
             pipe = redis.pipeline(transaction=False)
-            for node, batch in qos0.items():
-                pipe.publish(inbox0(node), batch)
-            for node, batch in reliable.items():
-                pipe.xadd(inbox(node), {"m": batch}, maxlen=INBOX_MAXLEN, approximate=True)
+            _queue_batches(pipe, qos0, reliable)
             try:
                 await pipe.execute()
             except (RedisError, OSError):
@@ -630,6 +634,14 @@ class ClusterNode:
             for topic, msg in changes.items():  # kept for the next resync
                 self._retained_out.setdefault(topic, msg)
             raise
+
+
+def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]) -> None:
+    """One command per destination node and kind: pub/sub for QoS 0, the stream for 1/2."""
+    for node, batch in qos0.items():
+        pipe.publish(inbox0(node), batch)
+    for node, batch in reliable.items():
+        pipe.xadd(inbox(node), {"m": batch}, maxlen=INBOX_MAXLEN, approximate=True)
 
 
 def _fds_and_memory() -> tuple[int, system.Memory]:

@@ -179,3 +179,18 @@ def test_a_second_node_with_the_same_name_does_not_join(make_cluster, tmp_path) 
         assert n1.alive()
     finally:
         twin.stop()
+
+
+def test_a_node_stopping_sends_its_clients_wills_and_leaves(make_cluster, clients, uid) -> None:
+    _redis, (n1, n2) = make_cluster(2)
+    sub = subscribed(clients, n1.port, f"{uid}-sub", f"{uid}/will", 1)
+    willing = TestClient(f"{uid}-willing", protocol=V311)
+    willing.c.will_set(f"{uid}/will", b"gone", qos=1)
+    willing.connect(n2.port)
+    clients.append(willing)
+    wait_routed(willing, sub, f"{uid}/will")
+    api = Api(n1.api_port)
+    assert wait_until(lambda: len(api.get("/nodes").data) == 2, timeout=3)
+    assert n2.stop() == 0  # SIGTERM: the server closes the connections, wills are due
+    assert payloads(sub, 1.0) == [b"gone"]
+    assert [n["node"] for n in api.get("/nodes").data] == [node_name(n1)]
