@@ -3,6 +3,7 @@ on another (docs/cluster.md "What works now")."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -153,3 +154,5 @@ def test_nodes_and_brokers_list_every_node(cluster3) -> None:
         assert one.status == 200 and one.data["node"] == other
         assert api.get(f"/brokers/{other}").data["node_status"] == "Running"
         assert api.get("/nodes/nope@nowhere").status == 404
+        scrape = api.get("/emqx_prometheus?type=prometheus").raw.decode()
+        assert re.search(r"^emqx_cluster_nodes_running 3(\.0)?$", scrape, re.MULTILINE)
