@@ -81,7 +81,7 @@ def start_nodes(server: RedisServer, root: Path, count: int, *args: str) -> list
     for node in nodes:
         node.wait_started()
     for node in nodes:  # joined: each node logs it once its first resync is done
-        node.wait_log("cluster: node ")
+        node.wait_log("joined through")
     return nodes
 
 

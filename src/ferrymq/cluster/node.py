@@ -142,6 +142,7 @@ class ClusterNode:
         self._run_id: str | None = None
         self._last_change = "0-0"
         self._down: set[str] = set()  # nodes known to be down
+        self._joined = False  # once: later connections are returns
         self._lost_logged = False
         self._name_logged = False
         self._cleanup: Any = None
@@ -252,9 +253,8 @@ class ClusterNode:
                 self.up = True
                 backoff = BACKOFF_FIRST
                 self._name_logged = False
-                if self._lost_logged:
+                if self._joined and self._lost_logged:
                     log.info("cluster: Redis is back; routes resynchronised")
-                    self._lost_logged = False
                 else:
                     log.info(
                         "cluster: node %s joined through %s (%d nodes known)",
@@ -262,6 +262,8 @@ class ClusterNode:
                         _safe_url(self.url),
                         len(self.peers) + 1,
                     )
+                self._joined = True
+                self._lost_logged = False
                 await self._serve(redis)
             except asyncio.CancelledError:
                 raise

@@ -27,6 +27,12 @@ def _need_redis() -> None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
 
 
+@pytest.fixture(autouse=True)
+def _redis_installed() -> None:
+    """Every test here needs redis-server (the cluster fixtures check it too, earlier)."""
+    _need_redis()
+
+
 def _stop(redis: RedisServer, nodes: list[BrokerProcess]) -> None:
     for node in nodes:
         node.stop()

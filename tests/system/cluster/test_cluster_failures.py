@@ -12,7 +12,15 @@ import pytest
 from api_http import Api
 from brokers import BrokerProcess
 from clients import V311, TestClient
-from redis_server import connect, node_name, received, subscribed, wait_routed, wait_until
+from redis_server import (
+    RedisServer,
+    connect,
+    node_name,
+    received,
+    subscribed,
+    wait_routed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -194,3 +202,22 @@ def test_a_node_stopping_sends_its_clients_wills_and_leaves(make_cluster, client
     assert n2.stop() == 0  # SIGTERM: the server closes the connections, wills are due
     assert payloads(sub, 1.0) == [b"gone"]
     assert [n["node"] for n in api.get("/nodes").data] == [node_name(n1)]
+
+
+def test_a_node_started_before_redis_serves_locally_and_joins_later(tmp_path, clients, uid) -> None:
+    redis = RedisServer(tmp_path / "redis")  # its port is chosen, nothing listens yet
+    node = BrokerProcess(
+        tmp_path / "n", "--node-name", "early@127.0.0.1", "--cluster-redis-url", redis.url
+    ).start()
+    try:
+        assert node.wait_log("unreachable", timeout=5)
+        sub = subscribed(clients, node.port, f"{uid}-sub", f"{uid}/l", 1)
+        pub = connect(clients, node.port, f"{uid}-pub")
+        pub.publish(f"{uid}/l", b"local", qos=1)
+        assert payloads(sub, 0.5) == [b"local"]
+        redis.start()
+        assert node.wait_log("joined through", timeout=8)
+        assert wait_until(lambda: redis.client().hkeys(f"ferrymq:route:{uid}/l") != [])
+    finally:
+        node.stop()
+        redis.stop()
