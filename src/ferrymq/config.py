@@ -29,7 +29,15 @@ def _s(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
 @dataclass
 class Settings:
     # --- where and who ---
-    node_name: str = _s("ferrymq@127.0.0.1", "node name reported by the API and in $SYS topics")
+    node_name: str = _s(
+        "ferrymq@127.0.0.1",
+        "node name reported by the API and in $SYS topics; unique within a cluster",
+    )
+    cluster_redis_url: str = _s(
+        "",
+        "redis:// or rediss:// URL of the Redis that joins nodes into one cluster "
+        "(docs/cluster.md); empty: standalone",
+    )
     data_dir: str = _s("./data", "directory holding the SQLite database")
     bind: str = _s("127.0.0.1", "address of the MQTT TCP listener")
     port: int = _s(1883, "port of the MQTT TCP listener (0 picks a free port)")
@@ -337,6 +345,9 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 }
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://")
+
+
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
     known = {f.name: f for f in fields(Settings)}
     for name, value in values.items():
@@ -353,6 +364,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
         ):
             limit = f"at least {bounds[0]}" if bounds[1] is None else f"{bounds[0]}..{bounds[1]}"
             raise ConfigError(f"{name}: must be {limit}, got {value!r}")
+        if name == "cluster_redis_url" and value and not value.startswith(_REDIS_SCHEMES):
+            raise ConfigError(f"{name}: must start with redis:// or rediss://, got {value!r}")
         setattr(settings, name, value)
 
 

@@ -1,6 +1,10 @@
 """Wire the parts together and run until SIGINT/SIGTERM: store, broker, listeners,
 API, dashboard.
 
+In cluster mode (``cluster_redis_url``) the broker is ``cluster.ClusterBroker``
+and its node joins the cluster once the state is back; without it nothing of
+``cluster/`` (nor Redis' client) is even imported.
+
 Start-up is ordered for a short restart: the sessions (without their
 messages), then the MQTT listeners, then the rest of the state in the
 background (``Broker.finish_restore``: the sessions' messages, which a client
@@ -29,6 +33,7 @@ from ferrymq.transport.options import ListenerOptions
 
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
+    from ferrymq.cluster.node import ClusterNode
     from ferrymq.dashboard.server import DashboardServer
 
 log = logging.getLogger("ferrymq")
@@ -42,7 +47,14 @@ async def serve(settings: Settings) -> None:
         settings.db_path, settings.flush_interval, synchronous=settings.db_synchronous
     )
     store.open()
-    broker = Broker(settings, store, loop)
+    node: ClusterNode | None = None
+    if settings.cluster_redis_url:
+        from ferrymq.cluster.broker import clustered_broker
+
+        broker: Broker = clustered_broker(settings, store, loop)
+        node = broker.node  # type: ignore[attr-defined]
+    else:
+        broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None
     api: ApiServer | None = None
     restore: asyncio.Task[None] | None = None
@@ -61,7 +73,7 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
         # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
         app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
-        api = await app.start_api(broker, listeners)
+        api = await app.start_api(broker, listeners, peers=node)
         board = await loop.run_in_executor(
             None, importlib.import_module, "ferrymq.dashboard.server"
         )
@@ -69,6 +81,8 @@ async def serve(settings: Settings) -> None:
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
+        if node is not None:
+            node.start()  # joins in the background; clients are served meanwhile
         if api is not None:
             api.lifecycle.state = "running"  # GET /status: 200 from now on
         _tune_gc()
@@ -88,6 +102,10 @@ async def serve(settings: Settings) -> None:
         broker.shutdown()
         if kicked:
             await asyncio.sleep(0.05)  # let the kicked clients' transports write their last bytes
+        if node is not None:
+            # After the kicks: their wills go out to the other nodes too; then it leaves
+            # the cluster and the others stop forwarding here.
+            await node.stop()
         if listeners is not None:
             await listeners.wait_closed()
         store.close()

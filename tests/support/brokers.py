@@ -51,6 +51,11 @@ class BrokerProcess:
         self.log_path = data_dir / f"broker-{uuid.uuid4().hex[:6]}.log"
 
     def start(self) -> BrokerProcess:
+        self.launch()
+        return self.wait_started()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (several brokers start side by side)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -75,22 +80,27 @@ class BrokerProcess:
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_started(self) -> BrokerProcess:
+        """Wait for the listeners of a launched broker."""
         try:
             wait_port(self.port)
             # The API starts right after the MQTT listeners.
             if self._api_enabled():
                 wait_port(self.api_port)
             else:
-                self._wait_log("management API disabled")
+                self.wait_log("management API disabled")
         except TimeoutError:
             self.stop()
             raise RuntimeError("broker did not start:\n" + self.log()) from None
         return self
 
-    def _wait_log(self, text: str, timeout: float = 5.0) -> None:
+    def wait_log(self, text: str, timeout: float = 5.0) -> bool:
+        """Wait until ``text`` is in the log; whether it came in time."""
         deadline = time.monotonic() + timeout
         while text not in self.log() and time.monotonic() < deadline:
             time.sleep(0.02)
+        return text in self.log()
 
     def _api_enabled(self) -> bool:
         args = self.args

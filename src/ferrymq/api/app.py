@@ -41,7 +41,7 @@ from ferrymq.api import (
     topic_metrics,
 )
 from ferrymq.api.auth import AppAuth
-from ferrymq.api.cluster import CLUSTER, Cluster
+from ferrymq.api.cluster import CLUSTER, Cluster, Peers
 from ferrymq.api.context import CTX, ApiContext, ctx
 from ferrymq.api.errors import BAD_CREDENTIALS, BAD_PARAMETER, UNKNOWN_ERROR, ApiError
 from ferrymq.api.openapi import build_openapi
@@ -218,6 +218,7 @@ def build_app(
     listeners: ListenerInfo | None = None,
     authenticate: Middleware | None = None,
     share: ApiContext | None = None,
+    peers: Peers | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``BASE`` for ``broker`` (which must have a store).
 
@@ -225,6 +226,7 @@ def build_app(
     middleware (sessions instead of app credentials) and ``share``s the API
     server's context, so both count writes and drop cached credentials together.
     ``listeners``: the node's MQTT listeners, for ``/listeners`` and the alarms' view.
+    ``peers``: the other nodes of the cluster (``cluster.ClusterNode``), in cluster mode.
     """
     if broker.store is None:
         raise ValueError("the API needs a broker with a store")
@@ -247,7 +249,7 @@ def build_app(
     )
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen, listeners)
     app[OPENAPI_KEY] = build_openapi(routes)
-    app[CLUSTER] = Cluster(broker)
+    app[CLUSTER] = Cluster(broker, peers)
     app[prometheus.EXPORTER] = prometheus.Exporter(app[CLUSTER].local)
     app[status.LIFECYCLE] = status.Lifecycle()
     app.router.add_get(status.PATH, status.status, name="status")
@@ -293,9 +295,10 @@ class ApiServer:
         broker: Broker,
         mqtt_listen: list[str] | None = None,
         listeners: ListenerInfo | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.broker = broker
-        self.app = build_app(broker, mqtt_listen, listeners=listeners)
+        self.app = build_app(broker, mqtt_listen, listeners=listeners, peers=peers)
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
 
@@ -327,7 +330,9 @@ class ApiServer:
             self._runner = None
 
 
-async def start_api(broker: Broker, listeners: ListenerInfo | None = None) -> ApiServer | None:
+async def start_api(
+    broker: Broker, listeners: ListenerInfo | None = None, peers: Peers | None = None
+) -> ApiServer | None:
     """Create the first API app if needed and serve the API; None when api_port is 0."""
     settings = broker.settings
     if not settings.api_port:
@@ -335,7 +340,7 @@ async def start_api(broker: Broker, listeners: ListenerInfo | None = None) -> Ap
         return None
     assert broker.store is not None
     bootstrap_apps(broker.store, settings)
-    server = ApiServer(broker, listeners=listeners)
+    server = ApiServer(broker, listeners=listeners, peers=peers)
     await server.start()
     for address in server.addresses:
         log.info("management API on %s", address)

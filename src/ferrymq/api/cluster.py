@@ -1,10 +1,17 @@
 """The cluster view of the operations endpoints: a list of nodes, each answering for itself.
 
 Handlers never read one broker directly for node-level figures: they ask
-:class:`Cluster` for its nodes and merge what each answers. Today the list
-holds only :class:`LocalNode`; cluster mode adds remote nodes with the same
-async methods, and a node that does not answer in time fails the request
-with 500 / 101 (API.md "Cluster") instead of returning partial data.
+:class:`Cluster` for its nodes and merge what each answers. ``nodes()`` holds
+only :class:`LocalNode` so far; remote nodes answering the same async
+methods (by RPC) are a later step of cluster mode, and a node that does not
+answer in time fails the request with 500 / 101 (API.md "Cluster") instead
+of returning partial data.
+
+``members()`` is every node of the cluster for ``/nodes`` and ``/brokers``:
+in cluster mode the other nodes are :class:`RemoteNode`, described from the
+heartbeat record each one keeps in Redis (``Peers``, which
+``cluster.ClusterNode`` is), with ``node_status`` ``Stopped`` for a node
+whose heartbeat expired.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -23,7 +30,16 @@ from ferrymq.core import system
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
 
+
+class Peers(Protocol):
+    """The other nodes of the cluster as their heartbeats describe them."""
+
+    #: node name -> (alive, its last heartbeat record)
+    peers: dict[str, tuple[bool, dict[str, Any]]]
+
+
 T = TypeVar("T")
+N = TypeVar("N", bound="LocalNode | RemoteNode")
 
 SYSDESCR = "ferrymq MQTT broker"
 RPC_TIMEOUT = 5.0
@@ -53,6 +69,8 @@ def _fds_and_memory() -> tuple[int, system.Memory]:
 
 class LocalNode:
     """This process as a node of the cluster view."""
+
+    status = "Running"  # whoever answers is running
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -131,12 +149,81 @@ class LocalNode:
         self.broker.topic_metrics.unregister_all()
 
 
-class Cluster:
-    """The nodes the API answers for; one :class:`LocalNode` until cluster mode exists."""
+class RemoteNode:
+    """Another node of the cluster, as its last heartbeat record describes it."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, name: str, alive: bool, record: dict[str, Any]) -> None:
+        self.name = name
+        self.status = "Running" if alive else "Stopped"
+        self.record = record
+
+    def uptime(self) -> str:
+        r = self.record
+        since = r.get("started_at")
+        if since is None or self.status != "Running":
+            return uptime_text(0)
+        return uptime_text(r.get("heartbeat_at", time.time()) - since)
+
+    async def broker_info(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "node": self.name,
+            "version": r.get("version", ""),
+            "sysdescr": SYSDESCR,
+            "uptime": self.uptime(),
+            "datetime": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "node_status": self.status,
+            "otp_release": r.get("otp_release", ""),
+        }
+
+    async def node_info(self) -> dict[str, Any]:
+        r = self.record
+        load = list(r.get("load") or (0.0, 0.0, 0.0))
+        fds = int(r.get("max_fds", 0))
+        return {
+            "node": self.name,
+            "node_status": self.status,
+            "version": r.get("version", ""),
+            "otp_release": r.get("otp_release", ""),
+            "uptime": self.uptime(),
+            "connections": int(r.get("connections", 0)),
+            "live_connections": int(r.get("live_connections", 0)),
+            "load1": f"{load[0]:.2f}",
+            "load5": f"{load[1]:.2f}",
+            "load15": f"{load[2]:.2f}",
+            "memory_total": kmg(int(r.get("memory_total", 0))),
+            "memory_used": kmg(int(r.get("memory_used", 0))),
+            "process_memory": kmg(int(r.get("process_memory", 0))),
+            "max_fds": fds,
+            "process_available": fds,
+            "process_used": int(r.get("process_used", 0)),
+        }
+
+
+Member = LocalNode | RemoteNode
+
+
+class Cluster:
+    """The nodes the API answers for: this one, and in cluster mode the others' records."""
+
+    def __init__(self, broker: Broker, peers: Peers | None = None) -> None:
         self.local = LocalNode(broker)
         self._nodes = [self.local]
+        self.peers = peers
+
+    def members(self) -> list[Member]:
+        """Every node of the cluster (this one first, then by name), for /nodes and /brokers."""
+        out: list[Member] = [self.local]
+        if self.peers is not None:
+            for name, (alive, record) in sorted(self.peers.peers.items()):
+                out.append(RemoteNode(name, alive, record))
+        return out
+
+    def member(self, name: str) -> Member:
+        for node in self.members():
+            if node.name == name:
+                return node
+        raise not_found(UNKNOWN_ERROR, f"no node named {name!r} in the cluster")
 
     def nodes(self) -> list[LocalNode]:
         return list(self._nodes)
@@ -147,9 +234,14 @@ class Cluster:
                 return node
         raise not_found(UNKNOWN_ERROR, f"no node named {name!r} in the cluster")
 
-    async def each(self, call: Callable[[LocalNode], Awaitable[T]]) -> list[tuple[LocalNode, T]]:
-        """``call`` on every node concurrently, in node order; 500 / 101 if one does not answer."""
-        nodes = self.nodes()
+    async def each(
+        self, call: Callable[[N], Awaitable[T]], nodes: list[N] | None = None
+    ) -> list[tuple[N, T]]:
+        """``call`` on every node (of ``nodes()`` unless ``nodes`` are given) concurrently,
+        in node order; 500 / 101 if one does not answer in time."""
+        if nodes is None:
+            nodes = self.nodes()  # type: ignore[assignment]
+        assert nodes is not None
         try:
             results = await asyncio.wait_for(
                 asyncio.gather(*(call(node) for node in nodes)), RPC_TIMEOUT

@@ -2,7 +2,9 @@
 
 Shapes as EMQX 4.4's ``emqx_mgmt_api_brokers|nodes|stats|routes``: lists have
 one item per node; the ``/{node}`` forms answer for one node (404 / 102 for a
-name that is not in the cluster).
+name that is not in the cluster). ``/brokers`` and ``/nodes`` list every
+member of the cluster (``Cluster.members``: remote ones from their heartbeat
+records); ``/stats`` and ``/routes`` still answer for this node only.
 """
 
 from __future__ import annotations
@@ -50,21 +52,23 @@ _ROUTE = obj({"topic": STR, "node": STR})
 
 
 async def list_brokers(request: web.Request) -> web.Response:
-    answers = await cluster(request).each(lambda node: node.broker_info())
+    c = cluster(request)
+    answers = await c.each(lambda node: node.broker_info(), c.members())
     return ok([info for _node, info in answers])
 
 
 async def get_broker(request: web.Request) -> web.Response:
-    return ok(await cluster(request).node(request.match_info["node"]).broker_info())
+    return ok(await cluster(request).member(request.match_info["node"]).broker_info())
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    answers = await cluster(request).each(lambda node: node.node_info())
+    c = cluster(request)
+    answers = await c.each(lambda node: node.node_info(), c.members())
     return ok([info for _node, info in answers])
 
 
 async def get_node(request: web.Request) -> web.Response:
-    return ok(await cluster(request).node(request.match_info["node"]).node_info())
+    return ok(await cluster(request).member(request.match_info["node"]).node_info())
 
 
 async def list_stats(request: web.Request) -> web.Response:

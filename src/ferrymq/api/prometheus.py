@@ -208,7 +208,8 @@ EXPORTER = web.AppKey("ferrymq_prometheus", Exporter)
 async def prometheus_stats(request: web.Request) -> web.Response:
     kind = query_choice(request, "type", ("prometheus", "json")) or "json"
     exporter = request.app[EXPORTER]
-    exporter.collector.cluster_size = len(cluster(request).nodes())
+    members = cluster(request).members()
+    exporter.collector.cluster_size = sum(1 for m in members if m.status == "Running")
     if kind == "json":
         return ok(exporter.collector.as_json())
     body = generate_latest(exporter.registry)

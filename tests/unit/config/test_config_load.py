@@ -134,6 +134,8 @@ def test_every_setting_has_a_flag_env_name_and_help():
 def _other_value(f) -> str:
     """A valid value for setting ``f`` that differs from its default, as text."""
     d = f.default
+    if f.name == "cluster_redis_url":  # a URL of one of the accepted schemes
+        return "redis://127.0.0.1:6379/0"
     if f.metadata.get("choices"):
         return next(c for c in f.metadata["choices"] if c != d)
     if d is None or isinstance(d, bool):
@@ -154,3 +156,24 @@ def test_flags_parse_through_argparse(tmp_path):
     assert s.allow_anonymous is True
     with pytest.raises(SystemExit):
         parser.parse_args(["--shared-subscription-strategy", "nope"])
+
+
+def test_cluster_redis_url_from_file_environment_and_flags(tmp_path):
+    assert config.load(environ={}).cluster_redis_url == ""  # standalone by default
+    toml = tmp_path / "c.toml"
+    toml.write_text('cluster_redis_url = "redis://10.0.0.1:6379/0"\nnode_name = "a@10.0.0.5"\n')
+    s = config.load(toml, environ={})
+    assert (s.cluster_redis_url, s.node_name) == ("redis://10.0.0.1:6379/0", "a@10.0.0.5")
+    env = {"FERRYMQ_CLUSTER_REDIS_URL": "rediss://:pw@r.example:6380/1"}
+    assert config.load(toml, environ=env).cluster_redis_url == "rediss://:pw@r.example:6380/1"
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    args = parser.parse_args(["--cluster-redis-url", "redis://h/2", "--node-name", "b@h"])
+    s = config.load(toml, vars(args), environ=env)
+    assert (s.cluster_redis_url, s.node_name) == ("redis://h/2", "b@h")
+
+
+def test_cluster_redis_url_must_be_a_redis_url():
+    for bad in ("http://h:6379", "h:6379", "redis:/h"):
+        with pytest.raises(config.ConfigError, match="cluster_redis_url"):
+            config.load(environ={"FERRYMQ_CLUSTER_REDIS_URL": bad})

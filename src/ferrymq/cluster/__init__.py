@@ -1,0 +1,17 @@
+"""Cluster mode: many ferrymq nodes joined into one broker through a Redis (docs/cluster.md).
+
+Layer: above ``core`` (it substitutes the broker's route table and extends its
+publish), below ``transport`` and ``api``; ``core`` never imports it and
+``server.py`` wires it only when ``cluster_redis_url`` is set, so a
+standalone node runs exactly the code it always ran.
+
+- ``codec``: the forwarded-message frames (one Redis command carries many);
+- ``routes``: the in-memory replica of the cluster route table and the
+  pending local route changes (pure bookkeeping, no I/O);
+- ``outbox``: forwarded messages batched per destination node;
+- ``router``: the local ``Router`` that reports a filter's first and last
+  local subscriber;
+- ``broker``: the ``Broker`` whose publish also forwards;
+- ``node``: everything that talks to Redis (membership, route sync, inboxes,
+  retained messages, outages).
+"""

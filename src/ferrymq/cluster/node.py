@@ -1,0 +1,658 @@
+"""This node's side of the cluster: everything that talks to Redis.
+
+Keys (all under ``ferrymq:``)::
+
+    nodes                 hash  node -> its last heartbeat record (JSON)
+    alive:{node}          string, expires 3 s after the last heartbeat
+    route:{filter}        hash  node -> 1, one per plain filter in use somewhere
+    node-routes:{node}    set   of the node's filters (for cleaning up after it)
+    changes               stream: route changes, retained changes, nodes leaving
+    retained              hash  topic -> stored message (storage.codec)
+    inbox0:{node}         pub/sub channel: QoS 0 batches for the node
+    inbox:{node}          stream (consumer group "ferrymq"): QoS 1/2 batches
+    cleanup:{node}        lock held by the node that cleans up after a dead one
+
+Rules this module keeps:
+- nothing here is on a standalone node's path, and nothing on the message
+  path waits for Redis: ``forward`` appends to the outbox and wakes one sender
+  task, which sends everything queued since its last send in one pipeline
+  (one command per destination node and kind);
+- route changes are written every few milliseconds in one transaction (the
+  per-filter hashes, this node's set and one change-stream entry); the other
+  nodes apply the entry to their replica;
+- a (re)connection starts with a full resync: inboxes subscribed first (so
+  nothing sent to this node from then on is missed), then this node's whole
+  route set replaces what Redis had for it, then the replica is rebuilt from
+  a snapshot and the change stream is tailed from just before it;
+- a QoS 1/2 batch is acknowledged (XACK) only after local dispatch, so batches
+  a node had not dispatched when it stopped are dispatched when it returns;
+- a node whose ``alive`` key expired is down: every node drops its routes at
+  once, and the one that takes its cleanup lock removes them from Redis
+  (atomically, unless the node came back meanwhile); a node that finds its
+  own key had lapsed (its loop stalled past the TTL) announces its whole
+  route set again, as the others have dropped it;
+- Redis unreachable (or restarted, noticed by its run id): logged once, every
+  node keeps serving its own clients, forwarding is paused and counted
+  (``cluster.forward.paused``), retained changes made meanwhile are kept for
+  the resync, and the connection is retried with backoff. Nothing raises out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from redis import asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
+
+from ferrymq import __version__
+from ferrymq.cluster.codec import split
+from ferrymq.cluster.outbox import Outbox
+from ferrymq.cluster.routes import PendingRoutes, RouteReplica
+from ferrymq.core import system
+from ferrymq.model.message import Message
+from ferrymq.storage.codec import dump_message, load_message
+
+if TYPE_CHECKING:
+    from ferrymq.cluster.broker import ClusterBroker
+
+log = logging.getLogger("ferrymq.cluster")
+
+P = "ferrymq:"
+NODES = P + "nodes"
+CHANGES = P + "changes"
+RETAINED = P + "retained"
+GROUP = "ferrymq"
+
+HEARTBEAT_INTERVAL = 1.0
+ALIVE_TTL_MS = 3000
+ROUTE_FLUSH_DELAY = 0.005  # route changes are batched this long
+READ_BLOCK_MS = 1000
+CHANGES_MAXLEN = 10_000
+INBOX_MAXLEN = 100_000
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 3.0
+
+# Remove a dead node's routes unless it came back (its alive key exists again).
+_CLEANUP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local filters = redis.call('SMEMBERS', KEYS[2])
+for _, f in ipairs(filters) do redis.call('HDEL', ARGV[2] .. f, ARGV[1]) end
+redis.call('DEL', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'down', 'node', ARGV[1])
+return #filters
+"""
+
+
+def alive_key(node: str) -> str:
+    return f"{P}alive:{node}"
+
+
+def route_key(topic_filter: str) -> str:
+    return f"{P}route:{topic_filter}"
+
+
+def node_routes_key(node: str) -> str:
+    return f"{P}node-routes:{node}"
+
+
+def inbox0(node: str) -> str:
+    return f"{P}inbox0:{node}"
+
+
+def inbox(node: str) -> str:
+    return f"{P}inbox:{node}"
+
+
+class RedisRestarted(RedisError):
+    """Redis answers again, but as a new process: what it held is gone."""
+
+
+class NameTaken(RedisError):
+    """Another live node has this node's name (it may also be this node's previous
+    process, killed less than the heartbeat's lifetime ago): retried until it expires."""
+
+
+class ClusterNode:
+    """Membership, route sync, forwarding and retained sync of this node."""
+
+    def __init__(self, node_name: str, redis_url: str) -> None:
+        self.name = node_name
+        self.url = redis_url
+        self.replica = RouteReplica(node_name)
+        self.local: set[str] = set()  # this node's filters: what Redis should hold for it
+        self.pending = PendingRoutes()
+        self.outbox = Outbox()
+        self.broker: ClusterBroker | None = None
+        self.up = False  # connected and resynchronised
+        self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
+        self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
+        self._wake = asyncio.Event()
+        self._route_timer: asyncio.TimerHandle | None = None
+        self._routes_due = False
+        self._task: asyncio.Task[None] | None = None
+        self._redis: aioredis.Redis | None = None
+        self._run_id: str | None = None
+        self._last_change = "0-0"
+        self._down: set[str] = set()  # nodes known to be down
+        self._joined = False  # once: later connections are returns
+        self._lost_logged = False
+        self._name_logged = False
+        self._cleanup: Any = None
+        self._pubsub: Any = None
+        self._token = uuid.uuid4().hex.encode()  # this process's claim on the node name
+        self._bad_data_logged = False
+
+    # --- wiring -------------------------------------------------------------
+
+    def attach(self, broker: ClusterBroker) -> None:
+        self.broker = broker
+
+    def start(self) -> None:
+        """Join the cluster in the background (the node serves its clients meanwhile)."""
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def stop(self) -> None:
+        """Leave the cluster: what is still queued for other nodes is sent, then this node's
+        routes and records are removed from Redis."""
+        was_up = self.up
+        last = self.outbox.take() if was_up else None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        redis, self._redis = self._redis, None
+        if redis is None:
+            return
+        if last is not None:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self._leave(redis, *last[:2]), 1.0)
+        with contextlib.suppress(RedisError, OSError):
+            await redis.aclose()
+
+    def _announce(self, pipe: Any, op: str, **fields: str | bytes) -> None:
+        """Queue one change-stream entry of this node on ``pipe``."""
+        entry = {"op": op, "node": self.name, **fields}
+        pipe.xadd(CHANGES, entry, maxlen=CHANGES_MAXLEN, approximate=True)
+
+    async def _leave(
+        self, redis: aioredis.Redis, qos0: dict[str, bytes], reliable: dict[str, bytes]
+    ) -> None:
+        if self._retained_out:
+            await self._send_retained(redis)
+        pipe = redis.pipeline(transaction=True)
+        _queue_batches(pipe, qos0, reliable)
+        for topic_filter in self.local:
+            pipe.hdel(route_key(topic_filter), self.name)
+        pipe.delete(node_routes_key(self.name), alive_key(self.name))
+        pipe.hdel(NODES, self.name)
+        self._announce(pipe, "leave")
+        await pipe.execute()
+
+    # --- what the broker calls ---------------------------------------------------
+
+    def route_added(self, topic_filter: str) -> None:
+        """The first local subscriber of ``topic_filter`` (a plain filter)."""
+        self.local.add(topic_filter)
+        self.pending.add(topic_filter)
+        self._schedule_routes()
+
+    def route_removed(self, topic_filter: str) -> None:
+        """The last local subscriber of ``topic_filter`` is gone."""
+        self.local.discard(topic_filter)
+        self.pending.remove(topic_filter)
+        self._schedule_routes()
+
+    def forward(self, msg: Message, nodes: tuple[str, ...]) -> None:
+        """Queue ``msg`` for ``nodes``; sent with everything else queued in this turn."""
+        if not self.up:
+            self.broker.metrics["cluster.forward.paused"] += len(nodes)  # type: ignore[union-attr]
+            return
+        self.outbox.put(msg, nodes)
+        self._wake.set()
+
+    def retain_changed(self, msg: Message) -> None:
+        """A retained message set (or cleared: empty payload) here, for every node."""
+        self._retained_out[msg.topic] = msg
+        if self.up:
+            self._wake.set()
+
+    def _schedule_routes(self) -> None:
+        if self._route_timer is None and self.up:
+            self._route_timer = asyncio.get_running_loop().call_later(
+                ROUTE_FLUSH_DELAY, self._routes_timer
+            )
+
+    def _routes_timer(self) -> None:
+        self._route_timer = None
+        self._routes_due = True
+        self._wake.set()
+
+    # --- the connection's life ------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            redis: aioredis.Redis | None = None
+            try:
+                redis = self._redis = aioredis.from_url(
+                    self.url,
+                    socket_connect_timeout=2.0,
+                    socket_timeout=5.0,
+                    retry=Retry(NoBackoff(), 0),
+                )
+                await self._resync(redis)
+                self.up = True
+                backoff = BACKOFF_FIRST
+                self._name_logged = False
+                if self._joined and self._lost_logged:
+                    log.info("cluster: Redis is back; routes resynchronised")
+                else:
+                    log.info(
+                        "cluster: node %s joined through %s (%d nodes known)",
+                        self.name,
+                        _safe_url(self.url),
+                        len(self.peers) + 1,
+                    )
+                self._joined = True
+                self._lost_logged = False
+                await self._serve(redis)
+            except asyncio.CancelledError:
+                raise
+            except NameTaken as exc:
+                if not self._name_logged:
+                    log.error("cluster: not joining yet: %s", exc)
+                    self._name_logged = True
+            except (RedisError, OSError, ValueError) as exc:
+                if not self._lost_logged:
+                    log.warning(
+                        "cluster: Redis at %s unreachable (%s); serving local clients only, "
+                        "cross-node traffic paused until it returns",
+                        _safe_url(self.url),
+                        exc or type(exc).__name__,
+                    )
+                    self._lost_logged = True
+            except Exception:  # a bug must not end the node: log it, start over
+                log.exception("cluster: unexpected error; reconnecting")
+            finally:
+                self._went_down()
+            if redis is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await redis.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _went_down(self) -> None:
+        self.up = False
+        self._run_id = None
+        if self._route_timer is not None:
+            self._route_timer.cancel()
+            self._route_timer = None
+        self.pending.take()  # the resync sends the whole set
+        _, _, lost = self.outbox.take()
+        if lost and self.broker is not None:
+            self.broker.metrics["cluster.forward.paused"] += lost
+
+    async def _resync(self, redis: aioredis.Redis) -> None:
+        """Everything a (re)connection starts with; see the module docstring for the order."""
+        self._run_id = await self._server_run_id(redis)
+        await self._claim_name(redis)
+        self._pubsub = redis.pubsub()
+        await self._pubsub.subscribe(inbox0(self.name))
+        try:
+            await redis.xgroup_create(inbox(self.name), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        await self._heartbeat(redis)
+        last = await redis.xrevrange(CHANGES, count=1)
+        self._last_change = last[0][0].decode() if last else "0-0"
+        self.pending.take()
+        await self._push_routes(redis)
+        snapshot: dict[str, list[str]] = {}
+        keys = [key async for key in redis.scan_iter(match=route_key("*"), count=1000)]
+        pipe = redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hkeys(key)
+        prefix = len(route_key(""))
+        for key, nodes in zip(keys, await pipe.execute(), strict=True):
+            snapshot[key.decode()[prefix:]] = [n.decode() for n in nodes]
+        self.replica.replace(snapshot)
+        await self._membership(redis)
+        await self._sync_retained(redis)
+
+    async def _push_routes(self, redis: aioredis.Redis) -> None:
+        """This node's whole route set replaces what Redis holds for it."""
+        held = {f.decode() for f in await redis.smembers(node_routes_key(self.name))}
+        local = sorted(self.local)
+        pipe = redis.pipeline(transaction=True)
+        for topic_filter in held - self.local:
+            pipe.hdel(route_key(topic_filter), self.name)
+        pipe.delete(node_routes_key(self.name))
+        for topic_filter in local:
+            pipe.hset(route_key(topic_filter), self.name, 1)
+        if local:
+            pipe.sadd(node_routes_key(self.name), *local)
+        self._announce(pipe, "set", f=json.dumps(local))
+        await pipe.execute()
+
+    async def _sync_retained(self, redis: aioredis.Redis) -> None:
+        """Retained changes made while away go first; then Redis' set is taken in, and what
+        only this node retains (a node joining with its own data) is added to it."""
+        broker = self.broker
+        assert broker is not None
+        if self._retained_out:
+            await self._send_retained(redis)
+        stored: dict[bytes, bytes] = await redis.hgetall(RETAINED)
+        for raw_topic, data in stored.items():
+            topic = raw_topic.decode()
+            local = broker.retained.get(topic)
+            if local is None or dump_message(local) != data:
+                broker.apply_remote_retain(load_message(data))
+        missing = [m for m in broker.retained if m.topic.encode() not in stored]
+        if missing and not broker.restoring:
+            pipe = redis.pipeline(transaction=False)
+            for msg in missing:
+                if not msg.topic.startswith("$SYS/"):
+                    pipe.hset(RETAINED, msg.topic, dump_message(msg))
+            await pipe.execute()
+
+    async def _serve(self, redis: aioredis.Redis) -> None:
+        """Run the node's loops until one fails (then all stop and the caller reconnects)."""
+        loops: list[Callable[[aioredis.Redis], Awaitable[None]]] = [
+            self._heartbeats,
+            self._read_changes,
+            self._read_qos0,
+            self._read_reliable,
+            self._send,
+        ]
+        tasks = [asyncio.create_task(run(redis)) for run in loops]
+        if self.pending:  # changes made during the resync
+            self._schedule_routes()
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raises the failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+
+    # --- heartbeat and membership -----------------------------------------------
+
+    async def _server_run_id(self, redis: aioredis.Redis) -> str:
+        info = await redis.info("server")
+        return str(info.get("run_id", ""))
+
+    async def _claim_name(self, redis: aioredis.Redis) -> None:
+        """Take this node's alive key; refused while another process holds the name."""
+        key = alive_key(self.name)
+        if not await redis.set(key, self._token, px=ALIVE_TTL_MS, nx=True):
+            holder = await redis.get(key)
+            if holder is not None and holder != self._token:
+                raise NameTaken(
+                    f"another node named {self.name!r} is alive; "
+                    "each node of a cluster needs its own node_name"
+                )
+
+    async def _heartbeats(self, redis: aioredis.Redis) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            if await self._server_run_id(redis) != self._run_id:
+                raise RedisRestarted("Redis restarted: its state is gone")
+            if await self._heartbeat(redis):
+                log.warning(
+                    "cluster: this node's heartbeat lapsed (the others took it for down); "
+                    "announcing its routes again"
+                )
+                await self._push_routes(redis)
+            await self._membership(redis)
+
+    async def _heartbeat(self, redis: aioredis.Redis) -> bool:
+        """Refresh this node's alive key and record; whether the key had lapsed."""
+        record = json.dumps(await self.record())
+        pipe = redis.pipeline(transaction=False)
+        pipe.set(alive_key(self.name), self._token, px=ALIVE_TTL_MS, get=True)
+        pipe.hset(NODES, self.name, record)
+        was, _ = await pipe.execute()
+        return was is None
+
+    async def record(self) -> dict[str, Any]:
+        """What the other nodes' APIs show of this node (``/nodes``, ``/brokers``)."""
+        broker = self.broker
+        assert broker is not None
+        loop = asyncio.get_running_loop()
+        open_fds, mem = await loop.run_in_executor(None, _fds_and_memory)
+        stats = broker.stats()
+        return {
+            "version": __version__,
+            "otp_release": system.python_release(),
+            "started_at": broker.started_at,
+            "heartbeat_at": time.time(),
+            "connections": stats["connections.count"],
+            "live_connections": stats["live_connections.count"],
+            "load": list(system.load_averages()),
+            "memory_total": mem.total,
+            "memory_used": mem.used,
+            "process_memory": mem.rss,
+            "max_fds": system.max_fds(),
+            "process_used": open_fds,
+            "routes": len(self.local),
+        }
+
+    async def _membership(self, redis: aioredis.Redis) -> None:
+        """Read every node's record and liveness; drop and clean up after the dead ones."""
+        records: dict[bytes, bytes] = await redis.hgetall(NODES)
+        names = [n.decode() for n in records if n.decode() != self.name]
+        pipe = redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(alive_key(name))
+        alive = await pipe.execute() if names else []
+        peers: dict[str, tuple[bool, dict[str, Any]]] = {}
+        for name, is_alive in zip(names, alive, strict=True):
+            try:
+                record = json.loads(records[name.encode()])
+            except ValueError:
+                record = {}
+            peers[name] = (bool(is_alive), record)
+            if is_alive:
+                self._down.discard(name)
+                continue
+            self.replica.drop_node(name)  # also what a snapshot may still hold of it
+            if name not in self._down:
+                self._down.add(name)
+                log.warning("cluster: node %s is down; its routes are dropped", name)
+                await self._clean_up_after(redis, name)
+        self.peers = peers
+
+    async def _clean_up_after(self, redis: aioredis.Redis, name: str) -> None:
+        """Remove a dead node's routes from Redis, if this node takes the lock for it."""
+        if await redis.set(f"{P}cleanup:{name}", self.name, nx=True, px=10_000):
+            if self._cleanup is None:
+                self._cleanup = redis.register_script(_CLEANUP)
+            removed = await self._cleanup(
+                keys=[alive_key(name), node_routes_key(name), CHANGES],
+                args=[name, route_key(""), CHANGES_MAXLEN],
+                client=redis,
+            )
+            if removed >= 0:
+                log.info("cluster: removed %d routes of node %s from Redis", removed, name)
+
+    # --- reading --------------------------------------------------------------------
+
+    async def _read_changes(self, redis: aioredis.Redis) -> None:
+        """Tail the change stream: other nodes' route and retained changes."""
+        while True:
+            reply = await redis.xread({CHANGES: self._last_change}, count=1000, block=READ_BLOCK_MS)
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._last_change = entry_id.decode()
+                    try:
+                        self._apply_change(fields)
+                    except (ValueError, KeyError) as exc:
+                        self._bad_data(exc)
+
+    def _apply_change(self, fields: dict[bytes, bytes]) -> None:
+        node = fields.get(b"node", b"").decode()
+        if node == self.name:
+            return
+        op = fields.get(b"op")
+        replica = self.replica
+        if op == b"add":
+            for topic_filter in json.loads(fields[b"f"]):
+                replica.add(node, topic_filter)
+        elif op == b"del":
+            for topic_filter in json.loads(fields[b"f"]):
+                replica.remove(node, topic_filter)
+        elif op == b"set":
+            replica.drop_node(node)
+            for topic_filter in json.loads(fields[b"f"]):
+                replica.add(node, topic_filter)
+        elif op == b"down":  # another node noticed first and cleaned up after it
+            replica.drop_node(node)
+            if node not in self._down:
+                self._down.add(node)
+                log.warning("cluster: node %s is down; its routes are dropped", node)
+        elif op == b"leave":
+            replica.drop_node(node)
+            self.peers.pop(node, None)
+        elif op == b"retain":
+            self.broker.apply_remote_retain(load_message(fields[b"m"]))  # type: ignore[union-attr]
+
+    async def _read_qos0(self, _redis: aioredis.Redis) -> None:
+        pubsub = self._pubsub
+        dispatch = self._dispatch
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message["type"] == "message":
+                dispatch(message["data"])
+
+    async def _read_reliable(self, redis: aioredis.Redis) -> None:
+        """The QoS 1/2 inbox: what was left unacknowledged first, then new batches."""
+        stream = inbox(self.name)
+        dispatch = self._dispatch
+        start = "0"  # this consumer's pending entries (from before a restart)
+        while True:
+            reply = await redis.xreadgroup(
+                GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS
+            )
+            entries = reply[0][1] if reply else []
+            if start == "0" and not entries:
+                start = ">"
+                continue
+            if not entries:
+                continue
+            ids = []
+            for entry_id, fields in entries:
+                data = fields.get(b"m")
+                if data:
+                    dispatch(data)
+                ids.append(entry_id)
+            pipe = redis.pipeline(transaction=False)
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    def _dispatch(self, batch: bytes) -> None:
+        try:
+            messages = split(batch)
+        except ValueError as exc:
+            self._bad_data(exc)
+            return
+        self.broker.dispatch_remote(messages)  # type: ignore[union-attr]
+
+    def _bad_data(self, exc: Exception) -> None:
+        """Something in Redis this node cannot read (another version's?): skipped, logged once."""
+        if not self._bad_data_logged:
+            log.warning("cluster: skipped data this node cannot read (%s)", exc)
+            self._bad_data_logged = True
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def _send(self, redis: aioredis.Redis) -> None:
+        """The one sender: forwarded batches, route changes and retained changes."""
+        wake = self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            if self._routes_due:
+                self._routes_due = False
+                await self._send_routes(redis)
+            if self._retained_out:
+                await self._send_retained(redis)
+            if not self.outbox:
+                continue
+            qos0, reliable, count = self.outbox.take()
+            pipe = redis.pipeline(transaction=False)
+            _queue_batches(pipe, qos0, reliable)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError):
+                self.broker.metrics["cluster.forward.paused"] += count  # type: ignore[union-attr]
+                raise
+            self.broker.metrics["cluster.forwarded"] += count  # type: ignore[union-attr]
+
+    async def _send_routes(self, redis: aioredis.Redis) -> None:
+        added, removed = self.pending.take()
+        if not added and not removed:
+            return
+        mine = node_routes_key(self.name)
+        pipe = redis.pipeline(transaction=True)
+        for topic_filter in added:
+            pipe.hset(route_key(topic_filter), self.name, 1)
+        for topic_filter in removed:
+            pipe.hdel(route_key(topic_filter), self.name)
+        if added:
+            pipe.sadd(mine, *added)
+            self._announce(pipe, "add", f=json.dumps(added))
+        if removed:
+            pipe.srem(mine, *removed)
+            self._announce(pipe, "del", f=json.dumps(removed))
+        await pipe.execute()
+
+    async def _send_retained(self, redis: aioredis.Redis) -> None:
+        changes, self._retained_out = self._retained_out, {}
+        pipe = redis.pipeline(transaction=True)
+        for topic, msg in changes.items():
+            data = dump_message(msg)
+            if msg.payload:
+                pipe.hset(RETAINED, topic, data)
+            else:
+                pipe.hdel(RETAINED, topic)
+            self._announce(pipe, "retain", m=data)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError):
+            for topic, msg in changes.items():  # kept for the next resync
+                self._retained_out.setdefault(topic, msg)
+            raise
+
+
+def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]) -> None:
+    """One command per destination node and kind: pub/sub for QoS 0, the stream for 1/2."""
+    for node, batch in qos0.items():
+        pipe.publish(inbox0(node), batch)
+    for node, batch in reliable.items():
+        pipe.xadd(inbox(node), {"m": batch}, maxlen=INBOX_MAXLEN, approximate=True)
+
+
+def _fds_and_memory() -> tuple[int, system.Memory]:
+    return system.open_fds(), system.memory()
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest

@@ -1,0 +1,50 @@
+"""Forwarded messages waiting for the next send, batched per destination node.
+
+Rules kept here:
+- a message is framed once (``codec.frame``) and the same bytes join the batch
+  of every node it goes to;
+- QoS 0 and QoS 1/2 are batched apart: they travel by different inboxes
+  (pub/sub, at most once; a stream with acknowledgements, at least once);
+- ``take`` hands over one joined batch per (node, kind) and leaves the outbox
+  empty, so one Redis command carries everything a node gets in a turn.
+"""
+
+from __future__ import annotations
+
+from ferrymq.cluster.codec import frame
+from ferrymq.model.message import Message
+
+
+class Outbox:
+    """Frames per destination node, QoS 0 apart from QoS 1/2."""
+
+    __slots__ = ("messages", "qos0", "reliable")
+
+    def __init__(self) -> None:
+        self.qos0: dict[str, list[bytes]] = {}
+        self.reliable: dict[str, list[bytes]] = {}
+        self.messages = 0  # (message, node) pairs waiting
+
+    def __bool__(self) -> bool:
+        return self.messages > 0
+
+    def put(self, msg: Message, nodes: tuple[str, ...]) -> None:
+        data = frame(msg)
+        box = self.qos0 if msg.qos == 0 else self.reliable
+        for node in nodes:
+            frames = box.get(node)
+            if frames is None:
+                box[node] = [data]
+            else:
+                frames.append(data)
+        self.messages += len(nodes)
+
+    def take(self) -> tuple[dict[str, bytes], dict[str, bytes], int]:
+        """``({node: QoS 0 batch}, {node: QoS 1/2 batch}, messages)``; the outbox is then empty."""
+        qos0 = {node: b"".join(frames) for node, frames in self.qos0.items()}
+        reliable = {node: b"".join(frames) for node, frames in self.reliable.items()}
+        count = self.messages
+        self.qos0.clear()
+        self.reliable.clear()
+        self.messages = 0
+        return qos0, reliable, count

@@ -1,0 +1,140 @@
+"""Forwarded messages in memory: frames and batches, the outbox, and the broker of a
+clustered node (what it forwards, what it dispatches, what it never sends back)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ferrymq.cluster.broker import ClusterBroker, clustered_broker
+from ferrymq.cluster.codec import frame, split
+from ferrymq.cluster.outbox import Outbox
+from ferrymq.config import Settings
+from ferrymq.model.message import Message
+from ferrymq.mqtt.packets import Publish, Subscribe, SubscriptionOptions
+from memory import Peer, settle
+
+
+def test_a_batch_of_frames_keeps_every_field() -> None:
+    props = {"user_property": [("k", "v")], "correlation_data": b"\x00\x01"}
+    msgs = [
+        Message("a/b", b"zero", 0, False, None, "pub1"),
+        Message("a/c", b"one", 1, True, props, "pub2", time.monotonic() + 30),
+        Message("x", b"", 2, False),
+    ]
+    out = split(b"".join(frame(m) for m in msgs))
+    assert [(m.topic, m.payload, m.qos, m.retain, m.publisher) for m in out] == [
+        ("a/b", b"zero", 0, False, "pub1"),
+        ("a/c", b"one", 1, True, "pub2"),
+        ("x", b"", 2, False, ""),
+    ]
+    assert out[1].properties == props
+    assert 29 <= out[1].remaining_expiry(time.monotonic()) <= 30  # type: ignore[operator]
+    assert out[0].expiry_at == 0.0
+
+
+def test_a_truncated_batch_is_refused() -> None:
+    data = frame(Message("a", b"payload"))
+    for cut in (2, len(data) - 1):
+        with pytest.raises(ValueError):
+            split(data[:cut])
+    assert split(b"") == []
+
+
+def test_outbox_encodes_once_and_batches_per_node_and_kind() -> None:
+    box = Outbox()
+    m0 = Message("t", b"q0", 0)
+    m1 = Message("t", b"q1", 1)
+    m2 = Message("u", b"q2", 2)
+    box.put(m0, ("n2", "n3"))
+    box.put(m1, ("n2", "n3"))
+    box.put(m2, ("n3",))
+    assert box.messages == 5
+    # One frame object shared by both destinations: encoded once.
+    assert box.qos0["n2"][0] is box.qos0["n3"][0]
+    qos0, reliable, count = box.take()
+    assert count == 5 and not box
+    assert set(qos0) == {"n2", "n3"} and set(reliable) == {"n2", "n3"}
+    assert [m.payload for m in split(qos0["n2"])] == [b"q0"]
+    assert [m.payload for m in split(reliable["n3"])] == [b"q1", b"q2"]
+    assert box.take() == ({}, {}, 0)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[ClusterBroker]:
+    settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
+    b = clustered_broker(settings, None, asyncio.get_running_loop())
+    b.node.up = True  # as if joined: forward() queues instead of counting a pause
+    yield b
+    b.shutdown()
+
+
+async def subscribed(broker: ClusterBroker, client_id: str, topic_filter: str) -> Peer:
+    peer = Peer(broker, client_id, version=5)
+    await peer.connack()
+    peer.send(Subscribe(1, [SubscriptionOptions(topic_filter, 1, no_local=True)]))
+    await peer.expect()
+    return peer
+
+
+async def test_publish_forwards_to_matching_nodes_only(broker: ClusterBroker) -> None:
+    node = broker.node
+    node.replica.add("n2", "a/#")
+    node.replica.add("n3", "b/#")
+    pub = Peer(broker, "pub", version=5)
+    await pub.connack()
+    pub.send(Publish("a/1", b"x", 1, packet_id=1))
+    pub.send(Publish("c/1", b"nowhere", 0))
+    await settle()
+    assert node.outbox.messages == 1 and list(node.outbox.reliable) == ["n2"]
+    (msg,) = split(node.outbox.reliable["n2"][0])
+    assert (msg.topic, msg.payload, msg.publisher) == ("a/1", b"x", "pub")
+    # Matched on another node only: a success, not "no matching subscribers", not dropped.
+    puback = [p for p in pub.received() if not isinstance(p, Publish)]
+    assert puback[-1].reason_code == 0
+    assert broker.metrics["messages.dropped.no_subscribers"] == 1  # c/1 only
+
+
+async def test_forwarding_while_redis_is_away_is_counted_not_queued(broker: ClusterBroker) -> None:
+    broker.node.up = False
+    broker.node.replica.add("n2", "#")
+    broker.publish(Message("t", b"x", 0, publisher="p"))
+    assert broker.metrics["cluster.forward.paused"] == 1
+    assert not broker.node.outbox
+
+
+async def test_dispatch_remote_delivers_locally_and_never_forwards(broker: ClusterBroker) -> None:
+    node = broker.node
+    node.replica.add("n2", "a/#")  # another node subscribes too: it must not get it back
+    sub = await subscribed(broker, "sub", "a/#")
+    me = await subscribed(broker, "me", "a/#")  # no local
+    expired = Message("a/old", b"late", 1, publisher="pub", expiry_at=time.monotonic() - 1)
+    fresh = Message("a/1", b"x", 1, True, publisher="me")
+    broker.dispatch_remote(split(frame(expired) + frame(fresh)))
+    got = await sub.expect()
+    assert [(p.topic, p.payload) for p in got] == [("a/1", b"x")]
+    assert me.received() == []  # its own message: no local holds across nodes
+    assert not node.outbox
+    assert broker.retained.get("a/1") is None  # retained state travels on its own
+    assert node._retained_out == {}
+    assert broker.metrics["cluster.received"] == 1
+    assert broker.metrics["cluster.dropped.expired"] == 1
+
+
+async def test_retained_changes_are_announced_once(broker: ClusterBroker) -> None:
+    node = broker.node
+    broker.publish(Message("r/1", b"kept", 1, True, publisher="p"))
+    assert list(node._retained_out) == ["r/1"]
+    node._retained_out.clear()
+    broker.apply_remote_retain(Message("r/2", b"theirs", 0, True))
+    assert broker.retained.get("r/2") is not None
+    assert node._retained_out == {}  # another node's change is not sent back
+    broker.apply_remote_retain(Message("r/2", b"", 0, True))
+    assert broker.retained.get("r/2") is None
+    assert broker.delete_retained("r/1")
+    assert node._retained_out["r/1"].payload == b""
+    broker.publish(Message("$SYS/x", b"s", 0, True))
+    assert "$SYS/x" not in node._retained_out
