@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ferrymq.client")
 
+_NOBODY: frozenset[Client] = frozenset()
+
 # Bytes collected for one connection before they are written without waiting for
 # the end of the event-loop iteration.
 _FLUSH_AT = 65536
@@ -166,8 +168,10 @@ class Client:
         self.write_paused = False
         self.read_paused = False
         self.slow = False  # stopped pausing publishers after stalling too long
-        self.blocked: list[Client] = []  # publishers paused because of this client
-        self.paused_by: set[Client] = set()  # subscribers this client waits for
+        # Publishers paused because of this client, subscribers this client waits for:
+        # shared empty stand-ins until flow control first pauses someone (core/flow.py).
+        self.blocked: list[Client] | tuple[()] = ()
+        self.paused_by: set[Client] | frozenset[Client] = _NOBODY
         self.paused_since = 0.0
         self.out: list[bytes] = []
         self.out_size = 0

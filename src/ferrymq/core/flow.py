@@ -111,8 +111,14 @@ class Flow:
         stop reading ``origin`` until ``target`` drains."""
         if target.slow or target is origin or target in origin.paused_by:
             return
-        origin.paused_by.add(target)
-        target.blocked.append(origin)
+        if origin.paused_by:
+            origin.paused_by.add(target)  # type: ignore[union-attr]
+        else:
+            origin.paused_by = {target}
+        if target.blocked:
+            target.blocked.append(origin)  # type: ignore[union-attr]
+        else:
+            target.blocked = [origin]
         if not origin.read_paused and not origin.closing:
             origin.read_paused = True
             origin.paused_since = time.monotonic()
@@ -124,10 +130,10 @@ class Flow:
         blocked = target.blocked
         if not blocked:
             return
-        target.blocked = []
+        target.blocked = ()
         paused = self.paused
         for origin in blocked:
-            origin.paused_by.discard(target)
+            origin.paused_by.discard(target)  # type: ignore[union-attr]  # a set: block made it
             if not origin.paused_by and origin.read_paused:
                 origin.read_paused = False
                 paused.discard(origin)
@@ -139,8 +145,8 @@ class Flow:
         self.release_publishers(client)
         for target in client.paused_by:
             if client in target.blocked:
-                target.blocked.remove(client)
-        client.paused_by.clear()
+                target.blocked.remove(client)  # type: ignore[union-attr]  # a list: block made it
+        client.paused_by = frozenset()
         self.paused.discard(client)
 
     def tick(self, now: float) -> None:

@@ -19,6 +19,7 @@ byte stream one peer sends into packets. Rules this file keeps:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from ferrymq.mqtt.errors import (
@@ -566,6 +567,7 @@ _REFUSALS = frozenset({_reserved, _wrong_direction, _before_connect, _second_con
 _ACKS = [_ack_decoder(cls) for cls in (Puback, Pubrec, Pubrel, Pubcomp)]
 
 
+@functools.cache  # one tuple per (side, level), shared by every decoder
 def _table(server: bool, version: int | None) -> tuple[_Handler, ...]:
     """Handler per packet type (index = type) for one side, protocol level and state."""
     if server and version is None:

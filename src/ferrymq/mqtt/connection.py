@@ -44,6 +44,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ferrymq.mqtt import reason_codes as rc
@@ -78,6 +79,12 @@ from ferrymq.mqtt.topics import TopicError, validate_topic_name
 from ferrymq.mqtt.wire import is_v5_connect, publish_packet_id_offset
 
 _INF = float("inf")
+# Read-only stand-ins until a connection needs its own (memory per idle connection):
+# the session's awaiting_rel arrives with ``accept``, an alias table only when aliases are
+# allowed, and no packet waits between two ``dispatch`` calls.
+_NO_IDS: dict[int, Any] = MappingProxyType({})  # type: ignore[assignment]
+_NO_PROPS: Properties = MappingProxyType({})  # type: ignore[assignment]
+_NO_PACKETS: Sequence[Packet] = ()
 _PINGRESP = b"\xd0\x00"
 # Encoded variants kept per message (protocol version, QoS, retain, ids, expiry).
 _CACHE_VARIANTS = 16
@@ -209,17 +216,17 @@ class ServerConnection:
         self.send_window = limits.max_inflight  # the client's receive maximum, capped
         self.max_packet_out = 0  # the client's maximum packet size (0: no limit)
         self.alias_max_in = 0
-        self.aliases_in: dict[int, str] = {}
+        self.aliases_in: dict[int, str] = _NO_IDS
         self.alias_max_out = 0
         self.aliases_out: dict[str, int] | None = None
         self.request_problem_info = True
-        self.awaiting_rel: dict[int, float] = {}
+        self.awaiting_rel: dict[int, float] = _NO_IDS
         self.last_recv = now
         # When timer_expired is due: the connect timeout, then the keep alive.
         self.deadline = now + limits.connect_timeout
         self._assigned = False
-        self._connect_props: Properties = {}
-        self._batch: list[Packet] = []  # decoded, not yet handed out by dispatch()
+        self._connect_props: Properties = _NO_PROPS
+        self._batch: Sequence[Packet] = _NO_PACKETS  # decoded, not yet handed out by dispatch()
         self._error: ProtocolViolation | None = None  # the decoder's, raised after the batch
 
     # --- bytes in, packets out ------------------------------------------------
@@ -235,10 +242,8 @@ class ServerConnection:
         except MQTTError as exc:
             packets = list(exc.packets)
             self._error = self._decode_violation(exc, data, not packets)
-        if self._batch:
-            self._batch.extend(packets)
-        else:
-            self._batch = packets
+        held = self._batch
+        self._batch = [*held, *packets] if held else packets
         return len(packets)
 
     def dispatch(self, handlers: Sequence[Handler | None], target: Any) -> None:
@@ -255,7 +260,7 @@ class ServerConnection:
         state = self.state
         if state is CONNECTED or state is AWAIT_CONNECT:
             batch = self._batch
-            self._batch = []
+            self._batch = _NO_PACKETS
             limits = self.limits
             packets = iter(batch)
             for packet in packets:
@@ -332,7 +337,7 @@ class ServerConnection:
         error = self._error
         if error is not None and self.state is not CLOSED:
             self._error = None
-            self._batch = []
+            self._batch = _NO_PACKETS
             raise error
 
     def _check(self, packet: Packet) -> None:
@@ -469,6 +474,8 @@ class ServerConnection:
         if self.alias_max_out:
             self.aliases_out = {}
         self.alias_max_in = limits.topic_alias_maximum
+        if self.alias_max_in:
+            self.aliases_in = {}
         self.request_problem_info = bool(props.get("request_problem_information", 1))
         ack: Properties = {}
         if self.session_expiry != props.get("session_expiry_interval", 0):
@@ -548,7 +555,7 @@ class ServerConnection:
         """Nothing more is read or sent on this connection."""
         self.state = CLOSED
         self.deadline = _INF
-        self._batch = []
+        self._batch = _NO_PACKETS
         self._error = None
 
     def _reason(self, text: str) -> Properties | None:
@@ -614,7 +621,12 @@ class ServerConnection:
             data, offset = self._encode_aliased(msg, qos, retain, sub_ids, left)
         else:
             version = self.version
-            key = (version, qos, retain, sub_ids, left)
+            # The common variant gets a small int key: no tuple made per delivery.
+            key: Any = (
+                version << 3 | qos << 1 | retain
+                if sub_ids is None and left is None
+                else (version, qos, retain, sub_ids, left)
+            )
             cache = msg.cache
             if cache is None:
                 cache = msg.cache = {}
