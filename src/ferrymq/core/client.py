@@ -70,6 +70,7 @@ from ferrymq.mqtt.packets import (
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
+    from ferrymq.core.interfaces import Transport
     from ferrymq.core.session import Session
 
 log = logging.getLogger("ferrymq.client")
@@ -140,7 +141,11 @@ class Client:
     )
 
     def __init__(
-        self, broker: Broker, transport: Any, listener: str = "tcp:default", zone: str = "default"
+        self,
+        broker: Broker,
+        transport: Transport,
+        listener: str = "tcp:default",
+        zone: str = "default",
     ) -> None:
         self.broker = broker
         self.transport = transport

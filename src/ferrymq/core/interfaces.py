@@ -1,12 +1,15 @@
-"""The typed seams of the core: what it needs from a transport, a clock and a route table.
+"""The typed seams of the core: what it needs from a transport, a route table, listeners.
 
 The core is written against these protocols, not against asyncio, a socket or
-one data structure, so that tests drive it in memory (a list for a transport,
-a number for the clock) and later backends plug in without touching the
-connection code: a cluster's route table (which nodes subscribe to what)
-stands in for the local ``Router`` through ``RouteTable`` (``Broker(...,
-router=table)``), another store for ``SqliteStore`` through ``Store``. The store's
-protocol, ``Store``, lives beside its implementation in storage/store.py.
+one data structure, so that tests drive it in memory (a list for a transport)
+and later backends plug in without touching the connection code: a cluster's
+route table (which nodes subscribe to what) stands in for the local ``Router``
+through ``RouteTable`` (``Broker(..., router=table)``), another store for
+``SqliteStore`` through ``Store`` (storage/store.py, beside its implementation).
+
+Time needs no protocol: the connection machine is handed ``now`` with every
+call, and the core reads the monotonic clock that the event loop's timers use,
+which in-memory tests move forward.
 """
 
 from __future__ import annotations
@@ -39,12 +42,6 @@ class Transport(Protocol):
     def resume_reading(self) -> None: ...
 
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...
-
-
-class Clock(Protocol):
-    """Monotonic seconds (``time.monotonic``): deadlines, keep alive, expiry."""
-
-    def __call__(self) -> float: ...
 
 
 class RouteTable(Protocol):
