@@ -71,12 +71,14 @@ class ClusterBroker(Broker):
         nodes = self._nodes_for(topic)
         if not nodes or topic.startswith("$SYS/"):
             return count
-        if not count and not any(self.router.targets(topic)[:2]):
-            metrics = self.metrics  # not dropped after all: other nodes subscribe
-            metrics["messages.dropped"] -= 1
-            metrics["messages.dropped.no_subscribers"] -= 1
         self.node.forward(msg, nodes)
         return count + len(nodes)
+
+    def unrouted(self, msg: Message) -> bool:
+        """Dropped only when no other node subscribes either, or when ``msg`` came from
+        another node (``dispatch_remote``: it is not forwarded again)."""
+        topic = msg.topic
+        return self._retain_mode == _SKIP or topic.startswith("$SYS/") or not self._nodes_for(topic)
 
     def dispatch_remote(self, messages: list[Message]) -> None:
         """Messages forwarded by another node: to the local subscribers only."""

@@ -305,8 +305,9 @@ class Broker:
         counters = watched.get(msg.topic) if watched else None
         subs, groups, _ = self.router.targets(msg.topic)
         if not subs and not groups:
-            metrics["messages.dropped"] += 1
-            metrics["messages.dropped.no_subscribers"] += 1
+            if self.unrouted(msg):
+                metrics["messages.dropped"] += 1
+                metrics["messages.dropped.no_subscribers"] += 1
             if counters is not None:
                 _count_topic(counters.counts, msg.qos, ())
             return 0
@@ -350,6 +351,11 @@ class Broker:
         if counters is not None:
             _count_topic(counters.counts, qos, self._delivered_qos(subs, msg))
         return count
+
+    def unrouted(self, msg: Message) -> bool:
+        """No subscription here matches ``msg``: whether it is dropped (a cluster node's
+        other nodes may still subscribe)."""
+        return True
 
     def _delivered_qos(self, subs: list[Subscription | Overlap], msg: Message) -> list[int]:
         """The QoS of each delivery ``publish`` made of ``msg`` to ``subs``: the same
