@@ -79,6 +79,8 @@ READ_BLOCK_MS = 1000
 CHANGES_MAXLEN = 10_000
 INBOX_MAXLEN = 100_000
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 3.0
+# Longest a stopping node waits for each of its Redis steps: a shutdown never hangs on Redis.
+STOP_WAIT = 1.0
 
 # Remove a dead node's routes unless it came back (its alive key exists again).
 _CLEANUP = """
@@ -164,19 +166,20 @@ class ClusterNode:
         routes and records are removed from Redis."""
         was_up = self.up
         last = self.outbox.take() if was_up else None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Not awaited outright: a Redis call stuck in its cancellation (a pub/sub
+            # close waiting on its reader) must not keep the process from exiting.
+            await asyncio.wait({task}, timeout=STOP_WAIT)
         redis, self._redis = self._redis, None
         if redis is None:
             return
         if last is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self._leave(redis, *last[:2]), 1.0)
-        with contextlib.suppress(RedisError, OSError):
-            await redis.aclose()
+                await asyncio.wait_for(self._leave(redis, *last[:2]), STOP_WAIT)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(redis.aclose(), STOP_WAIT)
 
     def _announce(self, pipe: Any, op: str, **fields: str | bytes) -> None:
         """Queue one change-stream entry of this node on ``pipe``."""
