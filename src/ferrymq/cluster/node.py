@@ -56,6 +56,7 @@ from redis.retry import Retry
 from ferrymq import __version__
 from ferrymq.cluster.codec import split
 from ferrymq.cluster.outbox import Outbox
+from ferrymq.cluster.part import ClusterPart
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.core import system
 from ferrymq.model.message import Message
@@ -133,6 +134,8 @@ class ClusterNode:
         self.pending = PendingRoutes()
         self.outbox = Outbox()
         self.broker: ClusterBroker | None = None
+        #: Further cluster work that shares this node's connection (``cluster.part``).
+        self.parts: list[ClusterPart] = []
         self.up = False  # connected and resynchronised
         self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
         self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
@@ -173,6 +176,9 @@ class ClusterNode:
             # close waiting on its reader) must not keep the process from exiting.
             await asyncio.wait({task}, timeout=STOP_WAIT)
         redis, self._redis = self._redis, None
+        for part in self.parts:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(part.stop(redis if was_up else None), STOP_WAIT)
         if redis is None:
             return
         if last is not None:
@@ -300,6 +306,8 @@ class ClusterNode:
             self._route_timer.cancel()
             self._route_timer = None
         self.pending.take()  # the resync sends the whole set
+        for part in self.parts:
+            part.went_down()
         _, _, lost = self.outbox.take()
         if lost and self.broker is not None:
             self.broker.metrics["cluster.forward.paused"] += lost
@@ -331,6 +339,8 @@ class ClusterNode:
         self.replica.replace(snapshot)
         await self._membership(redis)
         await self._sync_retained(redis)
+        for part in self.parts:
+            await part.resync(redis)
 
     async def _push_routes(self, redis: aioredis.Redis) -> None:
         """This node's whole route set replaces what Redis holds for it."""
@@ -376,6 +386,7 @@ class ClusterNode:
             self._read_qos0,
             self._read_reliable,
             self._send,
+            *(part.run for part in self.parts),
         ]
         tasks = [asyncio.create_task(run(redis)) for run in loops]
         if self.pending:  # changes made during the resync
