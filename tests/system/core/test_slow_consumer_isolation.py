@@ -24,11 +24,14 @@ from loadgen_cli import bench, finish, start_subscribers
 from rawclient import RawClient
 
 PUBLISHERS = 5
-INTERVAL_MS = 1  # 1,000 msg/s per publisher
+SUBSCRIBERS = 2
+INTERVAL_MS = 2  # 500 msg/s per publisher
 SECONDS = 6
 PAYLOAD = 512
-# 512-byte payloads: 2.7 MB/s for each subscriber, so a slow one fills the socket buffers
-# (up to 4 MiB on Linux) within the run and its queue has to take the rest.
+# 512-byte payloads: 1.3 MB/s for each subscriber, so a slow one fills the socket buffers
+# (up to 4 MiB on Linux) within the run and its queue has to take the rest. The load stays
+# well inside what the Python load generators and the broker get from a shared 2-core machine:
+# a broker starved of CPU by its own test clients is overloaded, which is not what this checks.
 
 
 class SlowSubscriber:
@@ -75,7 +78,7 @@ class GapMonitor:
     """A normal QoS 0 subscriber in this process: the longest silence between two messages.
 
     Every message on the topic has the same size, so it counts bytes instead of decoding:
-    this subscriber has to keep up with 2.7 MB/s from a test process.
+    this subscriber has to keep up with 1.3 MB/s from a test process.
     """
 
     def __init__(self, port: int, client_id: str, topic: str) -> None:
@@ -120,9 +123,9 @@ class GapMonitor:
 
 
 def _run_traffic(port: int, topic: str) -> tuple[dict[str, Any], dict[str, Any], float, int]:
-    """Five paced QoS 1 publishers, five normal QoS 1 subscribers (bench) and a gap monitor."""
+    """Five paced QoS 1 publishers, two normal QoS 1 subscribers (bench) and a gap monitor."""
     subs = start_subscribers(
-        "-p", str(port), "-c", str(PUBLISHERS), "-t", topic, "-q", "1", "-w", "1",
+        "-p", str(port), "-c", str(SUBSCRIBERS), "-t", topic, "-q", "1", "-w", "1",
         "-d", str(SECONDS + 6),
     )  # fmt: skip
     monitor = GapMonitor(port, f"gap-{topic.replace('/', '-')}", topic)
@@ -145,7 +148,7 @@ def test_slow_subscribers_cost_only_themselves(make_broker, uid):
     api = Api(b.api_port)
 
     base_pub, base_sub, base_gap, base_seen = _run_traffic(b.port, f"iso/{uid}/base")
-    assert base_sub["received"] == PUBLISHERS * base_pub["acked"] > 0
+    assert base_sub["received"] == SUBSCRIBERS * base_pub["acked"] > 0
     assert base_seen == base_pub["acked"] and base_gap < 1.0
 
     topic = f"iso/{uid}/slow"
@@ -168,7 +171,7 @@ def test_slow_subscribers_cost_only_themselves(make_broker, uid):
     )
     print(report)  # shown with pytest -rP
     # The normal subscribers: everything, on time, without a stall.
-    assert sub["received"] == PUBLISHERS * pub["acked"], report
+    assert sub["received"] == SUBSCRIBERS * pub["acked"], report
     assert seen == pub["acked"], report
     assert pub["acked"] >= 0.7 * base_pub["acked"], report  # the publishers were not slowed
     assert p99 <= 2 * base_p99 + 50, report
