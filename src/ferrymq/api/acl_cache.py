@@ -8,9 +8,12 @@ answers; the cache is that node's.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from ferrymq.api.context import ApiContext, ctx
+from ferrymq.api.cluster import cluster, node_op
+from ferrymq.api.context import ApiContext
 from ferrymq.api.errors import CLIENT_OFFLINE, not_found
 from ferrymq.api.routes import STR, Route, arr, obj, ok
 
@@ -23,28 +26,42 @@ _ENTRY = obj(
 )
 
 
-def _online(c: ApiContext, request: web.Request) -> str:
+async def _on_holder(request: web.Request, op: str) -> Any:
+    """``op`` on the node where the client is connected (every running node is asked; one
+    where it is not answers None); 404 / 112 when it is connected nowhere."""
     clientid = request.match_info["clientid"]
-    if clientid not in c.broker.clients:
+    answers = await cluster(request).each(lambda node: node.call(op, clientid=clientid))
+    held = [answer for _node, answer in answers if answer is not None]
+    if not held:
         raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected")
-    return clientid
+    return held[0]
 
 
 async def list_acl_cache(request: web.Request) -> web.Response:
-    c = ctx(request)
-    entries = c.broker.acl.cached(_online(c, request))
-    return ok(
-        [
-            {"access": access, "topic": topic, "result": "allow" if allowed else "deny"}
-            for access, topic, allowed in entries
-        ]
-    )
+    return ok(await _on_holder(request, "acl_cache"))
+
+
+@node_op("acl_cache")
+async def _acl_cache(c: ApiContext, clientid: str) -> list[dict[str, str]] | None:
+    if clientid not in c.broker.clients:
+        return None
+    return [
+        {"access": access, "topic": topic, "result": "allow" if allowed else "deny"}
+        for access, topic, allowed in c.broker.acl.cached(clientid)
+    ]
 
 
 async def clean_acl_cache(request: web.Request) -> web.Response:
-    c = ctx(request)
-    c.broker.acl.forget_client(_online(c, request))
+    await _on_holder(request, "clean_acl_cache")
     return ok()
+
+
+@node_op("clean_acl_cache")
+async def _clean_acl_cache(c: ApiContext, clientid: str) -> bool | None:
+    if clientid not in c.broker.clients:
+        return None
+    c.broker.acl.forget_client(clientid)
+    return True
 
 
 ROUTES = [
