@@ -14,7 +14,6 @@ from aiohttp import web
 
 from ferrymq.api.cluster import cluster, node_op
 from ferrymq.api.context import ApiContext
-from ferrymq.api.errors import CLIENT_OFFLINE, not_found
 from ferrymq.api.routes import STR, Route, arr, obj, ok
 
 _ENTRY = obj(
@@ -27,14 +26,8 @@ _ENTRY = obj(
 
 
 async def _on_holder(request: web.Request, op: str) -> Any:
-    """``op`` on the node where the client is connected (every running node is asked; one
-    where it is not answers None); 404 / 112 when it is connected nowhere."""
     clientid = request.match_info["clientid"]
-    answers = await cluster(request).each(lambda node: node.call(op, clientid=clientid))
-    held = [answer for _node, answer in answers if answer is not None]
-    if not held:
-        raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected")
-    return held[0]
+    return await cluster(request).on_holder(op, clientid, "is not connected", clientid=clientid)
 
 
 async def list_acl_cache(request: web.Request) -> web.Response:

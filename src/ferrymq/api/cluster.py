@@ -31,6 +31,7 @@ from aiohttp import web
 from ferrymq import __version__
 from ferrymq.api.errors import (
     BAD_PARAMETER,
+    CLIENT_OFFLINE,
     RPC_ERROR,
     UNKNOWN_ERROR,
     ApiError,
@@ -339,6 +340,23 @@ class Cluster:
         except TimeoutError:
             raise ApiError(500, RPC_ERROR, "a node of the cluster did not answer in time") from None
         return list(zip(nodes, results, strict=True))
+
+    async def on_holder(
+        self,
+        op: str,
+        clientid: str,
+        absent: str = "is not connected and has no session",
+        /,
+        **args: Any,
+    ) -> Any:
+        """``op`` on the node holding ``clientid``: every running node is asked, and one
+        that does not hold the client answers None; 404 / 112 when none holds it. (A
+        client on two nodes at once, before a takeover reached one, is acted on twice.)"""
+        answers = await self.each(lambda node: node.call(op, **args))
+        held = [answer for _node, answer in answers if answer is not None]
+        if not held:
+            raise not_found(CLIENT_OFFLINE, f"client {clientid!r} {absent}")
+        return held[0]
 
     async def paged(self, request: web.Request, op: str, **args: Any) -> dict[str, Any]:
         """One page of a list that the target nodes hold between them (``targets``), as

@@ -4,7 +4,7 @@ Subscribing goes through the broker like a SUBSCRIBE packet (limits apply,
 retained messages are delivered) but as an administrator: the client's ACL
 does not apply, neither to the request nor to later deliveries, as EMQX 4.4's
 admin subscribe. In cluster mode it happens on the node that holds the
-client's session (every running node is asked; ``_on_holder``). Publishing
+client's session (every running node is asked; ``Cluster.on_holder``). Publishing
 needs no such step: the broker forwards to the other nodes itself.
 
 Publishing goes through the broker like a PUBLISH from ``clientid`` (or from
@@ -27,12 +27,10 @@ from ferrymq.api.cluster import cluster, node_op
 from ferrymq.api.context import ApiContext, ctx
 from ferrymq.api.errors import (
     BAD_PARAMETER,
-    CLIENT_OFFLINE,
     ILLEGAL_TOPIC,
     MISSING_PARAMETER,
     ApiError,
     bad_request,
-    not_found,
 )
 from ferrymq.api.params import (
     as_batch,
@@ -81,17 +79,6 @@ def _clientid(item: dict[str, Any]) -> str:
     return clientid
 
 
-async def _on_holder(request: web.Request, op: str, item: dict[str, Any]) -> Any:
-    """``op`` on the node holding the session of ``item``'s client: every running node
-    is asked, one without that session answers None; 404 / 112 when none has it."""
-    clientid = _clientid(item)
-    answers = await cluster(request).each(lambda node: node.call(op, item=item))
-    held = [answer for _node, answer in answers if answer is not None]
-    if not held:
-        raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected and has no session")
-    return held[0]
-
-
 def _check_filters(c: ApiContext, filters: list[str]) -> None:
     s = c.settings
     for f in filters:
@@ -104,7 +91,7 @@ def _check_filters(c: ApiContext, filters: list[str]) -> None:
 async def _subscribe(request: web.Request, item: dict[str, Any]) -> None:
     _topics(item)
     get_int(item, "qos", 0, 0, 2)
-    await _on_holder(request, "subscribe", item)
+    await cluster(request).on_holder("subscribe", _clientid(item), item=item)
 
 
 @node_op("subscribe")
@@ -137,7 +124,7 @@ async def _subscribe_here(c: ApiContext, item: dict[str, Any]) -> list[dict[str,
 
 async def _unsubscribe(request: web.Request, item: dict[str, Any]) -> None:
     _topics(item)
-    await _on_holder(request, "unsubscribe", item)
+    await cluster(request).on_holder("unsubscribe", _clientid(item), item=item)
 
 
 @node_op("unsubscribe")

@@ -102,12 +102,26 @@ def test_a_kick_reaches_the_node_holding_the_client(cluster3, clients, uid) -> N
     victim.connect(n3.port)
     clients.append(victim)
     api = Api(n1.api_port)
+    # Its ACL cache is node 3's (a rule there makes it check), read and cleared from node 1.
+    rule = {"clientid": f"{uid}-victim", "topic": f"{uid}/secret", "action": "pub"}
+    assert Api(n3.api_port).post("/acl", {**rule, "access": "deny"}).status == 200
+    victim.publish(f"{uid}/cached", b"1", qos=1)
+    assert wait_until(
+        lambda: (
+            _listed(api, f"/clients/{uid}-victim/acl_cache")
+            == [{"access": "publish", "topic": f"{uid}/cached", "result": "allow"}]
+        )
+    )
+    assert api.delete(f"/clients/{uid}-victim/acl_cache").status == 200
+    assert _listed(Api(n2.api_port), f"/clients/{uid}-victim/acl_cache") == []
     r = api.delete(f"/clients/{uid}-victim")
     assert (r.status, r.code) == (200, 0), r
     assert victim.disconnected.wait(5), "the client on node 3 was not disconnected"
     assert wait_until(lambda: _listed(Api(n2.api_port), f"/clients/{uid}-victim") == [])
     again = api.delete(f"/clients/{uid}-victim")
     assert (again.status, again.code) == (404, 112)
+    gone = api.get(f"/clients/{uid}-victim/acl_cache")
+    assert (gone.status, gone.code) == (404, 112)
 
 
 def test_subscriptions_and_routes_of_every_node(cluster3, clients, uid) -> None:
