@@ -107,6 +107,8 @@ class Rpc:
                     raise RpcUnanswered(f"node {node} does not listen for requests")
                 await asyncio.sleep(REPUBLISH_EVERY)
             return await asyncio.wait_for(future, deadline - time.monotonic())
+        except RpcUnanswered:
+            raise
         except TimeoutError:
             raise RpcUnanswered(f"node {node} did not answer within {timeout:g} s") from None
         finally:
