@@ -9,7 +9,7 @@ import sys
 from ferrymq import __version__
 
 # Each module defines register(subparsers) and sets args.func.
-COMMANDS = ("start", "certs", "apps", "users", "acl", "dashboard", "bench")
+COMMANDS = ("start", "certs", "apps", "users", "acl", "dashboard", "bench", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:

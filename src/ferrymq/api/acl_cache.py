@@ -8,10 +8,12 @@ answers; the cache is that node's.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from ferrymq.api.context import ApiContext, ctx
-from ferrymq.api.errors import CLIENT_OFFLINE, not_found
+from ferrymq.api.cluster import cluster, node_op
+from ferrymq.api.context import ApiContext
 from ferrymq.api.routes import STR, Route, arr, obj, ok
 
 _ENTRY = obj(
@@ -23,28 +25,36 @@ _ENTRY = obj(
 )
 
 
-def _online(c: ApiContext, request: web.Request) -> str:
+async def _on_holder(request: web.Request, op: str) -> Any:
     clientid = request.match_info["clientid"]
-    if clientid not in c.broker.clients:
-        raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected")
-    return clientid
+    return await cluster(request).on_holder(op, clientid, "is not connected", clientid=clientid)
 
 
 async def list_acl_cache(request: web.Request) -> web.Response:
-    c = ctx(request)
-    entries = c.broker.acl.cached(_online(c, request))
-    return ok(
-        [
-            {"access": access, "topic": topic, "result": "allow" if allowed else "deny"}
-            for access, topic, allowed in entries
-        ]
-    )
+    return ok(await _on_holder(request, "acl_cache"))
+
+
+@node_op("acl_cache")
+async def _acl_cache(c: ApiContext, clientid: str) -> list[dict[str, str]] | None:
+    if clientid not in c.broker.clients:
+        return None
+    return [
+        {"access": access, "topic": topic, "result": "allow" if allowed else "deny"}
+        for access, topic, allowed in c.broker.acl.cached(clientid)
+    ]
 
 
 async def clean_acl_cache(request: web.Request) -> web.Response:
-    c = ctx(request)
-    c.broker.acl.forget_client(_online(c, request))
+    await _on_holder(request, "clean_acl_cache")
     return ok()
+
+
+@node_op("clean_acl_cache")
+async def _clean_acl_cache(c: ApiContext, clientid: str) -> bool | None:
+    if clientid not in c.broker.clients:
+        return None
+    c.broker.acl.forget_client(clientid)
+    return True
 
 
 ROUTES = [

@@ -226,7 +226,8 @@ def build_app(
     middleware (sessions instead of app credentials) and ``share``s the API
     server's context, so both count writes and drop cached credentials together.
     ``listeners``: the node's MQTT listeners, for ``/listeners`` and the alarms' view.
-    ``peers``: the other nodes of the cluster (``cluster.ClusterNode``), in cluster mode.
+    ``peers``: the other nodes of the cluster (``cluster.ClusterNode``), in cluster mode;
+    the app then answers their requests (``Cluster.answer``).
     """
     if broker.store is None:
         raise ValueError("the API needs a broker with a store")
@@ -249,7 +250,7 @@ def build_app(
     )
     app[CTX] = ApiContext(broker, sync, auth, routes, mqtt_listen, listeners)
     app[OPENAPI_KEY] = build_openapi(routes)
-    app[CLUSTER] = Cluster(broker, peers)
+    app[CLUSTER] = Cluster(app[CTX], peers)
     app[prometheus.EXPORTER] = prometheus.Exporter(app[CLUSTER].local)
     app[status.LIFECYCLE] = status.Lifecycle()
     app.router.add_get(status.PATH, status.status, name="status")

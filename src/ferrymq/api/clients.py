@@ -1,7 +1,10 @@
 """``/clients``: connected clients and offline persistent sessions, and kicking them.
 
 Filtering runs on the live session objects and only the requested page is
-formatted, so listing stays cheap with many clients. An offline session shows
+formatted, so listing stays cheap with many clients. Each node answers for its
+own sessions (``@node_op``); in cluster mode the lists merge every running
+node's, a lookup asks them all and a kick reaches whichever node holds the
+client. An offline session shows
 the values of its last connection (address, protocol, keep alive, connected
 at), as EMQX does, and 0 traffic.
 """
@@ -14,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ferrymq.api.context import ApiContext, ctx, strftime
+from ferrymq.api.cluster import cluster, node_op
+from ferrymq.api.context import ApiContext, strftime
 from ferrymq.api.errors import BAD_PARAMETER, CLIENT_OFFLINE, bad_request, not_found
+from ferrymq.api.paging import window
 from ferrymq.api.params import (
-    page_params,
-    paged,
+    Queried,
+    QueryOf,
     query_bool,
     query_choice,
     query_int,
+    query_pairs,
     query_time,
 )
 from ferrymq.api.routes import BOOL, INT, STR, TIME, Param, Route, arr, nullable, obj, ok, reply
@@ -112,7 +118,7 @@ def format_client(c: ApiContext, session: Session) -> dict[str, Any]:
 Test = Callable[["Session"], bool]
 
 
-def _filters(request: web.Request) -> list[Test]:
+def _filters(request: Queried) -> list[Test]:
     """The filters of API.md as predicates on sessions (validated up front)."""
     q = request.query
     tests: list[Test] = []
@@ -191,11 +197,17 @@ _RANGES: tuple[tuple[str, Callable[[Session], float | None], Callable[..., Any]]
 
 
 async def list_clients(request: web.Request) -> web.Response:
-    c = ctx(request)
-    page_params(request)
-    tests = _filters(request)
+    _filters(request)  # a bad filter is 400 here, before any node is asked
+    c = cluster(request)
+    return reply(await c.paged(request, "clients", query=query_pairs(request)))
+
+
+@node_op("clients")
+async def _clients(c: ApiContext, query: list[list[str]], start: int, limit: int) -> Any:
+    q = QueryOf(query)
+    tests = _filters(q)
     sessions = c.broker.sessions
-    clientids = request.query.getall("clientid", [])
+    clientids = q.query.getall("clientid", [])
     candidates: list[Session]
     if clientids:
         found = (sessions.get(cid) for cid in dict.fromkeys(clientids))
@@ -204,28 +216,47 @@ async def list_clients(request: web.Request) -> web.Response:
         candidates = list(sessions.values())
     if tests:
         candidates = [s for s in candidates if all(t(s) for t in tests)]
-    return reply(paged(request, candidates, lambda s: format_client(c, s)))
+    return window(candidates, start, limit, lambda s: format_client(c, s))
 
 
 async def lookup_client(request: web.Request) -> web.Response:
-    c = ctx(request)
-    session = c.broker.sessions.get(request.match_info["clientid"])
-    return ok([format_client(c, session)] if session is not None else [])
+    clientid = request.match_info["clientid"]
+    return ok(await _gathered(request, lambda node: node.call("client", clientid=clientid)))
+
+
+@node_op("client")
+async def _client(c: ApiContext, clientid: str) -> list[dict[str, Any]]:
+    session = c.broker.sessions.get(clientid)
+    return [format_client(c, session)] if session is not None else []
 
 
 async def lookup_by_username(request: web.Request) -> web.Response:
-    c = ctx(request)
     username = request.match_info["username"]
-    found = [s for s in c.broker.sessions.values() if _username(s) == username]
-    return ok([format_client(c, s) for s in found])
+    return ok(await _gathered(request, lambda node: node.call("by_username", username=username)))
+
+
+@node_op("by_username")
+async def _by_username(c: ApiContext, username: str) -> list[dict[str, Any]]:
+    return [format_client(c, s) for s in c.broker.sessions.values() if _username(s) == username]
+
+
+async def _gathered(request: web.Request, call: Callable[[Any], Any]) -> list[Any]:
+    """The lists the target nodes answer, one after another."""
+    c = cluster(request)
+    return [item for _node, items in await c.each(call, c.targets(request)) for item in items]
 
 
 async def kick_client(request: web.Request) -> web.Response:
-    c = ctx(request)
     clientid = request.match_info["clientid"]
-    if not c.broker.kick(clientid):
+    answers = await cluster(request).each(lambda node: node.call("kick", clientid=clientid))
+    if not any(kicked for _node, kicked in answers):
         raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected and has no session")
     return ok()
+
+
+@node_op("kick")
+async def _kick(c: ApiContext, clientid: str) -> bool:
+    return c.broker.kick(clientid)
 
 
 CLIENT_SCHEMA = obj(

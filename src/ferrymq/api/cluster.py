@@ -1,17 +1,22 @@
-"""The cluster view of the operations endpoints: a list of nodes, each answering for itself.
+"""The cluster view of the API: a list of nodes, each answering for itself.
 
-Handlers never read one broker directly for node-level figures: they ask
-:class:`Cluster` for its nodes and merge what each answers. ``nodes()`` holds
-only :class:`LocalNode` so far; remote nodes answering the same async
-methods (by RPC) are a later step of cluster mode, and a node that does not
-answer in time fails the request with 500 / 101 (API.md "Cluster") instead
-of returning partial data.
+Handlers never read one broker directly for what a node holds: they ask
+:class:`Cluster` for its nodes (``nodes()``: every running node, in name
+order, as EMQX 4.4's ``cluster_query`` walks them) and merge what each
+answers. A node answers through an *operation*: a function registered with
+``@node_op(name)`` next to the endpoint that needs it, run on this node for
+:class:`LocalNode` and by RPC (``cluster/rpc.py``) on the node holding the
+data for :class:`RemoteNode`, with JSON in and out. A node that does not
+answer in time fails the request with 500 / 101 (API.md "Cluster"), never
+partial data; an :class:`ApiError` raised by an operation on another node
+reaches the asker's client as if it had been raised here.
 
-``members()`` is every node of the cluster for ``/nodes`` and ``/brokers``:
-in cluster mode the other nodes are :class:`RemoteNode`, described from the
-heartbeat record each one keeps in Redis (``Peers``, which
-``cluster.ClusterNode`` is), with ``node_status`` ``Stopped`` for a node
-whose heartbeat expired.
+``members()`` is every node of the cluster for ``/nodes`` and ``/brokers``,
+including those whose heartbeat expired (``node_status`` ``Stopped``): the
+other nodes are described from the heartbeat record each one keeps in Redis
+(``Peers``, which ``cluster.ClusterNode`` is). A stopped node is not asked:
+it is out of the cluster (its routes dropped, its clients gone elsewhere),
+as EMQX asks only its running nodes.
 """
 
 from __future__ import annotations
@@ -24,11 +29,33 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from aiohttp import web
 
 from ferrymq import __version__
-from ferrymq.api.errors import RPC_ERROR, UNKNOWN_ERROR, ApiError, not_found
+from ferrymq.api.errors import (
+    BAD_PARAMETER,
+    CLIENT_OFFLINE,
+    RPC_ERROR,
+    UNKNOWN_ERROR,
+    ApiError,
+    bad_request,
+    not_found,
+)
+from ferrymq.api.paging import page_body, slices
+from ferrymq.api.params import page_params
 from ferrymq.core import system
+from ferrymq.core.topic_metrics import TopicMetricsError
 
 if TYPE_CHECKING:
+    from ferrymq.api.context import ApiContext
     from ferrymq.core.broker import Broker
+
+
+class RpcLink(Protocol):
+    """Requests to the other nodes (``cluster.rpc.Rpc``): ``call`` raises a
+    ``TimeoutError`` when the node does not answer in time, a ``RuntimeError`` when it
+    answers that the request failed."""
+
+    handler: Callable[[str, Any], Awaitable[Any]] | None
+
+    async def call(self, node: str, op: str, args: Any, timeout: float) -> Any: ...
 
 
 class Peers(Protocol):
@@ -36,13 +63,29 @@ class Peers(Protocol):
 
     #: node name -> (alive, its last heartbeat record)
     peers: dict[str, tuple[bool, dict[str, Any]]]
+    rpc: RpcLink
 
 
 T = TypeVar("T")
 N = TypeVar("N", bound="LocalNode | RemoteNode")
+Op = Callable[..., Awaitable[Any]]
 
 SYSDESCR = "ferrymq MQTT broker"
 RPC_TIMEOUT = 5.0
+
+#: Every operation a node answers, by name: ``op(ctx, **args)`` with JSON args and result.
+OPS: dict[str, Op] = {}
+
+
+def node_op(name: str) -> Callable[[Op], Op]:
+    """Register an operation that any node can be asked (see the module docstring)."""
+
+    def register(op: Op) -> Op:
+        assert name not in OPS, name
+        OPS[name] = op
+        return op
+
+    return register
 
 
 def uptime_text(seconds: float) -> str:
@@ -67,14 +110,54 @@ def _fds_and_memory() -> tuple[int, system.Memory]:
     return system.open_fds(), system.memory()
 
 
-class LocalNode:
+class _Asked:
+    """What every node answers, as operations (``call``)."""
+
+    name: str
+
+    async def call(self, op: str, **args: Any) -> Any:
+        raise NotImplementedError
+
+    async def stats(self) -> dict[str, int]:
+        return await self.call("stats")  # type: ignore[no-any-return]
+
+    async def has_route(self, topic: str) -> bool:
+        return bool(await self.call("has_route", topic=topic))
+
+    async def alarms(self, which: str) -> list[dict[str, Any]]:
+        return await self.call("alarms", which=which)  # type: ignore[no-any-return]
+
+    async def deactivate_alarm(self, name: str) -> bool:
+        return bool(await self.call("deactivate_alarm", name=name))
+
+    async def clear_alarm_history(self) -> None:
+        await self.call("clear_alarm_history")
+
+    async def topic_metrics(self) -> dict[str, dict[str, Any]]:
+        return await self.call("topic_metrics")  # type: ignore[no-any-return]
+
+    async def register_topic_metrics(self, topic: str) -> None:
+        await self.call("register_topic_metrics", topic=topic)
+
+    async def unregister_topic_metrics(self, topic: str) -> bool:
+        return bool(await self.call("unregister_topic_metrics", topic=topic))
+
+    async def unregister_all_topic_metrics(self) -> None:
+        await self.call("unregister_all_topic_metrics")
+
+
+class LocalNode(_Asked):
     """This process as a node of the cluster view."""
 
     status = "Running"  # whoever answers is running
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.name = broker.settings.node_name
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self.broker: Broker = ctx.broker
+        self.name = ctx.node
+
+    async def call(self, op: str, **args: Any) -> Any:
+        return await OPS[op](self.ctx, **args)
 
     def uptime(self) -> str:
         return uptime_text(time.time() - self.broker.started_at)
@@ -118,44 +201,31 @@ class LocalNode:
             "process_used": open_fds,
         }
 
-    async def stats(self) -> dict[str, int]:
-        return self.broker.stats()
 
-    async def routes(self) -> list[str]:
-        return self.broker.router.route_filters()
+class RemoteNode(_Asked):
+    """Another node of the cluster: described by its last heartbeat record, asked by RPC."""
 
-    async def has_route(self, topic: str) -> bool:
-        return self.broker.router.has_route(topic)
-
-    async def alarms(self, which: str) -> list[dict[str, Any]]:
-        return self.broker.alarm_checks.alarms.listed(which)
-
-    async def deactivate_alarm(self, name: str) -> bool:
-        return self.broker.alarm_checks.alarms.deactivate(name)
-
-    async def clear_alarm_history(self) -> None:
-        self.broker.alarm_checks.alarms.clear_history()
-
-    async def topic_metrics(self) -> dict[str, dict[str, Any]]:
-        return {t: c.as_dict() for t, c in self.broker.topic_metrics.watched.items()}
-
-    async def register_topic_metrics(self, topic: str) -> None:
-        self.broker.topic_metrics.register(topic)
-
-    async def unregister_topic_metrics(self, topic: str) -> bool:
-        return self.broker.topic_metrics.unregister(topic)
-
-    async def unregister_all_topic_metrics(self) -> None:
-        self.broker.topic_metrics.unregister_all()
-
-
-class RemoteNode:
-    """Another node of the cluster, as its last heartbeat record describes it."""
-
-    def __init__(self, name: str, alive: bool, record: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, alive: bool, record: dict[str, Any], rpc: RpcLink | None = None
+    ) -> None:
         self.name = name
         self.status = "Running" if alive else "Stopped"
         self.record = record
+        self.rpc = rpc
+
+    async def call(self, op: str, **args: Any) -> Any:
+        if self.rpc is None or self.status != "Running":
+            raise ApiError(500, RPC_ERROR, f"node {self.name} is not running")
+        try:
+            answer = await self.rpc.call(self.name, op, args, RPC_TIMEOUT)
+        except TimeoutError as exc:
+            raise ApiError(500, RPC_ERROR, str(exc)) from None
+        except RuntimeError as exc:
+            raise ApiError(500, UNKNOWN_ERROR, f"node {self.name} failed: {exc}") from None
+        if "e" in answer:
+            status, code, message, data = answer["e"]
+            raise ApiError(status, code, message, data)
+        return answer["r"]
 
     def uptime(self) -> str:
         r = self.record
@@ -204,19 +274,31 @@ Member = LocalNode | RemoteNode
 
 
 class Cluster:
-    """The nodes the API answers for: this one, and in cluster mode the others' records."""
+    """The nodes the API answers for: this one, and in cluster mode the others."""
 
-    def __init__(self, broker: Broker, peers: Peers | None = None) -> None:
-        self.local = LocalNode(broker)
-        self._nodes = [self.local]
+    def __init__(self, ctx: ApiContext, peers: Peers | None = None) -> None:
+        self.local = LocalNode(ctx)
         self.peers = peers
+        if peers is not None:
+            peers.rpc.handler = self.answer
+
+    async def answer(self, op: str, args: Any) -> dict[str, Any]:
+        """Another node's request: ``{"r": result}`` or ``{"e": [status, code, message,
+        data]}`` for an :class:`ApiError`, which the asker raises in turn."""
+        if op not in OPS:
+            return {"e": [500, UNKNOWN_ERROR, f"no operation {op!r} on {self.local.name}", None]}
+        try:
+            return {"r": await self.local.call(op, **(args or {}))}
+        except ApiError as exc:
+            return {"e": [exc.status, exc.code, exc.message, exc.data]}
 
     def members(self) -> list[Member]:
         """Every node of the cluster (this one first, then by name), for /nodes and /brokers."""
         out: list[Member] = [self.local]
         if self.peers is not None:
+            rpc = self.peers.rpc
             for name, (alive, record) in sorted(self.peers.peers.items()):
-                out.append(RemoteNode(name, alive, record))
+                out.append(RemoteNode(name, alive, record, rpc))
         return out
 
     def member(self, name: str) -> Member:
@@ -225,14 +307,23 @@ class Cluster:
                 return node
         raise not_found(UNKNOWN_ERROR, f"no node named {name!r} in the cluster")
 
-    def nodes(self) -> list[LocalNode]:
-        return list(self._nodes)
+    def nodes(self) -> list[Member]:
+        """The running nodes, in name order (so every node pages a list the same way)."""
+        running = [m for m in self.members() if m.status == "Running"]
+        return sorted(running, key=lambda m: m.name)
 
-    def node(self, name: str) -> LocalNode:
-        for node in self._nodes:
-            if node.name == name:
-                return node
-        raise not_found(UNKNOWN_ERROR, f"no node named {name!r} in the cluster")
+    def node(self, name: str) -> Member:
+        """A running node; 404 / 102 for a name not in the cluster, 500 / 101 for a
+        stopped one (it cannot answer)."""
+        node = self.member(name)
+        if node.status != "Running":
+            raise ApiError(500, RPC_ERROR, f"node {name} is stopped")
+        return node
+
+    def targets(self, request: web.Request) -> list[Member]:
+        """The node of a ``/nodes/{node}/...`` form, else every running node."""
+        name = request.match_info.get("node")
+        return self.nodes() if name is None else [self.node(name)]
 
     async def each(
         self, call: Callable[[N], Awaitable[T]], nodes: list[N] | None = None
@@ -244,11 +335,64 @@ class Cluster:
         assert nodes is not None
         try:
             results = await asyncio.wait_for(
-                asyncio.gather(*(call(node) for node in nodes)), RPC_TIMEOUT
+                asyncio.gather(*(call(node) for node in nodes)), RPC_TIMEOUT + 1.0
             )
         except TimeoutError:
             raise ApiError(500, RPC_ERROR, "a node of the cluster did not answer in time") from None
         return list(zip(nodes, results, strict=True))
+
+    async def on_holder(
+        self,
+        op: str,
+        clientid: str,
+        absent: str = "is not connected and has no session",
+        /,
+        **args: Any,
+    ) -> Any:
+        """``op`` on the node holding ``clientid``: every running node is asked, and one
+        that does not hold the client answers None; 404 / 112 when none holds it. (A
+        client on two nodes at once, before a takeover reached one, is acted on twice.)"""
+        answers = await self.each(lambda node: node.call(op, **args))
+        held = [answer for _node, answer in answers if answer is not None]
+        if not held:
+            raise not_found(CLIENT_OFFLINE, f"client {clientid!r} {absent}")
+        return held[0]
+
+    async def paged(self, request: web.Request, op: str, **args: Any) -> dict[str, Any]:
+        """One page of a list that the target nodes hold between them (``targets``), as
+        EMQX 4.4's ``cluster_query`` pages it: the nodes' items one node after another.
+
+        ``op(**args, start, limit)`` answers ``{"count": matches, "items": [...]}``, the
+        items from ``start``. A first page takes one round (every node's first items);
+        a later one asks for the counts first, then each node for its part of the page.
+        """
+        page, limit = page_params(request)
+        start = (page - 1) * limit
+        nodes = self.targets(request)
+        if len(nodes) == 1:
+            answer = await nodes[0].call(op, **args, start=start, limit=limit)
+            return page_body(page, limit, answer["count"], answer["items"])
+        first = dict(
+            (node.name, answer)
+            for node, answer in await self.each(
+                lambda node: node.call(op, **args, start=0, limit=limit if start == 0 else 0),
+                nodes,
+            )
+        )
+        counts = [first[node.name]["count"] for node in nodes]
+        parts = slices(counts, start, limit)
+        wanted = {node.name: part for node, part in zip(nodes, parts, strict=True) if part[1]}
+        if start == 0:
+            items = [i for name, (_, n) in wanted.items() for i in first[name]["items"][:n]]
+        else:
+            answers = await self.each(
+                lambda node: node.call(
+                    op, **args, start=wanted[node.name][0], limit=wanted[node.name][1]
+                ),
+                [node for node in nodes if node.name in wanted],
+            )
+            items = [i for _node, answer in answers for i in answer["items"]]
+        return page_body(page, limit, sum(counts), items)
 
 
 CLUSTER = web.AppKey("ferrymq_cluster", Cluster)
@@ -256,3 +400,54 @@ CLUSTER = web.AppKey("ferrymq_cluster", Cluster)
 
 def cluster(request: web.Request) -> Cluster:
     return request.app[CLUSTER]
+
+
+# --- the operations of the node itself -----------------------------------------------
+
+
+@node_op("stats")
+async def _stats(c: ApiContext) -> dict[str, int]:
+    return c.broker.stats()
+
+
+@node_op("has_route")
+async def _has_route(c: ApiContext, topic: str) -> bool:
+    return c.broker.router.has_route(topic)
+
+
+@node_op("alarms")
+async def _alarms(c: ApiContext, which: str) -> list[dict[str, Any]]:
+    return c.broker.alarm_checks.alarms.listed(which)
+
+
+@node_op("deactivate_alarm")
+async def _deactivate_alarm(c: ApiContext, name: str) -> bool:
+    return c.broker.alarm_checks.alarms.deactivate(name)
+
+
+@node_op("clear_alarm_history")
+async def _clear_alarm_history(c: ApiContext) -> None:
+    c.broker.alarm_checks.alarms.clear_history()
+
+
+@node_op("topic_metrics")
+async def _topic_metrics(c: ApiContext) -> dict[str, dict[str, Any]]:
+    return {t: m.as_dict() for t, m in c.broker.topic_metrics.watched.items()}
+
+
+@node_op("register_topic_metrics")
+async def _register_topic_metrics(c: ApiContext, topic: str) -> None:
+    try:
+        c.broker.topic_metrics.register(topic)
+    except TopicMetricsError as exc:
+        raise bad_request(BAD_PARAMETER, str(exc)) from None
+
+
+@node_op("unregister_topic_metrics")
+async def _unregister_topic_metrics(c: ApiContext, topic: str) -> bool:
+    return c.broker.topic_metrics.unregister(topic)
+
+
+@node_op("unregister_all_topic_metrics")
+async def _unregister_all_topic_metrics(c: ApiContext) -> None:
+    c.broker.topic_metrics.unregister_all()

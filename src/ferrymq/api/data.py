@@ -161,8 +161,9 @@ async def import_data(request: web.Request) -> web.Response:
     body = as_object(await read_json(request))
     if "filename" in body:
         node = get_str(body, "node", required=False)
-        if node is not None:
-            cluster(request).node(node)  # 404 for a node that is not in the cluster
+        if node is not None and cluster(request).member(node).name != c.node:
+            # Export files are read from the data directory of the node asked.
+            raise not_found(UNKNOWN_ERROR, f"export files of node {node!r} are not read here")
         doc = _parse_file(await _read(c, get_str(body, "filename") or ""))
     else:
         doc = body

@@ -1,4 +1,5 @@
-"""``/metrics`` (the broker's EMQX-named counters) and ``/listeners``."""
+"""``/metrics`` (the broker's EMQX-named counters) and ``/listeners``: one entry per
+running node of the cluster, each answering for itself (``@node_op``)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,31 @@ from typing import Any
 
 from aiohttp import web
 
-from ferrymq.api.context import ctx
+from ferrymq.api.cluster import cluster, node_op
+from ferrymq.api.context import ApiContext
 from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
 
 INT_MAP = {"type": "object", "additionalProperties": INT}
 
 
 async def metrics(request: web.Request) -> web.Response:
-    c = ctx(request)
-    return ok([{"node": c.node, "metrics": dict(c.broker.metrics)}])
+    answers = await cluster(request).each(lambda node: node.call("metrics"))
+    return ok([{"node": node.name, "metrics": counters} for node, counters in answers])
+
+
+@node_op("metrics")
+async def node_metrics(c: ApiContext) -> dict[str, int]:
+    return dict(c.broker.metrics)
 
 
 async def listeners(request: web.Request) -> web.Response:
-    return ok([{"node": ctx(request).node, "listeners": describe_listeners(request)}])
+    answers = await cluster(request).each(lambda node: node.call("listeners"))
+    return ok([{"node": node.name, "listeners": listed} for node, listed in answers])
 
 
-def describe_listeners(request: web.Request) -> list[dict[str, Any]]:
+@node_op("listeners")
+async def node_listeners(c: ApiContext) -> list[dict[str, Any]]:
     """This node's MQTT listeners in EMQX's shape."""
-    c = ctx(request)
     if c.listeners is not None:
         described = c.listeners.describe()
     else:

@@ -3,9 +3,13 @@
 Subscribing goes through the broker like a SUBSCRIBE packet (limits apply,
 retained messages are delivered) but as an administrator: the client's ACL
 does not apply, neither to the request nor to later deliveries, as EMQX 4.4's
-admin subscribe. Publishing goes through the broker like a PUBLISH from
-``clientid`` (or from no client), without the ACL check of that client, as
-EMQX does for administrative publishes.
+admin subscribe. In cluster mode it happens on the node that holds the
+client's session (every running node is asked; ``Cluster.on_holder``). Publishing
+needs no such step: the broker forwards to the other nodes itself.
+
+Publishing goes through the broker like a PUBLISH from ``clientid`` (or from
+no client), without the ACL check of that client, as EMQX does for
+administrative publishes.
 """
 
 from __future__ import annotations
@@ -19,15 +23,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ferrymq.api.cluster import cluster, node_op
 from ferrymq.api.context import ApiContext, ctx
 from ferrymq.api.errors import (
     BAD_PARAMETER,
-    CLIENT_OFFLINE,
     ILLEGAL_TOPIC,
     MISSING_PARAMETER,
     ApiError,
     bad_request,
-    not_found,
 )
 from ferrymq.api.params import (
     as_batch,
@@ -67,16 +70,13 @@ def _topics(item: dict[str, Any]) -> list[str]:
     return out
 
 
-def _session_of(c: ApiContext, item: dict[str, Any]) -> Any:
+def _clientid(item: dict[str, Any]) -> str:
     clientid = get_str(item, "clientid", required=False) or get_str(
         item, "client_id", required=False
     )
     if not clientid:
         raise bad_request(MISSING_PARAMETER, "missing required field 'clientid'")
-    session = c.broker.sessions.get(clientid)
-    if session is None:
-        raise not_found(CLIENT_OFFLINE, f"client {clientid!r} is not connected and has no session")
-    return session
+    return clientid
 
 
 def _check_filters(c: ApiContext, filters: list[str]) -> None:
@@ -88,10 +88,19 @@ def _check_filters(c: ApiContext, filters: list[str]) -> None:
             raise bad_request(ILLEGAL_TOPIC, f"illegal topic filter {f!r}: {exc}") from None
 
 
-def _subscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
+async def _subscribe(request: web.Request, item: dict[str, Any]) -> None:
+    _topics(item)
+    get_int(item, "qos", 0, 0, 2)
+    await cluster(request).on_holder("subscribe", _clientid(item), item=item)
+
+
+@node_op("subscribe")
+async def _subscribe_here(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]] | None:
     filters = _topics(item)
     qos = get_int(item, "qos", 0, 0, 2)
-    session = _session_of(c, item)
+    session = c.broker.sessions.get(_clientid(item))
+    if session is None:
+        return None
     _check_filters(c, filters)
     codes, deliveries = c.broker.subscribe(
         session, [SubscriptionOptions(f, qos) for f in filters], None, admin=True
@@ -113,9 +122,17 @@ def _subscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
-def _unsubscribe(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]]:
+async def _unsubscribe(request: web.Request, item: dict[str, Any]) -> None:
+    _topics(item)
+    await cluster(request).on_holder("unsubscribe", _clientid(item), item=item)
+
+
+@node_op("unsubscribe")
+async def _unsubscribe_here(c: ApiContext, item: dict[str, Any]) -> list[dict[str, Any]] | None:
     filters = _topics(item)
-    session = _session_of(c, item)
+    session = c.broker.sessions.get(_clientid(item))
+    if session is None:
+        return None
     _check_filters(c, filters)
     c.broker.unsubscribe(session, filters)
     return [{"clientid": session.client_id, "topic": f, "code": 0} for f in filters]
@@ -271,14 +288,12 @@ def _publish(c: ApiContext, item: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def subscribe(request: web.Request) -> web.Response:
-    c = ctx(request)
-    _subscribe(c, as_object(await read_json(request)))
+    await _subscribe(request, as_object(await read_json(request)))
     return ok()
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
-    c = ctx(request)
-    _unsubscribe(c, as_object(await read_json(request)))
+    await _unsubscribe(request, as_object(await read_json(request)))
     return ok()
 
 
@@ -303,12 +318,11 @@ async def unsubscribe_batch(request: web.Request) -> web.Response:
 
 
 async def _batch(request: web.Request, action: Any) -> web.Response:
-    c = ctx(request)
     results: list[dict[str, Any]] = []
     for item in as_batch(await read_json(request)):
         clientid, topic = _describe(item)
         try:
-            action(c, as_object(item, "each item"))
+            await action(request, as_object(item, "each item"))
         except ApiError as exc:
             results.append(
                 {"clientid": clientid, "topic": topic, "code": exc.code, "message": exc.message}

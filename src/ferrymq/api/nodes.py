@@ -4,16 +4,21 @@ Shapes as EMQX 4.4's ``emqx_mgmt_api_brokers|nodes|stats|routes``: lists have
 one item per node; the ``/{node}`` forms answer for one node (404 / 102 for a
 name that is not in the cluster). ``/brokers`` and ``/nodes`` list every
 member of the cluster (``Cluster.members``: remote ones from their heartbeat
-records); ``/stats`` and ``/routes`` still answer for this node only.
+records); ``/stats`` and ``/routes`` ask every running node (``Cluster.nodes``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from aiohttp import web
 
-from ferrymq.api.cluster import cluster
-from ferrymq.api.params import paged
+from ferrymq.api.cluster import cluster, node_op
+from ferrymq.api.paging import window
 from ferrymq.api.routes import INT, STR, Route, arr, obj, ok, reply
+
+if TYPE_CHECKING:
+    from ferrymq.api.context import ApiContext
 
 _BROKER = obj(
     {
@@ -81,9 +86,15 @@ async def node_stats(request: web.Request) -> web.Response:
 
 
 async def list_routes(request: web.Request) -> web.Response:
-    answers = await cluster(request).each(lambda node: node.routes())
-    items = [(topic, node.name) for node, topics in answers for topic in topics]
-    return reply(paged(request, items, lambda item: {"topic": item[0], "node": item[1]}))
+    return reply(await cluster(request).paged(request, "routes"))
+
+
+@node_op("routes")
+async def _routes(c: ApiContext, start: int, limit: int) -> dict[str, Any]:
+    node = c.node
+    return window(
+        c.broker.router.route_filters(), start, limit, lambda t: {"topic": t, "node": node}
+    )
 
 
 async def lookup_routes(request: web.Request) -> web.Response:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
+from multidict import MultiDict, MultiMapping
 
 from ferrymq.api.errors import BAD_JSON, BAD_PARAMETER, MISSING_PARAMETER, bad_request
+from ferrymq.api.paging import page_body, window
 
 DEFAULT_LIMIT = 10000
 MAX_MQTT_STRING = 65535  # bytes in an MQTT UTF-8 string
@@ -149,6 +151,25 @@ def get_choice(obj: dict[str, Any], key: str, choices: Sequence[str], default: s
 # --- query strings -----------------------------------------------------------
 
 
+class Queried(Protocol):
+    """What the query helpers read: a request, or :class:`QueryOf`."""
+
+    @property
+    def query(self) -> MultiMapping[str]: ...
+
+
+class QueryOf:
+    """A query string alone: another node's request, as handed to this node's filters."""
+
+    def __init__(self, pairs: Sequence[Sequence[str]]) -> None:
+        self.query: MultiMapping[str] = MultiDict((k, v) for k, v in pairs)
+
+
+def query_pairs(request: Queried) -> list[tuple[str, str]]:
+    """The query string as (key, value) pairs, every repeated key kept (for ``QueryOf``)."""
+    return list(request.query.items())
+
+
 def _ascii_int(text: str) -> int | None:
     """An integer written in ASCII digits (an optional leading ``-``), else None.
 
@@ -160,7 +181,7 @@ def _ascii_int(text: str) -> int | None:
     return int(text)
 
 
-def query_int(request: web.Request, key: str) -> int | None:
+def query_int(request: Queried, key: str) -> int | None:
     text = request.query.get(key)
     if text is None:
         return None
@@ -170,7 +191,7 @@ def query_int(request: web.Request, key: str) -> int | None:
     return value
 
 
-def query_bool(request: web.Request, key: str) -> bool | None:
+def query_bool(request: Queried, key: str) -> bool | None:
     text = request.query.get(key)
     if text is None:
         return None
@@ -182,7 +203,7 @@ def query_bool(request: web.Request, key: str) -> bool | None:
     raise bad_request(BAD_PARAMETER, f"query parameter {key} must be true or false")
 
 
-def query_time(request: web.Request, key: str) -> float | None:
+def query_time(request: Queried, key: str) -> float | None:
     """An epoch-seconds filter value (integer or decimal)."""
     text = request.query.get(key)
     if text is None:
@@ -196,7 +217,7 @@ def query_time(request: web.Request, key: str) -> float | None:
     return value
 
 
-def query_choice(request: web.Request, key: str, choices: Sequence[str]) -> str | None:
+def query_choice(request: Queried, key: str, choices: Sequence[str]) -> str | None:
     text = request.query.get(key)
     if text is not None and text not in choices:
         raise bad_request(
@@ -208,7 +229,7 @@ def query_choice(request: web.Request, key: str, choices: Sequence[str]) -> str 
 # --- paging ------------------------------------------------------------------
 
 
-def _positive(request: web.Request, key: str, default: int) -> int:
+def _positive(request: Queried, key: str, default: int) -> int:
     text = request.query.get(key)
     if text is None:
         return default
@@ -218,13 +239,13 @@ def _positive(request: web.Request, key: str, default: int) -> int:
     return value
 
 
-def page_params(request: web.Request) -> tuple[int, int]:
+def page_params(request: Queried) -> tuple[int, int]:
     """(page, limit) from ``_page`` (default 1) and ``_limit`` (default 10000)."""
     return _positive(request, "_page", 1), _positive(request, "_limit", DEFAULT_LIMIT)
 
 
 def paged(
-    request: web.Request,
+    request: Queried,
     items: Sequence[Any],
     fmt: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
@@ -234,12 +255,5 @@ def paged(
     of the page, so filtering many raw objects and formatting a few is cheap.
     """
     page, limit = page_params(request)
-    count = len(items)
-    start = (page - 1) * limit
-    chunk = items[start : start + limit] if start < count else ()
-    data = [fmt(item) for item in chunk] if fmt is not None else list(chunk)
-    return {
-        "code": 0,
-        "data": data,
-        "meta": {"page": page, "limit": limit, "count": count, "hasnext": start + limit < count},
-    }
+    answer = window(items, (page - 1) * limit, limit, fmt or (lambda item: item))
+    return page_body(page, limit, answer["count"], answer["items"])

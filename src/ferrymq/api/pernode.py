@@ -1,10 +1,10 @@
 """``/nodes/{node}/...``: the per-node forms of clients, subscriptions, metrics and
-listeners (EMQX 4.4's shapes), for this node. (``/nodes/{node}/stats`` belongs to
-the operations endpoints.)
+listeners (EMQX 4.4's shapes), for the node named, asked by RPC when it is another
+one. (``/nodes/{node}/stats`` belongs to the operations endpoints.)
 
 The list forms answer exactly as their cluster-wide routes do; ``metrics`` is
-the node's map itself and ``listeners`` its list, as in EMQX. Another node's
-name is 404 / 102.
+the node's map itself and ``listeners`` its list, as in EMQX. A name that is
+not in the cluster is 404 / 102, a stopped node 500 / 101.
 """
 
 from __future__ import annotations
@@ -14,28 +14,17 @@ from typing import Any
 from aiohttp import web
 
 from ferrymq.api import clients, subscriptions
-from ferrymq.api.context import ctx
-from ferrymq.api.errors import UNKNOWN_ERROR, not_found
-from ferrymq.api.metrics import INT_MAP, LISTENER, describe_listeners
-from ferrymq.api.routes import Handler, Route, arr, ok
-
-
-def _on_this_node(handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        node = request.match_info["node"]
-        if node != ctx(request).node:
-            raise not_found(UNKNOWN_ERROR, "no such node")
-        return await handler(request)
-
-    return wrapped
+from ferrymq.api.cluster import cluster
+from ferrymq.api.metrics import INT_MAP, LISTENER
+from ferrymq.api.routes import Route, arr, ok
 
 
 async def node_metrics(request: web.Request) -> web.Response:
-    return ok(dict(ctx(request).broker.metrics))
+    return ok(await cluster(request).node(request.match_info["node"]).call("metrics"))
 
 
 async def node_listeners(request: web.Request) -> web.Response:
-    return ok(describe_listeners(request))
+    return ok(await cluster(request).node(request.match_info["node"]).call("listeners"))
 
 
 def _node_form(route: Route, name: str | None = None, **changes: Any) -> Route:
@@ -43,7 +32,7 @@ def _node_form(route: Route, name: str | None = None, **changes: Any) -> Route:
         "name": name or f"node_{route.name}",
         "method": route.method,
         "path": "/nodes/{node}" + route.path,
-        "handler": _on_this_node(route.handler),
+        "handler": route.handler,  # it asks the node of the path (``Cluster.targets``)
         "descr": f"{route.descr}, on one node",
         "query": route.query,
         "body": route.body,
@@ -72,7 +61,7 @@ ROUTES = [
         "node_metrics",
         "GET",
         "/nodes/{node}/metrics",
-        _on_this_node(node_metrics),
+        node_metrics,
         "The node's counters, with the EMQX metric names",
         data=INT_MAP,
         errors=(404,),
@@ -81,7 +70,7 @@ ROUTES = [
         "node_listeners",
         "GET",
         "/nodes/{node}/listeners",
-        _on_this_node(node_listeners),
+        node_listeners,
         "The node's MQTT listeners",
         data=arr(LISTENER),
         errors=(404,),

@@ -1,4 +1,8 @@
-"""``/subscriptions``: every installed subscription, by client, topic, QoS and group."""
+"""``/subscriptions``: every installed subscription, by client, topic, QoS and group.
+
+Each node lists its own sessions' subscriptions (``@node_op``); in cluster mode
+the lists of every running node are merged and paged as one.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ferrymq.api.context import ApiContext, ctx
+from ferrymq.api.cluster import cluster, node_op
+from ferrymq.api.context import ApiContext
 from ferrymq.api.errors import BAD_PARAMETER, ILLEGAL_TOPIC, bad_request
-from ferrymq.api.params import page_params, paged, query_int
+from ferrymq.api.paging import window
+from ferrymq.api.params import Queried, QueryOf, query_int, query_pairs
 from ferrymq.api.routes import INT, STR, Param, Route, arr, obj, reply
 from ferrymq.mqtt.topics import TopicError, validate_topic_name
 
@@ -41,23 +47,41 @@ def _matching(c: ApiContext, topic: str) -> list[Subscription]:
     return out
 
 
-async def list_subscriptions(request: web.Request) -> web.Response:
-    c = ctx(request)
-    page_params(request)
-    q = request.query
+def _checked(request: Queried) -> int | None:
+    """The ``qos`` filter; 400 for a bad ``qos`` or ``_match_topic``."""
     qos = query_int(request, "qos")
     if qos is not None and not 0 <= qos <= 2:
         raise bad_request(BAD_PARAMETER, "query parameter qos must be 0, 1 or 2")
-    clientid = q.get("clientid")
-    topic = q.get("topic")
-    share = q.get("share")
-    match_topic = q.get("_match_topic")
-    source: Iterable[Subscription]
+    match_topic = request.query.get("_match_topic")
     if match_topic is not None:
         try:
             validate_topic_name(match_topic)
         except TopicError as exc:
             raise bad_request(ILLEGAL_TOPIC, f"_match_topic: {exc}") from None
+    return qos
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    _checked(request)  # a bad filter is 400 here, before any node is asked
+    c = cluster(request)
+    return reply(await c.paged(request, "subscriptions", query=query_pairs(request)))
+
+
+async def client_subscriptions(request: web.Request) -> web.Response:
+    query = [("clientid", request.match_info["clientid"])]
+    return reply(await cluster(request).paged(request, "subscriptions", query=query))
+
+
+@node_op("subscriptions")
+async def _subscriptions(c: ApiContext, query: list[list[str]], start: int, limit: int) -> Any:
+    q = QueryOf(query)
+    qos = _checked(q)
+    clientid = q.query.get("clientid")
+    topic = q.query.get("topic")
+    share = q.query.get("share")
+    match_topic = q.query.get("_match_topic")
+    source: Iterable[Subscription]
+    if match_topic is not None:
         source = _matching(c, match_topic)
     elif clientid is not None:
         session = c.broker.sessions.get(clientid)
@@ -72,14 +96,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         and (qos is None or s.qos == qos)
         and (share is None or s.share_group == share)
     ]
-    return reply(paged(request, subs, _format(c)))
-
-
-async def client_subscriptions(request: web.Request) -> web.Response:
-    c = ctx(request)
-    session = c.broker.sessions.get(request.match_info["clientid"])
-    subs = list(session.subscriptions.values()) if session is not None else []
-    return reply(paged(request, subs, _format(c)))
+    return window(subs, start, limit, _format(c))
 
 
 ROUTES = [

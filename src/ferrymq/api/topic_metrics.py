@@ -15,10 +15,9 @@ from aiohttp import web
 
 from ferrymq.api.cluster import cluster
 from ferrymq.api.context import ctx
-from ferrymq.api.errors import BAD_PARAMETER, ILLEGAL_TOPIC, UNKNOWN_ERROR, bad_request, not_found
+from ferrymq.api.errors import ILLEGAL_TOPIC, UNKNOWN_ERROR, bad_request, not_found
 from ferrymq.api.params import as_object, get_str, read_json
 from ferrymq.api.routes import STR, Route, arr, obj, ok
-from ferrymq.core.topic_metrics import TopicMetricsError
 from ferrymq.mqtt.topics import TopicError, validate_topic_name
 
 _METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
@@ -63,16 +62,8 @@ async def register(request: web.Request) -> web.Response:
     body = as_object(await read_json(request))
     topic = _topic(request, get_str(body, "topic") or "")
 
-    async def on(node: Any) -> str | None:
-        try:
-            await node.register_topic_metrics(topic)
-        except TopicMetricsError as exc:
-            return str(exc)
-        return None
-
-    errors = [e for _node, e in await cluster(request).each(on) if e]
-    if errors:
-        raise bad_request(BAD_PARAMETER, errors[0])
+    # A topic some node refuses (already registered, too many) is 400 / 108.
+    await cluster(request).each(lambda node: node.register_topic_metrics(topic))
     return ok()
 
 

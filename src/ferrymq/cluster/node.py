@@ -11,6 +11,7 @@ Keys (all under ``ferrymq:``)::
     inbox0:{node}         pub/sub channel: QoS 0 batches for the node
     inbox:{node}          stream (consumer group "ferrymq"): QoS 1/2 batches
     cleanup:{node}        lock held by the node that cleans up after a dead one
+    rpc:{node}            pub/sub channel: requests between nodes (cluster/rpc.py)
 
 Rules this module keeps:
 - nothing here is on a standalone node's path, and nothing on the message
@@ -58,6 +59,7 @@ from ferrymq.cluster.codec import split
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
+from ferrymq.cluster.rpc import Rpc
 from ferrymq.core import system
 from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
@@ -136,6 +138,9 @@ class ClusterNode:
         self.broker: ClusterBroker | None = None
         #: Further cluster work that shares this node's connection (``cluster.part``).
         self.parts: list[ClusterPart] = []
+        #: Requests to and from the other nodes, for the API's view of the whole cluster.
+        self.rpc = Rpc(node_name)
+        self.parts.append(self.rpc)
         self.up = False  # connected and resynchronised
         self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
         self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
@@ -268,7 +273,7 @@ class ClusterNode:
                     log.info(
                         "cluster: node %s joined through %s (%d nodes known)",
                         self.name,
-                        _safe_url(self.url),
+                        safe_url(self.url),
                         len(self.peers) + 1,
                     )
                 self._joined = True
@@ -285,7 +290,7 @@ class ClusterNode:
                     log.warning(
                         "cluster: Redis at %s unreachable (%s); serving local clients only, "
                         "cross-node traffic paused until it returns",
-                        _safe_url(self.url),
+                        safe_url(self.url),
                         exc or type(exc).__name__,
                     )
                     self._lost_logged = True
@@ -398,7 +403,12 @@ class ClusterNode:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a redis-py call can sit in its cancellation after the process
+            # stalled (SIGSTOP); the reconnection must not wait for it forever.
+            finished, _ = await asyncio.wait(tasks, timeout=STOP_WAIT)
+            for task in finished:
+                if not task.cancelled():
+                    task.exception()  # seen: the first failure is what ends the connection
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
 
@@ -664,7 +674,7 @@ def _fds_and_memory() -> tuple[int, system.Memory]:
     return system.open_fds(), system.memory()
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without its password, for logs."""
     scheme, sep, rest = url.partition("://")
     if "@" in rest:

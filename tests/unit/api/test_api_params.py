@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferrymq.api.auth import parse_basic
@@ -16,6 +16,7 @@ def _request(query: str):
     return make_mocked_request("GET", f"/api/v4/clients?{query}")
 
 
+@settings(deadline=None)  # many mocked requests per example: slow on a loaded machine
 @given(count=st.integers(0, 60), limit=st.integers(1, 25))
 def test_pages_tile_the_list(count: int, limit: int) -> None:
     items = list(range(count))
