@@ -465,6 +465,7 @@ class ServerConnection:
         self.awaiting_rel = awaiting_rel
         self.deadline = now + self.keepalive * 1.5 if self.keepalive else _INF
         if self.version != MQTT5:
+            self._connect_props = _NO_PROPS
             return encode(Connack(session_present, rc.SUCCESS), self.version)
         limits = self.limits
         props = self._connect_props
@@ -477,6 +478,7 @@ class ServerConnection:
         if self.alias_max_in:
             self.aliases_in = {}
         self.request_problem_info = bool(props.get("request_problem_information", 1))
+        self._connect_props = _NO_PROPS  # read here only: not kept for the connection's life
         ack: Properties = {}
         if self.session_expiry != props.get("session_expiry_interval", 0):
             ack["session_expiry_interval"] = self.session_expiry

@@ -53,7 +53,7 @@ class ListenerProtocol(MQTTProtocol):
     __slots__ = ("owner", "peer")
 
     def __init__(self, owner: Listener, peer: Address | None) -> None:
-        super().__init__(owner.broker, owner.spec.id, owner.spec.zone)
+        super().__init__(owner.broker, owner.id, owner.spec.zone)
         self.owner = owner
         self.peer = peer
 
@@ -78,6 +78,7 @@ class Listener:
     def __init__(self, broker: Broker, spec: ListenerOptions) -> None:
         self.broker = broker
         self.spec = spec
+        self.id = spec.id  # one string every connection of this listener shares
         self.ssl: ssl.SSLContext | None = server_context(spec) if spec.tls else None
         self.cert_username = spec.peer_cert_as_username
         self.cert_clientid = spec.peer_cert_as_clientid
