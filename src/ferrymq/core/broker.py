@@ -112,7 +112,9 @@ class Broker:
         self.registry = Sessions(self)
         self.sessions: dict[str, Session] = self.registry.sessions
         self.clients: dict[str, Client] = self.registry.clients
-        self.connections: set[Client] = set()
+        # Open connections: a dict used as a set (about 30 bytes an entry; a set's take
+        # 33 to 105 as it grows by four).
+        self.connections: dict[Client, None] = {}
         self.deadlines = Deadlines(loop)  # every connection's timer (core/deadlines.py)
         self.wills = Wills(self)
         self.flow = flow = Flow(loop, settings.max_mqueue_len)
@@ -237,7 +239,7 @@ class Broker:
         """The connection of ``client`` is gone (or going): detach it from its session."""
         if client not in self.connections:
             return
-        self.connections.discard(client)
+        del self.connections[client]
         self.flow.forget(client)
         if client.connected:
             self.registry.closed(client)

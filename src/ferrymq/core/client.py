@@ -130,7 +130,6 @@ class Client:
         "will_allowed",
         "peer",
         "connected_at",
-        "created_at",
         "timer",
         "recv_oct",
         "recv_cnt",
@@ -189,10 +188,9 @@ class Client:
         self.will_allowed = True
         self.peer: tuple[str, int] = _peer(transport)
         self.connected_at = 0.0
-        self.created_at = time.time()
         # The slot of broker.deadlines this connection waits in (None: none).
         self.timer: int | None = broker.deadlines.add(self, self.conn.deadline)
-        broker.connections.add(self)
+        broker.connections[self] = None
         # statistics (served by the API)
         self.recv_oct = self.recv_cnt = self.recv_pkt = self.recv_msg = 0
         self.send_oct = self.send_cnt = self.send_pkt = self.send_msg = 0
@@ -564,7 +562,8 @@ class Client:
         self.send_window = conn.send_window
         self.keepalive = conn.keepalive
         self.connected = True
-        self.connected_at = time.time()
+        # A session made for this CONNECT was made just now: one float for both.
+        self.connected_at = time.time() if present else session.created_at
         self._schedule()
         metrics["client.connack"] += 1
         metrics["client.connected"] += 1

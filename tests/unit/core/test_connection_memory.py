@@ -21,8 +21,8 @@ from ferrymq.mqtt.client import ClientConnection
 from memory import serving, settle
 
 # Bytes per idle connected client (MQTT 3.1.1, keep alive 60 s, a 13-character client
-# id): about 1,400 today; 2,150 with a loop timer each and the dicts made up front.
-BOUND = 1700
+# id): about 1,300 today; 2,150 with a loop timer each and the dicts made up front.
+BOUND = 1600
 CLIENTS = 500
 
 
