@@ -71,6 +71,7 @@ from ferrymq.mqtt.packets import (
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
+    from ferrymq.core.deadlines import Slot
     from ferrymq.core.interfaces import Transport
     from ferrymq.core.session import Session
 
@@ -189,7 +190,7 @@ class Client:
         self.peer: tuple[str, int] = _peer(transport)
         self.connected_at = 0.0
         # The slot of broker.deadlines this connection waits in (None: none).
-        self.timer: int | None = broker.deadlines.add(self, self.conn.deadline)
+        self.timer: Slot | None = broker.deadlines.add(self, self.conn.deadline)
         broker.connections[self] = None
         # statistics (served by the API)
         self.recv_oct = self.recv_cnt = self.recv_pkt = self.recv_msg = 0
@@ -442,10 +443,10 @@ class Client:
             self.broker.deadlines.remove(self, self.timer)
             self.timer = None
 
-    def deadline_due(self, key: int) -> None:
-        """Slot ``key`` of the shared deadlines came: the machine's deadline, or the end
-        of the linger of a closed connection."""
-        if key != self.timer:
+    def deadline_due(self, slot: Slot) -> None:
+        """``slot`` of the shared deadlines came: the machine's deadline, or the end of
+        the linger of a closed connection."""
+        if slot is not self.timer:
             return  # left that slot meanwhile
         self.timer = None
         if self.closing:

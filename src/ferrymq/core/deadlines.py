@@ -27,50 +27,59 @@ from typing import Protocol
 
 
 class Due(Protocol):
-    """What a slot calls: a connection whose deadline came. ``key`` is the slot: one
-    that ``add`` returned before, which the connection may have left since (another
-    connection's callback in the same slot can close it), so it compares."""
+    """What a slot calls: a connection whose deadline came. ``slot`` is one that ``add``
+    returned before, which the connection may have left since (another connection's
+    callback in the same slot can close it), so it compares."""
 
-    def deadline_due(self, key: int) -> None: ...
+    def deadline_due(self, slot: Slot) -> None: ...
 
 
 # Seconds per slot: how late a deadline may fire.
 RESOLUTION = 0.25
 
 
+class Slot(dict["Due", None]):
+    """The connections due at ``when`` (a dict used as a set; see Broker.connections).
+    A connection holds its slot itself: no number of its own, no look-up to leave."""
+
+    __slots__ = ("when",)
+
+    def __init__(self, when: float) -> None:
+        super().__init__()
+        self.when = when
+
+
 class Deadlines:
-    """The slots and their loop timers; a connection holds the slot number it is in."""
+    """The slots by number (``when`` / RESOLUTION) and their loop timers."""
 
     __slots__ = ("loop", "slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        # Slot -> its connections, in dicts used as sets (see Broker.connections).
-        self.slots: dict[int, dict[Due, None]] = {}
+        self.slots: dict[int, Slot] = {}
 
-    def add(self, item: Due, when: float) -> int:
-        """Call ``item.deadline_due(key)`` at or up to RESOLUTION after ``when`` (the
+    def add(self, item: Due, when: float) -> Slot:
+        """Call ``item.deadline_due(slot)`` at or up to RESOLUTION after ``when`` (the
         monotonic clock); returns the slot to ``remove`` it from."""
         key = math.ceil(when / RESOLUTION)
         slot = self.slots.get(key)
         if slot is None:
-            slot = self.slots[key] = {}
-            delay = key * RESOLUTION - time.monotonic()
+            slot = self.slots[key] = Slot(key * RESOLUTION)
+            delay = slot.when - time.monotonic()
             self.loop.call_later(delay if delay > 0.0 else 0.0, self._fire, key)
         slot[item] = None
-        return key
+        return slot
 
-    def remove(self, item: Due, key: int) -> None:
-        slot = self.slots.get(key)
-        if slot is not None:
-            slot.pop(item, None)
+    @staticmethod
+    def remove(item: Due, slot: Slot) -> None:
+        slot.pop(item, None)
 
     def _fire(self, key: int) -> None:
         slot = self.slots.pop(key, None)
         if not slot:
             return
-        for item in slot:
-            item.deadline_due(key)
+        for item in list(slot):  # a callback may remove another item of this slot
+            item.deadline_due(slot)
 
     def __len__(self) -> int:
         """Deadlines waiting."""

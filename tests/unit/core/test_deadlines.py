@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ferrymq.core.deadlines import RESOLUTION, Deadlines
+from ferrymq.core.deadlines import RESOLUTION, Deadlines, Slot
 
 
 class Waiter:
@@ -18,15 +18,15 @@ class Waiter:
 
     def __init__(self, deadlines: Deadlines) -> None:
         self.deadlines = deadlines
-        self.key: int | None = None
+        self.slot: Slot | None = None
         self.due_at: float | None = None
         self.calls = 0
 
     def wait_until(self, when: float) -> None:
-        self.key = self.deadlines.add(self, when)
+        self.slot = self.deadlines.add(self, when)
 
-    def deadline_due(self, key: int) -> None:
-        if key != self.key:
+    def deadline_due(self, slot: Slot) -> None:
+        if slot is not self.slot:
             return
         self.calls += 1
         self.due_at = time.monotonic()
@@ -63,8 +63,8 @@ async def test_a_removed_deadline_is_not_called_and_not_kept() -> None:
     when = time.monotonic() + 0.05
     gone.wait_until(when)
     kept.wait_until(when)
-    assert gone.key is not None
-    deadlines.remove(gone, gone.key)
+    assert gone.slot is not None
+    deadlines.remove(gone, gone.slot)
     assert len(deadlines) == 1  # the slot holds no reference to what left it
     await until(lambda: kept.calls == 1)
     await asyncio.sleep(2 * RESOLUTION)
