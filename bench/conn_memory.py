@@ -3,11 +3,12 @@
 Runs a broker in this process (uvloop when installed, a real listener and
 store), opens ``-n`` idle MQTT connections to it from a child process, and
 prints the broker's memory per connection: Python allocations by the line
-that made them (``tracemalloc``) and the growth of the process's RSS.
+that made them (``tracemalloc``), or with ``--rss`` the growth of the
+process's RSS (without tracemalloc, whose own records would count).
 ``make bench`` S4 measures the same from outside (RSS only); this says where
 the bytes are.
 
-    python bench/conn_memory.py -n 5000 [--top 25] [--keepalive 300]
+    python bench/conn_memory.py -n 5000 [--top 25] [--keepalive 300] [--rss]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def rss_kib() -> int:
     return 0
 
 
-async def measure(n: int, top: int, keepalive: int) -> None:
+async def measure(n: int, top: int, keepalive: int, trace: bool) -> None:
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=tmp, port=0, api_port=0, dashboard_port=0, sys_interval=0)
@@ -72,14 +73,16 @@ async def measure(n: int, top: int, keepalive: int) -> None:
         try:
             warm = await connect_idle(broker, port, 200, keepalive)  # lazily made state
             gc.collect()
-            tracemalloc.start(1)
-            before = tracemalloc.take_snapshot()
+            if trace:
+                tracemalloc.start(1)
+                before = tracemalloc.take_snapshot()
             rss0 = rss_kib()
             child = await connect_idle(broker, port, n, keepalive)
             await asyncio.sleep(0.5)
             gc.collect()
-            after = tracemalloc.take_snapshot()
             rss1 = rss_kib()
+            if trace:
+                after = tracemalloc.take_snapshot()
             for proc in (child, warm):
                 proc.stdin.close()  # type: ignore[union-attr]
                 await loop.run_in_executor(None, proc.wait)
@@ -88,12 +91,14 @@ async def measure(n: int, top: int, keepalive: int) -> None:
             broker.shutdown()
             await listeners.wait_closed()
             store.close()
+    print(f"{n} idle connections (keep alive {keepalive} s)")
+    if not trace:
+        print(f"RSS: {(rss1 - rss0) * 1024 / n:,.0f} B per connection ({rss0:,} -> {rss1:,} KiB)")
+        return
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
     diff = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
     total = sum(d.size_diff for d in diff)
-    print(f"{n} idle connections (keep alive {keepalive} s)")
     print(f"tracemalloc: {total / n:,.0f} B per connection")
-    print(f"RSS: {(rss1 - rss0) * 1024 / n:,.0f} B per connection ({rss0:,} -> {rss1:,} KiB)")
     for d in diff[:top]:
         frame = d.traceback[0]
         where = f"{frame.filename.split('/site-packages/')[-1]}:{frame.lineno}"
@@ -120,6 +125,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--keepalive", type=int, default=300)
+    ap.add_argument(
+        "--rss", action="store_true", help="RSS only, without tracemalloc (which adds its own)"
+    )
     args = ap.parse_args()
     try:
         import uvloop  # type: ignore[import-not-found]
@@ -127,7 +135,7 @@ def main() -> None:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(measure(args.n, args.top, args.keepalive))
+    runner(measure(args.n, args.top, args.keepalive, not args.rss))
 
 
 if __name__ == "__main__":
