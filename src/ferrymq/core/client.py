@@ -5,7 +5,8 @@ alive, topic aliases, PUBLISH validation, inbound QoS 2, the v3/v5
 differences, which reason code to send) live in the sans-I/O
 ``ferrymq.mqtt.connection.ServerConnection``. A Client feeds it bytes and the
 time, hands the broker the packets it lets through, writes the bytes it
-returns, and runs its one timer at the machine's ``deadline``.
+returns, and waits for the machine's ``deadline`` in the broker's shared
+deadline slots (``core/deadlines.py``: no event-loop timer per connection).
 
 A Client is transport-agnostic: it is handed anything with the asyncio
 transport methods (``core.interfaces.Transport``) and is fed bytes by the

@@ -2,7 +2,7 @@
 
 The connection machine's rules are tested on their own (test_connection_machine);
 these check what the glue adds around them: bytes written in order, metrics
-counted, the one timer following the machine's deadline, connections closed.
+counted, the deadline slot following the machine's deadline, connections closed.
 """
 
 from __future__ import annotations
