@@ -71,13 +71,20 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
-        # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
-        app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
-        api = await app.start_api(broker, listeners, peers=node)
-        board = await loop.run_in_executor(
-            None, importlib.import_module, "ferrymq.dashboard.server"
-        )
-        dashboard = await board.start_dashboard(broker, api, listeners)
+        # Imported on a thread (the loop keeps serving MQTT clients meanwhile), and only
+        # when configured: aiohttp and the API are over a third of the broker's memory.
+        if settings.api_port:
+            app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
+            api = await app.start_api(broker, listeners, peers=node)
+        else:
+            log.info("management API disabled (api_port = 0)")
+        if settings.dashboard_port:
+            board = await loop.run_in_executor(
+                None, importlib.import_module, "ferrymq.dashboard.server"
+            )
+            dashboard = await board.start_dashboard(broker, api, listeners)
+        else:
+            log.info("dashboard disabled (dashboard_port = 0)")
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore

@@ -13,6 +13,8 @@ counters without the ``_total`` suffix that ``prometheus_client`` gives a
 counter family, so they are exposed untyped with exactly those names. Every
 other ferrymq counter follows as ``emqx_<name with _ for .>``.
 Each node exports only itself, as in EMQX: scrape every node.
+``prometheus_client`` is imported at the first text-format scrape: a broker
+nobody scrapes that way does not hold it (about 1 MB).
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.registry import CollectorRegistry
 
 from ferrymq.api.cluster import LocalNode, cluster
 from ferrymq.api.params import query_choice
@@ -33,6 +32,9 @@ from ferrymq.core import system
 from ferrymq.core.stats import NAMES as STAT_NAMES
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from ferrymq.core.broker import Broker
 
 _PACKETS = (
@@ -167,6 +169,8 @@ class BrokerCollector:
         }
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
         broker: Broker = self.node.broker
         gauges = {
             **_stats(self.node),
@@ -198,8 +202,17 @@ class Exporter:
 
     def __init__(self, node: LocalNode) -> None:
         self.collector = BrokerCollector(node, system.CpuMeter())
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)  # type: ignore[arg-type]
+        self._registry: CollectorRegistry | None = None
+
+    def text(self) -> tuple[bytes, str]:
+        """The text exposition format: the body and its content type."""
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.registry import CollectorRegistry
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(self.collector)  # type: ignore[arg-type]
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
 
 
 EXPORTER = web.AppKey("ferrymq_prometheus", Exporter)
@@ -212,8 +225,8 @@ async def prometheus_stats(request: web.Request) -> web.Response:
     exporter.collector.cluster_size = sum(1 for m in members if m.status == "Running")
     if kind == "json":
         return ok(exporter.collector.as_json())
-    body = generate_latest(exporter.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body, content_type = exporter.text()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def with_auth(route: Route) -> Route:

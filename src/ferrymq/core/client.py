@@ -5,7 +5,8 @@ alive, topic aliases, PUBLISH validation, inbound QoS 2, the v3/v5
 differences, which reason code to send) live in the sans-I/O
 ``ferrymq.mqtt.connection.ServerConnection``. A Client feeds it bytes and the
 time, hands the broker the packets it lets through, writes the bytes it
-returns, and runs its one timer at the machine's ``deadline``.
+returns, and waits for the machine's ``deadline`` in the broker's shared
+deadline slots (``core/deadlines.py``: no event-loop timer per connection).
 
 A Client is transport-agnostic: it is handed anything with the asyncio
 transport methods (``core.interfaces.Transport``) and is fed bytes by the
@@ -33,6 +34,7 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +72,14 @@ from ferrymq.mqtt.packets import (
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
+    from ferrymq.core.deadlines import Slot
     from ferrymq.core.interfaces import Transport
     from ferrymq.core.session import Session
 
 log = logging.getLogger("ferrymq.client")
 
 _NOBODY: frozenset[Client] = frozenset()
+_INF = float("inf")
 
 # Bytes collected for one connection before they are written without waiting for
 # the end of the event-loop iteration.
@@ -128,7 +132,6 @@ class Client:
         "will_allowed",
         "peer",
         "connected_at",
-        "created_at",
         "timer",
         "recv_oct",
         "recv_cnt",
@@ -181,14 +184,15 @@ class Client:
         self.out: list[bytes] = []
         self.out_size = 0
         # Acknowledgements waiting for a store commit: [batch, bytes, bytes ...] in order.
-        self.held: list[list[Any]] = []
+        # (a shared empty tuple until the first one waits)
+        self.held: list[list[Any]] | tuple[()] = ()
         self.disconnect_reason: str = "closed"
         self.will_allowed = True
         self.peer: tuple[str, int] = _peer(transport)
         self.connected_at = 0.0
-        self.created_at = time.time()
-        self.timer: Any = broker.loop.call_later(settings.connect_timeout, self._timer_fired)
-        broker.connections.add(self)
+        # The slot of broker.deadlines this connection waits in (None: none).
+        self.timer: Slot | None = broker.deadlines.add(self, self.conn.deadline)
+        broker.connections[self] = None
         # statistics (served by the API)
         self.recv_oct = self.recv_cnt = self.recv_pkt = self.recv_msg = 0
         self.send_oct = self.send_cnt = self.send_pkt = self.send_msg = 0
@@ -229,10 +233,8 @@ class Client:
         self.closing = True
         self.conn.close()
         self.out.clear()
-        self.held.clear()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.held = ()
+        self._unschedule()
         self.broker.client_closed(self)
 
     # --- writing --------------------------------------------------------
@@ -295,7 +297,7 @@ class Client:
             batch = self.broker.hold_batch()
             if not held:
                 self.broker.hold_acks(self)
-                held.append([batch, data])
+                self.held = [[batch, data]]
             elif held[-1][0] == batch:
                 held[-1].append(data)
             else:
@@ -309,7 +311,7 @@ class Client:
         """Store batch ``batch`` committed: send what waited for it. True while more wait."""
         held = self.held
         if self.closing:
-            held.clear()
+            self.held = ()
             return False
         while held and held[0][0] <= batch:
             group = held.pop(0)
@@ -392,8 +394,7 @@ class Client:
         self.disconnect_reason = reason
         self.closing = True
         self.conn.close()
-        if self.timer is not None:
-            self.timer.cancel()
+        self._unschedule()
         transport = self.transport
         if self.out:
             data = b"".join(self.out)
@@ -403,14 +404,13 @@ class Client:
         if self.read_paused:
             self.read_paused = False
             transport.resume_reading()
-        if transport.is_closing():
-            self.timer = None
-        else:
+        if not transport.is_closing():
             if transport.can_write_eof():
                 transport.write_eof()
             else:
                 transport.close()
-            self.timer = self.broker.loop.call_later(_LINGER, transport.abort)
+            # Past the linger the deadline aborts the transport (see deadline_due).
+            self.timer = self.broker.deadlines.add(self, time.monotonic() + _LINGER)
         self.broker.client_closed(self)
 
     def connection_info(self) -> dict[str, Any]:
@@ -433,18 +433,25 @@ class Client:
     # --- the timer and violations -----------------------------------------
 
     def _schedule(self) -> None:
-        """One timer per connection, at the machine's deadline."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        """Wait for the machine's deadline in the broker's shared slots (core/deadlines.py)."""
+        self._unschedule()
         deadline = self.conn.deadline
-        if deadline != float("inf"):
-            delay = deadline - time.monotonic()
-            self.timer = self.broker.loop.call_later(max(delay, 0.0), self._timer_fired)
+        if deadline != _INF:
+            self.timer = self.broker.deadlines.add(self, deadline)
 
-    def _timer_fired(self) -> None:
+    def _unschedule(self) -> None:
+        if self.timer is not None:
+            self.broker.deadlines.remove(self, self.timer)
+            self.timer = None
+
+    def deadline_due(self, slot: Slot) -> None:
+        """``slot`` of the shared deadlines came: the machine's deadline, or the end of
+        the linger of a closed connection."""
+        if slot is not self.timer:
+            return  # left that slot meanwhile
         self.timer = None
         if self.closing:
+            self.transport.abort()
             return
         try:
             self.conn.timer_expired(time.monotonic())
@@ -532,7 +539,8 @@ class Client:
         metrics["client.connect"] += 1
         conn = self.conn
         self.version = conn.version
-        self.proto_name = packet.protocol_name
+        name = packet.protocol_name
+        self.proto_name = _PROTO_NAMES.get(name, name)  # one shared string, not one each
         self.clean_start = packet.clean_start
         self.username = packet.username if self.cert_username is None else self.cert_username
         self.client_id = client_id = conn.negotiate(packet, self._requested_id(packet))
@@ -556,7 +564,8 @@ class Client:
         self.send_window = conn.send_window
         self.keepalive = conn.keepalive
         self.connected = True
-        self.connected_at = time.time()
+        # A session made for this CONNECT was made just now: one float for both.
+        self.connected_at = time.time() if present else session.created_at
         self._schedule()
         metrics["client.connack"] += 1
         metrics["client.connected"] += 1
@@ -778,8 +787,11 @@ def _peer(transport: Any) -> tuple[str, int]:
     except Exception:
         peer = None
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), int(peer[1])
+        return sys.intern(str(peer[0])), int(peer[1])  # many clients share a host
     return ("", 0)
+
+
+_PROTO_NAMES = {"MQTT": "MQTT", "MQIsdp": "MQIsdp"}
 
 
 _QOS_SENT = ("messages.qos0.sent", "messages.qos1.sent", "messages.qos2.sent")

@@ -9,6 +9,9 @@ Rules this module keeps:
   (client_id, topic_filter) is unique and add() replaces;
 - match results are cached per topic name; the cache is itself a topic tree so
   (un)subscribing to a filter drops only the cached topics that filter matches;
+  topics nobody listens to are cached apart, in a flat set (a tenth of a trie
+  entry's memory: retained or telemetry topics without subscribers are many),
+  which only a filter new to the router can invalidate, so it is cleared then;
 - a client whose non-shared subscriptions overlap on a topic gets one copy
   (MQTT 5 3.3.4, 3.1.1 3.3.5): each cached entry holds the per-client view
   (``Overlap``: the highest QoS, every identifier), built once per topic;
@@ -206,6 +209,7 @@ class Router:
         "_cache_size",
         "_cached",
         "_count",
+        "_misses",
         "_routes",
         "shared",
         "shared_strategy",
@@ -223,6 +227,7 @@ class Router:
         self._cache_size = cache_size
         self._cache: TopicTrie[Targets] = TopicTrie()
         self._cached = self._cache.by_key  # the flat dict, for the warm path
+        self._misses: set[str] = set()  # topics that match no filter at all
 
     def __len__(self) -> int:
         return self._count
@@ -245,6 +250,8 @@ class Router:
         if route is None:
             route = _Route()
             self._routes.insert(sub.filter, route)
+            if self._misses:
+                self._misses.clear()  # the new filter may match some of them
         group_name = sub.share_group
         if group_name is None:
             subs = route.subs
@@ -325,6 +332,9 @@ class Router:
         hit = self._cached.get(topic)
         if hit is not None:
             return hit
+        misses = self._misses
+        if topic in misses:
+            return _NO_TARGETS
         levels = topic.split("/")
         subs: list[Subscription] = []
         groups: list[SharedGroup] | None = None
@@ -342,7 +352,11 @@ class Router:
         elif groups:
             result = (_NO_SUBS, groups, _NO_SUBS)  # type: ignore[assignment]
         else:
-            result = _NO_TARGETS
+            if self._cache_size > 0:
+                if len(misses) >= self._cache_size:
+                    misses.clear()
+                misses.add(topic)
+            return _NO_TARGETS
         if self._cache_size > 0:
             if len(self._cached) >= self._cache_size:
                 self._cache.clear()

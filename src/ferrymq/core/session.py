@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.model.delivery import (
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
     from ferrymq.core.client import Client
 
 EXPIRY_NEVER = 0xFFFFFFFF
+
+_NO_SUBSCRIPTIONS: dict[str, Subscription] = MappingProxyType({})  # type: ignore[assignment]
+_NO_INFLIGHT: dict[int, Delivery] = MappingProxyType({})  # type: ignore[assignment]
 
 
 class Session:
@@ -86,8 +90,10 @@ class Session:
         self.client_id = client_id
         self.broker = broker
         self.client: Client | None = None
-        self.subscriptions: dict[str, Subscription] = {}
-        self.inflight: dict[int, Delivery] = {}
+        # Shared empty read-only stand-ins until the first subscription (add_subscription):
+        # an idle connection has neither, and two empty dicts are 128 bytes each session.
+        self.subscriptions: dict[str, Subscription] = _NO_SUBSCRIPTIONS
+        self.inflight: dict[int, Delivery] = _NO_INFLIGHT
         # Deliveries waiting for the connection or the inflight window; a deque only once
         # one waits (an empty deque is ~600 bytes, times every idle connection).
         self.queue: deque[Delivery] | tuple[()] = ()
@@ -156,9 +162,28 @@ class Session:
     def clear(self) -> None:
         """The session ends: forget its subscriptions and messages (the router is the
         caller's to update, the store too)."""
-        self.subscriptions.clear()
-        self.inflight.clear()
+        if self.subscriptions:
+            self.subscriptions.clear()
+        if self.inflight:
+            self.inflight.clear()
         self.queue = ()
+
+    def add_subscription(self, sub: Subscription) -> None:
+        """Record ``sub`` (the router is the caller's); the first one makes the dicts
+        deliveries need."""
+        subs = self.subscriptions
+        if subs is _NO_SUBSCRIPTIONS:
+            subs = self.subscriptions = {}
+            self._own_inflight()
+        subs[sub.topic_filter] = sub
+
+    def remove_subscription(self, topic_filter: str) -> Subscription | None:
+        subs = self.subscriptions
+        return subs.pop(topic_filter, None) if subs else None
+
+    def _own_inflight(self) -> None:
+        if self.inflight is _NO_INFLIGHT:
+            self.inflight = {}
 
     def _deliveries(self) -> list[Delivery]:
         return [*self.inflight.values(), *self.queue]
@@ -411,7 +436,7 @@ class Session:
                 identifier=item.get("id"),
                 acl_admin=item.get("adm", False),
             )
-            self.subscriptions[sub.topic_filter] = sub
+            self.add_subscription(sub)
         return list(self.subscriptions.values())
 
     def load_deliveries(
@@ -421,6 +446,7 @@ class Session:
         queued since the start. The store shares equal meta dicts, so each distinct one
         is parsed once (``parsed``, kept over sessions)."""
         queued = []
+        self._own_inflight()
         inflight = self.inflight
         for key, msg, meta in records:
             entry = parsed.get(id(meta))

@@ -146,7 +146,9 @@ class Sessions:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         store = broker.store
-        if store is not None and (session.persistent or session.disconnected_at):
+        # Only a persistent session is in the store (set_expiry removes one that stops
+        # being persistent): a clean session ends without a store write.
+        if store is not None and session.persistent:
             store.delete_session(session.client_id)
         session.clear()
         broker.metrics["session." + why] += 1

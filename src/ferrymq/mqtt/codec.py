@@ -632,7 +632,8 @@ class Decoder:
         self.version = version
         self.max_packet_size = max_packet_size
         self._table = _table(server, version)  # set to None once feed() has raised
-        self._chunks: list[bytes] = []  # undecoded bytes: the start of one incomplete packet
+        # Undecoded bytes, the start of one incomplete packet: a list only while there are.
+        self._chunks: list[bytes] | tuple[()] = ()
         self._held = 0  # their total length
         self._need = 0  # how many bytes they must reach before decoding can progress
 
@@ -649,12 +650,12 @@ class Decoder:
         if type(data) is not bytes:
             data = bytes(data)
         if self._chunks:
-            self._chunks.append(data)
+            self._chunks.append(data)  # type: ignore[union-attr]
             self._held += len(data)
             if self._held < self._need:
                 return []
             buf = b"".join(self._chunks)
-            self._chunks = []
+            self._chunks = ()
         elif data:
             buf = data
         else:

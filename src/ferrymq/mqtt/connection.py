@@ -86,6 +86,9 @@ _NO_IDS: dict[int, Any] = MappingProxyType({})  # type: ignore[assignment]
 _NO_PROPS: Properties = MappingProxyType({})  # type: ignore[assignment]
 _NO_PACKETS: Sequence[Packet] = ()
 _PINGRESP = b"\xd0\x00"
+# The CONNACK accepting an MQTT 3.1/3.1.1 CONNECT is the same for every client.
+_V3_CONNACK = encode(Connack(False, rc.SUCCESS), 4)
+_V3_CONNACK_PRESENT = encode(Connack(True, rc.SUCCESS), 4)
 # Encoded variants kept per message (protocol version, QoS, retain, ids, expiry).
 _CACHE_VARIANTS = 16
 # Reasons MQTT 3 cannot report: the connection closes without a CONNACK.
@@ -465,7 +468,8 @@ class ServerConnection:
         self.awaiting_rel = awaiting_rel
         self.deadline = now + self.keepalive * 1.5 if self.keepalive else _INF
         if self.version != MQTT5:
-            return encode(Connack(session_present, rc.SUCCESS), self.version)
+            self._connect_props = _NO_PROPS
+            return _V3_CONNACK_PRESENT if session_present else _V3_CONNACK
         limits = self.limits
         props = self._connect_props
         self.send_window = min(limits.max_inflight, props.get("receive_maximum", 65535))
@@ -477,6 +481,7 @@ class ServerConnection:
         if self.alias_max_in:
             self.aliases_in = {}
         self.request_problem_info = bool(props.get("request_problem_information", 1))
+        self._connect_props = _NO_PROPS  # read here only: not kept for the connection's life
         ack: Properties = {}
         if self.session_expiry != props.get("session_expiry_interval", 0):
             ack["session_expiry_interval"] = self.session_expiry

@@ -234,7 +234,7 @@ def make_handler(owner: Listener) -> Any:
         if spec.proxy_header:
             peer = _forwarded(request, peer)
         adapter = WSTransport(conn.transport, peer, asyncio.current_task())
-        client = Client(broker, adapter, spec.id, spec.zone)
+        client = Client(broker, adapter, owner.id, spec.zone)
         apply_cert_identity(client, transport, owner.cert_username, owner.cert_clientid)
         conn.upgraded(client)
         reading = adapter.reading

@@ -280,6 +280,17 @@ def test_cache_is_bounded() -> None:
         assert len(router._cached) <= 10
 
 
+def test_topics_nobody_listens_to_are_cached_apart_until_a_new_filter() -> None:
+    router = Router()
+    router.add(sub("c", "a/#"))
+    assert router.match("b/1") == ([], [])
+    assert "b/1" not in router._cached  # no trie entry for a topic without subscribers
+    router.add(sub("d", "a/#"))  # a filter the router has: "b/1" still matches nothing
+    assert router.match("b/1") == ([], [])
+    router.add(sub("e", "b/+"))
+    assert ids(router.match("b/1")[0]) == ["e"]
+
+
 def test_no_cache() -> None:
     router = Router(cache_size=0)
     router.add(sub("c", "a"))

@@ -2,7 +2,7 @@
 
 The connection machine's rules are tested on their own (test_connection_machine);
 these check what the glue adds around them: bytes written in order, metrics
-counted, the one timer following the machine's deadline, connections closed.
+counted, the deadline slot following the machine's deadline, connections closed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
+from ferrymq.core.deadlines import RESOLUTION
 from ferrymq.mqtt import reason_codes as rc
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import (
@@ -130,12 +131,18 @@ def test_refused_connect(broker: Broker) -> None:
 def test_one_timer_follows_the_deadline(broker: Broker) -> None:
     peer = Peer(broker, 5)
     client = peer.client
-    connect_timer = client.timer
+    connect_slot = client.timer
+    assert connect_slot is not None
     peer.connect("p", keepalive=10)
-    assert connect_timer.cancelled()
-    assert client.timer.when() == pytest.approx(client.conn.deadline, abs=0.5)
+    # The connection left the connect timeout's slot for the keep alive's, just after
+    # the machine's deadline; one entry in the shared slots, no timer of its own.
+    assert client not in connect_slot
+    assert client.timer is not None
+    assert 0 <= client.timer.when - client.conn.deadline <= RESOLUTION
+    assert client in client.timer
+    assert len(broker.deadlines) == 1
     client.conn.last_recv -= 15  # nothing received for 1.5 x keep alive
-    client._timer_fired()
+    client.deadline_due(client.timer)
     (disconnect,) = peer.read()
     assert disconnect.reason_code == rc.KEEP_ALIVE_TIMEOUT
     assert client.will_allowed and client.closing
@@ -144,5 +151,6 @@ def test_one_timer_follows_the_deadline(broker: Broker) -> None:
 def test_connect_timeout_closes_silently(broker: Broker) -> None:
     peer = Peer(broker)
     peer.client.conn.deadline -= broker.settings.connect_timeout
-    peer.client._timer_fired()
+    assert peer.client.timer is not None
+    peer.client.deadline_due(peer.client.timer)
     assert peer.transport.data == b"" and peer.client.closing
