@@ -14,6 +14,9 @@ Rules kept here:
   every node, whether it has a matching route or not;
 - ``$SYS/`` topics stay on the node that publishes them (each node has its
   own ``$SYS/brokers/<node>/...``);
+- while the outbox holds more than ``outbox.HIGH`` messages and the broker
+  is short of CPU, the publishers adding to it are paused until the sender
+  has handed it to Redis (one comparison per forwarded message otherwise);
 - a publish that found subscribers only on other nodes counts as matched
   (PUBACK reason 0, not "no matching subscribers"), and not as dropped;
 - a shared group gets each message once cluster-wide: the publishing node
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
+from ferrymq.cluster.outbox import HIGH, Backlog
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
 from ferrymq.core.broker import Broker, online
@@ -86,6 +90,8 @@ class ClusterBroker(Broker):
         #: (None: every matching one, as standalone); what is left after it was not served.
         self._serve: dict[str, set[str]] | None = None
         self._retain_mode = _ANNOUNCE
+        self._outbox = node.outbox
+        self._backlog = Backlog()
         for name in CLUSTER_METRICS:
             self.metrics[name] = 0
 
@@ -98,7 +104,21 @@ class ClusterBroker(Broker):
         if not nodes or topic.startswith("$SYS/"):
             return count
         self.node.forward(msg, nodes)
+        if origin is not None and self._outbox.messages >= HIGH:
+            self._hold(origin)
         return count + len(nodes)
+
+    def _hold(self, origin: Client) -> None:
+        """The outbox is long: while the broker is short of CPU, ``origin`` waits for it."""
+        if self.flow.saturated():
+            self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
+
+    def forwarded(self) -> None:
+        """The sender handed the outbox to Redis (or dropped it): publishers read again."""
+        backlog = self._backlog
+        backlog.slow = False
+        if backlog.blocked:
+            self.flow.release_publishers(backlog)  # type: ignore[arg-type]
 
     def _publish_shared(self, msg: Message, origin: Client | None) -> int:
         """``publish`` while shared groups exist somewhere: one node per matching group."""
@@ -125,10 +145,12 @@ class ClusterBroker(Broker):
             self._pass_on(msg, serve, remote)
         nodes = self._nodes_for(topic)
         if remote:
-            return count + self.node.forward_shared(msg, nodes, remote)
-        if nodes:
+            count += self.node.forward_shared(msg, nodes, remote)
+        elif nodes:
             self.node.forward(msg, nodes)
             count += len(nodes)
+        if origin is not None and self._outbox.messages >= HIGH:
+            self._hold(origin)
         return count
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:

@@ -352,8 +352,10 @@ class ClusterNode:
         for part in self.parts:
             part.went_down()
         _, _, lost = self.outbox.take()
-        if lost and self.broker is not None:
-            self.broker.metrics["cluster.forward.paused"] += lost
+        if self.broker is not None:
+            if lost:
+                self.broker.metrics["cluster.forward.paused"] += lost
+            self.broker.forwarded()
 
     async def _resync(self, redis: aioredis.Redis) -> None:
         """Everything a (re)connection starts with; see the module docstring for the order."""
@@ -614,30 +616,34 @@ class ClusterNode:
                 dispatch(message["data"])
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
-        """The QoS 1/2 inbox: what was left unacknowledged first, then new batches."""
+        """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
+        acknowledgement of what was just dispatched travels with the next read (one round
+        trip per batch)."""
         stream = inbox(self.name)
         dispatch = self._dispatch
         start = "0"  # this consumer's pending entries (from before a restart)
+        ids: list[bytes] = []
         while True:
-            reply = await redis.xreadgroup(
-                GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS
-            )
+            if ids:
+                pipe = redis.pipeline(transaction=False)
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                pipe.xreadgroup(GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS)
+                reply = (await pipe.execute())[-1]
+            else:
+                reply = await redis.xreadgroup(
+                    GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS
+                )
             entries = reply[0][1] if reply else []
+            ids = []
             if start == "0" and not entries:
                 start = ">"
                 continue
-            if not entries:
-                continue
-            ids = []
             for entry_id, fields in entries:
                 data = fields.get(b"m")
                 if data:
                     dispatch(data)
                 ids.append(entry_id)
-            pipe = redis.pipeline(transaction=False)
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            await pipe.execute()
 
     def _dispatch(self, batch: bytes) -> None:
         try:
@@ -677,6 +683,7 @@ class ClusterNode:
                 self.broker.metrics["cluster.forward.paused"] += count  # type: ignore[union-attr]
                 raise
             self.broker.metrics["cluster.forwarded"] += count  # type: ignore[union-attr]
+            self.broker.forwarded()  # type: ignore[union-attr]
 
     async def _send_routes(self, redis: aioredis.Redis) -> None:
         serial = self.subacks.serial

@@ -9,7 +9,11 @@ Rules kept here:
   stored once; each of those destinations gets a frame naming its groups,
   the others the plain frame;
 - ``take`` hands over one joined batch per (node, kind) and leaves the outbox
-  empty, so one Redis command carries everything a node gets in a turn.
+  empty, so one Redis command carries everything a node gets in a turn;
+- past ``HIGH`` waiting pairs, while the broker is short of CPU, the publishers
+  that add to it are paused (``Backlog``, a target of ``core/flow.py``) until
+  the sender has handed the batch to Redis: otherwise an event loop busy
+  reading publishers never lets the sender (or the heartbeat) run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,20 @@ from collections.abc import Iterable
 from ferrymq.cluster.codec import frame, frame_shared, frame_stored
 from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message
+
+#: (message, node) pairs waiting past which the publishers adding to them may be paused.
+HIGH = 20_000
+
+
+class Backlog:
+    """The outbox as ``core.flow.Flow`` sees a backed-up subscriber: publishers that feed
+    it wait (``Flow.block``) until the sender releases them (``Flow.release_publishers``)."""
+
+    __slots__ = ("blocked", "slow")
+
+    def __init__(self) -> None:
+        self.blocked: list[object] | tuple[()] = ()
+        self.slow = False  # set by Flow after a pause of a second: pause no one any more
 
 
 class Outbox:
