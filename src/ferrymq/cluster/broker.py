@@ -125,6 +125,12 @@ class ClusterBroker(Broker):
         topic = msg.topic
         if topic.startswith("$SYS/"):
             return Broker.publish(self, msg, origin)
+        if not self.node.up:  # Redis unreachable: local members serve their groups
+            count = Broker.publish(self, msg, origin)
+            nodes = self._nodes_for(topic)
+            if nodes:
+                self.node.forward(msg, nodes)  # counted as paused
+            return count + len(nodes)
         groups = self._groups_for(topic)
         remote: dict[str, list[str]] = {}
         serve: dict[str, set[str]] = {}

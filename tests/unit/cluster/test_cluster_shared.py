@@ -221,3 +221,17 @@ async def test_when_the_last_member_here_leaves_the_others_get_it_all(
     _qos0, reliable, count = node.outbox.take()
     assert count == 4 and len(read_batch(reliable["n2"])[0]) == 4
     assert _publishes(m1) == []
+
+
+async def test_while_redis_is_away_local_members_serve_every_message(
+    broker: ClusterBroker,
+) -> None:
+    node = broker.node
+    here = await member(broker, "m1", "$share/g/t")
+    node.shared.set("n2", "$share/g/t", 3)  # more members elsewhere, out of reach now
+    node.up = False
+    for i in range(6):
+        broker.publish(Message("t", str(i).encode(), 1, publisher="p"))
+    await settle()
+    assert len(_publishes(here)) == 6
+    assert broker.metrics["cluster.forward.paused"] == 0 and not node.outbox
