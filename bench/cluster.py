@@ -62,8 +62,18 @@ def redis_server() -> str:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def two_nodes() -> Iterator[tuple[RunningBroker, RunningBroker]]:
+def two_nodes() -> Iterator[tuple[RunningBroker, RunningBroker, int]]:
     """redis-server, then two ferrymq nodes joined through it; all stopped afterwards."""
     if port_open(REDIS_PORT):
         raise RuntimeError(f"port {REDIS_PORT} is already in use; stop what listens there")
@@ -95,7 +105,7 @@ def two_nodes() -> Iterator[tuple[RunningBroker, RunningBroker]]:
             spec = dataclasses.replace(base, port=port, flags=flags, data_dir=None, cpu=cpu)
             nodes.append(start_broker(spec))
         wait_joined(2)
-        yield nodes[0], nodes[1]
+        yield nodes[0], nodes[1], redis.pid
     finally:
         for node in nodes:
             stop_broker(node)
@@ -167,7 +177,7 @@ def cross_node(scen: str, base: list[str], timing: list[str]) -> dict[str, Any]:
     # past their window, so the window sees steady cross-node traffic only.
     pub_timing = _set(_set(timing, "-w", "1"), "-d", str(float(_get(timing, "-d")) + 3))
     pub_args = [*_set(base, "-S", "0"), *pub_timing]
-    with two_nodes() as (node1, node2):
+    with two_nodes() as (node1, node2, redis_pid):
         result: dict[str, Any] = {}
 
         def subscribers() -> None:
@@ -177,7 +187,9 @@ def cross_node(scen: str, base: list[str], timing: list[str]) -> dict[str, Any]:
         t.start()
         routed = wait_routes("bench2@127.0.0.1", filters)
         time.sleep(0.5)  # the route change reached node 1's replica
+        started, redis_cpu = time.monotonic(), cpu_seconds(redis_pid)
         pub = run_mqttbench(node1, scen + "-pub", [*pub_args, "--settle", "0"])
+        redis_cpu_pct = 100 * (cpu_seconds(redis_pid) - redis_cpu) / (time.monotonic() - started)
         t.join()
         if not routed:
             result["status"] = "not_routed"
@@ -188,6 +200,7 @@ def cross_node(scen: str, base: list[str], timing: list[str]) -> dict[str, Any]:
             node1_cpu_pct=pub.get("broker_cpu_pct"),
             node1_rss_peak_kb=pub.get("rss_peak_kb"),
             pub_gen_cpu_pct=pub.get("gen_cpu_pct"),
+            redis_cpu_pct=round(redis_cpu_pct, 1),  # over the publishers' whole run
         )
         log(f"  node 1 accepted {pub.get('pub_rate')} msg/s at {pub.get('broker_cpu_pct')} % CPU")
         return result
@@ -195,7 +208,7 @@ def cross_node(scen: str, base: list[str], timing: list[str]) -> dict[str, Any]:
 
 def local(scen: str, args: list[str]) -> dict[str, Any]:
     """Publishers and subscribers on node 1 of a two-node cluster."""
-    with two_nodes() as (node1, _node2):
+    with two_nodes() as (node1, _node2, _redis):
         d = run_mqttbench(node1, scen, args)
         d["cluster"] = "local"
         return d

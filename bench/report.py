@@ -164,7 +164,20 @@ CLUSTER_TABLE: list[tuple[str, str, str, str, str]] = [
     ("QoS 1 pairs at 5,000 msg/s: delivered msg/s", "recv_rate", "S3a", "L3a", "X3a"),
     ("QoS 1 at 5,000 msg/s: latency p50 ms", "lat_ms.p50", "S3a", "L3a", "X3a"),
     ("QoS 1 at 5,000 msg/s: latency p99 ms", "lat_ms.p99", "S3a", "L3a", "X3a"),
+    ("fan-in: ferrymq CPU %, every node", "ferrymq_cpu", "S1", "L1", "X1"),
+    ("fan-in: redis-server CPU %", "redis_cpu_pct", "S1", "L1", "X1"),
+    ("QoS 1: ferrymq CPU %, every node", "ferrymq_cpu", "S3a", "L3a", "X3a"),
+    ("QoS 1: redis-server CPU %", "redis_cpu_pct", "S3a", "L3a", "X3a"),
 ]
+
+
+def ferrymq_cpu(d: Row) -> float | None:
+    """The CPU the broker used: both nodes' in a cross-node run (node 1 measured by the
+    publishers' generator, node 2 by the subscribers')."""
+    cpu = d.get("broker_cpu_pct")
+    if cpu is None:
+        return None
+    return cpu + (d.get("node1_cpu_pct") or 0.0)
 
 
 def cluster_table(res: Results) -> list[str]:
@@ -178,9 +191,10 @@ def cluster_table(res: Results) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, metric, alone, near, far in CLUSTER_TABLE:
-        base = res.median(alone, f, metric)
-        cells = [res.cell(scen, f, metric) for scen in (alone, near, far)]
-        ratios = [ratio(res.median(scen, f, metric), base) for scen in (near, far)]
+        how: str | Callable[[Row], Any] = ferrymq_cpu if metric == "ferrymq_cpu" else metric
+        base = res.median(alone, f, how)
+        cells = [res.cell(scen, f, how) for scen in (alone, near, far)]
+        ratios = [ratio(res.median(scen, f, how), base) for scen in (near, far)]
         lines.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
     return lines
 
