@@ -84,6 +84,7 @@ class ClusterBroker(Broker):
         super().__init__(settings, store, loop, router=router)
         self.node = node
         self._nodes_for = node.replica.nodes_for
+        self._answers = node.replica.answers()
         self._groups_for = node.shared.groups_for
         self._any_shared = node.shared.by_node  # empty while no node has a shared group
         #: During a publish: the local groups to serve, ``{plain filter: {group name}}``
@@ -100,7 +101,9 @@ class ClusterBroker(Broker):
             return self._publish_shared(msg, origin)
         count = Broker.publish(self, msg, origin)
         topic = msg.topic
-        nodes = self._nodes_for(topic)
+        nodes = self._answers.get(topic)  # the warm path: no call
+        if nodes is None:
+            nodes = self._nodes_for(topic)
         if not nodes or topic.startswith("$SYS/"):
             return count
         self.node.forward(msg, nodes)

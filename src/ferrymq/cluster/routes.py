@@ -94,6 +94,11 @@ class RouteReplica:
             for node in nodes:
                 self.add(node, topic_filter)
 
+    def answers(self) -> dict[str, tuple[str, ...]]:
+        """The cached ``nodes_for`` answers by topic name (the same dict for the replica's
+        whole life), for a caller that reads the warm path without a call; read only."""
+        return self._cached
+
     def nodes_for(self, topic: str) -> tuple[str, ...]:
         """The other nodes with a route matching the topic name ``topic``, sorted."""
         hit = self._cached.get(topic)
