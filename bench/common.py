@@ -90,6 +90,7 @@ class BrokerSpec:
     data_dir: Path | None = None
     flags: list[str] = field(default_factory=list)  # extra ferrymq flags
     persist: bool = False  # Mosquitto: persistence on (ferrymq always persists)
+    cpu: str = ""  # the CPU to pin it to (default BROKER_CPU)
 
     def command(self, reuse: bool = False) -> list[str]:
         """The command line; ``reuse`` keeps the data directory of the last start."""
@@ -263,7 +264,7 @@ def spawn_broker(spec: BrokerSpec, reuse: bool = False) -> subprocess.Popen[byte
     WORK.mkdir(parents=True, exist_ok=True)
     with open(WORK / f"{spec.name}.log", "ab") as logf:
         return subprocess.Popen(
-            ["taskset", "-c", BROKER_CPU, *spec.command(reuse)],
+            ["taskset", "-c", spec.cpu or BROKER_CPU, *spec.command(reuse)],
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

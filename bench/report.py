@@ -153,6 +153,50 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
 
 
 DURABILITY = ("S6a", "S6b", "S6c", "S6d", "S7")
+CLUSTER = ("L1", "X1", "L3a", "X3a")
+
+# Cluster mode side by side with standalone (bench/cluster.py): (label, metric, standalone
+# scenario, local-on-a-clustered-node scenario, cross-node scenario).
+CLUSTER_TABLE: list[tuple[str, str, str, str, str]] = [
+    ("fan-in 20→1, QoS 0, unlimited: delivered msg/s", "recv_rate", "S1", "L1", "X1"),
+    ("fan-in: published (accepted) msg/s", "pub_rate", "S1", "L1", "X1"),
+    ("fan-in: latency p99 ms (overload)", "lat_ms.p99", "S1", "L1", "X1"),
+    ("QoS 1 pairs at 5,000 msg/s: delivered msg/s", "recv_rate", "S3a", "L3a", "X3a"),
+    ("QoS 1 at 5,000 msg/s: latency p50 ms", "lat_ms.p50", "S3a", "L3a", "X3a"),
+    ("QoS 1 at 5,000 msg/s: latency p99 ms", "lat_ms.p99", "S3a", "L3a", "X3a"),
+    ("fan-in: ferrymq CPU %, every node", "ferrymq_cpu", "S1", "L1", "X1"),
+    ("fan-in: redis-server CPU %", "redis_cpu_pct", "S1", "L1", "X1"),
+    ("QoS 1: ferrymq CPU %, every node", "ferrymq_cpu", "S3a", "L3a", "X3a"),
+    ("QoS 1: redis-server CPU %", "redis_cpu_pct", "S3a", "L3a", "X3a"),
+]
+
+
+def ferrymq_cpu(d: Row) -> float | None:
+    """The CPU the broker used: both nodes' in a cross-node run (node 1 measured by the
+    publishers' generator, node 2 by the subscribers')."""
+    cpu = d.get("broker_cpu_pct")
+    if cpu is None:
+        return None
+    return cpu + (d.get("node1_cpu_pct") or 0.0)
+
+
+def cluster_table(res: Results) -> list[str]:
+    """ferrymq standalone, local traffic on a clustered node, and cross-node traffic."""
+    f = "ferrymq"
+    if not any((scen, f) in res.groups for scen in CLUSTER):
+        return []
+    lines = [
+        "| ferrymq | standalone | clustered node, local | cross-node | local/standalone "
+        "| cross-node/standalone |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, metric, alone, near, far in CLUSTER_TABLE:
+        how: str | Callable[[Row], Any] = ferrymq_cpu if metric == "ferrymq_cpu" else metric
+        base = res.median(alone, f, how)
+        cells = [res.cell(scen, f, how) for scen in (alone, near, far)]
+        ratios = [ratio(res.median(scen, f, how), base) for scen in (near, far)]
+        lines.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    return lines
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -239,6 +283,7 @@ def targets(res: Results) -> list[str]:
             f"{fmt(before / 1024)} → {fmt(after / 1024)} MiB",
             after <= before,
         )
+    cluster_targets(res, add)
     peak = res.median("S1", f, "rss_peak_kb")
     if peak is not None:
         add(
@@ -263,6 +308,34 @@ def targets(res: Results) -> list[str]:
     return lines
 
 
+def cluster_targets(res: Results, add: Callable[[str, str, bool | None], None]) -> None:
+    """The cluster targets of issue 11, against standalone S1 of the same run."""
+    f = "ferrymq"
+    s1 = res.median("S1", f, "recv_rate")
+    l1 = res.median("L1", f, "recv_rate")
+    if l1 is not None and s1:
+        add(
+            "cluster: local traffic on a clustered node ≥ 90 % of standalone (S1 shape)",
+            f"{l1 / s1:.2f}x ({fmt(l1)} vs {fmt(s1)} msg/s)",
+            l1 / s1 >= 0.9,
+        )
+    p99 = res.median("X3a", f, "lat_ms.p99")
+    rate = res.median("X3a", f, "recv_rate")
+    if p99 is not None:
+        add(
+            "cluster: cross-node QoS 1 p99 ≤ 2 ms at 5,000 msg/s",
+            f"p99 {fmt(p99)} ms at {fmt(rate)} msg/s",
+            p99 <= 2.0 and (rate or 0) >= 4950,
+        )
+    x1 = res.median("X1", f, "recv_rate")
+    if x1 is not None and s1:
+        add(
+            "cluster: cross-node throughput ≥ 40 % of standalone S1",
+            f"{x1 / s1:.2f}x ({fmt(x1)} vs {fmt(s1)} msg/s)",
+            x1 / s1 >= 0.4,
+        )
+
+
 def noise(res: Results) -> list[str]:
     lines = [
         "| broker | scenario | runs | statuses | gen CPU % (max) | broker CPU % (median) | "
@@ -270,7 +343,7 @@ def noise(res: Results) -> list[str]:
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for b in res.brokers:
-        for scen in ("S1", "S2", "S3a", "S3b", "S4", "S5a", "S5b", *DURABILITY):
+        for scen in ("S1", "S2", "S3a", "S3b", "S4", "S5a", "S5b", *DURABILITY, *CLUSTER):
             runs = res.groups.get((scen, b))
             if not runs:
                 continue
@@ -351,6 +424,19 @@ def render(rows: list[Row], source: str) -> str:
         "",
         *noise(res),
     ]
+    clustered = cluster_table(res)
+    if clustered:
+        out += [
+            "",
+            "## Cluster mode (two nodes and redis-server, bench/cluster.py)",
+            "",
+            "Both nodes share the standalone broker's core (CPU "
+            f"{m.get('broker_cpu')}); redis-server runs beside the generator. Local: "
+            "publishers and subscribers on node 1; cross-node: publishers on node 1, "
+            "subscribers on node 2. Ratios against standalone ferrymq of this run.",
+            "",
+            *clustered,
+        ]
     sweep = sweep_table(res)
     if sweep:
         out += ["", "## S2 sweep (3 s steps, doubling until deliveries/s stop growing)", "", *sweep]

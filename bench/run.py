@@ -1,7 +1,8 @@
 """Run the benchmark: ferrymq, Mosquitto and amqtt side by side, one after the other.
 
 usage: python bench/run.py [--rounds 3] [--quick] [--brokers ferrymq,mosquitto,amqtt]
-                           [--scenarios S1,S2,S3a,S3b,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7]
+                           [--scenarios S1,S2,S3a,S3b,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,
+                                        X1,X3a,L1,L3a]
                            [--soak 300]
 
 Each measurement starts its broker fresh, pinned to BROKER_CPU (default 1),
@@ -10,8 +11,10 @@ afterwards, so one scenario's backlog cannot leak into the next. The S2
 publisher rate is the knee of a per-broker sweep run first. Within a round the
 brokers alternate, and the broker that goes first flips every round. A run
 disturbed by other programs (``other_cpu_pct`` > 15) is repeated once while
-the rerun budget lasts. Raw JSON lines and the markdown report (medians,
-ratios, targets) go to ``--out`` (bench/results/).
+the rerun budget lasts. X1, X3a, L1 and L3a are ferrymq's cluster scenarios
+(bench/cluster.py: two nodes and a redis-server started here). Raw JSON lines
+and the markdown report (medians, ratios, targets) go to ``--out``
+(bench/results/).
 
 Settings from the environment: MQTTBENCH (generator binary), MQTTBENCH_SRC
 (its source, built when the binary is missing), MOSQUITTO, AMQTT_VENV,
@@ -31,6 +34,7 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cluster
 import report
 import scenarios
 from common import (
@@ -129,6 +133,8 @@ class Campaign:
     def measure(self, name: str, scen: str, rnd: int) -> dict[str, Any]:
         extra = {"broker": name, "phase": "round", "round": rnd, "scenario": scen}
         spec = BROKERS[name]
+        if scen in cluster.SCENARIOS:
+            return self._cluster(name, scen, extra) if name == "ferrymq" else {}
         if scen in DURABLE:
             flags, with_mosquitto = DURABLE[scen]
             if name == "amqtt" or (name == "mosquitto" and not with_mosquitto):
@@ -150,6 +156,26 @@ class Campaign:
                 return d
             self.reruns += 1
             log(f"  other programs used {other:.0f} % CPU during the run: repeating it")
+        return d
+
+    def _cluster(self, name: str, scen: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """One cluster measurement (bench/cluster.py); a local one is repeated once when
+        other programs disturbed it, as standalone ones are."""
+        for attempt in (1, 2):
+            if scen in cluster.CROSS:
+                mirrored = scenarios.SCENARIOS[cluster.CROSS[scen]]
+                d = cluster.cross_node(scen, mirrored.args(name), list(mirrored.timing))
+                d["interference"] = False
+            else:
+                d = cluster.local(scen, scenarios.SCENARIOS[cluster.LOCAL[scen]].full_args(name))
+                d["interference"] = float(d.get("other_cpu_pct") or 0) > INTERFERENCE_PCT
+            d.update(extra, attempt=attempt)
+            self.emit(d)
+            log(f"{name:9s} {scen:4s} r{extra['round']} {report.one_line(d)}")
+            if not d["interference"] or attempt == 2 or self.reruns >= MAX_RERUNS:
+                return d
+            self.reruns += 1
+            log("  other programs disturbed the run: repeating it")
         return d
 
     def _run(self, broker: RunningBroker, scen: str) -> dict[str, Any]:
@@ -365,7 +391,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one round, no reruns")
     ap.add_argument("--brokers", default="ferrymq,mosquitto,amqtt")
-    ap.add_argument("--scenarios", default="S1,S2,S3a,S3b,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7")
+    ap.add_argument(
+        "--scenarios", default="S1,S2,S3a,S3b,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,X1,X3a,L1,L3a"
+    )
     ap.add_argument("--soak", type=int, default=0, help="seconds of ferrymq soak (0: none)")
     ap.add_argument("--s2-rate", action="append", default=[], help="broker=rate: skip its sweep")
     ap.add_argument("--out", type=Path, default=BENCH / "results")

@@ -8,6 +8,9 @@ standalone node runs exactly the code it always ran.
 - ``codec``: the forwarded-message frames (one Redis command carries many);
 - ``routes``: the in-memory replica of the cluster route table and the
   pending local route changes (pure bookkeeping, no I/O);
+- ``shared``: every node's shared-group member counts, and which node serves
+  a group's next message;
+- ``subacks``: SUBACKs held until the routes they follow are in Redis;
 - ``outbox``: forwarded messages batched per destination node;
 - ``router``: the local ``Router`` that reports a filter's first and last
   local subscriber;

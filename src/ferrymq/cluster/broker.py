@@ -14,8 +14,18 @@ Rules kept here:
   every node, whether it has a matching route or not;
 - ``$SYS/`` topics stay on the node that publishes them (each node has its
   own ``$SYS/brokers/<node>/...``);
+- while the outbox holds more than ``outbox.HIGH`` messages and the broker
+  is short of CPU, the publishers adding to it are paused until the sender
+  has handed it to Redis (one comparison per forwarded message otherwise);
 - a publish that found subscribers only on other nodes counts as matched
-  (PUBACK reason 0, not "no matching subscribers"), and not as dropped.
+  (PUBACK reason 0, not "no matching subscribers"), and not as dropped;
+- a shared group gets each message once cluster-wide: the publishing node
+  picks the node that serves it (``cluster/shared.py``), serves it itself
+  or forwards the message naming the group; a forwarded message serves only
+  the groups it names (none when it names none). A node asked to serve a
+  group it no longer has members of passes the message on to another node
+  that has (once: ``hops``), so a member leaving loses nothing while others
+  remain. While no node has any shared group, publish pays one truth test.
 """
 
 from __future__ import annotations
@@ -24,15 +34,23 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
+from ferrymq.cluster.outbox import HIGH, Backlog
 from ferrymq.cluster.router import ClusterRouter
-from ferrymq.core.broker import Broker
+from ferrymq.cluster.shared import group_key
+from ferrymq.core.broker import Broker, online
 from ferrymq.model.message import Message
+from ferrymq.mqtt.topics import parse_shared
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ferrymq.config import Settings
     from ferrymq.core.client import Client
     from ferrymq.core.interfaces import RouteTable
+    from ferrymq.core.router import SharedGroup
+    from ferrymq.model.subscription import Subscription
     from ferrymq.storage.store import Store
 
 #: What ``_retain`` does: keep and announce (a local publish), keep only (a retained
@@ -44,7 +62,12 @@ CLUSTER_METRICS = (
     "cluster.received",  # messages received from other nodes and dispatched here
     "cluster.forward.paused",  # (message, node) pairs not sent: Redis unreachable
     "cluster.dropped.expired",  # received from another node after their expiry
+    "cluster.shared.passed_on",  # (message, group) pairs passed on: members left here
+    "cluster.shared.dropped",  # (message, group) pairs no member was left for
 )
+
+#: What a forwarded message without groups asks of the local shared groups: nothing.
+_SERVE_NONE: dict[str, set[str]] = {}
 
 
 class ClusterBroker(Broker):
@@ -61,40 +84,178 @@ class ClusterBroker(Broker):
         super().__init__(settings, store, loop, router=router)
         self.node = node
         self._nodes_for = node.replica.nodes_for
+        self._answers = node.replica.answers()
+        self._groups_for = node.shared.groups_for
+        self._any_shared = node.shared.by_node  # empty while no node has a shared group
+        #: During a publish: the local groups to serve, ``{plain filter: {group name}}``
+        #: (None: every matching one, as standalone); what is left after it was not served.
+        self._serve: dict[str, set[str]] | None = None
         self._retain_mode = _ANNOUNCE
+        self._outbox = node.outbox
+        self._backlog = Backlog()
         for name in CLUSTER_METRICS:
             self.metrics[name] = 0
 
     def publish(self, msg: Message, origin: Client | None = None) -> int:
+        if self._any_shared:
+            return self._publish_shared(msg, origin)
         count = Broker.publish(self, msg, origin)
         topic = msg.topic
-        nodes = self._nodes_for(topic)
+        nodes = self._answers.get(topic)  # the warm path: no call
+        if nodes is None:
+            nodes = self._nodes_for(topic)
         if not nodes or topic.startswith("$SYS/"):
             return count
         self.node.forward(msg, nodes)
+        if origin is not None and self._outbox.messages >= HIGH:
+            self._hold(origin)
         return count + len(nodes)
+
+    def _hold(self, origin: Client) -> None:
+        """The outbox is long: while the broker is short of CPU, ``origin`` waits for it."""
+        if self.flow.saturated():
+            self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
+
+    def forwarded(self) -> None:
+        """The sender handed the outbox to Redis (or dropped it): publishers read again."""
+        backlog = self._backlog
+        backlog.slow = False
+        if backlog.blocked:
+            self.flow.release_publishers(backlog)  # type: ignore[arg-type]
+
+    def _publish_shared(self, msg: Message, origin: Client | None) -> int:
+        """``publish`` while shared groups exist somewhere: one node per matching group."""
+        topic = msg.topic
+        if topic.startswith("$SYS/"):
+            return Broker.publish(self, msg, origin)
+        if not self.node.up:  # Redis unreachable: local members serve their groups
+            count = Broker.publish(self, msg, origin)
+            nodes = self._nodes_for(topic)
+            if nodes:
+                self.node.forward(msg, nodes)  # counted as paused
+            return count + len(nodes)
+        groups = self._groups_for(topic)
+        remote: dict[str, list[str]] = {}
+        serve: dict[str, set[str]] = {}
+        own = self.node.name
+        publisher = msg.publisher
+        for group in groups:
+            node = group.choose(publisher)
+            if node == own:
+                serve.setdefault(group.filter, set()).add(group.name)
+            elif node is not None:
+                remote.setdefault(node, []).append(group.key)
+        self._serve = serve
+        try:
+            count = Broker.publish(self, msg, origin)
+        finally:
+            self._serve = None
+        if serve:  # chosen here but gone meanwhile: another node's members
+            self._pass_on(msg, serve, remote)
+        nodes = self._nodes_for(topic)
+        if remote:
+            count += self.node.forward_shared(msg, nodes, remote)
+        elif nodes:
+            self.node.forward(msg, nodes)
+            count += len(nodes)
+        if origin is not None and self._outbox.messages >= HIGH:
+            self._hold(origin)
+        return count
+
+    def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:
+        """The member of each local group this node serves ``msg`` to (see ``_serve``)."""
+        serve = self._serve
+        publisher = msg.publisher
+        if serve is None:
+            return [group.pick(publisher, online) for group in groups]
+        picked: list[Subscription | None] = []
+        for group in groups:
+            names = serve.get(group.filter)
+            if names and group.name in names:
+                sub = group.pick(publisher, online)
+                if sub is not None:
+                    picked.append(sub)
+                    names.discard(group.name)
+                    if not names:
+                        del serve[group.filter]
+        return picked
+
+    def _pass_on(
+        self, msg: Message, left: dict[str, set[str]], remote: dict[str, list[str]]
+    ) -> None:
+        """Groups this node was to serve ``msg`` to but has no member of any more: to
+        another node that has, added to ``remote``; counted as dropped when none has."""
+        metrics = self.metrics
+        shared = self.node.shared
+        own = self.node.name
+        for plain, names in left.items():
+            for name in names:
+                key = group_key(name, plain)
+                group = shared.get(key)
+                node = None if group is None else group.choose(msg.publisher, skip=own)
+                if node is None:
+                    metrics["cluster.shared.dropped"] += 1
+                else:
+                    metrics["cluster.shared.passed_on"] += 1
+                    remote.setdefault(node, []).append(key)
 
     def unrouted(self, msg: Message) -> bool:
         """Dropped only when no other node subscribes either, or when ``msg`` came from
         another node (``dispatch_remote``: it is not forwarded again)."""
         topic = msg.topic
-        return self._retain_mode == _SKIP or topic.startswith("$SYS/") or not self._nodes_for(topic)
+        if self._retain_mode == _SKIP or topic.startswith("$SYS/"):
+            return True
+        return not self._nodes_for(topic) and not (self._any_shared and self._groups_for(topic))
 
-    def dispatch_remote(self, messages: list[Message]) -> None:
-        """Messages forwarded by another node: to the local subscribers only."""
+    def after_routes(self, client: Client, done: Callable[[], None]) -> bool:
+        """Hold a SUBACK (``done``) until the routes it added are in Redis, boundedly."""
+        return self.node.hold_suback(client, done)
+
+    def dispatch_remote(
+        self, messages: list[Message], served: dict[int, Serve] | None = None
+    ) -> None:
+        """Messages forwarded by another node: to the local subscribers only, and to one
+        member of each local shared group a message names (``served``, by index)."""
         self._retain_mode = _SKIP
+        self._serve = _SERVE_NONE
         metrics = self.metrics
         now = time.monotonic()
         publish = Broker.publish
         try:
-            for msg in messages:
+            for i, msg in enumerate(messages):
                 if msg.expired(now):
                     metrics["cluster.dropped.expired"] += 1
                     continue
                 metrics["cluster.received"] += 1
-                publish(self, msg)
+                ask = None if served is None else served.get(i)
+                if ask is None:
+                    publish(self, msg)
+                else:
+                    self._serve_groups(msg, *ask)
         finally:
+            self._serve = None
             self._retain_mode = _ANNOUNCE
+
+    def _serve_groups(self, msg: Message, keys: tuple[str, ...], hops: int) -> None:
+        serve: dict[str, set[str]] = {}
+        for key in keys:
+            name, plain = parse_shared(key)
+            if name is not None:
+                serve.setdefault(plain, set()).add(name)
+        self._serve = serve
+        try:
+            Broker.publish(self, msg)
+        finally:
+            self._serve = _SERVE_NONE
+        if not serve:
+            return
+        if hops:  # passed on once already: not again
+            self.metrics["cluster.shared.dropped"] += sum(len(n) for n in serve.values())
+            return
+        remote: dict[str, list[str]] = {}
+        self._pass_on(msg, serve, remote)
+        if remote:
+            self.node.forward_shared(msg, (), remote, hops=1)
 
     def apply_remote_retain(self, msg: Message) -> None:
         """Another node's retained change (an empty payload clears the topic)."""
@@ -128,9 +289,14 @@ def clustered_broker(
 ) -> ClusterBroker:
     """The broker of a node joining the cluster at ``settings.cluster_redis_url``: its node
     (``broker.node``) is started with ``broker.node.start()`` once the node's state is back."""
-    node = ClusterNode(settings.node_name, settings.cluster_redis_url)
+    node = ClusterNode(
+        settings.node_name, settings.cluster_redis_url, settings.shared_subscription_strategy
+    )
     router = ClusterRouter(
-        settings.shared_subscription_strategy, node.route_added, node.route_removed
+        settings.shared_subscription_strategy,
+        node.route_added,
+        node.route_removed,
+        node.share_changed,
     )
     broker = ClusterBroker(settings, store, loop, router, node)
     node.attach(broker)

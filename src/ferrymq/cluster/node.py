@@ -5,7 +5,8 @@ Keys (all under ``ferrymq:``)::
     nodes                 hash  node -> its last heartbeat record (JSON)
     alive:{node}          string, expires 3 s after the last heartbeat
     route:{filter}        hash  node -> 1, one per plain filter in use somewhere
-    node-routes:{node}    set   of the node's filters (for cleaning up after it)
+    route:$share/{g}/{f}  hash  node -> its members of the shared group (also $queue/{f})
+    node-routes:{node}    set   of the node's filters and groups (for cleaning up after it)
     changes               stream: route changes, retained changes, nodes leaving
     retained              hash  topic -> stored message (storage.codec)
     inbox0:{node}         pub/sub channel: QoS 0 batches for the node
@@ -20,7 +21,11 @@ Rules this module keeps:
   (one command per destination node and kind);
 - route changes are written every few milliseconds in one transaction (the
   per-filter hashes, this node's set and one change-stream entry); the other
-  nodes apply the entry to their replica;
+  nodes apply the entry to their replica; a SUBACK that follows a new route
+  leaves once that write is done (``cluster/subacks.py``);
+- a shared group's member count per node travels the same way (op
+  ``share``), so every node knows which nodes have members of it
+  (``cluster/shared.py``);
 - a (re)connection starts with a full resync: inboxes subscribed first (so
   nothing sent to this node from then on is missed), then this node's whole
   route set replaces what Redis had for it, then the replica is rebuilt from
@@ -55,11 +60,13 @@ from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from ferrymq import __version__
-from ferrymq.cluster.codec import split
+from ferrymq.cluster.codec import read_batch
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.cluster.rpc import Rpc
+from ferrymq.cluster.shared import SharedRoutes, is_shared
+from ferrymq.cluster.subacks import SubackGate
 from ferrymq.core import system
 from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
@@ -128,12 +135,17 @@ class NameTaken(RedisError):
 class ClusterNode:
     """Membership, route sync, forwarding and retained sync of this node."""
 
-    def __init__(self, node_name: str, redis_url: str) -> None:
+    def __init__(
+        self, node_name: str, redis_url: str, shared_strategy: str = "round_robin"
+    ) -> None:
         self.name = node_name
         self.url = redis_url
         self.replica = RouteReplica(node_name)
         self.local: set[str] = set()  # this node's filters: what Redis should hold for it
         self.pending = PendingRoutes()
+        self.shared = SharedRoutes(node_name, shared_strategy)  # every node's, this one's too
+        self._shared_out: dict[str, int] = {}  # group key -> local members, not yet in Redis
+        self.subacks = SubackGate()
         self.outbox = Outbox()
         self.broker: ClusterBroker | None = None
         #: Further cluster work that shares this node's connection (``cluster.part``).
@@ -204,7 +216,7 @@ class ClusterNode:
             await self._send_retained(redis)
         pipe = redis.pipeline(transaction=True)
         _queue_batches(pipe, qos0, reliable)
-        for topic_filter in self.local:
+        for topic_filter in (*self.local, *self.shared.counts_of(self.name)):
             pipe.hdel(route_key(topic_filter), self.name)
         pipe.delete(node_routes_key(self.name), alive_key(self.name))
         pipe.hdel(NODES, self.name)
@@ -217,7 +229,23 @@ class ClusterNode:
         """The first local subscriber of ``topic_filter`` (a plain filter)."""
         self.local.add(topic_filter)
         self.pending.add(topic_filter)
+        self.subacks.changed()
         self._schedule_routes()
+
+    def share_changed(self, key: str, members: int) -> None:
+        """The local shared group ``key`` (``$share/g/f``) has ``members`` members now."""
+        shared = self.shared
+        group = shared.get(key)
+        if group is None or not group.counts.get(self.name):
+            self.subacks.changed()  # a group this node had no member of
+        shared.set(self.name, key, members)
+        self._shared_out[key] = members
+        self._schedule_routes()
+
+    def hold_suback(self, client: object, done: Callable[[], None]) -> bool:
+        """Hold ``done`` (a SUBACK) until this node's new routes are in Redis, boundedly;
+        False when it may leave now (no new route, or Redis not reachable)."""
+        return self.up and self.subacks.hold(client, done)
 
     def route_removed(self, topic_filter: str) -> None:
         """The last local subscriber of ``topic_filter`` is gone."""
@@ -232,6 +260,19 @@ class ClusterNode:
             return
         self.outbox.put(msg, nodes)
         self._wake.set()
+
+    def forward_shared(
+        self, msg: Message, nodes: tuple[str, ...], groups: dict[str, list[str]], hops: int = 0
+    ) -> int:
+        """Queue ``msg`` for ``nodes`` and for the nodes of ``groups`` (``{node: [group
+        key]}``, what each must serve); how many nodes it goes to."""
+        if not self.up:
+            count = len({*nodes, *groups})
+            self.broker.metrics["cluster.forward.paused"] += count  # type: ignore[union-attr]
+            return count
+        count = self.outbox.put_shared(msg, nodes, groups, hops)
+        self._wake.set()
+        return count
 
     def retain_changed(self, msg: Message) -> None:
         """A retained message set (or cleared: empty payload) here, for every node."""
@@ -311,11 +352,15 @@ class ClusterNode:
             self._route_timer.cancel()
             self._route_timer = None
         self.pending.take()  # the resync sends the whole set
+        self._shared_out.clear()
+        self.subacks.release_all()
         for part in self.parts:
             part.went_down()
         _, _, lost = self.outbox.take()
-        if lost and self.broker is not None:
-            self.broker.metrics["cluster.forward.paused"] += lost
+        if self.broker is not None:
+            if lost:
+                self.broker.metrics["cluster.forward.paused"] += lost
+            self.broker.forwarded()
 
     async def _resync(self, redis: aioredis.Redis) -> None:
         """Everything a (re)connection starts with; see the module docstring for the order."""
@@ -332,16 +377,23 @@ class ClusterNode:
         last = await redis.xrevrange(CHANGES, count=1)
         self._last_change = last[0][0].decode() if last else "0-0"
         self.pending.take()
+        self._shared_out.clear()
         await self._push_routes(redis)
         snapshot: dict[str, list[str]] = {}
+        groups: dict[str, list[tuple[str, int]]] = {}
         keys = [key async for key in redis.scan_iter(match=route_key("*"), count=1000)]
         pipe = redis.pipeline(transaction=False)
         for key in keys:
-            pipe.hkeys(key)
+            pipe.hgetall(key)
         prefix = len(route_key(""))
         for key, nodes in zip(keys, await pipe.execute(), strict=True):
-            snapshot[key.decode()[prefix:]] = [n.decode() for n in nodes]
+            name = key.decode()[prefix:]
+            if is_shared(name):
+                groups[name] = [(n.decode(), int(c)) for n, c in nodes.items()]
+            else:
+                snapshot[name] = [n.decode() for n in nodes]
         self.replica.replace(snapshot)
+        self.shared.replace(groups)
         await self._membership(redis)
         await self._sync_retained(redis)
         for part in self.parts:
@@ -351,16 +403,21 @@ class ClusterNode:
         """This node's whole route set replaces what Redis holds for it."""
         held = {f.decode() for f in await redis.smembers(node_routes_key(self.name))}
         local = sorted(self.local)
+        groups = self.shared.counts_of(self.name)
+        serial = self.subacks.serial
         pipe = redis.pipeline(transaction=True)
-        for topic_filter in held - self.local:
+        for topic_filter in held - self.local - set(groups):
             pipe.hdel(route_key(topic_filter), self.name)
         pipe.delete(node_routes_key(self.name))
         for topic_filter in local:
             pipe.hset(route_key(topic_filter), self.name, 1)
-        if local:
-            pipe.sadd(node_routes_key(self.name), *local)
-        self._announce(pipe, "set", f=json.dumps(local))
+        for key, members in groups.items():
+            pipe.hset(route_key(key), self.name, members)
+        if local or groups:
+            pipe.sadd(node_routes_key(self.name), *local, *groups)
+        self._announce(pipe, "set", f=json.dumps(local), s=json.dumps(groups))
         await pipe.execute()
+        self.subacks.written(serial)
 
     async def _sync_retained(self, redis: aioredis.Redis) -> None:
         """Retained changes made while away go first; then Redis' set is taken in, and what
@@ -493,6 +550,7 @@ class ClusterNode:
                 self._down.discard(name)
                 continue
             self.replica.drop_node(name)  # also what a snapshot may still hold of it
+            self.shared.drop_node(name)
             if name not in self._down:
                 self._down.add(name)
                 log.warning("cluster: node %s is down; its routes are dropped", name)
@@ -538,17 +596,23 @@ class ClusterNode:
         elif op == b"del":
             for topic_filter in json.loads(fields[b"f"]):
                 replica.remove(node, topic_filter)
+        elif op == b"share":
+            for key, members in json.loads(fields[b"s"]).items():
+                self.shared.set(node, key, int(members))
         elif op == b"set":
             replica.drop_node(node)
             for topic_filter in json.loads(fields[b"f"]):
                 replica.add(node, topic_filter)
+            self.shared.replace_node(node, json.loads(fields.get(b"s", b"{}")))
         elif op == b"down":  # another node noticed first and cleaned up after it
             replica.drop_node(node)
+            self.shared.drop_node(node)
             if node not in self._down:
                 self._down.add(node)
                 log.warning("cluster: node %s is down; its routes are dropped", node)
         elif op == b"leave":
             replica.drop_node(node)
+            self.shared.drop_node(node)
             self.peers.pop(node, None)
         elif op == b"retain":
             self.broker.apply_remote_retain(load_message(fields[b"m"]))  # type: ignore[union-attr]
@@ -562,38 +626,42 @@ class ClusterNode:
                 dispatch(message["data"])
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
-        """The QoS 1/2 inbox: what was left unacknowledged first, then new batches."""
+        """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
+        acknowledgement of what was just dispatched travels with the next read (one round
+        trip per batch)."""
         stream = inbox(self.name)
         dispatch = self._dispatch
         start = "0"  # this consumer's pending entries (from before a restart)
+        ids: list[bytes] = []
         while True:
-            reply = await redis.xreadgroup(
-                GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS
-            )
+            if ids:
+                pipe = redis.pipeline(transaction=False)
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                pipe.xreadgroup(GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS)
+                reply = (await pipe.execute())[-1]
+            else:
+                reply = await redis.xreadgroup(
+                    GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS
+                )
             entries = reply[0][1] if reply else []
+            ids = []
             if start == "0" and not entries:
                 start = ">"
                 continue
-            if not entries:
-                continue
-            ids = []
             for entry_id, fields in entries:
                 data = fields.get(b"m")
                 if data:
                     dispatch(data)
                 ids.append(entry_id)
-            pipe = redis.pipeline(transaction=False)
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            await pipe.execute()
 
     def _dispatch(self, batch: bytes) -> None:
         try:
-            messages = split(batch)
+            messages, served = read_batch(batch)
         except ValueError as exc:
             self._bad_data(exc)
             return
-        self.broker.dispatch_remote(messages)  # type: ignore[union-attr]
+        self.broker.dispatch_remote(messages, served)  # type: ignore[union-attr]
 
     def _bad_data(self, exc: Exception) -> None:
         """Something in Redis this node cannot read (another version's?): skipped, logged once."""
@@ -625,10 +693,14 @@ class ClusterNode:
                 self.broker.metrics["cluster.forward.paused"] += count  # type: ignore[union-attr]
                 raise
             self.broker.metrics["cluster.forwarded"] += count  # type: ignore[union-attr]
+            self.broker.forwarded()  # type: ignore[union-attr]
 
     async def _send_routes(self, redis: aioredis.Redis) -> None:
+        serial = self.subacks.serial
         added, removed = self.pending.take()
-        if not added and not removed:
+        groups, self._shared_out = self._shared_out, {}
+        if not added and not removed and not groups:
+            self.subacks.written(serial)
             return
         mine = node_routes_key(self.name)
         pipe = redis.pipeline(transaction=True)
@@ -642,7 +714,17 @@ class ClusterNode:
         if removed:
             pipe.srem(mine, *removed)
             self._announce(pipe, "del", f=json.dumps(removed))
+        if groups:
+            for key, members in groups.items():
+                if members:
+                    pipe.hset(route_key(key), self.name, members)
+                    pipe.sadd(mine, key)
+                else:
+                    pipe.hdel(route_key(key), self.name)
+                    pipe.srem(mine, key)
+            self._announce(pipe, "share", s=json.dumps(groups))
         await pipe.execute()
+        self.subacks.written(serial)
 
     async def _send_retained(self, redis: aioredis.Redis) -> None:
         changes, self._retained_out = self._retained_out, {}

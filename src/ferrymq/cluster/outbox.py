@@ -5,14 +5,38 @@ Rules kept here:
   of every node it goes to;
 - QoS 0 and QoS 1/2 are batched apart: they travel by different inboxes
   (pub/sub, at most once; a stream with acknowledgements, at least once);
+- a message that some destinations must also give to shared groups is
+  stored once; each of those destinations gets a frame naming its groups,
+  the others the plain frame;
 - ``take`` hands over one joined batch per (node, kind) and leaves the outbox
-  empty, so one Redis command carries everything a node gets in a turn.
+  empty, so one Redis command carries everything a node gets in a turn;
+- past ``HIGH`` waiting pairs, while the broker is short of CPU, the publishers
+  that add to it are paused (``Backlog``, a target of ``core/flow.py``) until
+  the sender has handed the batch to Redis: otherwise an event loop busy
+  reading publishers never lets the sender (or the heartbeat) run.
 """
 
 from __future__ import annotations
 
-from ferrymq.cluster.codec import frame
+from collections.abc import Iterable
+
+from ferrymq.cluster.codec import frame, frame_shared, frame_stored
 from ferrymq.model.message import Message
+from ferrymq.storage.codec import dump_message
+
+#: (message, node) pairs waiting past which the publishers adding to them may be paused.
+HIGH = 20_000
+
+
+class Backlog:
+    """The outbox as ``core.flow.Flow`` sees a backed-up subscriber: publishers that feed
+    it wait (``Flow.block``) until the sender releases them (``Flow.release_publishers``)."""
+
+    __slots__ = ("blocked", "slow")
+
+    def __init__(self) -> None:
+        self.blocked: list[object] | tuple[()] = ()
+        self.slow = False  # set by Flow after a pause of a second: pause no one any more
 
 
 class Outbox:
@@ -38,6 +62,32 @@ class Outbox:
             else:
                 frames.append(data)
         self.messages += len(nodes)
+
+    def put_shared(
+        self,
+        msg: Message,
+        nodes: Iterable[str],
+        groups: dict[str, list[str]],
+        hops: int = 0,
+    ) -> int:
+        """``msg`` for ``nodes`` (non-shared routes) and for the nodes of ``groups``
+        (``{node: [group key]}``: the groups each must serve); how many nodes it goes to."""
+        stored = dump_message(msg)
+        plain: bytes | None = None
+        box = self.qos0 if msg.qos == 0 else self.reliable
+        sent = 0
+        for node in {**dict.fromkeys(nodes), **dict.fromkeys(groups)}:
+            keys = groups.get(node)
+            if keys:
+                data = frame_shared(stored, keys, hops)
+            else:
+                if plain is None:
+                    plain = frame_stored(stored)
+                data = plain
+            box.setdefault(node, []).append(data)
+            sent += 1
+        self.messages += sent
+        return sent
 
     def take(self) -> tuple[dict[str, bytes], dict[str, bytes], int]:
         """``({node: QoS 0 batch}, {node: QoS 1/2 batch}, messages)``; the outbox is then empty."""

@@ -17,6 +17,7 @@ Rules kept here:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ferrymq.mqtt.trie import TopicTrie
 
@@ -93,6 +94,11 @@ class RouteReplica:
             for node in nodes:
                 self.add(node, topic_filter)
 
+    def answers(self) -> dict[str, tuple[str, ...]]:
+        """The cached ``nodes_for`` answers by topic name (the same dict for the replica's
+        whole life), for a caller that reads the warm path without a call; read only."""
+        return self._cached
+
     def nodes_for(self, topic: str) -> tuple[str, ...]:
         """The other nodes with a route matching the topic name ``topic``, sorted."""
         hit = self._cached.get(topic)
@@ -109,12 +115,18 @@ class RouteReplica:
         return result
 
     def _invalidate(self, topic_filter: str) -> None:
-        if not self._cached:
-            return
-        if topic_filter == "#":
-            self._cache.clear()
-        else:
-            self._cache.pop_matching(topic_filter)
+        drop_cached(self._cache, topic_filter)
+
+
+def drop_cached(cache: TopicTrie[Any], topic_filter: str) -> None:
+    """Drop the answers cached in ``cache`` (a trie of topic names) for every topic
+    ``topic_filter`` matches."""
+    if not cache.by_key:
+        return
+    if topic_filter == "#":
+        cache.clear()
+    else:
+        cache.pop_matching(topic_filter)
 
 
 class PendingRoutes:

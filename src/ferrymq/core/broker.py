@@ -42,7 +42,7 @@ from ferrymq.core.flow import Flow
 from ferrymq.core.metrics import new_metrics
 from ferrymq.core.restore import Restore
 from ferrymq.core.retained import RetainedStore
-from ferrymq.core.router import Overlap, Router
+from ferrymq.core.router import Overlap, Router, SharedGroup
 from ferrymq.core.session import Session
 from ferrymq.core.sessions import Sessions
 from ferrymq.core.stats import Stats
@@ -85,13 +85,21 @@ def _count_topic(counts: list[int], qos: int, delivered: Iterable[int]) -> None:
         counts[DROPPED] += 1
 
 
-def _online(sub: Subscription) -> bool:
+def online(sub: Subscription) -> bool:
+    """Whether ``sub``'s session has a connection (shared groups prefer such members)."""
     session = sub.session
     return session.client is not None  # type: ignore[attr-defined]
 
 
 class Broker:
     """All broker state of one node."""
+
+    #: Cluster mode's hooks (``cluster/broker.py``); a standalone broker has neither.
+    #: ``choose_shared(groups, msg)``: the member of each local shared group to deliver
+    #: to (only the groups this node serves). ``after_routes(client, send)``: True when
+    #: ``send`` (a SUBACK) is held until the routes just added reach the other nodes.
+    choose_shared: Callable[[list[SharedGroup], Message], list[Subscription | None]] | None = None
+    after_routes: Callable[[Client, Callable[[], None]], bool] | None = None
 
     def __init__(
         self,
@@ -318,7 +326,11 @@ class Broker:
         publisher = msg.publisher
         if groups:
             # One member of each shared group; the router's list itself is not ours to extend.
-            picked = [group.pick(publisher, _online) for group in groups]
+            choose = self.choose_shared
+            if choose is None:
+                picked = [group.pick(publisher, online) for group in groups]
+            else:
+                picked = choose(groups, msg)
             subs = subs + [sub for sub in picked if sub is not None]
         qos = msg.qos
         count = 0

@@ -71,6 +71,8 @@ from ferrymq.mqtt.packets import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ferrymq.core.broker import Broker
     from ferrymq.core.deadlines import Slot
     from ferrymq.core.interfaces import Transport
@@ -725,8 +727,19 @@ class Client:
         session = self.session
         assert session is not None
         sub_id = packet.properties.get("subscription_identifier")
-        codes, deliveries = self.broker.subscribe(session, packet.subscriptions, sub_id, self)
-        self._send(SUBACK, self.conn.suback(packet.packet_id, codes))
+        broker = self.broker
+        codes, deliveries = broker.subscribe(session, packet.subscriptions, sub_id, self)
+        data = self.conn.suback(packet.packet_id, codes)
+        hold = broker.after_routes  # cluster mode only
+        if hold is not None and hold(self, lambda: self._suback(data, deliveries)):
+            return
+        self._suback(data, deliveries)
+
+    def _suback(self, data: bytes, deliveries: list[Callable[[], None]]) -> None:
+        """Send a SUBACK, then the retained messages its subscriptions get."""
+        if self.closing:
+            return
+        self._send(SUBACK, data)
         for run in deliveries:
             run()
 

@@ -11,7 +11,7 @@ import pytest
 
 from ferrymq.cluster.broker import ClusterBroker, clustered_broker
 from ferrymq.cluster.codec import frame, split
-from ferrymq.cluster.outbox import Outbox
+from ferrymq.cluster.outbox import HIGH, Outbox
 from ferrymq.config import Settings
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Publish, Subscribe, SubscriptionOptions
@@ -68,6 +68,7 @@ async def broker() -> AsyncIterator[ClusterBroker]:
     settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
     b = clustered_broker(settings, None, asyncio.get_running_loop())
     b.node.up = True  # as if joined: forward() queues instead of counting a pause
+    b.node.subacks.bound = 0.0  # no Redis writes the routes here: SUBACKs wait no longer
     yield b
     b.shutdown()
 
@@ -138,3 +139,20 @@ async def test_retained_changes_are_announced_once(broker: ClusterBroker) -> Non
     assert node._retained_out["r/1"].payload == b""
     broker.publish(Message("$SYS/x", b"s", 0, True))
     assert "$SYS/x" not in node._retained_out
+
+
+async def test_a_long_outbox_pauses_its_publishers_until_it_is_sent(broker: ClusterBroker) -> None:
+    node = broker.node
+    node.replica.add("n2", "t/#")
+    pub = Peer(broker, "pub", version=5)
+    await pub.connack()
+    broker.flow.saturated = lambda: True  # type: ignore[method-assign]  # short of CPU
+    msg = Message("t/x", b"x", 0, publisher="pub")
+    for _ in range(HIGH - 1):
+        broker.publish(msg, pub.client)
+    assert not pub.client.read_paused  # below the mark: read on
+    broker.publish(msg, pub.client)
+    assert pub.client.read_paused and pub.transport.reading is False
+    node.outbox.take()
+    broker.forwarded()  # what the sender does once Redis took the batch
+    assert not pub.client.read_paused and pub.transport.reading is True

@@ -85,10 +85,12 @@ def test_pending_routes_collapse_within_a_batch() -> None:
 
 def test_cluster_router_reports_first_and_last_local_subscriber() -> None:
     events: list[tuple[str, str]] = []
+    shares: list[tuple[str, int]] = []
     router = ClusterRouter(
         "round_robin",
         lambda f: events.append(("+", f)),
         lambda f: events.append(("-", f)),
+        lambda key, n: shares.append((key, n)),
     )
 
     def sub(client: str, topic_filter: str) -> Subscription:
@@ -97,14 +99,19 @@ def test_cluster_router_reports_first_and_last_local_subscriber() -> None:
     router.add(sub("c1", "a/#"))
     router.add(sub("c2", "a/#"))
     router.add(sub("c1", "a/#"))  # replaced: no change
-    router.add(sub("c3", "$share/g/a/#"))  # a shared member routes by its plain filter
+    router.add(sub("c3", "$share/g/a/#"))  # a shared member is no plain route...
     assert events == [("+", "a/#")]
+    assert shares == [("$share/g/a/#", 1)]  # ...but a member count of its group
     router.remove("c1", "a/#")
     router.remove("c2", "a/#")
-    assert events == [("+", "a/#")]
+    assert events == [("+", "a/#"), ("-", "a/#")]  # the group does not keep the route
     router.remove("c9", "a/#")  # nothing removed: nothing reported
     router.remove("c3", "$share/g/a/#")
     assert events == [("+", "a/#"), ("-", "a/#")]
+    assert shares == [("$share/g/a/#", 1), ("$share/g/a/#", 0)]
     router.add(sub("c4", "$queue/q"))
+    router.add(sub("c5", "$queue/q"))
+    router.add(sub("c5", "$queue/q"))  # replaced: no change
     router.remove("c4", "$queue/q")
-    assert events[2:] == [("+", "q"), ("-", "q")]
+    assert shares[2:] == [("$queue/q", 1), ("$queue/q", 2), ("$queue/q", 1)]
+    assert events == [("+", "a/#"), ("-", "a/#")]

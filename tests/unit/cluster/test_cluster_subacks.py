@@ -1,0 +1,82 @@
+"""SUBACKs held until the routes they follow are in Redis, in memory: the gate's order and
+bounds, and a clustered broker's client whose SUBACK waits for the route write."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ferrymq.cluster.broker import clustered_broker
+from ferrymq.cluster.subacks import SubackGate
+from ferrymq.config import Settings
+from ferrymq.mqtt.packets import Suback, Subscribe, SubscriptionOptions
+from memory import Peer, settle, until
+
+
+async def test_nothing_is_held_without_a_new_route() -> None:
+    gate = SubackGate(bound=5.0)
+    sent: list[str] = []
+    assert not gate.hold("c1", lambda: sent.append("c1"))
+    gate.changed()
+    assert gate.hold("c1", lambda: sent.append("c1 first"))
+    assert gate.hold("c2", lambda: sent.append("c2"))
+    gate.written(0)  # an older write: nothing it waits for
+    assert sent == [] and len(gate) == 2
+    gate.written(1)
+    assert sent == ["c1 first", "c2"] and len(gate) == 0
+
+
+async def test_one_clients_subacks_keep_their_order() -> None:
+    gate = SubackGate(bound=5.0)
+    sent: list[str] = []
+    gate.changed()
+    assert gate.hold("c1", lambda: sent.append("route"))
+    # No route of its own, but behind c1's held SUBACK: it waits too; another client does not.
+    assert gate.hold("c1", lambda: sent.append("after"))
+    gate.changed()
+    assert gate.hold("c1", lambda: sent.append("second route"))
+    gate.written(1)
+    assert sent == ["route", "after"]
+    gate.written(2)
+    assert sent == ["route", "after", "second route"]
+    assert not gate.hold("c1", lambda: None)
+
+
+async def test_a_subacks_wait_is_bounded_and_an_outage_releases_all() -> None:
+    gate = SubackGate(bound=0.05)
+    sent: list[str] = []
+    gate.changed()
+    gate.hold("c1", lambda: sent.append("c1"))
+    await until(lambda: sent == ["c1"])  # Redis never answered: it left after the bound
+    gate.bound = 5.0
+    gate.changed()
+    gate.hold("c2", lambda: sent.append("c2"))
+    gate.release_all()
+    assert sent == ["c1", "c2"]
+    assert not gate.hold("c3", lambda: None)  # nothing pending after the outage
+
+
+async def test_a_clients_suback_waits_for_the_route_write() -> None:
+    settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
+    broker = clustered_broker(settings, None, asyncio.get_running_loop())
+    node = broker.node
+    node.up = True
+    node.subacks.bound = 30.0
+    try:
+        peer = Peer(broker, "c", version=5)
+        await peer.connack()
+        peer.send(Subscribe(1, [SubscriptionOptions("new/route", 1)]))
+        await asyncio.sleep(0.05)
+        await settle()
+        assert not [p for p in peer.received() if isinstance(p, Suback)]  # held
+        node.subacks.written(node.subacks.serial)  # what the route write does when done
+        await settle()
+        assert [p for p in peer.received() if isinstance(p, Suback)]
+        peer.send(Subscribe(2, [SubscriptionOptions("new/route", 0)]))  # no new route
+        (ack,) = await peer.expect()
+        assert isinstance(ack, Suback)
+        node.up = False  # Redis unreachable: a new route's SUBACK leaves at once
+        peer.send(Subscribe(3, [SubscriptionOptions("other", 0)]))
+        (ack,) = await peer.expect()
+        assert isinstance(ack, Suback)
+    finally:
+        broker.shutdown()
