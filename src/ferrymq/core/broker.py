@@ -113,7 +113,7 @@ class Broker:
         self.clients: dict[str, Client] = self.registry.clients
         self.connections: set[Client] = set()
         self.wills = Wills(self)
-        self.flow = flow = Flow(loop, settings.max_mqueue_len)
+        self.flow = flow = Flow(loop, settings.max_mqueue_len, settings.max_inflight)
         # What connections call on every write and ack: the flow's own methods.
         self.mark_dirty = flow.mark_dirty
         self.release_publishers = flow.release_publishers
