@@ -118,7 +118,6 @@ class Broker:
         self.mark_dirty = flow.mark_dirty
         self.release_publishers = flow.release_publishers
         self.saturated = flow.saturated
-        self.queue_low = flow.queue_low
         self.restore = Restore(self)
         self.defer_connect = self.restore.defer_connect
         self.load_state = self.restore.load_state

@@ -8,8 +8,9 @@ Rules kept here:
   (``pause_writing``) its deliveries wait in its own bounded session queue;
 - publishers are slowed (TCP back-pressure: their reading is paused) only while
   the broker as a whole is short of CPU (``saturated``): then a publisher
-  feeding a backed-up subscriber (socket paused, or one inflight window queued,
-  ``queue_high``) waits until that subscriber drains (socket writable and queue
+  feeding a backed-up subscriber (socket paused, or its queue at ``queue_high``:
+  one inflight window while the broker's own CPU is the limit, half the queue
+  limit otherwise) waits until that subscriber drains (socket writable and queue
   at most ``queue_low``), for at most ``_MAX_PAUSE`` seconds, after which the
   subscriber is marked ``slow`` and only queues and drops; every pause ends as
   soon as the broker has CPU to spare again.
@@ -62,12 +63,19 @@ class Flow:
         self._flush_scheduled = False
         #: Publishers whose reading is paused.
         self.paused: set[Client] = set()
-        # A subscriber whose queue reaches one inflight window (QoS 1/2 messages wait for
-        # acks there) pauses its publishers; at half of that they resume. While the broker
-        # is saturated its throughput is set by its CPU, so a longer queue would add only
-        # waiting: one window keeps the subscriber busy while it acknowledges the last.
-        self.queue_high = max(1, min(max_mqueue_len // 2, max_inflight))
-        self.queue_low = self.queue_high // 2
+        # A subscriber whose queue reaches queue_high (QoS 1/2 messages wait for acks
+        # there) pauses its publishers while the broker is saturated; at queue_low they
+        # resume. While the broker's own CPU is the limit its throughput is set by it, so
+        # a longer queue would add only waiting: one inflight window queued keeps the
+        # subscriber busy while it acknowledges the last (``_tight``). When the broker
+        # counts as saturated only because its loop lags (starved of CPU by others, or
+        # one long iteration), half the queue limit (``_loose``) lets a subscriber's own
+        # short stall be absorbed by its queue rather than pause everyone's publishers.
+        high = max(1, min(max_mqueue_len // 2, max_inflight))
+        self._tight = (high, high // 2)
+        self._loose = (max(1, max_mqueue_len // 2), max_mqueue_len // 4)
+        self.queue_high, self.queue_low = self._loose
+        self._cpu_bound_until = 0.0
         self._load_probe: asyncio.TimerHandle | None = None
         self._probe_due = float("inf")
         self._busy_until = 0.0
@@ -205,7 +213,7 @@ class Flow:
         then, cpu_then = self.cpu_mark
         self.cpu_mark = (now, cpu)
         if now > then and cpu - cpu_then >= _BUSY * (now - then):
-            self._busy_until = now + _HOLD
+            self._busy_until = self._cpu_bound_until = now + _HOLD
         elif now > self._probe_due + _LAG_HIGH:
             self._busy_until = max(self._busy_until, now + _LAG_HOLD)
         elif self.paused and now >= self._busy_until:
@@ -213,6 +221,9 @@ class Flow:
             for origin in list(self.paused):
                 for target in list(origin.paused_by):
                     self.release_publishers(target)
+        self.queue_high, self.queue_low = (
+            self._tight if now < self._cpu_bound_until else self._loose
+        )
         self._probe_due = now + _PROBE
         self._load_probe = self.loop.call_later(_PROBE, self.probe_load)
 

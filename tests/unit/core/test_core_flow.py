@@ -132,14 +132,25 @@ async def test_a_closing_publisher_leaves_no_pause_behind(
     assert not broker.flow.paused and not sub.client.blocked
 
 
-async def test_one_queued_inflight_window_holds_the_publisher(
+def cpu_bound(broker: Broker) -> None:
+    """The load probe finds that the broker used all of its CPU since the last probe."""
+    now, cpu = time.monotonic(), time.process_time()
+    broker.flow.cpu_mark = (now - 0.1, cpu - 0.1)
+    broker.flow.probe_load()
+
+
+async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A saturated broker: beyond a subscriber's inflight window, one more window queued
-    is all a publisher gets ahead; a longer queue would only add waiting."""
+    """While the broker's own CPU is the limit, one inflight window queued beyond the
+    one in flight is all a publisher gets ahead of a subscriber; a longer queue would
+    only add waiting. Otherwise half the queue limit absorbs a subscriber's short stall."""
     settings = Settings(sys_interval=0, max_inflight=4)  # max_mqueue_len stays 1000
     broker = Broker(settings, None, asyncio.get_running_loop())
     try:
+        assert (broker.flow.queue_high, broker.flow.queue_low) == (500, 250)
+        cpu_bound(broker)
+        assert (broker.flow.queue_high, broker.flow.queue_low) == (4, 2)
         monkeypatch.setattr(broker.flow, "saturated", lambda: True)
         sub = subscriber(broker, 1)
         pub = Peer(broker, "pub")
