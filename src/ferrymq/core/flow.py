@@ -40,7 +40,9 @@ _MAX_PAUSE = 1.0
 INPUT_BACKLOG = 1024
 _INPUT_BUFFER = 64 * 1024
 # Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
-# interval on the CPU counts as saturated for the next _HOLD seconds. An event loop
+# interval on the CPU counts as saturated for the next _HOLD seconds, and as CPU-bound
+# (the tight queue thresholds) once it has been so busy for _SUSTAINED seconds on end:
+# a catch-up burst after a stall is not an overload. An event loop
 # running more than _LAG_HIGH behind the probe is saturated at once (one long
 # iteration: a burst from many publishers, or a process starved of CPU by others)
 # and for _LAG_HOLD seconds after; long enough for backed-up subscribers to drain
@@ -48,8 +50,10 @@ _INPUT_BUFFER = 64 * 1024
 _PROBE = 0.05
 _BUSY = 0.85
 _HOLD = 1.0
+_SUSTAINED = 0.5
 _LAG_HIGH = 0.05
 _LAG_HOLD = 0.25
+_NEVER = float("inf")
 
 
 class Flow:
@@ -76,6 +80,7 @@ class Flow:
         self._loose = (max(1, max_mqueue_len // 2), max_mqueue_len // 4)
         self.queue_high, self.queue_low = self._loose
         self._cpu_bound_until = 0.0
+        self._busy_since = _NEVER  # start of the current run of busy probe intervals
         self._load_probe: asyncio.TimerHandle | None = None
         self._probe_due = float("inf")
         self._busy_until = 0.0
@@ -213,14 +218,19 @@ class Flow:
         then, cpu_then = self.cpu_mark
         self.cpu_mark = (now, cpu)
         if now > then and cpu - cpu_then >= _BUSY * (now - then):
-            self._busy_until = self._cpu_bound_until = now + _HOLD
-        elif now > self._probe_due + _LAG_HIGH:
-            self._busy_until = max(self._busy_until, now + _LAG_HOLD)
-        elif self.paused and now >= self._busy_until:
-            # CPU to spare again: whoever is still backed up only queues and drops.
-            for origin in list(self.paused):
-                for target in list(origin.paused_by):
-                    self.release_publishers(target)
+            self._busy_until = now + _HOLD
+            self._busy_since = min(self._busy_since, then)
+            if now - self._busy_since >= _SUSTAINED:
+                self._cpu_bound_until = self._busy_until
+        else:
+            self._busy_since = _NEVER
+            if now > self._probe_due + _LAG_HIGH:
+                self._busy_until = max(self._busy_until, now + _LAG_HOLD)
+            elif self.paused and now >= self._busy_until:
+                # CPU to spare again: whoever is still backed up only queues and drops.
+                for origin in list(self.paused):
+                    for target in list(origin.paused_by):
+                        self.release_publishers(target)
         self.queue_high, self.queue_low = (
             self._tight if now < self._cpu_bound_until else self._loose
         )

@@ -132,10 +132,10 @@ async def test_a_closing_publisher_leaves_no_pause_behind(
     assert not broker.flow.paused and not sub.client.blocked
 
 
-def cpu_bound(broker: Broker) -> None:
-    """The load probe finds that the broker used all of its CPU since the last probe."""
+def busy_for(broker: Broker, seconds: float) -> None:
+    """The load probe finds that the broker used all of its CPU for the last ``seconds``."""
     now, cpu = time.monotonic(), time.process_time()
-    broker.flow.cpu_mark = (now - 0.1, cpu - 0.1)
+    broker.flow.cpu_mark = (now - seconds, cpu - seconds)
     broker.flow.probe_load()
 
 
@@ -149,7 +149,10 @@ async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead(
     broker = Broker(settings, None, asyncio.get_running_loop())
     try:
         assert (broker.flow.queue_high, broker.flow.queue_low) == (500, 250)
-        cpu_bound(broker)
+        busy_for(broker, 0.1)  # a burst, as after a stall: saturated, not CPU-bound
+        assert broker.flow.saturated()
+        assert (broker.flow.queue_high, broker.flow.queue_low) == (500, 250)
+        busy_for(broker, 0.6)
         assert (broker.flow.queue_high, broker.flow.queue_low) == (4, 2)
         monkeypatch.setattr(broker.flow, "saturated", lambda: True)
         sub = subscriber(broker, 1)
