@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 _MAX_PAUSE = 1.0
 # A read that brings INPUT_BACKLOG packets or more pins the connection's kernel receive
-# buffer (SO_RCVBUF) to _INPUT_BUFFER: Linux doubles it to 128 KiB, its own initial size.
-# Smaller buffers drop segments on loopback (an skb's overhead counts against the
-# buffer) and stall the connection on retransmission timeouts.
+# buffer (SO_RCVBUF) to _INPUT_BUFFER: Linux doubles it to 128 KiB, the size it gives a
+# new connection; much smaller would throttle the publisher to a few segments per round
+# trip even when the broker has caught up.
 INPUT_BACKLOG = 1024
 _INPUT_BUFFER = 64 * 1024
 # Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
@@ -117,7 +117,7 @@ class Flow:
         standing queue stays at the publisher, held back by TCP, and a message waits
         about as long as the broker needs to route what is ahead of it. Large packets
         never come this many to a read, so their connections keep the autotuned buffer
-        their throughput needs (pinned, 16 KiB messages went three times slower).
+        sized for their bytes.
         """
         sock = client.transport.get_extra_info("socket")
         if sock is not None:
