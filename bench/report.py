@@ -126,6 +126,8 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S3a", "S3a latency p99 ms", "lat_ms.p99", "lower"),
     ("S3b", "S3b QoS 1 pairs unlimited: delivered msg/s", "recv_rate", "higher"),
     ("S3b", "S3b latency p99 ms (overload)", "lat_ms.p99", "lower"),
+    ("S8", "S8 fan-in 8→1, QoS 0, 16 KiB: delivered msg/s", "recv_rate", "higher"),
+    ("S8", "S8 latency p99 ms (overload)", "lat_ms.p99", "lower"),
     ("S4", "S4 10,000 idle connections at 1,000/s: connected", "connected", None),
     ("S4", "S4 time to connect all, s", "connect_time_s", "lower"),
     ("S4", "S4 connect latency p99 ms", "connect_ms.p99", "lower"),
@@ -236,7 +238,7 @@ def targets(res: Results) -> list[str]:
             f"| {text} | {measured} | {'-' if ok is None else 'yes' if ok else '**no**'} |"
         )
 
-    for scen, what in (("S1", "S1"), ("S2", "S2"), ("S3b", "S3b")):
+    for scen, what in (("S1", "S1"), ("S2", "S2"), ("S3b", "S3b"), ("S8", "S8")):
         fm, mm = res.median(scen, f, "recv_rate"), res.median(scen, "mosquitto", "recv_rate")
         if fm is not None and mm:
             add(f"{what} throughput ≥ 0.5x Mosquitto", f"{fm / mm:.2f}x", fm / mm >= 0.5)
@@ -343,7 +345,7 @@ def noise(res: Results) -> list[str]:
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for b in res.brokers:
-        for scen in ("S1", "S2", "S3a", "S3b", "S4", "S5a", "S5b", *DURABILITY, *CLUSTER):
+        for scen in ("S1", "S2", "S3a", "S3b", "S8", "S4", "S5a", "S5b", *DURABILITY, *CLUSTER):
             runs = res.groups.get((scen, b))
             if not runs:
                 continue

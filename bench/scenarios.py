@@ -1,4 +1,4 @@
-"""The scenarios S1-S4 as mqttbench arguments (S5 adds its own steps, see s5.py).
+"""The scenarios S1-S4 and S8 as mqttbench arguments (S5 adds its own steps, see s5.py).
 
 Timings: 2 s warm-up, 10 s measured, up to 3 s drain. S2 runs at the knee of
 a per-broker sweep of the publisher rate (``KNEE``), found once per campaign.
@@ -29,6 +29,8 @@ S1_ARGS = [
     "-r",
     "0",
 ]
+# S1's shape with large messages: 8 publishers of 16 KiB payloads, bytes rather than packets.
+S8_ARGS = ["-P", "8", *S1_ARGS[2:10], "-s", "16384", "-r", "0"]  # S1 but -P and -s
 S2_ARGS = ["-P", "1", "-S", "100", "-t", "bench/x", "-f", "bench/x", "-q", "0", "-s", "64"]
 S3_ARGS = [
     "-P",
@@ -87,6 +89,7 @@ SCENARIOS = {
     "S3a": Scenario("S3a", S3_ARGS, ["-R", "5000"]),
     "S3b": Scenario("S3b", S3_ARGS, ["-r", "0"]),
     "S4": Scenario("S4", S4_ARGS, timing=[]),
+    "S8": Scenario("S8", S8_ARGS),
 }
 
 

@@ -125,12 +125,11 @@ class Broker:
         self.connections: dict[Client, None] = {}
         self.deadlines = Deadlines(loop)  # every connection's timer (core/deadlines.py)
         self.wills = Wills(self)
-        self.flow = flow = Flow(loop, settings.max_mqueue_len)
+        self.flow = flow = Flow(loop, settings.max_mqueue_len, settings.max_inflight)
         # What connections call on every write and ack: the flow's own methods.
         self.mark_dirty = flow.mark_dirty
         self.release_publishers = flow.release_publishers
         self.saturated = flow.saturated
-        self.queue_low = flow.queue_low
         self.restore = Restore(self)
         self.defer_connect = self.restore.defer_connect
         self.load_state = self.restore.load_state

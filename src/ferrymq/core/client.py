@@ -39,6 +39,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.banned import peer_host
+from ferrymq.core.flow import INPUT_BACKLOG
 from ferrymq.core.metrics import RECEIVED_KEYS as _RECV_KEYS
 from ferrymq.core.metrics import SENT_KEYS as _SENT_KEYS
 from ferrymq.model.message import Message
@@ -213,6 +214,8 @@ class Client:
         if count:
             self.recv_pkt += count
             metrics["packets.received"] += count
+            if count >= INPUT_BACKLOG:
+                self.broker.flow.bound_input(self)
         self._handle_packets()
 
     def _handle_packets(self) -> None:

@@ -8,9 +8,10 @@ Rules kept here:
   (``pause_writing``) its deliveries wait in its own bounded session queue;
 - publishers are slowed (TCP back-pressure: their reading is paused) only while
   the broker as a whole is short of CPU (``saturated``): then a publisher
-  feeding a backed-up subscriber (socket paused, or queue past ``queue_high``)
-  waits until that subscriber drains (socket writable and queue at most
-  ``queue_low``), for at most ``_MAX_PAUSE`` seconds, after which the
+  feeding a backed-up subscriber (socket paused, or its queue at ``queue_high``:
+  one inflight window while the broker's own CPU is the limit, half the queue
+  limit otherwise) waits until that subscriber drains (socket writable and queue
+  at most ``queue_low``), for at most ``_MAX_PAUSE`` seconds, after which the
   subscriber is marked ``slow`` and only queues and drops; every pause ends as
   soon as the broker has CPU to spare again.
 
@@ -23,6 +24,8 @@ connection's own ``pause_writing`` sets ``write_paused``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -30,8 +33,16 @@ if TYPE_CHECKING:
     from ferrymq.core.client import Client
 
 _MAX_PAUSE = 1.0
+# A read that brings INPUT_BACKLOG packets or more pins the connection's kernel receive
+# buffer (SO_RCVBUF) to _INPUT_BUFFER: Linux doubles it to 128 KiB, the size it gives a
+# new connection; much smaller would throttle the publisher to a few segments per round
+# trip even when the broker has caught up.
+INPUT_BACKLOG = 1024
+_INPUT_BUFFER = 64 * 1024
 # Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
-# interval on the CPU counts as saturated for the next _HOLD seconds. An event loop
+# interval on the CPU counts as saturated for the next _HOLD seconds, and as CPU-bound
+# (the tight queue thresholds) once it has been so busy for _SUSTAINED seconds on end:
+# a catch-up burst after a stall is not an overload. An event loop
 # running more than _LAG_HIGH behind the probe is saturated at once (one long
 # iteration: a burst from many publishers, or a process starved of CPU by others)
 # and for _LAG_HOLD seconds after; long enough for backed-up subscribers to drain
@@ -39,23 +50,37 @@ _MAX_PAUSE = 1.0
 _PROBE = 0.05
 _BUSY = 0.85
 _HOLD = 1.0
+_SUSTAINED = 0.5
 _LAG_HIGH = 0.05
 _LAG_HOLD = 0.25
+_NEVER = float("inf")
 
 
 class Flow:
     """Write scheduling and publisher pauses of one broker."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_mqueue_len: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, max_mqueue_len: int, max_inflight: int
+    ) -> None:
         self.loop = loop
         self._dirty: list[Client] = []
         self._flush_scheduled = False
         #: Publishers whose reading is paused.
         self.paused: set[Client] = set()
-        # A subscriber whose queue passes this length pauses its publishers (QoS 1/2
-        # messages wait for acks there); below a quarter of the limit they resume.
-        self.queue_high = max(1, max_mqueue_len // 2)
-        self.queue_low = max_mqueue_len // 4
+        # A subscriber whose queue reaches queue_high (QoS 1/2 messages wait for acks
+        # there) pauses its publishers while the broker is saturated; at queue_low they
+        # resume. While the broker's own CPU is the limit its throughput is set by it, so
+        # a longer queue would add only waiting: one inflight window queued keeps the
+        # subscriber busy while it acknowledges the last (``_tight``). When the broker
+        # counts as saturated only because its loop lags (starved of CPU by others, or
+        # one long iteration), half the queue limit (``_loose``) lets a subscriber's own
+        # short stall be absorbed by its queue rather than pause everyone's publishers.
+        high = max(1, min(max_mqueue_len // 2, max_inflight))
+        self._tight = (high, high // 2)
+        self._loose = (max(1, max_mqueue_len // 2), max_mqueue_len // 4)
+        self.queue_high, self.queue_low = self._loose
+        self._cpu_bound_until = 0.0
+        self._busy_since = _NEVER  # start of the current run of busy probe intervals
         self._load_probe: asyncio.TimerHandle | None = None
         self._probe_due = float("inf")
         self._busy_until = 0.0
@@ -78,6 +103,26 @@ class Flow:
         self._dirty = []
         for client in dirty:
             client.flush()
+
+    # --- a publisher's socket -----------------------------------------------
+
+    def bound_input(self, client: Client) -> None:
+        """One read from ``client`` brought ``INPUT_BACKLOG`` packets or more: that many
+        were waiting in the kernel for the broker to read them.
+
+        Linux sizes a receive buffer for bytes per round trip; a broker that falls behind
+        reads in large gulps, so autotuning grows it, to megabytes per connection, and
+        under overload the messages of small packets wait there (20 publishers of 64-byte
+        messages held 21 MB, 1.4 s of input). Pinned to Linux's initial size, the
+        standing queue stays at the publisher, held back by TCP, and a message waits
+        about as long as the broker needs to route what is ahead of it. Large packets
+        never come this many to a read, so their connections keep the autotuned buffer
+        sized for their bytes.
+        """
+        sock = client.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # a socket already closed
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _INPUT_BUFFER)
 
     # --- a subscriber's socket ----------------------------------------------
 
@@ -174,13 +219,21 @@ class Flow:
         self.cpu_mark = (now, cpu)
         if now > then and cpu - cpu_then >= _BUSY * (now - then):
             self._busy_until = now + _HOLD
-        elif now > self._probe_due + _LAG_HIGH:
-            self._busy_until = max(self._busy_until, now + _LAG_HOLD)
-        elif self.paused and now >= self._busy_until:
-            # CPU to spare again: whoever is still backed up only queues and drops.
-            for origin in list(self.paused):
-                for target in list(origin.paused_by):
-                    self.release_publishers(target)
+            self._busy_since = min(self._busy_since, then)
+            if now - self._busy_since >= _SUSTAINED:
+                self._cpu_bound_until = self._busy_until
+        else:
+            self._busy_since = _NEVER
+            if now > self._probe_due + _LAG_HIGH:
+                self._busy_until = max(self._busy_until, now + _LAG_HOLD)
+            elif self.paused and now >= self._busy_until:
+                # CPU to spare again: whoever is still backed up only queues and drops.
+                for origin in list(self.paused):
+                    for target in list(origin.paused_by):
+                        self.release_publishers(target)
+        self.queue_high, self.queue_low = (
+            self._tight if now < self._cpu_bound_until else self._loose
+        )
         self._probe_due = now + _PROBE
         self._load_probe = self.loop.call_later(_PROBE, self.probe_load)
 

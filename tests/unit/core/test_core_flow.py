@@ -8,6 +8,7 @@ as short of CPU (the one reason to hold publishers) when a test says so.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
+from ferrymq.core.flow import INPUT_BACKLOG
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
 from memory import FakeTransport
@@ -128,3 +130,77 @@ async def test_a_closing_publisher_leaves_no_pause_behind(
     sub, pub = held(broker, monkeypatch)
     pub.client.connection_lost(None)
     assert not broker.flow.paused and not sub.client.blocked
+
+
+def busy_for(broker: Broker, seconds: float) -> None:
+    """The load probe finds that the broker used all of its CPU for the last ``seconds``."""
+    now, cpu = time.monotonic(), time.process_time()
+    broker.flow.cpu_mark = (now - seconds, cpu - seconds)
+    broker.flow.probe_load()
+
+
+async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the broker's own CPU is the limit, one inflight window queued beyond the
+    one in flight is all a publisher gets ahead of a subscriber; a longer queue would
+    only add waiting. Otherwise half the queue limit absorbs a subscriber's short stall."""
+    settings = Settings(sys_interval=0, max_inflight=4)  # max_mqueue_len stays 1000
+    broker = Broker(settings, None, asyncio.get_running_loop())
+    try:
+        assert (broker.flow.queue_high, broker.flow.queue_low) == (500, 250)
+        busy_for(broker, 0.1)  # a burst, as after a stall: saturated, not CPU-bound
+        assert broker.flow.saturated()
+        assert (broker.flow.queue_high, broker.flow.queue_low) == (500, 250)
+        busy_for(broker, 0.6)
+        assert (broker.flow.queue_high, broker.flow.queue_low) == (4, 2)
+        monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+        sub = subscriber(broker, 1)
+        pub = Peer(broker, "pub")
+        for i in range(7):  # 4 inflight, 3 queued
+            pub.send(Publish("f/a", b"%d" % i, 1, packet_id=i + 1))
+        assert pub.wire.reading
+        pub.send(Publish("f/a", b"7", 1, packet_id=8))  # a whole window queued
+        assert not pub.wire.reading
+        inflight = sub.publishes()
+        assert len(inflight) == 4
+        sub.send(Puback(inflight[0].packet_id))  # 3 queued: still more than half a window
+        assert not pub.wire.reading
+        sub.send(Puback(inflight[1].packet_id))  # 2 queued
+        assert pub.wire.reading and not broker.flow.paused
+    finally:
+        broker.shutdown()
+
+
+class SocketTransport(FakeTransport):
+    """A FakeTransport that shows a real (unconnected) TCP socket as its ``socket``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock = socket.socket()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
+
+
+def _rcvbuf(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+@pytest.mark.parametrize("count", [INPUT_BACKLOG - 1, INPUT_BACKLOG])
+async def test_a_read_of_many_packets_pins_the_receive_buffer(broker: Broker, count: int) -> None:
+    """A read that brings INPUT_BACKLOG packets or more shows the broker fell behind this
+    connection: its receive buffer is pinned so that the backlog waits at the publisher."""
+    wire = SocketTransport()
+    client = Client(broker, wire)
+    client.data_received(encode(Connect("pub"), 4))
+    wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 512 * 1024)  # as if autotuned
+    grown = _rcvbuf(wire.sock)
+    with socket.socket() as pinned:
+        pinned.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        expected = _rcvbuf(pinned)  # in the kernel's unit (Linux doubles what is set)
+    assert expected < grown
+    client.data_received(encode(Publish("f/a", b"x"), 4) * count)
+    assert broker.metrics["messages.received"] == count
+    assert _rcvbuf(wire.sock) == (expected if count >= INPUT_BACKLOG else grown)
+    wire.sock.close()
