@@ -160,6 +160,13 @@ class Session:
         self.inflight.clear()
         self.queue = ()
 
+    def linger(self) -> None:
+        """Handed over to another node, which has its messages now: the queue starts
+        empty and collects what its subscriptions still bring here."""
+        self.client = None
+        self.inflight.clear()
+        self.queue = ()
+
     def _deliveries(self) -> list[Delivery]:
         return [*self.inflight.values(), *self.queue]
 
