@@ -15,7 +15,9 @@ Rules kept here:
 - ``$SYS/`` topics stay on the node that publishes them (each node has its
   own ``$SYS/brokers/<node>/...``);
 - a publish that found subscribers only on other nodes counts as matched
-  (PUBACK reason 0, not "no matching subscribers"), and not as dropped.
+  (PUBACK reason 0, not "no matching subscribers"), and not as dropped;
+- persistent sessions are written to Redis (``ClusterStore``), and a CONNECT
+  waits for the cluster-wide client registry (``cluster/clients.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.clients import ClientRegistry
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.router import ClusterRouter
+from ferrymq.cluster.store import ClusterStore
 from ferrymq.core.broker import Broker
 from ferrymq.model.message import Message
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from ferrymq.config import Settings
     from ferrymq.core.client import Client
     from ferrymq.core.interfaces import RouteTable
+    from ferrymq.mqtt.packets import Connect
     from ferrymq.storage.store import Store
 
 #: What ``_retain`` does: keep and announce (a local publish), keep only (a retained
@@ -58,8 +63,12 @@ class ClusterBroker(Broker):
         router: RouteTable,
         node: ClusterNode,
     ) -> None:
-        super().__init__(settings, store, loop, router=router)
+        cluster_store = None if store is None else ClusterStore(store, loop)
+        super().__init__(settings, cluster_store, loop, router=router)
         self.node = node
+        #: The cluster-wide client registry (one client id, one session).
+        self.cluster_clients = ClientRegistry(node, cluster_store)
+        node.parts.append(self.cluster_clients)
         self._nodes_for = node.replica.nodes_for
         self._retain_mode = _ANNOUNCE
         for name in CLUSTER_METRICS:
@@ -73,6 +82,9 @@ class ClusterBroker(Broker):
             return count
         self.node.forward(msg, nodes)
         return count + len(nodes)
+
+    def hold_connect(self, client: Client, packet: Connect) -> bool:
+        return self.cluster_clients.hold_connect(client, packet)
 
     def unrouted(self, msg: Message) -> bool:
         """Dropped only when no other node subscribes either, or when ``msg`` came from
