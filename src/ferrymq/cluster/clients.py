@@ -111,7 +111,11 @@ for i = 3, #ARGV, 5 do
   local op, cid, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ck = p .. 'client:' .. cid
   local ok = allowed[cid]
-  if ok == nil then
+  if op == 'ack' then
+    redis.call('XACK', cid, 'ferrymq', a)
+    redis.call('XDEL', cid, a)
+    ok = false
+  elseif ok == nil then
     local owner = redis.call('HMGET', ck, 'node', 'prev')
     ok = owner[1] == me or owner[2] == me
     allowed[cid] = ok
@@ -268,8 +272,10 @@ class ClientRegistry:
         assert broker is not None
         if prev and alive:
             await self._ask(redis, cid, fence, prev)
-        if not prev and cid in broker.sessions:
-            return True  # held here already: memory is the truth
+        if not prev:
+            # Held here already (memory is the truth), or new: no other node has a
+            # session for it (this node's own registrations were taken back at the resync).
+            return True
         if not await self._load(redis, cid, fence):
             if self.fences.get(cid) == fence:
                 del self.fences[cid]
@@ -488,16 +494,26 @@ class ClientRegistry:
             if store.writes or store.behind() or self._unsent:
                 await self._send(redis)
 
-    async def _settle(self, redis: aioredis.Redis) -> None:
-        """What is pending goes to Redis now (before a forwarded batch is acknowledged)."""
+    async def _settle(self, redis: aioredis.Redis, stream: str, ids: list[bytes]) -> bool:
+        """Forwarded batches ``ids`` of ``stream`` were dispatched: what they wrote of
+        persistent sessions and their acknowledgement go in one script call, so that a
+        node dying in between can never deliver them twice (QoS 2 exactly once). False
+        when nothing was written (the node acknowledges them itself)."""
         store = self.store
-        if store is not None and (store.writes or self._unsent):
-            await self._send(redis)
+        if store is None or not (store.writes or self._unsent):
+            return False
+        await self._send(redis, ack=(stream, ids))
+        return True
 
-    async def _send(self, redis: aioredis.Redis, release: str | None = None) -> None:
-        """Everything pending to Redis in one script call per few thousand writes; an
-        ended session's registration goes with it; ``release``: the hand-over of that
-        client id is over."""
+    async def _send(
+        self,
+        redis: aioredis.Redis,
+        release: str | None = None,
+        ack: tuple[str, list[bytes]] | None = None,
+    ) -> None:
+        """Everything pending to Redis in one script call per few thousand writes (one in
+        all with ``ack``, the stream entries acknowledged with it); an ended session's
+        registration goes with it; ``release``: the hand-over of that client id is over."""
         async with self._send_lock:
             store = self.store
             upto = None
@@ -512,11 +528,17 @@ class ClientRegistry:
             self._unsent = []
             if release is not None:
                 args += ("release", release, "", "", "")
+            size = ARGS_PER_CALL
+            if ack is not None:
+                stream, ids = ack
+                for entry_id in ids:
+                    args += ("ack", stream, entry_id, "", "")
+                size = len(args)
             try:
                 write = self._script("write", redis)
                 while args:
-                    await write(args=[self.node.name, P, *args[:ARGS_PER_CALL]], client=redis)
-                    del args[:ARGS_PER_CALL]
+                    await write(args=[self.node.name, P, *args[:size]], client=redis)
+                    del args[:size]
             except BaseException:
                 self._unsent = args + self._unsent  # sent first once Redis answers again
                 if store is not None:
@@ -571,8 +593,9 @@ class ClientRegistry:
                         how = delivery_for(session.subscriptions.values(), session.client_id, msg)
                         if how is not None:
                             session.deliver(msg, *how)
-            await self._settle(redis)
-            await redis.xdel(stream, *(entry_id for entry_id, _ in entries))
+            ids = [entry_id for entry_id, _ in entries]
+            if not await self._settle(redis, stream, ids):
+                await redis.xdel(stream, *ids)
             start = "(" + entries[-1][0].decode()
 
     async def _take_in(self, redis: aioredis.Redis, cid: str, fence: int) -> None:

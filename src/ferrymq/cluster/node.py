@@ -24,9 +24,11 @@ Rules this module keeps:
   nothing sent to this node from then on is missed), then this node's whole
   route set replaces what Redis had for it, then the replica is rebuilt from
   a snapshot and the change stream is tailed from just before it;
-- a QoS 1/2 batch is acknowledged (XACK) only after local dispatch (and after
-  what it queued for persistent sessions is in Redis), so batches a node had
-  not dispatched when it stopped are dispatched when it returns;
+- a QoS 1/2 batch is acknowledged (XACK) only after local dispatch, so batches
+  a node had not dispatched when it stopped are dispatched when it returns;
+  what the dispatch wrote of persistent sessions goes to Redis in the same
+  script call as the acknowledgement (``settle``), so a batch is in the
+  sessions and acknowledged, or neither, whenever the node dies;
 - a node whose ``alive`` key expired is down: every node drops its routes at
   once, and the one that takes its cleanup lock removes them from Redis
   (atomically, unless the node came back meanwhile); a node that finds its
@@ -137,9 +139,10 @@ class ClusterNode:
         self.broker: ClusterBroker | None = None
         #: Further cluster work that shares this node's connection (``cluster.part``).
         self.parts: list[ClusterPart] = []
-        #: Awaited after a QoS 1/2 batch is dispatched, before it is acknowledged: what
-        #: the dispatch queued for persistent sessions is in Redis first.
-        self.settle: Callable[[aioredis.Redis], Awaitable[None]] | None = None
+        #: Awaited after QoS 1/2 batches are dispatched: sends what the dispatch wrote of
+        #: persistent sessions and acknowledges the batches in one atomic step (True), or
+        #: leaves the acknowledgement to the node (False: nothing was written).
+        self.settle: Callable[[aioredis.Redis, str, list[bytes]], Awaitable[bool]] | None = None
         self.up = False  # connected and resynchronised
         self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
         self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
@@ -576,8 +579,8 @@ class ClusterNode:
                 if data:
                     dispatch(data)
                 ids.append(entry_id)
-            if self.settle is not None:
-                await self.settle(redis)
+            if self.settle is not None and await self.settle(redis, stream, ids):
+                continue
             pipe = redis.pipeline(transaction=False)
             pipe.xack(stream, GROUP, *ids)
             pipe.xdel(stream, *ids)

@@ -194,3 +194,44 @@ def test_an_offline_session_expires_on_the_node_that_holds_it(cluster3, clients,
     assert not r.exists(f"ferrymq:client:{uid}-exp")
     again = persistent(clients, n2.port, f"{uid}-exp", present=False)
     again.disconnect()
+
+
+def test_qos2_for_a_session_whose_node_is_killed_under_traffic_arrives_once(
+    make_cluster, clients, uid
+) -> None:
+    """Batches the killed node had dispatched into the session were acknowledged with
+    it; the others are delivered from its inbox by the node that takes the session in:
+    each message once, none twice."""
+    redis, (n1, n2, n3) = make_cluster(3)
+    topic = f"{uid}/x"
+    sub = persistent(clients, n2.port, f"{uid}-x", present=False)
+    sub.subscribe(topic, 2)
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    wait_routed(pub, sub, topic)
+    sub.disconnect()
+    stop = threading.Event()
+    sent = []
+
+    def publish() -> None:
+        i = 0
+        while not stop.is_set():
+            pub.publish(topic, f"x{i}".encode(), qos=2)
+            sent.append(i)
+            i += 1
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        time.sleep(1.0)
+        n2.stop(signal.SIGKILL)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        publisher.join()
+    r = redis.client()
+    assert wait_until(lambda: r.hget(f"ferrymq:client:{uid}-x", "node") != node_name(n2), 10)
+    back = persistent(clients, n3.port, f"{uid}-x", present=True)
+    got = [m.payload for m in received(back, 2.0)]
+    assert len(sent) > 50 and len(got) > 20
+    twice = {p for p in got if got.count(p) > 1}
+    assert not twice, f"delivered twice: {sorted(twice)[:10]}"
