@@ -419,12 +419,15 @@ class ClientRegistry:
         unclaimed, self._unclaimed = self._unclaimed, set()
         for cid in unclaimed:
             if cid in broker.sessions or cid in broker.clients:
-                fence, _, _ = await self._script("claim", redis)(
+                fence, prev, alive = await self._script("claim", redis)(
                     keys=[key("client", cid), FENCE, key("node-clients", me)],
                     args=[me, cid, P],
                     client=redis,
                 )
                 self.fences[cid] = fence
+                if prev and alive:  # another node took it meanwhile: it lets go now
+                    entry = {"op": "release", "c": cid, "f": fence, "n": me}
+                    await redis.xadd(key("handover", prev.decode()), entry, maxlen=HANDOVER_MAXLEN)
         # Registered to this node but not held by this process (it restarted): taken back.
         for raw in await redis.smembers(key("node-clients", me)):
             cid = raw.decode()
