@@ -15,6 +15,9 @@ standalone node runs exactly the code it always ran.
 - ``router``: the local ``Router`` that reports a filter's first and last
   local subscriber;
 - ``broker``: the ``Broker`` whose publish also forwards;
-- ``node``: everything that talks to Redis (membership, route sync, inboxes,
-  retained messages, outages).
+- ``node``: the node's Redis connection (membership, route sync, inboxes,
+  retained messages, outages) and the parts sharing it (``part``);
+- ``clients``: the cluster-wide client registry and session hand-over (a part),
+  with ``store`` (the node's ``Store``: persistent sessions go to Redis) and
+  ``session_writes`` (their pending writes, pure bookkeeping).
 """

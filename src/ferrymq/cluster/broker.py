@@ -26,6 +26,8 @@ Rules kept here:
   group it no longer has members of passes the message on to another node
   that has (once: ``hops``), so a member leaving loses nothing while others
   remain. While no node has any shared group, publish pays one truth test.
+- persistent sessions are written to Redis (``ClusterStore``), and a CONNECT
+  waits for the cluster-wide client registry (``cluster/clients.py``).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.clients import ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.outbox import HIGH, Backlog
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
+from ferrymq.cluster.store import ClusterStore
 from ferrymq.core.broker import Broker, online
 from ferrymq.model.message import Message
 from ferrymq.mqtt.topics import parse_shared
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from ferrymq.core.interfaces import RouteTable
     from ferrymq.core.router import SharedGroup
     from ferrymq.model.subscription import Subscription
+    from ferrymq.mqtt.packets import Connect
     from ferrymq.storage.store import Store
 
 #: What ``_retain`` does: keep and announce (a local publish), keep only (a retained
@@ -81,8 +86,12 @@ class ClusterBroker(Broker):
         router: RouteTable,
         node: ClusterNode,
     ) -> None:
-        super().__init__(settings, store, loop, router=router)
+        cluster_store = None if store is None else ClusterStore(store, loop)
+        super().__init__(settings, cluster_store, loop, router=router)
         self.node = node
+        #: The cluster-wide client registry (one client id, one session).
+        self.cluster_clients = ClientRegistry(node, cluster_store)
+        node.parts.append(self.cluster_clients)
         self._nodes_for = node.replica.nodes_for
         self._answers = node.replica.answers()
         self._groups_for = node.shared.groups_for
@@ -198,6 +207,9 @@ class ClusterBroker(Broker):
                 else:
                     metrics["cluster.shared.passed_on"] += 1
                     remote.setdefault(node, []).append(key)
+
+    def hold_connect(self, client: Client, packet: Connect) -> bool:
+        return self.cluster_clients.hold_connect(client, packet)
 
     def unrouted(self, msg: Message) -> bool:
         """Dropped only when no other node subscribes either, or when ``msg`` came from

@@ -32,6 +32,9 @@ Rules this module keeps:
   a snapshot and the change stream is tailed from just before it;
 - a QoS 1/2 batch is acknowledged (XACK) only after local dispatch, so batches
   a node had not dispatched when it stopped are dispatched when it returns;
+  what the dispatch wrote of persistent sessions goes to Redis in the same
+  script call as the acknowledgement (``settle``), so a batch is in the
+  sessions and acknowledged, or neither, whenever the node dies;
 - a node whose ``alive`` key expired is down: every node drops its routes at
   once, and the one that takes its cleanup lock removes them from Redis
   (atomically, unless the node came back meanwhile); a node that finds its
@@ -153,6 +156,10 @@ class ClusterNode:
         #: Requests to and from the other nodes, for the API's view of the whole cluster.
         self.rpc = Rpc(node_name)
         self.parts.append(self.rpc)
+        #: Awaited after QoS 1/2 batches are dispatched: sends what the dispatch wrote of
+        #: persistent sessions and acknowledges the batches in one atomic step (True), or
+        #: leaves the acknowledgement to the node (False: nothing was written).
+        self.settle: Callable[[aioredis.Redis, str, list[bytes]], Awaitable[bool]] | None = None
         self.up = False  # connected and resynchronised
         self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
         self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
@@ -654,6 +661,8 @@ class ClusterNode:
                 if data:
                     dispatch(data)
                 ids.append(entry_id)
+            if ids and self.settle is not None and await self.settle(redis, stream, ids):
+                ids = []  # acknowledged by settle, atomically with what the dispatch wrote
 
     def _dispatch(self, batch: bytes) -> None:
         try:

@@ -53,7 +53,7 @@ from ferrymq.model.delivery import Delivery
 from ferrymq.model.message import Message
 from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt import reason_codes as rc
-from ferrymq.mqtt.packets import SubscriptionOptions, Will
+from ferrymq.mqtt.packets import Connect, SubscriptionOptions, Will
 from ferrymq.mqtt.topics import (
     TopicError,
     is_wildcard,
@@ -241,6 +241,11 @@ class Broker:
     ) -> tuple[Session, bool]:
         """Attach ``client`` to its session (new, resumed or taken over)."""
         return self.registry.open(client, clean_start, expiry, will)
+
+    def hold_connect(self, client: Client, packet: Connect) -> bool:
+        """Whether the accepted CONNECT of ``client`` waits before its session opens (a
+        cluster node asks the others first; it calls ``client.continue_connect`` then)."""
+        return False
 
     def client_closed(self, client: Client) -> None:
         """The connection of ``client`` is gone (or going): detach it from its session."""

@@ -564,7 +564,28 @@ class Client:
         if reason:
             metrics["packets.connack.auth_error"] += 1
             raise ProtocolViolation(reason, "not authorised")
-        session, present = broker.open_session(self, packet.clean_start, conn.session_expiry, will)
+        if broker.hold_connect(self, packet):
+            return  # cluster mode: the session comes from another node first
+        self._open(packet)
+
+    def continue_connect(self, packet: Connect) -> None:
+        """``Broker.hold_connect`` is done: open the session, then handle what followed."""
+        if self.closing:
+            return
+        self._open(packet)
+        self._handle_packets()
+        if not self.closing:
+            self.transport.resume_reading()
+
+    def _open(self, packet: Connect) -> None:
+        """The session opened, the CONNACK sent: the CONNECT is accepted."""
+        broker = self.broker
+        metrics = self.metrics
+        conn = self.conn
+        client_id = self.client_id
+        session, present = broker.open_session(
+            self, packet.clean_start, conn.session_expiry, packet.will
+        )
         connack = conn.accept(present, session.awaiting_rel, time.monotonic())
         self.send_window = conn.send_window
         self.keepalive = conn.keepalive

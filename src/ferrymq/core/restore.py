@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.banned import Ban
@@ -29,6 +30,7 @@ from ferrymq.core.session import EXPIRY_NEVER, Session
 from ferrymq.model.delivery import DeliveryFields
 from ferrymq.model.message import Message
 from ferrymq.model.subscription import Subscription
+from ferrymq.storage.store import SessionMessage
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
@@ -63,26 +65,13 @@ class Restore:
         self.active = True
         awaiting = store.load_awaiting_rel()
         sessions = broker.sessions
-        wills = broker.wills
         for client_id, data in store.load_sessions().items():
-            expiry = int(data.get("expiry_interval", 0))
-            gone_at = data.get("disconnected_at") or now
-            session = Session(broker, client_id, expiry, data.get("username"))
-            if expiry == 0 or (expiry != EXPIRY_NEVER and gone_at + expiry <= now):
-                store.delete_session(client_id)
-                if data.get("will"):  # the session ended while the broker was down
-                    wills.restore(session, data["will"], now, now)
-                continue
             # "awaiting_rel" in the session record: databases of schema version 1.
             pids = awaiting.get(client_id, data.get("awaiting_rel", ()))
             last_key = keys.get(client_id, 0)
-            for sub in session.load(data, pids, last_key, now, now_mono):
-                broker.router.add(sub)
-            sessions[client_id] = session
-            self._pending[client_id] = (session, last_key)
-            broker.registry.schedule_expiry(session, gone_at + expiry - now)
-            if data.get("will"):
-                wills.restore(session, data["will"], data.get("will_due"), now)
+            session = self._load(client_id, data, pids, last_key, now, now_mono)
+            if session is not None:
+                self._pending[client_id] = (session, last_key)
         for client_id in keys.keys() - sessions.keys():
             store.delete_session(client_id)
         broker.load_access()
@@ -91,6 +80,52 @@ class Restore:
             if not ban.active(now):
                 store.delete_ban(ban.kind, ban.who)
         broker.banned.load([ban for ban in bans if ban.active(now)])
+
+    def _load(
+        self,
+        client_id: str,
+        data: dict[str, Any],
+        pids: Iterable[int],
+        last_key: int,
+        now: float,
+        now_mono: float,
+    ) -> Session | None:
+        """One stored session back, offline, with its subscriptions routed, its expiry and
+        its will scheduled; None when it expired meanwhile (its will is published)."""
+        broker = self.broker
+        store = broker.store
+        assert store is not None
+        expiry = int(data.get("expiry_interval", 0))
+        gone_at = data.get("disconnected_at") or now
+        session = Session(broker, client_id, expiry, data.get("username"))
+        if expiry == 0 or (expiry != EXPIRY_NEVER and gone_at + expiry <= now):
+            store.delete_session(client_id)
+            if data.get("will"):  # the session ended while nobody held it
+                broker.wills.restore(session, data["will"], now, now)
+            return None
+        for sub in session.load(data, pids, last_key, now, now_mono):
+            broker.router.add(sub)
+        broker.sessions[client_id] = session
+        broker.registry.schedule_expiry(session, gone_at + expiry - now)
+        if data.get("will"):
+            broker.wills.restore(session, data["will"], data.get("will_due"), now)
+        return session
+
+    def revive(
+        self,
+        client_id: str,
+        data: dict[str, Any],
+        pids: Iterable[int],
+        records: list[SessionMessage],
+    ) -> Session | None:
+        """A stored session taken in at once, messages included (cluster mode: another node
+        held it); offline until its client connects. None when it expired meanwhile."""
+        session = self._load(
+            client_id, data, pids, records[-1][0] if records else 0, time.time(), time.monotonic()
+        )
+        if session is not None and records:
+            session.load_deliveries(records, {})
+        return session
 
     async def finish_restore(self, sessions_back: asyncio.Future[None] | None = None) -> None:
         """The deferred part of :meth:`load_state`, read on the store's thread: first the

@@ -185,6 +185,14 @@ class Session:
         if self.inflight is _NO_INFLIGHT:
             self.inflight = {}
 
+    def linger(self) -> None:
+        """Handed over to another node, which has its messages now: the queue starts
+        empty and collects what its subscriptions still bring here."""
+        self.client = None
+        if self.inflight:  # a new dict: the empty stand-in must not be cleared
+            self.inflight = {}
+        self.queue = ()
+
     def _deliveries(self) -> list[Delivery]:
         return [*self.inflight.values(), *self.queue]
 

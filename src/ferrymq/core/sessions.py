@@ -8,7 +8,8 @@ Rules kept here:
   0xFFFFFFFF), then it ends as if discarded;
 - a session that ends takes its subscriptions out of the router and out of
   the store, and publishes a will still pending;
-- an administrator's kick closes the connection (0x98) and ends the session.
+- an administrator's kick closes the connection (0x98) and ends the session;
+- a session handed over to another node (cluster mode) leaves without ending.
 """
 
 from __future__ import annotations
@@ -114,6 +115,30 @@ class Sessions:
         if session is not None:
             self.end(session, "discarded")
         return True
+
+    def hand_over(self, session: Session, linger: bool = False) -> None:
+        """The session now lives on another node (cluster mode): forget it here without
+        ending it, so its stored state, its will and its expiry go on over there.
+        ``linger``: its subscriptions stay routed here (``unroute`` ends that), and what
+        they still bring is collected in its queue, for the new owner."""
+        self._cancel_expiry(session)
+        self.broker.wills.forget(session)
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        if linger:
+            session.linger()
+        else:
+            self.unroute(session)
+
+    def unroute(self, session: Session) -> None:
+        """A session handed over stops collecting: its subscriptions leave the router,
+        unless a new session of its client id has taken them over here meanwhile."""
+        router = self.broker.router
+        now = self.sessions.get(session.client_id)
+        for topic_filter in session.subscriptions:
+            if now is None or topic_filter not in now.subscriptions:
+                router.remove(session.client_id, topic_filter)
+        session.clear()
 
     def schedule_expiry(self, session: Session, remaining: float) -> None:
         """End the offline ``session`` in ``remaining`` seconds (unless resumed first)."""

@@ -110,6 +110,13 @@ class Wills:
         log.info("publishing will of %s to %s", session.client_id, will.topic)
         broker.publish(msg)
 
+    def forget(self, session: Session) -> None:
+        """The session moved to another node: its will timer stops here (the will and its
+        due time travel with the stored session)."""
+        timer = self._timers.pop(session, None)
+        if timer is not None:
+            timer.cancel()
+
     def cancel_all(self) -> None:
         """Shutdown: the stored sessions keep their wills and due times. (The will of a
         session that ended while the broker was down has no record left: it still fires.)"""

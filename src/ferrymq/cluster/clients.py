@@ -1,0 +1,648 @@
+"""One client id, one session, cluster-wide: the client registry and session hand-over.
+
+Keys (all under ``ferrymq:``)::
+
+    client:{id}           hash  node, fence (and prev, the node handing it over)
+    fence                 counter: each claim of a client id takes the next number
+    node-clients:{node}   set   of the client ids registered to the node
+    session:{id}          string: a persistent session's record (JSON)
+    session-msg:{id}      hash  key -> queued or inflight message (storage.codec)
+    session-meta:{id}     hash  key -> that message's delivery state (JSON)
+    session-rel:{id}      set   of incoming QoS 2 packet ids awaiting PUBREL
+    handover:{node}       stream: hand-over requests to the node, and answers to its own
+    adopt:{node}          lock held by the node that takes in a gone node's sessions
+
+Rules this module keeps:
+- a CONNECT (after authentication) waits until its client id is claimed: a
+  Lua script takes the next fence number and makes this node the owner, so
+  of racing CONNECTs on several nodes the one claimed last wins;
+- when another live node owned the id, it is asked to hand over: it closes
+  its connection (MQTT 5 DISCONNECT 0x8E, the will handled as on a local
+  takeover), writes what it still had pending of the session, forgets the
+  session without ending it, and answers; then the new owner reads the
+  session from Redis, only if its claim is still the latest (its fence), and
+  the CONNECT goes on (clean start, session present, resend) as on one node.
+  A CONNECT whose claim was overtaken meanwhile is closed before its CONNACK;
+- session writes reach Redis only through a script that applies those of
+  client ids this node owns (or is handing over): a node that lost a client
+  id cannot overwrite the new owner's session;
+- every persistent session has one live owner, offline ones included (their
+  subscriptions stay routed, messages queue): the registrations of a node
+  whose heartbeat is gone (killed, or stopped) are taken in, under a lock, by
+  one other node, which holds those sessions offline, with their expiry and
+  their wills, until their clients come back somewhere; a restarted node
+  takes back what is still registered to it;
+- a session that ends frees its client id; while Redis is unreachable
+  CONNECTs are served from this node's memory and claimed at the resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from ferrymq.cluster.codec import split
+from ferrymq.cluster.node import alive_key, inbox
+from ferrymq.cluster.session_writes import load_session, pairs
+from ferrymq.model.delivery import Delivery, fields_from_meta
+from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.topics import topic_matches
+from ferrymq.storage.codec import dump_message, load_message
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from redis import asyncio as aioredis
+
+    from ferrymq.cluster.node import ClusterNode
+    from ferrymq.cluster.store import ClusterStore
+    from ferrymq.core.client import Client
+    from ferrymq.core.session import Session
+    from ferrymq.model.message import Message
+    from ferrymq.model.subscription import Subscription
+    from ferrymq.mqtt.packets import Connect
+
+log = logging.getLogger("ferrymq.cluster")
+
+P = "ferrymq:"
+FENCE = P + "fence"
+HANDOVER_WAIT = 3.0  # longest a CONNECT waits for the previous owner's answer
+ADOPT_EVERY = 1.0  # how often registrations of gone nodes are looked for
+SEND_EVERY = 0.05  # session writes are sent at least this often
+HANDOVER_MAXLEN = 10_000
+# A session handed over stays routed on its old node, collecting what the other nodes
+# still send there, until its new owner's routes are in this node's replica (at most
+# LINGER seconds) and DRAIN more (what was sent before the others saw them arrives).
+LINGER = 2.0
+DRAIN = 0.1
+ARGS_PER_CALL = 5 * 2000  # write-script arguments per call
+
+_CLAIM = """
+local f = redis.call('INCR', KEYS[2])
+local old = redis.call('HGET', KEYS[1], 'node')
+local prev, alive = '', 0
+if old and old ~= ARGV[1] then
+  prev = old
+  redis.call('SREM', ARGV[3] .. 'node-clients:' .. old, ARGV[2])
+  alive = redis.call('EXISTS', ARGV[3] .. 'alive:' .. old)
+  redis.call('HSET', KEYS[1], 'prev', old)
+end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f)
+redis.call('SADD', KEYS[3], ARGV[2])
+return {f, prev, alive}
+"""
+
+_LOAD = """
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return false end
+redis.call('HDEL', KEYS[1], 'prev')
+return {redis.call('GET', KEYS[2]) or '', redis.call('HGETALL', KEYS[3]),
+        redis.call('HGETALL', KEYS[4]), redis.call('SMEMBERS', KEYS[5])}
+"""
+
+_WRITE = """
+local me, p = ARGV[1], ARGV[2]
+local allowed = {}
+for i = 3, #ARGV, 5 do
+  local op, cid, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ck = p .. 'client:' .. cid
+  local ok = allowed[cid]
+  if op == 'ack' then
+    redis.call('XACK', cid, 'ferrymq', a)
+    redis.call('XDEL', cid, a)
+    ok = false
+  elseif ok == nil then
+    local owner = redis.call('HMGET', ck, 'node', 'prev')
+    ok = owner[1] == me or owner[2] == me
+    allowed[cid] = ok
+  end
+  if ok then
+    local msgs, metas = p .. 'session-msg:' .. cid, p .. 'session-meta:' .. cid
+    if op == 'rec' then redis.call('SET', p .. 'session:' .. cid, a)
+    elseif op == 'put' then
+      redis.call('HSET', msgs, a, b)
+      redis.call('HSET', metas, a, ARGV[i + 4])
+    elseif op == 'meta' then redis.call('HSET', metas, a, b)
+    elseif op == 'rm' then
+      redis.call('HDEL', msgs, a)
+      redis.call('HDEL', metas, a)
+    elseif op == 'rel' then redis.call('SADD', p .. 'session-rel:' .. cid, a)
+    elseif op == 'unrel' then redis.call('SREM', p .. 'session-rel:' .. cid, a)
+    elseif op == 'del' then
+      redis.call('DEL', p .. 'session:' .. cid, msgs, metas, p .. 'session-rel:' .. cid)
+    elseif op == 'unreg' then
+      local cur = redis.call('HMGET', ck, 'node', 'fence')
+      if cur[1] == me and cur[2] == a then
+        redis.call('DEL', ck)
+        redis.call('SREM', p .. 'node-clients:' .. me, cid)
+      end
+    elseif op == 'release' then
+      if redis.call('HGET', ck, 'prev') == me then redis.call('HDEL', ck, 'prev') end
+      allowed[cid] = nil
+    end
+  end
+end
+return 0
+"""
+
+_ADOPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local out = {}
+for _, cid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local ck = ARGV[3] .. 'client:' .. cid
+  if redis.call('HGET', ck, 'node') == ARGV[1] then
+    local f = redis.call('INCR', KEYS[4])
+    redis.call('HSET', ck, 'node', ARGV[2], 'fence', f)
+    redis.call('HDEL', ck, 'prev')
+    redis.call('SADD', KEYS[3], cid)
+    table.insert(out, cid)
+    table.insert(out, f)
+  end
+end
+redis.call('DEL', KEYS[1])
+return out
+"""
+
+
+def key(kind: str, name: str) -> str:
+    """``ferrymq:{kind}:{name}``: ``client`` and ``session...`` keys of a client id,
+    ``node-clients`` and ``handover`` keys of a node (see the module docstring)."""
+    return f"{P}{kind}:{name}"
+
+
+def session_keys(client_id: str) -> list[str]:
+    """The session's record, messages, their meta and its QoS 2 ids."""
+    kinds = ("session", "session-msg", "session-meta", "session-rel")
+    return [key(kind, client_id) for kind in kinds]
+
+
+class ClientRegistry:
+    """This node's part of the client registry (a ``ClusterPart``)."""
+
+    def __init__(self, node: ClusterNode, store: ClusterStore | None) -> None:
+        self.node = node
+        self.store = store
+        #: Client ids registered to this node, with the fence of its claim.
+        self.fences: dict[str, int] = {}
+        self._redis: aioredis.Redis | None = None
+        self._connecting: dict[str, asyncio.Future[None]] = {}  # claims under way
+        self._answers: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._unclaimed: set[str] = set()  # connected while Redis was away
+        self._unsent: list[bytes | str] = []  # write-script arguments of a failed send
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lingering: dict[str, Session] = {}
+        self._send_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last = "0-0"
+        self._scripts: dict[str, Any] = {}
+        if store is not None:
+            store.wake = self._wake.set
+            node.settle = self._settle
+
+    # --- the CONNECT --------------------------------------------------------------
+
+    def hold_connect(self, client: Client, packet: Connect) -> bool:
+        """Claim the client id before the session opens (see the module docstring)."""
+        redis = self._redis
+        if redis is None:  # Redis away: served from memory, claimed at the resync
+            self._unclaimed.add(client.client_id)
+            return False
+        client.transport.pause_reading()
+        self._spawn(self._connect(redis, client, packet))
+        return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, redis: aioredis.Redis, client: Client, packet: Connect) -> None:
+        cid = client.client_id
+        before = self._connecting.get(cid)
+        done = asyncio.get_running_loop().create_future()
+        self._connecting[cid] = done
+        won = True
+        try:
+            if before is not None:
+                await before
+            won = await self._take(redis, cid)
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: client %s served from this node only (%s)", cid, exc)
+            self._unclaimed.add(cid)
+        except Exception:
+            log.exception("cluster: claiming client %s failed", cid)
+        finally:
+            if self._connecting.get(cid) is done:
+                del self._connecting[cid]
+            done.set_result(None)
+        if not won:
+            log.info("client %s: a newer connection on another node has its client id", cid)
+            client.close("session taken over")
+            return
+        if client.closing:  # gone meanwhile: an id without a session here is freed
+            self._free(cid)
+            return
+        client.continue_connect(packet)
+
+    def _free(self, cid: str) -> None:
+        """Unregister ``cid`` (soon) unless it has a session here."""
+        fence = self.fences.get(cid)
+        broker = self.node.broker
+        assert broker is not None
+        if fence is not None and cid not in broker.sessions and cid not in self._connecting:
+            del self.fences[cid]
+            self._unsent += ("unreg", cid, str(fence), "", "")
+            self._wake.set()
+
+    async def _take(self, redis: aioredis.Redis, cid: str) -> bool:
+        """Claim ``cid``; fetch its session when another node held it. False when a newer
+        claim overtook this one."""
+        fence, prev, alive = await self._script("claim", redis)(
+            keys=[key("client", cid), FENCE, key("node-clients", self.node.name)],
+            args=[self.node.name, cid, P],
+            client=redis,
+        )
+        prev = prev.decode() if isinstance(prev, bytes) else prev
+        self.fences[cid] = fence
+        broker = self.node.broker
+        assert broker is not None
+        if prev and alive:
+            await self._ask(redis, cid, fence, prev)
+        if not prev:
+            # Held here already (memory is the truth), or new: no other node has a
+            # session for it (this node's own registrations were taken back at the resync).
+            return True
+        if not await self._load(redis, cid, fence):
+            if self.fences.get(cid) == fence:
+                del self.fences[cid]
+            return False
+        return True
+
+    async def _ask(self, redis: aioredis.Redis, cid: str, fence: int, holder: str) -> None:
+        """Ask ``holder`` to hand ``cid`` over, and wait (bounded) for its answer."""
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[(cid, fence)] = answer
+        try:
+            entry = {"op": "release", "c": cid, "f": fence, "n": self.node.name}
+            await redis.xadd(key("handover", holder), entry, maxlen=HANDOVER_MAXLEN)
+            await asyncio.wait_for(answer, HANDOVER_WAIT)
+        except TimeoutError:
+            log.warning("cluster: node %s did not hand client %s over in time", holder, cid)
+        finally:
+            self._answers.pop((cid, fence), None)
+
+    async def _load(self, redis: aioredis.Redis, cid: str, fence: int) -> bool:
+        """Read the session of ``cid`` from Redis into this node, if the claim ``fence``
+        is still the latest (else False)."""
+        got = await self._script("load", redis)(
+            keys=[key("client", cid), *session_keys(cid)], args=[fence], client=redis
+        )
+        if got is None:
+            return False
+        record, msgs, metas, rel = got
+        loaded = load_session(record, pairs(msgs), pairs(metas), rel)
+        broker = self.node.broker
+        assert broker is not None
+        if cid in broker.sessions:  # a stale copy (this node lost it meanwhile)
+            self._drop_local(cid)
+            if self.store is not None:
+                self.store.writes.discard(cid)  # what closing it wrote is stale too
+        ghost = self._lingering.get(cid)
+        late = self._stop_lingering(cid, ghost) if ghost is not None else []
+        if loaded is not None:
+            broker.restore.revive(cid, *loaded)
+        self._deliver_late(cid, late)
+        return True
+
+    def _drop_local(self, cid: str, owner: str | None = None) -> None:
+        """``cid`` belongs to another node now: close its connection here (0x8E) and
+        forget its session without ending it (with ``owner``, the new owner: once that
+        node's routes are known, see ``LINGER``)."""
+        broker = self.node.broker
+        assert broker is not None
+        client = broker.clients.get(cid)
+        if client is not None:
+            log.info("client %s taken over on another node", cid)
+            client.will_allowed = True
+            client.kick(rc.SESSION_TAKEN_OVER, "session taken over")
+            broker.metrics["session.takeovered"] += 1
+        session = broker.sessions.get(cid)
+        if session is None:
+            return
+        linger = owner is not None and session.persistent and self.store is not None
+        if linger:
+            self.store.muted.add(cid)  # type: ignore[union-attr]
+            self._lingering[cid] = session
+            self._spawn(self._end_linger(cid, session, owner))
+        broker.registry.hand_over(session, linger)
+
+    def _stop_lingering(self, cid: str, session: Session) -> list[Delivery]:
+        """The lingering ``session`` leaves the router; what it collected."""
+        del self._lingering[cid]
+        self.store.muted.discard(cid)  # type: ignore[union-attr]
+        late = list(session.queue)
+        self.node.broker.registry.unroute(session)  # type: ignore[union-attr]
+        return late
+
+    async def _end_linger(self, cid: str, session: Session, owner: str) -> None:
+        """Once ``owner``'s routes are known here: what the lingering session collected
+        goes to whichever node owns it by then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER
+        wanted = {sub.filter for sub in session.subscriptions.values()}
+        replica = self.node.replica
+        while loop.time() < deadline and not wanted <= replica.filters_of(owner):
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(DRAIN)
+        if self._lingering.get(cid) is not session:
+            return
+        late = self._stop_lingering(cid, session)
+        redis = self._redis
+        if not late or redis is None:
+            return
+        try:
+            owner = await redis.hget(key("client", cid), "node")
+            if owner is None:
+                return
+            if owner.decode() == self.node.name:
+                self._deliver_late(cid, late)
+                return
+            pipe = redis.pipeline(transaction=False)
+            for d in late:
+                entry = {"op": "late", "c": cid, "f": 0, "m": dump_message(d.msg)}
+                entry["d"] = json.dumps(d.meta())
+                pipe.xadd(key("handover", owner.decode()), entry, maxlen=HANDOVER_MAXLEN)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
+
+    def _deliver_late(self, cid: str, late: list[Delivery]) -> None:
+        """Messages that reached the session's previous node after it left, to the session
+        (QoS 1 may arrive twice: also straight from the publisher's node)."""
+        session = self.node.broker.sessions.get(cid) or self._lingering.get(cid)  # type: ignore[union-attr]
+        if session is not None:
+            for d in late:
+                session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+
+    async def _release(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
+        """Another node claimed ``cid`` with ``fence``: hand it over, then answer."""
+        try:
+            await self._hand_over(redis, cid, fence, asker)
+        except (RedisError, OSError) as exc:  # the asker stops waiting after a while
+            log.warning("cluster: handing client %s over failed (%s)", cid, exc)
+
+    async def _hand_over(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
+        busy = self._connecting.get(cid)
+        if busy is not None:
+            await busy
+        mine = self.fences.get(cid)
+        if mine is not None and mine < fence:
+            del self.fences[cid]
+            self._drop_local(cid, asker)
+        await self._send(redis, release=cid)
+        entry = {"op": "released", "c": cid, "f": fence}
+        await redis.xadd(key("handover", asker), entry, maxlen=HANDOVER_MAXLEN)
+
+    # --- ClusterPart ----------------------------------------------------------------
+
+    async def resync(self, redis: aioredis.Redis) -> None:
+        me = self.node.name
+        broker = self.node.broker
+        assert broker is not None
+        last = await redis.xrevrange(key("handover", me), count=1)
+        self._last = last[0][0].decode() if last else "0-0"
+        # Served while Redis was away: this node's now.
+        unclaimed, self._unclaimed = self._unclaimed, set()
+        for cid in unclaimed:
+            if cid in broker.sessions or cid in broker.clients:
+                fence, prev, alive = await self._script("claim", redis)(
+                    keys=[key("client", cid), FENCE, key("node-clients", me)],
+                    args=[me, cid, P],
+                    client=redis,
+                )
+                self.fences[cid] = fence
+                if prev and alive:  # another node took it meanwhile: it lets go now
+                    entry = {"op": "release", "c": cid, "f": fence, "n": me}
+                    await redis.xadd(key("handover", prev.decode()), entry, maxlen=HANDOVER_MAXLEN)
+        # Registered to this node but not held by this process (it restarted): taken back.
+        for raw in await redis.smembers(key("node-clients", me)):
+            cid = raw.decode()
+            if cid not in self.fences:
+                node, fence = await redis.hmget(key("client", cid), "node", "fence")
+                if node is not None and node.decode() == me:
+                    await self._take_in(redis, cid, int(fence))
+        if self.store is not None:
+            self.store.online = True
+        self._redis = redis
+
+    async def run(self, redis: aioredis.Redis) -> None:
+        await asyncio.gather(self._read(redis), self._sends(redis), self._adoptions(redis))
+
+    def went_down(self) -> None:
+        self._redis = None
+        if self.store is not None:
+            self.store.went_offline()
+
+    async def stop(self, redis: aioredis.Redis | None) -> None:
+        """The node leaves: its sessions' last writes go to Redis (another node takes the
+        persistent ones in once this node's heartbeat is gone)."""
+        self._redis = None
+        if redis is not None:
+            await self._send(redis)
+
+    # --- loops ------------------------------------------------------------------------
+
+    async def _read(self, redis: aioredis.Redis) -> None:
+        """Hand-over requests to this node, and the answers to its own."""
+        stream = key("handover", self.node.name)
+        while True:
+            reply = await redis.xread({stream: self._last}, count=100, block=1000)
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._last = entry_id.decode()
+                    try:
+                        op = fields[b"op"]
+                        cid = fields[b"c"].decode()
+                        fence = int(fields[b"f"])
+                        if op == b"release":
+                            self._spawn(self._release(redis, cid, fence, fields[b"n"].decode()))
+                        elif op == b"late":
+                            msg = load_message(fields[b"m"])
+                            qos, retain, ids, _, _ = fields_from_meta(
+                                json.loads(fields[b"d"]), msg.qos
+                            )
+                            self._deliver_late(cid, [Delivery(msg, qos, retain, ids)])
+                        elif op == b"released":
+                            answer = self._answers.get((cid, fence))
+                            if answer is not None and not answer.done():
+                                answer.set_result(None)
+                    except (KeyError, ValueError) as exc:
+                        self.node._bad_data(exc)
+
+    async def _sends(self, redis: aioredis.Redis) -> None:
+        """Session writes to Redis: at least every ``SEND_EVERY``, at once when asked."""
+        store = self.store
+        if store is None:
+            await asyncio.Event().wait()
+            return
+        wake = self._wake
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), SEND_EVERY)
+            wake.clear()
+            if store.writes or store.behind() or self._unsent:
+                await self._send(redis)
+
+    async def _settle(self, redis: aioredis.Redis, stream: str, ids: list[bytes]) -> bool:
+        """Forwarded batches ``ids`` of ``stream`` were dispatched: what they wrote of
+        persistent sessions and their acknowledgement go in one script call, so that a
+        node dying in between can never deliver them twice (QoS 2 exactly once). False
+        when nothing was written (the node acknowledges them itself)."""
+        store = self.store
+        if store is None or not (store.writes or self._unsent):
+            return False
+        await self._send(redis, ack=(stream, ids))
+        return True
+
+    async def _send(
+        self,
+        redis: aioredis.Redis,
+        release: str | None = None,
+        ack: tuple[str, list[bytes]] | None = None,
+    ) -> None:
+        """Everything pending to Redis in one script call per few thousand writes (one in
+        all with ``ack``, the stream entries acknowledged with it); an ended session's
+        registration goes with it; ``release``: the hand-over of that client id is over."""
+        async with self._send_lock:
+            store = self.store
+            upto = None
+            args, self._unsent = self._unsent, []  # a failed send's first
+            if store is not None:
+                upto = store.taking()
+                more, deleted = store.writes.take()
+                args += more
+                for cid in deleted:
+                    self._free(cid)  # after the deletion, in the same call
+            args += self._unsent
+            self._unsent = []
+            if release is not None:
+                args += ("release", release, "", "", "")
+            size = ARGS_PER_CALL
+            if ack is not None:
+                stream, ids = ack
+                for entry_id in ids:
+                    args += ("ack", stream, entry_id, "", "")
+                size = len(args)
+            try:
+                write = self._script("write", redis)
+                while args:
+                    await write(args=[self.node.name, P, *args[:size]], client=redis)
+                    del args[:size]
+            except BaseException:
+                self._unsent = args + self._unsent  # sent first once Redis answers again
+                if store is not None:
+                    store.sent(None)
+                raise
+            if store is not None:
+                store.sent(upto)
+
+    async def _adoptions(self, redis: aioredis.Redis) -> None:
+        """Take in the registrations of nodes whose heartbeat is gone."""
+        me = self.node.name
+        prefix = len(key("node-clients", ""))
+        while True:
+            await asyncio.sleep(ADOPT_EVERY)
+            gone = []
+            async for found in redis.scan_iter(match=key("node-clients", "*"), count=100):
+                name = found.decode()[prefix:]
+                if name != me and not await redis.exists(alive_key(name)):
+                    gone.append(name)
+            for name in gone:
+                if not await redis.set(f"{P}adopt:{name}", me, nx=True, px=10_000):
+                    continue
+                theirs, mine = key("node-clients", name), key("node-clients", me)
+                taken = await self._script("adopt", redis)(
+                    keys=[theirs, alive_key(name), mine, FENCE],
+                    args=[name, me, P],
+                    client=redis,
+                )
+                cids = [cid.decode() for cid in taken[::2]]
+                for cid, fence in zip(cids, taken[1::2], strict=True):
+                    await self._take_in(redis, cid, int(fence))
+                await self._drain_inbox(redis, name, cids)
+                if taken:
+                    log.info(
+                        "cluster: took in %d client registrations of node %s",
+                        len(taken) // 2,
+                        name,
+                    )
+
+    async def _drain_inbox(self, redis: aioredis.Redis, name: str, cids: list[str]) -> None:
+        """The QoS 1/2 batches the gone node had not dispatched: to the sessions taken in
+        from it (its other clients are gone), then deleted from its inbox."""
+        broker = self.node.broker
+        assert broker is not None
+        sessions = [broker.sessions[cid] for cid in cids if cid in broker.sessions]
+        stream = inbox(name)
+        start = "-"
+        while entries := await redis.xrange(stream, min=start, count=100):
+            for _, fields in entries:
+                for msg in split(fields.get(b"m", b"")):
+                    for session in sessions:
+                        how = delivery_for(session.subscriptions.values(), session.client_id, msg)
+                        if how is not None:
+                            session.deliver(msg, *how)
+            ids = [entry_id for entry_id, _ in entries]
+            if not await self._settle(redis, stream, ids):
+                await redis.xdel(stream, *ids)
+            start = "(" + entries[-1][0].decode()
+
+    async def _take_in(self, redis: aioredis.Redis, cid: str, fence: int) -> None:
+        """A registration now this node's without a connection here: its persistent
+        session is held offline here; a client id without one is freed."""
+        broker = self.node.broker
+        assert broker is not None
+        self.fences[cid] = fence
+        if cid in broker.clients or cid in self._connecting:
+            return
+        if not await self._load(redis, cid, fence):
+            self.fences.pop(cid, None)
+            return
+        if cid not in broker.sessions:
+            del self.fences[cid]
+            await self._script("write", redis)(
+                args=[self.node.name, P, "unreg", cid, str(fence), "", ""], client=redis
+            )
+
+    def _script(self, name: str, redis: aioredis.Redis) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            source = {"claim": _CLAIM, "load": _LOAD, "write": _WRITE, "adopt": _ADOPT}[name]
+            script = self._scripts[name] = redis.register_script(source)
+        return script
+
+
+def delivery_for(
+    subscriptions: Iterable[Subscription], client_id: str, msg: Message
+) -> tuple[int, bool, tuple[int, ...] | None] | None:
+    """(QoS, retain, subscription ids) of ``msg`` to one session with ``subscriptions``,
+    folded as the router folds overlapping ones (the highest granted QoS up to the
+    message's, every identifier, retain as published if one asks); None when none
+    matches (no local counts)."""
+    qos = -1
+    retain = False
+    ids: list[int] = []
+    for sub in subscriptions:
+        if (sub.no_local and msg.publisher == client_id) or not topic_matches(
+            sub.filter, msg.topic
+        ):
+            continue
+        qos = max(qos, min(sub.qos, msg.qos))
+        retain = retain or (msg.retain and sub.retain_as_published)
+        if sub.identifier:
+            ids.append(sub.identifier)
+    return None if qos < 0 else (qos, retain, tuple(ids) or None)
