@@ -28,13 +28,14 @@ def persistent(made: list[TestClient], port: int, client_id: str, present: bool)
 
 
 def online_on(nodes: list[BrokerProcess], client_id: str) -> list[str]:
-    """The nodes whose API shows ``client_id`` connected."""
-    out = []
+    """The nodes that hold ``client_id`` connected, by the cluster-wide API of each node
+    (``/clients/{id}`` lists the client with its ``node``); every node must tell the same."""
+    seen = []
     for node in nodes:
         got = Api(node.api_port).get(f"/clients/{client_id}")
-        if got.status == 200 and any(c.get("connected") for c in got.data or ()):
-            out.append(node_name(node))
-    return out
+        items = got.data or () if got.status == 200 else ()
+        seen.append(sorted(c["node"] for c in items if c.get("connected")))
+    return seen[0] if all(s == seen[0] for s in seen) else ["disagree", *map(str, seen)]
 
 
 def test_a_connect_on_another_node_takes_the_session_over(cluster3, clients, uid) -> None:
