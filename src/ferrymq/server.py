@@ -25,7 +25,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from ferrymq.config import LISTENER_PORTS, ListenerSettings, Settings
+from ferrymq.config import LISTENER_PORTS, ConfigError, ListenerSettings, Settings
 from ferrymq.core.broker import Broker
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.transport.listeners import ListenerManager
@@ -78,6 +78,9 @@ async def serve(settings: Settings) -> None:
             None, importlib.import_module, "ferrymq.dashboard.server"
         )
         dashboard = await board.start_dashboard(broker, api, listeners)
+        admin = getattr(broker, "admin", None)  # cluster mode: other nodes' app edits
+        if admin is not None and api is not None:
+            admin.on_apps_changed.append(api.context.auth.clear)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
@@ -161,7 +164,7 @@ def run(settings: Settings) -> int:
         runner = uvloop.run
     try:
         runner(serve(settings))
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: a check made at start (Redis URL)
         log.error("cannot start: %s", exc)
         print(f"ferrymq: cannot start: {exc}", file=sys.stderr)
         return 1

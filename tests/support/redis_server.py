@@ -24,6 +24,8 @@ class RedisServer:
         self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        #: More ``redis-server`` options, after the defaults (a later one wins).
+        self.extra: list[str] = []
 
     @property
     def url(self) -> str:
@@ -40,6 +42,7 @@ class RedisServer:
             [
                 *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -24,10 +24,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.adminsync import AdminSync
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.core.broker import Broker
 from ferrymq.model.message import Message
+from ferrymq.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from ferrymq.config import Settings
@@ -62,6 +64,8 @@ class ClusterBroker(Broker):
         self.node = node
         self._nodes_for = node.replica.nodes_for
         self._retain_mode = _ANNOUNCE
+        #: Cluster-wide admin data (``adminsync.py``), with a SQLite store.
+        self.admin: AdminSync | None = None
         for name in CLUSTER_METRICS:
             self.metrics[name] = 0
 
@@ -134,4 +138,7 @@ def clustered_broker(
     )
     broker = ClusterBroker(settings, store, loop, router, node)
     node.attach(broker)
+    if isinstance(store, SqliteStore):  # the admin data lives in the SQLite store
+        broker.admin = AdminSync(settings.node_name, broker, store, settings.data_dir, loop)
+        node.parts.append(broker.admin)
     return broker

@@ -57,6 +57,7 @@ from ferrymq import __version__
 from ferrymq.cluster.codec import split
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart
+from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.core import system
 from ferrymq.model.message import Message
@@ -129,6 +130,7 @@ class ClusterNode:
     def __init__(self, node_name: str, redis_url: str) -> None:
         self.name = node_name
         self.url = redis_url
+        self.target = parse(redis_url)  # BadRedisUrl (a ConfigError) before anything starts
         self.replica = RouteReplica(node_name)
         self.local: set[str] = set()  # this node's filters: what Redis should hold for it
         self.pending = PendingRoutes()
@@ -185,7 +187,7 @@ class ClusterNode:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(self._leave(redis, *last[:2]), STOP_WAIT)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(redis.aclose(), STOP_WAIT)
+            await asyncio.wait_for(close(redis), STOP_WAIT)
 
     def _announce(self, pipe: Any, op: str, **fields: str | bytes) -> None:
         """Queue one change-stream entry of this node on ``pipe``."""
@@ -252,8 +254,8 @@ class ClusterNode:
         while True:
             redis: aioredis.Redis | None = None
             try:
-                redis = self._redis = aioredis.from_url(
-                    self.url,
+                redis = self._redis = client(
+                    self.target,
                     socket_connect_timeout=2.0,
                     socket_timeout=5.0,
                     retry=Retry(NoBackoff(), 0),
@@ -268,7 +270,7 @@ class ClusterNode:
                     log.info(
                         "cluster: node %s joined through %s (%d nodes known)",
                         self.name,
-                        _safe_url(self.url),
+                        safe_url(self.url),
                         len(self.peers) + 1,
                     )
                 self._joined = True
@@ -285,7 +287,7 @@ class ClusterNode:
                     log.warning(
                         "cluster: Redis at %s unreachable (%s); serving local clients only, "
                         "cross-node traffic paused until it returns",
-                        _safe_url(self.url),
+                        safe_url(self.url),
                         exc or type(exc).__name__,
                     )
                     self._lost_logged = True
@@ -295,7 +297,7 @@ class ClusterNode:
                 self._went_down()
             if redis is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await redis.aclose()
+                    await close(redis)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -662,11 +664,3 @@ def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]
 
 def _fds_and_memory() -> tuple[int, system.Memory]:
     return system.open_fds(), system.memory()
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest
