@@ -66,15 +66,18 @@ class RedisServer:
         return redis.Redis(port=self.port, decode_responses=True)
 
 
-def start_nodes(server: RedisServer, root: Path, count: int, *args: str) -> list[BrokerProcess]:
-    """``count`` ferrymq nodes joined through ``server``, started side by side."""
+def start_nodes(
+    server: RedisServer, root: Path, count: int, *args: str, url: str | None = None
+) -> list[BrokerProcess]:
+    """``count`` ferrymq nodes joined through ``server`` (at ``url`` if given: a TLS or
+    Sentinel URL), started side by side."""
     nodes = [
         BrokerProcess(
             root / f"node{i}",
             "--node-name",
             f"node{i}@127.0.0.1",
             "--cluster-redis-url",
-            server.url,
+            url or server.url,
             *args,
         )
         for i in range(1, count + 1)
