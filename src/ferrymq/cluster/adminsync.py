@@ -42,7 +42,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ferrymq.access.acl import AclRule
 from ferrymq.cluster import admindata
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ferrymq.storage.sqlite import SqliteStore
 
 log = logging.getLogger("ferrymq.cluster")
+T = TypeVar("T")
 
 P = "ferrymq:admin:"
 STREAM = P + "changes"
@@ -106,19 +107,19 @@ class AdminSync:
             last = await redis.xrevrange(STREAM, count=1)
             local: View = await self.store.call(self.store.admin_records)
             known = self.baseline if seeded else Baseline()
-            edits = known.local_edits(local)
+            edits = await _off_loop(known.local_edits, local)
             if not seeded:  # the copy is rebuilt from the nodes' data: nothing deleted
                 edits = [e for e in edits if e[2] is not None]
             await self._publish(redis, edits)
             if edits:
-                log.info("cluster: sent %d admin records changed on this node", len(edits))
+                log.info("cluster: sent %d admin record(s) changed on this node", len(edits))
             cluster = await self._read_copy(redis)
-            taken = await self._write_local(admindata.to_take_in(cluster, local))
+            taken = await self._write_local(await _off_loop(admindata.to_take_in, cluster, local))
             self.baseline = Baseline.of(cluster)
             await self._save()
             self._last = last[0][0].decode() if last else "0-0"
         if taken:
-            log.info("cluster: took in %d admin records changed on other nodes", len(taken))
+            log.info("cluster: took in %d admin record(s) changed on other nodes", len(taken))
         await self._take_in(taken)
 
     async def run(self, redis: aioredis.Redis) -> None:
@@ -162,7 +163,7 @@ class AdminSync:
         async with self._lock:
             self._dirty.clear()
             local = await self.store.call(self.store.admin_records)
-            edits = self.baseline.local_edits(local)
+            edits = await _off_loop(self.baseline.local_edits, local)
             if edits:
                 await self._publish(redis, edits)
                 await self._save()
@@ -303,3 +304,10 @@ class AdminSync:
         if not self._bad_logged:
             log.warning("cluster: skipped admin data this node cannot read (%s)", exc)
             self._bad_logged = True
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Digests of every record (``local_edits``, ``to_take_in``) are computed on a thread:
+    with many users they take a while, and the message path must not wait. The baseline is
+    not changed meanwhile: the caller holds the part's lock."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
