@@ -51,7 +51,11 @@ async def serve(settings: Settings) -> None:
     if settings.cluster_redis_url:
         from ferrymq.cluster.broker import clustered_broker
 
-        broker: Broker = clustered_broker(settings, store, loop)
+        try:
+            broker: Broker = clustered_broker(settings, store, loop)
+        except ConfigError:  # a malformed cluster_redis_url: nothing started yet
+            store.close()
+            raise
         node = broker.node  # type: ignore[attr-defined]
     else:
         broker = Broker(settings, store, loop)

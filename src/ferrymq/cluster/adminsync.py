@@ -6,6 +6,7 @@ Keys (under ``ferrymq:``)::
     admin:changes     stream: one entry per changed record {node, kind, key, v}
                       (v: the record, "" when it was deleted)
     admin:seeded      string, set once the hashes hold the cluster's copy
+    admin:seeding     lock (10 s) of the node refilling an empty copy
 
 Each node keeps its admin data in its own database, as a standalone node
 does; the hashes are the cluster's copy. Rules kept here:
@@ -24,11 +25,14 @@ does; the hashes are the cluster's copy. Rules kept here:
   cut off pushes, at its resync, the records it changed meanwhile (they win
   over edits of the same records made elsewhere during the outage) and takes
   in everything else from the cluster's copy, deletions included;
-- at its first join (no baseline yet), or when Redis lost the copy
-  (``admin:seeded`` missing, as after a restart without persistence), a node
-  adds all its records: the copy becomes the union of the nodes' data, and a
-  record two nodes hold with different values takes the value of the node
-  that joined last.
+- at its first join (no baseline yet) a node adds all its records: the copy
+  becomes the union of the nodes' data, and a record two nodes hold with
+  different values takes the value of the node that joined last;
+- when Redis lost the copy (``admin:seeded`` missing, as after a restart
+  without persistence), the first node to take ``admin:seeding`` refills it
+  with all its records; the others wait for it, then send what they changed
+  during the outage (deletions included) and take in the rest, as after any
+  outage.
 
 Password and secret hashes travel through Redis (never through the API).
 Nothing here is on the message path.
@@ -63,6 +67,8 @@ T = TypeVar("T")
 P = "ferrymq:admin:"
 STREAM = P + "changes"
 SEEDED = P + "seeded"
+SEEDING = P + "seeding"
+SEEDING_TTL_MS = 10_000
 STREAM_MAXLEN = 10_000
 READ_BLOCK_MS = 1000
 STAMP_POLL = 0.25  # how often the access stamp (command-line edits) is looked at
@@ -103,14 +109,14 @@ class AdminSync:
     async def resync(self, redis: aioredis.Redis) -> None:
         async with self._lock:
             self._dirty.clear()
-            seeded = bool(await redis.exists(SEEDED))
+            refill = await self._refills(redis)
             last = await redis.xrevrange(STREAM, count=1)
             local: View = await self.store.call(self.store.admin_records)
-            known = self.baseline if seeded else Baseline()
+            known = Baseline() if refill else self.baseline
             edits = await _off_loop(known.local_edits, local)
-            if not seeded:  # the copy is rebuilt from the nodes' data: nothing deleted
+            if refill:  # into an empty copy: all of this node's records, nothing to delete
                 edits = [e for e in edits if e[2] is not None]
-            await self._publish(redis, edits)
+            await self._publish(redis, edits, refill)
             if edits:
                 log.info("cluster: sent %d admin record(s) changed on this node", len(edits))
             cluster = await self._read_copy(redis)
@@ -121,6 +127,19 @@ class AdminSync:
         if taken:
             log.info("cluster: took in %d admin record(s) changed on other nodes", len(taken))
         await self._take_in(taken)
+
+    async def _refills(self, redis: aioredis.Redis) -> bool:
+        """Whether this node is the one that refills an empty copy (Redis lost it): the
+        first to take the seeding lock. The others wait until it is done, then send only
+        what they changed, so no change made during the outage is overwritten."""
+        while not await redis.exists(SEEDED):
+            if await redis.set(SEEDING, self.name, nx=True, px=SEEDING_TTL_MS):
+                if not await redis.exists(SEEDED):  # not refilled just before the lock
+                    return True
+                await redis.delete(SEEDING)
+                break
+            await asyncio.sleep(0.1)  # bounded: the lock expires if its holder went away
+        return False
 
     async def run(self, redis: aioredis.Redis) -> None:
         tasks = [
@@ -168,9 +187,11 @@ class AdminSync:
                 await self._publish(redis, edits)
                 await self._save()
 
-    async def _publish(self, redis: aioredis.Redis, edits: list[Edit]) -> None:
-        """Write ``edits`` to the copy and the stream in one transaction; the baseline
-        follows once Redis has them."""
+    async def _publish(
+        self, redis: aioredis.Redis, edits: list[Edit], refill: bool = False
+    ) -> None:
+        """Write ``edits`` to the copy and the stream in one transaction (``refill``: and
+        mark the copy complete); the baseline follows once Redis has them."""
         pipe = redis.pipeline(transaction=True)
         for kind, key, record in edits:
             data = admindata.encode(record)
@@ -180,7 +201,11 @@ class AdminSync:
                 pipe.hset(hash_key(kind), key, data)
             entry = {"node": self.name, "kind": kind, "key": key, "v": data}
             pipe.xadd(STREAM, entry, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.set(SEEDED, 1)
+        if refill:
+            pipe.set(SEEDED, 1)
+            pipe.delete(SEEDING)
+        elif not edits:
+            return
         await pipe.execute()
         for kind, key, record in edits:
             self.baseline.set(kind, key, digest(record))

@@ -201,14 +201,34 @@ def test_edits_made_while_redis_was_down_spread_when_it_returns(tmp_path: Path, 
         redis.stop()
 
 
-def test_redis_that_lost_everything_is_refilled_from_the_nodes(make_cluster, uid) -> None:
+def test_redis_that_lost_everything_is_refilled_keeping_the_outages_edits(
+    make_cluster, uid
+) -> None:
     redis, (n1, n2) = make_cluster(2, *CLOSED)
-    Api(n1.api_port).ok("POST", "/auth_username", {"username": f"{uid}-a", "password": "pw"})
-    assert wait_until(lambda: logs_in(n2, f"{uid}-c", f"{uid}-a", "pw"), SPREAD)
+    a1, a2 = Api(n1.api_port), Api(n2.api_port)
+    for name in ("keep", "gone", "mine", "theirs"):
+        a1.ok("POST", "/auth_username", {"username": f"{uid}-{name}", "password": "pw"})
+    assert wait_until(lambda: logs_in(n2, f"{uid}-c", f"{uid}-theirs", "pw"), SPREAD)
     redis.stop()
-    assert n2.wait_log("unreachable", timeout=15)
-    Api(n2.api_port).ok("POST", "/auth_username", {"username": f"{uid}-b", "password": "pw"})
-    redis.start()  # empty: no persistence
-    assert wait_until(lambda: logs_in(n1, f"{uid}-c", f"{uid}-b", "pw"), 20)
-    assert logs_in(n1, f"{uid}-c", f"{uid}-a", "pw") and logs_in(n2, f"{uid}-c", f"{uid}-a", "pw")
-    assert set(redis.client().hkeys("ferrymq:admin:username")) == {f"{uid}-a", f"{uid}-b"}
+    assert n1.wait_log("unreachable", timeout=15) and n2.wait_log("unreachable", timeout=15)
+    # Both nodes edit while Redis is away; it comes back empty (no persistence).
+    a2.ok("POST", "/auth_username", {"username": f"{uid}-new", "password": "pw"})
+    a2.ok("DELETE", f"/auth_username/{uid}-gone")
+    a2.ok("PUT", f"/auth_username/{uid}-theirs", {"password": "two"})
+    a1.ok("PUT", f"/auth_username/{uid}-mine", {"password": "one"})
+    redis.start()
+    expected = {
+        f"{uid}-keep": "pw",
+        f"{uid}-new": "pw",
+        f"{uid}-mine": "one",
+        f"{uid}-theirs": "two",
+    }
+    for node, api in ((n1, a1), (n2, a2)):
+        users = lambda api=api: {r["username"] for r in api.ok("GET", "/auth_username")}  # noqa: E731
+        assert wait_until(lambda users=users: users() == set(expected), 20), users()
+        for name, password in expected.items():
+            assert wait_until(
+                lambda n=node, u=name, p=password: logs_in(n, f"{uid}-c", u, p), SPREAD
+            )
+        assert not logs_in(node, f"{uid}-c", f"{uid}-gone", "pw")
+    assert set(redis.client().hkeys("ferrymq:admin:username")) == set(expected)
