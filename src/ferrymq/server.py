@@ -82,9 +82,9 @@ async def serve(settings: Settings) -> None:
             None, importlib.import_module, "ferrymq.dashboard.server"
         )
         dashboard = await board.start_dashboard(broker, api, listeners)
-        admin = getattr(broker, "admin", None)  # cluster mode: other nodes' app edits
+        admin = getattr(broker, "admin", None)  # cluster mode: other nodes' admin edits
         if admin is not None and api is not None:
-            admin.on_apps_changed.append(api.context.auth.clear)
+            admin.on_taken_in.append(api.context.sync.written_elsewhere)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore

@@ -43,6 +43,13 @@ class AccessSync:
         self._seen = stamp_of(self._path)
         self._task: asyncio.Task[None] | None = None
 
+    def written_elsewhere(self) -> None:
+        """Another writer changed access data in the store (cluster mode: another node's
+        edit): a reload running meanwhile is redone, cached API credentials dropped."""
+        self.writes += 1
+        if self.on_change is not None:
+            self.on_change()
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 

@@ -16,7 +16,7 @@ does; the hashes are the cluster's copy. Rules kept here:
   access stamp, diffed against the baseline (``admindata.py``) and written
   to the hashes and the stream in one transaction; every node tails the
   stream and writes each entry to its database, then to its in-memory tables
-  (credentials, ACL, bans, and the API's cache of app credentials);
+  (credentials, ACL, bans; the API drops its cache of app credentials);
 - a new ban kicks the clients it matches on every node, as on the node that
   made it;
 - conflicts: per record, the last write to reach Redis wins. An entry never
@@ -93,8 +93,9 @@ class AdminSync:
         self.broker = broker
         self.store = store
         self.data_dir = data_dir
-        #: Called after other nodes' changes to API apps were taken in (the API's cache).
-        self.on_apps_changed: list[Callable[[], None]] = []
+        #: Called when other nodes' changes are in this node's database, before its memory
+        #: follows: the API drops its cached credentials and redoes a reload it had running.
+        self.on_taken_in: list[Callable[[], None]] = []
         self.baseline = admindata.load_baseline(data_dir)
         self._lock = asyncio.Lock()  # one of push, take-in and resync at a time
         self._dirty = asyncio.Event()
@@ -260,8 +261,12 @@ class AdminSync:
 
     async def _take_in(self, taken: list[Edit]) -> None:
         """What other nodes changed, now in this node's database, into its memory."""
+        if not taken:
+            return
+        for callback in self.on_taken_in:
+            callback()
         broker = self.broker
-        acl = apps = False
+        acl = False
         now = time.time()
         for kind, key, record in taken:
             if kind == "username" or kind == "clientid":
@@ -288,14 +293,9 @@ class AdminSync:
                     kick_banned(broker, ban)
             elif kind == "acl":
                 acl = True
-            else:
-                apps = True
         if acl:
             rows = await self.store.call(self.store.list_acl)
             broker.acl.load(AclRule.from_rows(rows, log))
-        if apps:
-            for callback in self.on_apps_changed:
-                callback()
 
     # --- reading the copy ---------------------------------------------------------------
 

@@ -55,7 +55,7 @@ async def test_another_nodes_users_rules_and_apps_reach_store_and_memory(
 ) -> None:
     sync = admin(broker)
     cleared: list[int] = []
-    sync.on_apps_changed.append(lambda: cleared.append(1))
+    sync.on_taken_in.append(lambda: cleared.append(1))
     rule = {"kind": "all", "subject": "", "topic": "x/#", "action": "pub", "access": "deny"}
     rule["created_at"] = 7
     app = {"app_id": "a1", "name": "ops", "secret_hash": HASH, "desc": "", "enabled": True}
