@@ -35,8 +35,8 @@ class Settings:
     )
     cluster_redis_url: str = _s(
         "",
-        "redis:// or rediss:// URL of the Redis that joins nodes into one cluster "
-        "(docs/cluster.md); empty: standalone",
+        "redis://, rediss:// (TLS) or redis+sentinel:// URL of the Redis that joins nodes "
+        "into one cluster (docs/cluster.md); empty: standalone",
     )
     data_dir: str = _s("./data", "directory holding the SQLite database")
     bind: str = _s("127.0.0.1", "address of the MQTT TCP listener")
@@ -345,7 +345,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 }
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://")
 
 
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
@@ -365,7 +365,9 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
             limit = f"at least {bounds[0]}" if bounds[1] is None else f"{bounds[0]}..{bounds[1]}"
             raise ConfigError(f"{name}: must be {limit}, got {value!r}")
         if name == "cluster_redis_url" and value and not value.startswith(_REDIS_SCHEMES):
-            raise ConfigError(f"{name}: must start with redis:// or rediss://, got {value!r}")
+            raise ConfigError(
+                f"{name}: must start with redis://, rediss:// or redis+sentinel://, got {value!r}"
+            )
         setattr(settings, name, value)
 
 

@@ -25,7 +25,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from ferrymq.config import LISTENER_PORTS, ListenerSettings, Settings
+from ferrymq.config import LISTENER_PORTS, ConfigError, ListenerSettings, Settings
 from ferrymq.core.broker import Broker
 from ferrymq.storage.sqlite import SqliteStore
 from ferrymq.transport.listeners import ListenerManager
@@ -51,7 +51,11 @@ async def serve(settings: Settings) -> None:
     if settings.cluster_redis_url:
         from ferrymq.cluster.broker import clustered_broker
 
-        broker: Broker = clustered_broker(settings, store, loop)
+        try:
+            broker: Broker = clustered_broker(settings, store, loop)
+        except ConfigError:  # a malformed cluster_redis_url: nothing started yet
+            store.close()
+            raise
         node = broker.node  # type: ignore[attr-defined]
     else:
         broker = Broker(settings, store, loop)
@@ -85,6 +89,9 @@ async def serve(settings: Settings) -> None:
             dashboard = await board.start_dashboard(broker, api, listeners)
         else:
             log.info("dashboard disabled (dashboard_port = 0)")
+        admin = getattr(broker, "admin", None)  # cluster mode: other nodes' admin edits
+        if admin is not None and api is not None:
+            admin.on_taken_in.append(api.context.sync.written_elsewhere)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
@@ -168,7 +175,7 @@ def run(settings: Settings) -> int:
         runner = uvloop.run
     try:
         runner(serve(settings))
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: a check made at start (Redis URL)
         log.error("cannot start: %s", exc)
         print(f"ferrymq: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,8 @@ class RedisServer:
         self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        #: More ``redis-server`` options, after the defaults (a later one wins).
+        self.extra: list[str] = []
 
     @property
     def url(self) -> str:
@@ -40,6 +42,7 @@ class RedisServer:
             [
                 *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -63,15 +66,18 @@ class RedisServer:
         return redis.Redis(port=self.port, decode_responses=True)
 
 
-def start_nodes(server: RedisServer, root: Path, count: int, *args: str) -> list[BrokerProcess]:
-    """``count`` ferrymq nodes joined through ``server``, started side by side."""
+def start_nodes(
+    server: RedisServer, root: Path, count: int, *args: str, url: str | None = None
+) -> list[BrokerProcess]:
+    """``count`` ferrymq nodes joined through ``server`` (at ``url`` if given: a TLS or
+    Sentinel URL), started side by side."""
     nodes = [
         BrokerProcess(
             root / f"node{i}",
             "--node-name",
             f"node{i}@127.0.0.1",
             "--cluster-redis-url",
-            server.url,
+            url or server.url,
             *args,
         )
         for i in range(1, count + 1)

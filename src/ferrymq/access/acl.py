@@ -32,6 +32,7 @@ use it from the event loop.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -132,6 +133,18 @@ class AclRule:
             row["access"],
             row.get("created_at", 0),
         )
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], log: logging.Logger) -> list[AclRule]:
+        """The rules of stored rows, in order; a row that is not a valid rule is logged to
+        ``log`` and left out (the other rules still apply)."""
+        rules = []
+        for row in rows:
+            try:
+                rules.append(cls.from_row(row))
+            except ValueError as exc:
+                log.warning("ignoring a stored ACL rule %r: %s", row, exc)
+        return rules
 
     def as_dict(self) -> dict[str, Any]:
         """The API form: ``{clientid|username|all, topic, action, access, created_at}``."""

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ferrymq import config
-from ferrymq.admin.sync import touch_stamp
 from ferrymq.storage.sqlite import SqliteStore
+from ferrymq.storage.stamp import touch_stamp
 
 Edit = Callable[[config.Settings, SqliteStore], int]
 

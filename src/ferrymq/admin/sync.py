@@ -1,10 +1,10 @@
 """Picking up changes that the command line writes straight into the data directory.
 
 ``ferrymq users|acl|apps ...`` write to the SQLite database and then replace
-the small stamp file ``access.stamp`` next to it. A running broker looks at
-the stamp once a second (one ``stat``) and, when it changed, reloads
-credentials and ACL rules from the database and forgets cached API
-credentials. No signals or sockets are involved, so it works for any broker
+the small stamp file ``access.stamp`` next to it (``storage/stamp.py``). A
+running broker looks at the stamp a few times a second (one ``stat``) and,
+when it changed, reloads credentials and ACL rules from the database and
+forgets cached API credentials. No signals or sockets are involved, so it works for any broker
 sharing the data directory, started before or after the change.
 """
 
@@ -13,37 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ferrymq.access.acl import AclRule
+from ferrymq.storage.stamp import stamp_of, stamp_path
 
 if TYPE_CHECKING:
     from ferrymq.core.broker import Broker
 
 log = logging.getLogger("ferrymq.api")  # the API's log, where these lines always were
 
-STAMP = "access.stamp"
 POLL_INTERVAL = 0.25
-
-
-def touch_stamp(data_dir: str | os.PathLike[str]) -> None:
-    """Tell running brokers on ``data_dir`` that access data changed."""
-    path = Path(data_dir) / STAMP
-    tmp = path.with_name(f"{STAMP}.{secrets.token_hex(4)}")
-    tmp.write_text(secrets.token_hex(8))
-    os.replace(tmp, path)
-
-
-def _stamp_of(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class AccessSync:
@@ -58,9 +39,16 @@ class AccessSync:
         self.on_change = on_change
         self.writes = 0
         self.reloads = 0
-        self._path = Path(broker.settings.data_dir) / STAMP
-        self._seen = _stamp_of(self._path)
+        self._path = stamp_path(broker.settings.data_dir)
+        self._seen = stamp_of(self._path)
         self._task: asyncio.Task[None] | None = None
+
+    def written_elsewhere(self) -> None:
+        """Another writer changed access data in the store (cluster mode: another node's
+        edit): a reload running meanwhile is redone, cached API credentials dropped."""
+        self.writes += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -75,7 +63,7 @@ class AccessSync:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
-            stamp = _stamp_of(self._path)
+            stamp = stamp_of(self._path)
             if stamp == self._seen:
                 continue
             self._seen = stamp
@@ -100,12 +88,7 @@ class AccessSync:
             {r["subject"]: r["password_hash"] for r in usernames},
             {r["subject"]: r["password_hash"] for r in clientids},
         )
-        loaded = []
-        for r in rules:
-            try:
-                loaded.append(AclRule.from_row(r))
-            except ValueError as exc:
-                log.warning("ignoring a stored ACL rule %r: %s", r, exc)
+        loaded = AclRule.from_rows(rules, log)
         self.broker.acl.load(loaded)
         self.reloads += 1
         if self.on_change is not None:

@@ -36,6 +36,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.adminsync import AdminSync
 from ferrymq.cluster.clients import ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
@@ -46,6 +47,7 @@ from ferrymq.cluster.store import ClusterStore
 from ferrymq.core.broker import Broker, online
 from ferrymq.model.message import Message
 from ferrymq.mqtt.topics import parse_shared
+from ferrymq.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -102,6 +104,8 @@ class ClusterBroker(Broker):
         self._retain_mode = _ANNOUNCE
         self._outbox = node.outbox
         self._backlog = Backlog()
+        #: Cluster-wide admin data (``adminsync.py``), with a SQLite store.
+        self.admin: AdminSync | None = None
         for name in CLUSTER_METRICS:
             self.metrics[name] = 0
 
@@ -312,4 +316,7 @@ def clustered_broker(
     )
     broker = ClusterBroker(settings, store, loop, router, node)
     node.attach(broker)
+    if isinstance(store, SqliteStore):  # the admin data lives in the SQLite store
+        broker.admin = AdminSync(settings.node_name, broker, store, settings.data_dir, loop)
+        node.parts.append(broker.admin)
     return broker

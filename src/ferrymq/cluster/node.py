@@ -66,6 +66,7 @@ from ferrymq import __version__
 from ferrymq.cluster.codec import read_batch
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart
+from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.cluster.rpc import Rpc
 from ferrymq.cluster.shared import SharedRoutes, is_shared
@@ -143,6 +144,7 @@ class ClusterNode:
     ) -> None:
         self.name = node_name
         self.url = redis_url
+        self.target = parse(redis_url)  # BadRedisUrl (a ConfigError) before anything starts
         self.replica = RouteReplica(node_name)
         self.local: set[str] = set()  # this node's filters: what Redis should hold for it
         self.pending = PendingRoutes()
@@ -209,7 +211,7 @@ class ClusterNode:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(self._leave(redis, *last[:2]), STOP_WAIT)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(redis.aclose(), STOP_WAIT)
+            await asyncio.wait_for(close(redis), STOP_WAIT)
 
     def _announce(self, pipe: Any, op: str, **fields: str | bytes) -> None:
         """Queue one change-stream entry of this node on ``pipe``."""
@@ -305,8 +307,8 @@ class ClusterNode:
         while True:
             redis: aioredis.Redis | None = None
             try:
-                redis = self._redis = aioredis.from_url(
-                    self.url,
+                redis = self._redis = client(
+                    self.target,
                     socket_connect_timeout=2.0,
                     socket_timeout=5.0,
                     retry=Retry(NoBackoff(), 0),
@@ -348,7 +350,7 @@ class ClusterNode:
                 self._went_down()
             if redis is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await redis.aclose()
+                    await close(redis)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -763,11 +765,3 @@ def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]
 
 def _fds_and_memory() -> tuple[int, system.Memory]:
     return system.open_fds(), system.memory()
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest

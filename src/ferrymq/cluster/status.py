@@ -10,11 +10,11 @@ Redis holds for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
-import redis
-
+from ferrymq.cluster import redis_url
 from ferrymq.cluster.node import NODES, alive_key, node_routes_key
 
 
@@ -33,18 +33,9 @@ class NodeStatus:
 
 def read_status(url: str, timeout: float = 3.0) -> list[NodeStatus]:
     """Every node Redis knows of, by name; raises ``redis.RedisError`` (or ``OSError``)
-    when Redis cannot be reached or read."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
-        records: dict[bytes, bytes] = client.hgetall(NODES)  # type: ignore[assignment]
-        names = sorted(name.decode() for name in records)
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.exists(alive_key(name))
-            pipe.scard(node_routes_key(name))
-        replies = pipe.execute() if names else []
-    finally:
-        client.close()
+    when Redis cannot be reached or read, ``config.ConfigError`` for a malformed URL.
+    Any URL form a node takes works here (``redis_url``: TLS, Sentinel)."""
+    records, names, replies = asyncio.run(_read(redis_url.parse(url), timeout))
     out = []
     for i, name in enumerate(names):
         try:
@@ -63,3 +54,20 @@ def read_status(url: str, timeout: float = 3.0) -> list[NodeStatus]:
             )
         )
     return out
+
+
+async def _read(
+    target: redis_url.RedisTarget, timeout: float
+) -> tuple[dict[bytes, bytes], list[str], list[int]]:
+    client = redis_url.client(target, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        records: dict[bytes, bytes] = await client.hgetall(NODES)  # type: ignore[misc]
+        names = sorted(name.decode() for name in records)
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(alive_key(name))
+            pipe.scard(node_routes_key(name))
+        replies = await pipe.execute() if names else []
+    finally:
+        await redis_url.close(client)
+    return records, names, replies

@@ -24,7 +24,11 @@ def register(sub: Any) -> None:
         "cluster", help="look at a cluster of ferrymq nodes (docs/cluster.md)"
     ).add_subparsers(dest="cluster_command", required=True)
     status = cmds.add_parser("status", help="nodes, state, clients, routes", description=_STATUS)
-    status.add_argument("--cluster-redis-url", dest="cluster_redis_url", help="redis:// URL")
+    status.add_argument(
+        "--cluster-redis-url",
+        dest="cluster_redis_url",
+        help="redis://, rediss:// or redis+sentinel:// URL",
+    )
     status.add_argument("--config", "-c", help="TOML config file (for cluster_redis_url)")
     status.set_defaults(func=_status)
 
@@ -32,7 +36,7 @@ def register(sub: Any) -> None:
 def _status(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
-    from ferrymq.cluster.node import safe_url
+    from ferrymq.cluster.redis_url import safe_url
     from ferrymq.cluster.status import read_status
 
     try:
@@ -48,6 +52,8 @@ def _status(args: argparse.Namespace) -> int:
         )
     try:
         nodes = read_status(url)
+    except config.ConfigError as exc:
+        return fail(str(exc), 2)
     except (RedisError, OSError) as exc:
         return fail(f"cannot read the cluster from Redis at {safe_url(url)}: {exc}")
     running = sum(1 for n in nodes if n.running)

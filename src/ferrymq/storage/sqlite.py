@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ferrymq.model.message import Message
+from ferrymq.storage import records
 from ferrymq.storage.codec import dump_message, load_message
 from ferrymq.storage.store import (
     ACL_KINDS,
@@ -183,6 +184,8 @@ class SqliteStore:
         self.open_batch = 1
         self._requested = 0
         self._on_commit: Callable[[int], None] | None = None
+        #: Told (on the writer thread) after each admin write that succeeded.
+        self._on_admin_write: Callable[[], None] | None = None
         # Writer-thread state: statements of batches that failed to commit.
         self._backlog: _Statements = []
         self._failures = 0
@@ -251,6 +254,11 @@ class SqliteStore:
         """``listener(n)`` runs on the writer thread once batch ``n`` (and every one before
         it) is committed, for each ``n`` passed to :meth:`request_commit`."""
         self._on_commit = listener
+
+    def set_admin_listener(self, listener: Callable[[], None] | None) -> None:
+        """``listener()`` runs on the writer thread after every admin write (apps, auth
+        records, ACL rules, bans) that succeeded; cluster mode spreads them from there."""
+        self._on_admin_write = listener
 
     def request_commit(self, batch: int) -> None:
         """Commit batches up to ``batch`` now instead of at the next flush interval."""
@@ -417,6 +425,15 @@ class SqliteStore:
 
     def delete_ban(self, kind: str, who: str) -> bool:
         return self._run(_delete_ban, kind, who)
+
+    def admin_records(self) -> dict[str, dict[str, records.Record]]:
+        """All apps, auth records, ACL rules and bans as records (``storage/records.py``)."""
+        return self._run(records.snapshot)
+
+    def apply_admin_records(self, changes: list[records.Change]) -> list[str]:
+        """Write other nodes' changes (compare-and-set, ``records.apply``); not reported
+        to the admin listener, which hears only this node's own edits."""
+        return self._run(records.apply, changes)
 
     def add_dashboard_user(self, username: str, password_hash: str, desc: str = "") -> None:
         self._run(_add_dashboard_user, username, password_hash, desc)
@@ -597,6 +614,12 @@ class SqliteStore:
             fut.set_exception(exc)
         else:
             fut.set_result(result)
+            listener = self._on_admin_write
+            if listener is not None and fn in _ADMIN_WRITES:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("admin write listener failed")
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -1026,7 +1049,25 @@ _JOBS: dict[str, Callable[..., Any]] = {
     "list_dashboard_users": _list_dashboard_users,
     "update_dashboard_user": _update_dashboard_user,
     "delete_dashboard_user": _delete_dashboard_user,
+    "admin_records": records.snapshot,
+    "apply_admin_records": records.apply,
 }
+
+# The jobs that change what ``admin_records`` returns (the admin listener hears them).
+_ADMIN_WRITES = frozenset(
+    {
+        _add_app,
+        _set_app_enabled,
+        _delete_app,
+        _add_auth,
+        _update_auth,
+        _delete_auth,
+        _put_acl,
+        _delete_acl,
+        _put_ban,
+        _delete_ban,
+    }
+)
 
 
 if TYPE_CHECKING:

@@ -59,7 +59,11 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
     def make(count: int = 3, *args: str) -> Cluster:
         redis = RedisServer(tmp_path / f"redis{len(started)}").start()
-        nodes = start_nodes(redis, tmp_path / f"c{len(started)}", count, *args)
+        try:
+            nodes = start_nodes(redis, tmp_path / f"c{len(started)}", count, *args)
+        except BaseException:  # a node that does not start: Redis is not left behind
+            redis.stop()
+            raise
         started.append((redis, nodes))
         return redis, nodes
 
