@@ -11,14 +11,15 @@ endif
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# What `make build` runs setup.py with: pyproject's [build-system] requirements.
-	$(PY) -m pip install -q 'setuptools>=77' 'mypy>=1.10'
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' 'mypy>=1.10'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# Compile the hot modules again after an edit (setup.py; a no-op when they are up to date).
-build: $(VENV)/.installed
+# The compiled hot modules (setup.py, mypyc; pyproject's [build-system] is installed above),
+# built again when a source of mqtt/ changed. Without a C compiler: pure Python.
+build: src/ferrymq/_compiled.json
+
+src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py $(wildcard src/ferrymq/mqtt/*.py)
 	$(PY) setup.py -q build_ext --inplace
 
 run: build

@@ -4,8 +4,8 @@ The modules stay plain, type-annotated Python (mypyc compiles the .py files as t
 are installed next to their compiled versions, so ``FERRYMQ_PURE_PYTHON=1`` can still run
 them. Each extension is optional: without a compiler, with a type error mypyc refuses, or
 with ``FERRYMQ_BUILD_PURE=1``, the install succeeds as pure Python. ``_compiled.json``
-records the hash of each compiled source, so an edited checkout runs its sources until it is
-rebuilt (src/ferrymq/native.py).
+records the hash of every source the build read (mqtt/), so an edited checkout runs its
+sources until it is rebuilt (src/ferrymq/native.py).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def extensions() -> list:
             opt_level="3",
             group_name="ferrymq",
         )
-    except (Exception, SystemExit) as exc:  # e.g. a type error in a hot module
-        print(f"ferrymq: mypyc cannot compile the hot modules ({exc}); building pure Python")
+    except (Exception, SystemExit) as exc:  # mypy's errors are printed above
+        why = "type errors" if isinstance(exc, SystemExit) else repr(exc)
+        print(f"ferrymq: mypyc cannot compile the hot modules ({why}); building pure Python")
         return []
     for ext in exts:
         ext.optional = True  # no C compiler: the build goes on, pure Python
@@ -67,11 +68,18 @@ class BuildExt(build_ext):
 
         names = {ext.name for ext in self.extensions}
         done = {n for n in names if Path(self.build_lib, self.get_ext_filename(n)).exists()}
-        built = {}
-        if done == names:  # the modules and the library they share
-            for name in hot_modules():
-                built[name] = hashlib.sha256(source_of(name).read_bytes()).hexdigest()
-        record = json.dumps({"compiler": f"mypyc {mypy.version.__version__}", "modules": built})
+        # What the build read: the hot modules and the types they import, all in mqtt/.
+        sources = {}
+        if names and done == names:  # the modules and the library they share
+            for path in sorted((SRC / "ferrymq" / "mqtt").glob("*.py")):
+                sources[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        record = json.dumps(
+            {
+                "compiler": f"mypyc {mypy.version.__version__}",
+                "modules": hot_modules() if sources else [],
+                "mqtt_sources": sources,
+            }
+        )
         targets = [Path(self.build_lib, "ferrymq")]
         if self.inplace or self.editable_mode:
             targets.append(SRC / "ferrymq")

@@ -4,11 +4,11 @@ usage: python bench/interp.py [--messages 200000] [--rounds 3]
 
 Each workload runs in a fresh child process, alternately compiled and with
 FERRYMQ_PURE_PYTHON=1, and reports microseconds of CPU time per delivered message (the
-best of ``--rounds``). The broker core runs on an asyncio loop with transports that keep
-nothing, so sockets, the kernel and the load generator are out of the figure: it is the
-interpreter's share of bench/run.py's S1 and S3b, and CPU time hardly moves when other
-programs load the machine, where throughput does.
-"""
+best of ``--rounds``); ``decode-publish`` is the decoder alone, per PUBLISH. The broker
+core runs on an asyncio loop with transports that keep nothing, so sockets, the kernel and
+the load generator are out of the figure: it is the interpreter's share of bench/run.py's
+S1 and S3b, and CPU time hardly moves when other programs load the machine, where
+throughput does."""
 
 from __future__ import annotations
 
@@ -142,6 +142,16 @@ async def run(workload: str, messages: int) -> float:
             ]
             spent += await feed([sub for _, sub, _, _ in pairs], acks)
             delivered += PAIRS * WINDOW
+    elif workload == "decode-publish":
+        from ferrymq.mqtt.codec import Decoder
+
+        decoder = Decoder(server=True, version=4)
+        chunk = b"".join(encode(Publish(f"bench/{i % 20}", b"x" * 64), 4) for i in range(BATCH))
+        while delivered < messages:
+            start = time.process_time()
+            decoder.feed(chunk)
+            spent += time.process_time() - start
+            delivered += BATCH
     else:
         raise SystemExit(f"unknown workload {workload}")
     broker.shutdown()
@@ -167,7 +177,7 @@ def main() -> None:
     print("| workload | compiled µs/msg | pure µs/msg | pure / compiled |")
     print("|---|---:|---:|---:|")
     builds = set()
-    for workload in ("fan-in-qos0", "pairs-qos1"):
+    for workload in ("decode-publish", "fan-in-qos0", "pairs-qos1"):
         best: dict[str, list[float]] = {"compiled": [], "pure": []}
         for _ in range(args.rounds):
             for mode in ("compiled", "pure"):

@@ -1,11 +1,11 @@
 """Compiled or pure Python: whether the hot modules run as C extensions; the switch to sources.
 
-``setup.py`` compiles the modules of ``HOT`` with mypyc when it can and records each source's
-SHA-256 in ``_compiled.json``. Importing ``ferrymq`` calls ``install()``, which makes a hot
-module load from its ``.py`` file when ``FERRYMQ_PURE_PYTHON`` is set (not empty, not ``0``)
-or when an extension is missing or was built from another version of its source (an edited
-checkout before ``make build``), so what runs is always what the source says.
-"""
+``setup.py`` compiles the modules of ``HOT`` with mypyc when it can and records in
+``_compiled.json`` the SHA-256 of every source it read (all of ``mqtt/``). Importing
+``ferrymq`` calls ``install()``, which makes the hot modules load from their ``.py`` files
+when ``FERRYMQ_PURE_PYTHON`` is set (not empty, not ``0``) or when an extension is missing or
+a file of ``mqtt/`` changed since the build (an edited checkout before ``make build``), so
+what runs is always what the sources say."""
 
 from __future__ import annotations
 
@@ -62,16 +62,20 @@ def _decide() -> tuple[list[str], str]:
         record = json.loads(_RECORD.read_text())
     except (OSError, ValueError):
         return [], "pure Python (not compiled)"
-    built: dict[str, str] = record.get("modules", {})
-    if not all(name in built and _has_extension(name) for name in HOT):
+    if record.get("modules") != list(HOT) or not all(_has_extension(name) for name in HOT):
         return [], "pure Python (not compiled)"
-    stale = [
-        name.rsplit(".", 1)[1]
-        for name in HOT
-        if hashlib.sha256(_source(name).read_bytes()).hexdigest() != built[name]
-    ]
+    # mypyc built the hot modules on the types of all of mqtt/ (the only package they use).
+    built: dict[str, str] = record.get("mqtt_sources", {})
+    now = {path.name: path for path in (_PACKAGE / "mqtt").glob("*.py")}
+    stale = sorted(
+        name
+        for name in now.keys() | built.keys()
+        if name not in now
+        or name not in built
+        or hashlib.sha256(now[name].read_bytes()).hexdigest() != built[name]
+    )
     if stale:
-        return [], f"pure Python (compiled modules out of date: {', '.join(stale)}; make build)"
+        return [], f"pure Python (changed since the build: {', '.join(stale)}; make build)"
     return list(HOT), f"compiled with {record.get('compiler', '?')} ({len(HOT)} hot modules)"
 
 
