@@ -1,26 +1,37 @@
 # The commands of the README: `make run`, `make test` (everything) and `make unit` (in memory).
+# PURE=1: run the sources of the hot modules, not their compiled build (FERRYMQ_PURE_PYTHON).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+ifneq ($(filter-out 0,$(PURE)),)
+export FERRYMQ_PURE_PYTHON := 1
+endif
 
-.PHONY: run test unit lint bench clean
+.PHONY: run test unit lint bench build clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' 'mypy>=1.10'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed
+# The compiled hot modules (setup.py, mypyc; pyproject's [build-system] is installed above),
+# built again when a source of mqtt/ changed. Without a C compiler: pure Python.
+build: src/ferrymq/_compiled.json
+
+src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py $(wildcard src/ferrymq/mqtt/*.py)
+	$(PY) setup.py -q build_ext --inplace
+
+run: build
 	$(VENV)/bin/ferrymq start $(ARGS)
 
-test: $(VENV)/.installed
+test: build
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # tests/unit only: no broker process, no sockets, seconds.
-unit: $(VENV)/.installed
+unit: build
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # lint-imports: the import contracts of pyproject.toml ([tool.importlinter]).
@@ -30,8 +41,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 # ferrymq, Mosquitto and amqtt side by side (bench/README.md); QUICK=1: one round, SOAK=300: soak.
-bench: $(VENV)/.installed
+bench: build
 	$(PY) bench/run.py $(if $(QUICK),--quick) $(if $(SOAK),--soak $(SOAK)) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist src/*.egg-info src/ferrymq/_compiled.json
+	find src -name '*.so' -delete

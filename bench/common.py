@@ -148,9 +148,10 @@ def ferrymq_extra_flags() -> list[str]:
 
 
 def versions() -> dict[str, str]:
-    from ferrymq import __version__
+    from ferrymq import __version__, native
 
-    out = {"ferrymq": __version__, "python": sys.version.split()[0]}
+    # The broker runs with this process' environment: FERRYMQ_PURE_PYTHON applies to both.
+    out = {"ferrymq": __version__, "python": sys.version.split()[0], "build": native.SUMMARY}
     try:
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],

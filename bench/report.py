@@ -399,7 +399,8 @@ def render(rows: list[Row], source: str) -> str:
         f"kernel {m.get('kernel')}; broker on CPU {m.get('broker_cpu')}, "
         f"generator on CPU {m.get('gen_cpu')}.",
         f"- Brokers: ferrymq {v.get('ferrymq')} (Python {v.get('python')}, uvloop "
-        f"{v.get('uvloop')}), Mosquitto {v.get('mosquitto')}, amqtt {v.get('amqtt')}.",
+        f"{v.get('uvloop')}, {v.get('build', 'pure Python')}), Mosquitto {v.get('mosquitto')}, "
+        f"amqtt {v.get('amqtt')}.",
         f"- Load generator: mqttbench (C, epoll); S5 helpers: bench/s5.py; S6: "
         f"`ferrymq bench` (mqttbench has no persistent sessions); S7: bench/durable.py. "
         f"Mosquitto runs S6 and S7 with persistence on. "

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from ferrymq import __version__
+from ferrymq import __version__, native
 
 # Each module defines register(subparsers) and sets args.func.
 COMMANDS = ("start", "certs", "apps", "users", "acl", "dashboard", "bench", "cluster")
@@ -14,7 +14,9 @@ COMMANDS = ("start", "certs", "apps", "users", "acl", "dashboard", "bench", "clu
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferrymq", description="ferrymq MQTT broker")
-    parser.add_argument("--version", action="version", version=f"ferrymq {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"ferrymq {__version__}, {native.SUMMARY}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"ferrymq.commands.{name}").register(sub)

@@ -25,6 +25,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from ferrymq import native
 from ferrymq.config import LISTENER_PORTS, ConfigError, ListenerSettings, Settings
 from ferrymq.core.broker import Broker
 from ferrymq.storage.sqlite import SqliteStore
@@ -42,6 +43,7 @@ log = logging.getLogger("ferrymq")
 async def serve(settings: Settings) -> None:
     """Run the broker until a stop signal; then shut down cleanly."""
     loop = asyncio.get_running_loop()
+    log.info("ferrymq %s", native.SUMMARY)  # compiled or pure Python (FERRYMQ_PURE_PYTHON)
     gc.disable()  # until _tune_gc: loading creates many objects and no garbage
     store = SqliteStore(
         settings.db_path, settings.flush_interval, synchronous=settings.db_synchronous

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from ferrymq.mqtt.errors import (
     MalformedPacket,
@@ -230,7 +231,7 @@ def _encode_auth(p: Auth, version: int) -> bytes:
     return _frame(0xF0, bytes((p.reason_code,)) + encode_properties(p.properties, p.type))
 
 
-_ENCODERS: dict[type, Callable[[Packet, int], bytes]] = {
+_ENCODERS: dict[type, Callable[[Any, int], bytes]] = {
     Connect: _encode_connect,
     Connack: _encode_connack,
     Publish: _encode_publish,
@@ -321,7 +322,7 @@ def _decode_connect(d: Decoder, flags: int, buf: bytes, start: int, end: int) ->
             _check_response_topic(will_props)
         will_topic, pos = read_string(buf, pos, end)
         will_payload, pos = read_binary(buf, pos, end)
-        will = Will(will_topic, will_payload, will_qos, bool(cflags & 0x20), will_props)
+        will = Will(will_topic, will_payload, will_qos, bool(cflags & 0x20), will_props)  # type: ignore[arg-type]
     username = password = None
     if cflags & 0x80:
         username, pos = read_string(buf, pos, end)
@@ -338,7 +339,7 @@ def _decode_connect(d: Decoder, flags: int, buf: bytes, start: int, end: int) ->
         will=will,
         username=username,
         password=password,
-        properties=props,
+        properties=props,  # type: ignore[arg-type]
     )
 
 
@@ -355,7 +356,7 @@ def _decode_connack(d: Decoder, flags: int, buf: bytes, start: int, end: int) ->
     if d.version == 5 and pos < end:
         props, pos = decode_properties(buf, pos, end, CONNACK)
     _at_end(pos, end)
-    return Connack(bool(ack_flags), buf[start + 1], props)
+    return Connack(bool(ack_flags), buf[start + 1], props)  # type: ignore[arg-type]
 
 
 def _decode_publish(d: Decoder, flags: int, buf: bytes, start: int, end: int) -> Publish:
@@ -462,7 +463,7 @@ def _decode_subscribe(d: Decoder, flags: int, buf: bytes, start: int, end: int) 
         )
     if not subscriptions:
         raise ProtocolError("SUBSCRIBE without topic filters")
-    return Subscribe(packet_id, subscriptions, props)
+    return Subscribe(packet_id, subscriptions, props)  # type: ignore[arg-type]
 
 
 def _decode_suback(d: Decoder, flags: int, buf: bytes, start: int, end: int) -> Suback:
@@ -474,7 +475,7 @@ def _decode_suback(d: Decoder, flags: int, buf: bytes, start: int, end: int) -> 
         props, pos = decode_properties(buf, pos, end, SUBACK)
     if pos >= end:
         raise ProtocolError("SUBACK without reason codes")
-    return Suback(packet_id, list(buf[pos:end]), props)
+    return Suback(packet_id, list(buf[pos:end]), props)  # type: ignore[arg-type]
 
 
 def _decode_unsubscribe(d: Decoder, flags: int, buf: bytes, start: int, end: int) -> Unsubscribe:
@@ -491,7 +492,7 @@ def _decode_unsubscribe(d: Decoder, flags: int, buf: bytes, start: int, end: int
         topic_filters.append(topic_filter)
     if not topic_filters:
         raise ProtocolError("UNSUBSCRIBE without topic filters")
-    return Unsubscribe(packet_id, topic_filters, props)
+    return Unsubscribe(packet_id, topic_filters, props)  # type: ignore[arg-type]
 
 
 def _decode_unsuback(d: Decoder, flags: int, buf: bytes, start: int, end: int) -> Unsuback:
@@ -607,6 +608,10 @@ def _table(server: bool, version: int | None) -> tuple[_Handler, ...]:
     )
 
 
+# The table of a decoder whose feed() raised: it decodes nothing more.
+_SPENT: tuple[_Handler, ...] = ()
+
+
 class Decoder:
     """Incremental decoder of the byte stream one peer sends.
 
@@ -631,7 +636,7 @@ class Decoder:
         self.server = server
         self.version = version
         self.max_packet_size = max_packet_size
-        self._table = _table(server, version)  # set to None once feed() has raised
+        self._table = _table(server, version)  # set to _SPENT once feed() has raised
         # Undecoded bytes, the start of one incomplete packet: a list only while there are.
         self._chunks: list[bytes] | tuple[()] = ()
         self._held = 0  # their total length
@@ -641,37 +646,36 @@ class Decoder:
         self.version = version
         self._table = _table(self.server, version)
 
-    def feed(self, data: bytes) -> list[Packet]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Append ``data``; return every packet now complete. Errors carry ``.packets``."""
-        if self._table is None:
+        if self._table is _SPENT:
             err = ProtocolError("the decoder failed earlier; the connection must close")
             err.packets = []  # type: ignore[attr-defined]
             raise err
-        if type(data) is not bytes:
-            data = bytes(data)
+        chunk: bytes = data if type(data) is bytes else bytes(data)
         if self._chunks:
-            self._chunks.append(data)  # type: ignore[union-attr]
-            self._held += len(data)
+            self._chunks.append(chunk)  # type: ignore[union-attr]  # a list: non-empty
+            self._held += len(chunk)
             if self._held < self._need:
                 return []
             buf = b"".join(self._chunks)
             self._chunks = ()
-        elif data:
-            buf = data
+        elif chunk:
+            buf = chunk
         else:
             return []
         packets: list[Packet] = []
         try:
             self._decode(buf, packets)
         except MQTTError as exc:
-            self._table = None  # type: ignore[assignment]
+            self._table = _SPENT
             exc.packets = packets  # type: ignore[attr-defined]
             raise
         except (IndexError, ValueError) as exc:  # a safety net: no other error may escape
-            self._table = None  # type: ignore[assignment]
-            err = MalformedPacket(f"undecodable packet: {exc}")
-            err.packets = packets  # type: ignore[attr-defined]
-            raise err from exc
+            self._table = _SPENT
+            malformed = MalformedPacket(f"undecodable packet: {exc}")
+            malformed.packets = packets  # type: ignore[attr-defined]
+            raise malformed from exc
         return packets
 
     def _decode(self, buf: bytes, packets: list[Packet]) -> None:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -82,8 +82,9 @@ _INF = float("inf")
 # Read-only stand-ins until a connection needs its own (memory per idle connection):
 # the session's awaiting_rel arrives with ``accept``, an alias table only when aliases are
 # allowed, and no packet waits between two ``dispatch`` calls.
-_NO_IDS: dict[int, Any] = MappingProxyType({})  # type: ignore[assignment]
-_NO_PROPS: Properties = MappingProxyType({})  # type: ignore[assignment]
+# (Typed as the abstract mappings, which compiled code does not check at run time.)
+_NO_IDS: MutableMapping[int, Any] = MappingProxyType({})  # type: ignore[assignment]
+_NO_PROPS: Mapping[str, Any] = MappingProxyType({})
 _NO_PACKETS: Sequence[Packet] = ()
 _PINGRESP = b"\xd0\x00"
 # The CONNACK accepting an MQTT 3.1/3.1.1 CONNECT is the same for every client.
@@ -219,16 +220,16 @@ class ServerConnection:
         self.send_window = limits.max_inflight  # the client's receive maximum, capped
         self.max_packet_out = 0  # the client's maximum packet size (0: no limit)
         self.alias_max_in = 0
-        self.aliases_in: dict[int, str] = _NO_IDS
+        self.aliases_in: MutableMapping[int, str] = _NO_IDS
         self.alias_max_out = 0
         self.aliases_out: dict[str, int] | None = None
         self.request_problem_info = True
-        self.awaiting_rel: dict[int, float] = _NO_IDS
+        self.awaiting_rel: MutableMapping[int, float] = _NO_IDS
         self.last_recv = now
         # When timer_expired is due: the connect timeout, then the keep alive.
         self.deadline = now + limits.connect_timeout
         self._assigned = False
-        self._connect_props: Properties = _NO_PROPS
+        self._connect_props: Mapping[str, Any] = _NO_PROPS
         self._batch: Sequence[Packet] = _NO_PACKETS  # decoded, not yet handed out by dispatch()
         self._error: ProtocolViolation | None = None  # the decoder's, raised after the batch
 
@@ -265,7 +266,7 @@ class ServerConnection:
             batch = self._batch
             self._batch = _NO_PACKETS
             limits = self.limits
-            packets = iter(batch)
+            packets: Iterator[Any] = iter(batch)  # a Packet, or the Reply made in its place
             for packet in packets:
                 ptype = packet.type
                 if ptype == PUBLISH:
@@ -539,7 +540,7 @@ class ServerConnection:
         if self.version == MQTT5:
             # A client of an unknown level gets the bare code, nothing it may not parse.
             props = None if reason == rc.UNSUPPORTED_PROTOCOL_VERSION else self._reason(exc.text)
-            return encode(Connack(False, reason, props), MQTT5)
+            return encode(Connack(False, reason, props), MQTT5)  # type: ignore[arg-type]
         if reason in _SILENT_V3:
             return b""
         return encode(Connack(False, rc.v3_connack_code(reason)), self.version)
@@ -554,7 +555,7 @@ class ServerConnection:
     def _disconnect(self, reason: int, text: str) -> bytes:
         if self.version != MQTT5:
             return b""
-        return encode(Disconnect(reason, self._reason(text)), MQTT5)
+        return encode(Disconnect(reason, self._reason(text)), MQTT5)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Nothing more is read or sent on this connection."""
@@ -608,7 +609,7 @@ class ServerConnection:
 
     def unsuback(self, pid: int, codes: list[int]) -> bytes:
         """MQTT 3 UNSUBACK has no reason codes."""
-        return encode(Unsuback(pid, codes if self.version == MQTT5 else None), self.version)
+        return encode(Unsuback(pid, codes if self.version == MQTT5 else None), self.version)  # type: ignore[arg-type]
 
     def publish_bytes(
         self,

@@ -147,7 +147,8 @@ class _Ack(Packet):
 
     packet_id: int
     reason_code: int = 0
-    properties: Properties = field(default_factory=dict)
+    # None as no properties: the acks skip __post_init__, they are on the message path.
+    properties: Properties | None = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -238,9 +238,9 @@ class TopicTrie(Generic[V]):
                     stack.append((node.plus, i + 1))
                 continue
             if children:
-                child = children.get(level)
-                if child is not None:
-                    stack.append((child, i + 1))
+                exact = children.get(level)
+                if exact is not None:
+                    stack.append((exact, i + 1))
             if wild and node.plus is not None:
                 stack.append((node.plus, i + 1))
         return False
@@ -291,6 +291,6 @@ def _collect(node: _Node[V], levels: list[str], i: int, out: list[_Node[V]]) -> 
             if i or not hidden_from_wildcards(key):
                 _collect(child, levels, i + 1, out)
     else:
-        child = children.get(level)
-        if child is not None:
-            _collect(child, levels, i + 1, out)
+        exact = children.get(level)
+        if exact is not None:
+            _collect(exact, levels, i + 1, out)

@@ -1,0 +1,95 @@
+"""Compiled or pure Python: whether the hot modules run as C extensions; the switch to sources.
+
+``setup.py`` compiles the modules of ``HOT`` with mypyc when it can and records in
+``_compiled.json`` the SHA-256 of every source it read (all of ``mqtt/``). Importing
+``ferrymq`` calls ``install()``, which makes the hot modules load from their ``.py`` files
+when ``FERRYMQ_PURE_PYTHON`` is set (not empty, not ``0``) or when an extension is missing or
+a file of ``mqtt/`` changed since the build (an edited checkout before ``make build``), so
+what runs is always what the sources say."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
+from importlib.util import spec_from_file_location
+from pathlib import Path
+
+# The modules of the message path (bench/profile.py), the ones setup.py compiles.
+HOT = (
+    "ferrymq.mqtt.wire",
+    "ferrymq.mqtt.codec",
+    "ferrymq.mqtt.trie",
+    "ferrymq.mqtt.connection",
+)
+PURE_ENV = "FERRYMQ_PURE_PYTHON"
+_PACKAGE = Path(__file__).resolve().parent
+_RECORD = _PACKAGE / "_compiled.json"
+
+
+class _FromSource:
+    """A meta path finder that loads the given modules from their ``.py`` files."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name not in self.names:
+            return None
+        return spec_from_file_location(name, _source(name))
+
+
+def _source(name: str) -> Path:
+    return _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+
+
+def _has_extension(name: str) -> bool:
+    source = _source(name)
+    return any(source.with_suffix(suffix).exists() for suffix in EXTENSION_SUFFIXES)
+
+
+def _decide() -> tuple[list[str], str]:
+    """The hot modules that run compiled, and a sentence for ``--version`` and the start log.
+
+    All or none: compiled code calls the other compiled modules directly, so one module
+    from source beside compiled ones would not be what runs.
+    """
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return [], f"pure Python ({PURE_ENV} is set)"
+    try:
+        record = json.loads(_RECORD.read_text())
+    except (OSError, ValueError):
+        return [], "pure Python (not compiled)"
+    if record.get("modules") != list(HOT) or not all(_has_extension(name) for name in HOT):
+        return [], "pure Python (not compiled)"
+    # mypyc built the hot modules on the types of all of mqtt/ (the only package they use).
+    built: dict[str, str] = record.get("mqtt_sources", {})
+    now = {path.name: path for path in (_PACKAGE / "mqtt").glob("*.py")}
+    stale = sorted(
+        name
+        for name in now.keys() | built.keys()
+        if name not in now
+        or name not in built
+        or hashlib.sha256(now[name].read_bytes()).hexdigest() != built[name]
+    )
+    if stale:
+        return [], f"pure Python (changed since the build: {', '.join(stale)}; make build)"
+    return list(HOT), f"compiled with {record.get('compiler', '?')} ({len(HOT)} hot modules)"
+
+
+COMPILED: list[str] = []
+SUMMARY = ""
+
+
+def install() -> None:
+    """Decide once, before any hot module is imported, where each hot module comes from."""
+    global SUMMARY
+    if SUMMARY:
+        return
+    compiled, SUMMARY = _decide()
+    COMPILED[:] = compiled
+    sources = frozenset(HOT) - frozenset(compiled)
+    if sources:
+        sys.meta_path.insert(0, _FromSource(sources))
