@@ -34,6 +34,7 @@ from ferrymq.transport.options import ListenerOptions
 
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
+    from ferrymq.cluster.broker import ClusterBroker
     from ferrymq.cluster.node import ClusterNode
     from ferrymq.dashboard.server import DashboardServer
 
@@ -50,15 +51,17 @@ async def serve(settings: Settings) -> None:
     )
     store.open()
     node: ClusterNode | None = None
+    clustered: ClusterBroker | None = None
     if settings.cluster_redis_url:
         from ferrymq.cluster.broker import clustered_broker
 
         try:
-            broker: Broker = clustered_broker(settings, store, loop)
+            clustered = clustered_broker(settings, store, loop)
         except ConfigError:  # a malformed cluster_redis_url: nothing started yet
             store.close()
             raise
-        node = broker.node  # type: ignore[attr-defined]
+        broker: Broker = clustered
+        node = clustered.node
     else:
         broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None
@@ -91,9 +94,9 @@ async def serve(settings: Settings) -> None:
             dashboard = await board.start_dashboard(broker, api, listeners)
         else:
             log.info("dashboard disabled (dashboard_port = 0)")
-        admin = getattr(broker, "admin", None)  # cluster mode: other nodes' admin edits
-        if admin is not None and api is not None:
-            admin.on_taken_in.append(api.context.sync.written_elsewhere)
+        if clustered is not None and clustered.admin is not None and api is not None:
+            # Admin edits taken in from other nodes: the API's caches must not undo them.
+            clustered.admin.on_taken_in.append(api.context.sync.written_elsewhere)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
