@@ -73,7 +73,7 @@ def test_retained_qos_is_downgraded_and_wildcards_select(broker, uid):
 def test_retain_handling_options(broker, uid):
     topic = f"rh/{uid}"
     pub = _pub(broker.port, uid)
-    pub.publish(topic, b"kept", 0, retain=True)
+    pub.publish(topic, b"kept", 1, retain=True)  # QoS 1: retained before the SUBSCRIBEs
     sub = TestClient(f"rhs-{uid}", V5)
     sub.connect(broker.port)
 
