@@ -80,6 +80,9 @@ HANDOVER_MAXLEN = 10_000
 # LINGER seconds) and DRAIN more (what was sent before the others saw them arrives).
 LINGER = 2.0
 DRAIN = 0.1
+# The new owner remembers, this long after taking a session from a live node, what it
+# delivered to it, so the old node's late copies of the same messages are dropped.
+WATCH = LINGER + DRAIN + 3.0
 ARGS_PER_CALL = 5 * 2000  # write-script arguments per call
 
 _CLAIM = """
@@ -195,6 +198,8 @@ class ClientRegistry:
         self._unsent: list[bytes | str] = []  # write-script arguments of a failed send
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lingering: dict[str, Session] = {}
+        #: Sessions taken from a live node lately: what reached them here (``identity``).
+        self.recent: dict[str, set[tuple[str, float, str, bytes]]] = {}
         self._send_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._last = "0-0"
@@ -272,6 +277,7 @@ class ClientRegistry:
         assert broker is not None
         if prev and alive:
             await self._ask(redis, cid, fence, prev)
+            self._watch(cid)
         if not prev:
             # Held here already (memory is the truth), or new: no other node has a
             # session for it (this node's own registrations were taken back at the resync).
@@ -381,12 +387,34 @@ class ClientRegistry:
             log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
 
     def _deliver_late(self, cid: str, late: list[Delivery]) -> None:
-        """Messages that reached the session's previous node after it left, to the session
-        (QoS 1 may arrive twice: also straight from the publisher's node)."""
+        """Messages that reached the session's previous node after it left, to the session,
+        but not those that also came here straight from the publisher's node."""
         session = self.node.broker.sessions.get(cid) or self._lingering.get(cid)  # type: ignore[union-attr]
-        if session is not None:
-            for d in late:
+        if session is None:
+            return
+        seen = self.recent.get(cid, ())
+        for d in late:
+            if identity(d.msg) not in seen:
                 session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+
+    def _watch(self, cid: str) -> None:
+        """``cid`` is being taken from a live node: remember for ``WATCH`` seconds what
+        reaches its session here (``note``)."""
+        seen = self.recent[cid] = set()
+        asyncio.get_running_loop().call_later(WATCH, self._unwatch, cid, seen)
+
+    def _unwatch(self, cid: str, seen: set[tuple[str, float, str, bytes]]) -> None:
+        if self.recent.get(cid) is seen:
+            del self.recent[cid]
+
+    def note(self, msg: Message) -> None:
+        """``msg`` is being routed here (called only while ``recent`` is not empty): it
+        counts as delivered to each watched session it matches."""
+        sessions = self.node.broker.sessions  # type: ignore[union-attr]
+        for cid, seen in self.recent.items():
+            session = sessions.get(cid)
+            if session is not None and delivery_for(session.subscriptions.values(), cid, msg):
+                seen.add(identity(msg))
 
     async def _release(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
         """Another node claimed ``cid`` with ``fence``: hand it over, then answer."""
@@ -501,9 +529,10 @@ class ClientRegistry:
         """Forwarded batches ``ids`` of ``stream`` were dispatched: what they wrote of
         persistent sessions and their acknowledgement go in one script call, so that a
         node dying in between can never deliver them twice (QoS 2 exactly once). False
-        when nothing was written (the node acknowledges them itself)."""
+        when nothing was written (the node acknowledges them itself). A send under way
+        may carry what the dispatch wrote: the acknowledgement then follows it."""
         store = self.store
-        if store is None or not (store.writes or self._unsent):
+        if store is None or not (store.writes or self._unsent or store.sending):
             return False
         await self._send(redis, ack=(stream, ids))
         return True
@@ -624,6 +653,12 @@ class ClientRegistry:
             source = {"claim": _CLAIM, "load": _LOAD, "write": _WRITE, "adopt": _ADOPT}[name]
             script = self._scripts[name] = redis.register_script(source)
         return script
+
+
+def identity(msg: Message) -> tuple[str, float, str, bytes]:
+    """What tells one published message from another when two copies of it meet: its
+    publisher, its creation time (kept exactly as it travels), topic and payload."""
+    return (msg.publisher, msg.created, msg.topic, msg.payload)
 
 
 def delivery_for(
