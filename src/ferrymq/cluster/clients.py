@@ -31,7 +31,9 @@ Rules this module keeps:
   whose heartbeat is gone (killed, or stopped) are taken in, under a lock, by
   one other node, which holds those sessions offline, with their expiry and
   their wills, until their clients come back somewhere; a restarted node
-  takes back what is still registered to it;
+  takes back what is still registered to it, and a node that finds it was
+  taken for down (its heartbeat lapsed) closes the connections whose
+  sessions another node took in meanwhile;
 - a session that ends frees its client id; while Redis is unreachable
   CONNECTs are served from this node's memory and claimed at the resync.
 """
@@ -207,6 +209,7 @@ class ClientRegistry:
         if store is not None:
             store.wake = self._wake.set
             node.settle = self._settle
+        node.lapsed = self._give_up_lost
 
     # --- the CONNECT --------------------------------------------------------------
 
@@ -324,16 +327,16 @@ class ClientRegistry:
         self._deliver_late(cid, late)
         return True
 
-    def _drop_local(self, cid: str, owner: str | None = None) -> None:
+    def _drop_local(self, cid: str, owner: str | None = None, will: bool = True) -> None:
         """``cid`` belongs to another node now: close its connection here (0x8E) and
         forget its session without ending it (with ``owner``, the new owner: once that
-        node's routes are known, see ``LINGER``)."""
+        node's routes are known, see ``LINGER``; ``will``: the closing may publish it)."""
         broker = self.node.broker
         assert broker is not None
         client = broker.clients.get(cid)
         if client is not None:
             log.info("client %s taken over on another node", cid)
-            client.will_allowed = True
+            client.will_allowed = will
             client.kick(rc.SESSION_TAKEN_OVER, "session taken over")
             broker.metrics["session.takeovered"] += 1
         session = broker.sessions.get(cid)
@@ -435,12 +438,43 @@ class ClientRegistry:
         entry = {"op": "released", "c": cid, "f": fence}
         await redis.xadd(key("handover", asker), entry, maxlen=HANDOVER_MAXLEN)
 
+    async def _give_up_lost(self, redis: aioredis.Redis) -> None:
+        """After this node was taken for down (its loop stalled, its heartbeat lapsed):
+        the client ids another node took in meanwhile are no longer this node's. Their
+        connections here are closed (0x8E), their sessions forgotten (the other node
+        holds them, with their wills) and their pending writes dropped."""
+        me = self.node.name
+        cids = [cid for cid in self.fences if cid not in self._connecting]
+        if not cids:
+            return
+        pipe = redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.hmget(key("client", cid), "node", "prev")
+        lost = [
+            cid
+            for cid, (node, prev) in zip(cids, await pipe.execute(), strict=True)
+            if node is not None and node.decode() != me and (prev or b"").decode() != me
+        ]
+        for cid in lost:
+            if cid in self.fences and cid not in self._connecting:
+                del self.fences[cid]
+                self._drop_local(cid, will=False)
+                if self.store is not None:
+                    self.store.writes.discard(cid)
+        if lost:
+            log.warning(
+                "cluster: %d sessions were taken in by other nodes while this node was "
+                "taken for down; their connections here are closed",
+                len(lost),
+            )
+
     # --- ClusterPart ----------------------------------------------------------------
 
     async def resync(self, redis: aioredis.Redis) -> None:
         me = self.node.name
         broker = self.node.broker
         assert broker is not None
+        await self._give_up_lost(redis)
         last = await redis.xrevrange(key("handover", me), count=1)
         self._last = last[0][0].decode() if last else "0-0"
         # Served while Redis was away: this node's now.

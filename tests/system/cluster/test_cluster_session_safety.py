@@ -126,3 +126,37 @@ def test_qos2_stays_exactly_once_while_the_session_hops_across_the_nodes(
     assert not twice, f"{len(twice)} delivered twice: {twice[:10]}"
     missing = [p for p in sent if p not in set(got)]
     assert not missing, f"{len(missing)} of {len(sent)} lost: {missing[:10]}"
+
+
+def test_a_node_that_stalled_past_its_heartbeat_closes_the_sessions_taken_from_it(
+    make_cluster, clients, uid
+) -> None:
+    """Frozen (SIGSTOP) for longer than its heartbeat lives, node 2 is taken for down and
+    its persistent session is taken in by another node; once it runs again it closes that
+    client's connection (0x8E), so the client id has one live session, the other node's."""
+    redis, (n1, n2, n3) = make_cluster(3)
+    topic = f"{uid}/st"
+    sub = persistent(clients, n2.port, f"{uid}-st", present=False)
+    sub.subscribe(topic, 1)
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    wait_routed(pub, sub, topic)
+    r = redis.client()
+    n2.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_until(
+            lambda: r.hget(f"ferrymq:client:{uid}-st", "node") not in (None, node_name(n2)), 15
+        ), "no node took the session in"
+    finally:
+        n2.proc.send_signal(signal.SIGCONT)
+    holder = r.hget(f"ferrymq:client:{uid}-st", "node")
+    assert sub.disconnects.get(timeout=15).value == 0x8E  # session taken over
+    assert "taken in by other nodes" in n2.log() or n2.wait_log("taken in by other nodes")
+    # Node 2 writes nothing more of it, and the holder still has it: the client resumes
+    # there with its subscription, and what is published now reaches it.
+    time.sleep(0.5)
+    assert r.hget(f"ferrymq:client:{uid}-st", "node") == holder
+    port = next(n.port for n in (n1, n3) if node_name(n) == holder)
+    back = persistent(clients, port, f"{uid}-st", present=True)
+    pub.publish(topic, b"after", qos=1)
+    assert payloads(back, 1.0) == [b"after"]
+    assert r.hget(f"ferrymq:client:{uid}-st", "node") == holder
