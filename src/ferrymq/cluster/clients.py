@@ -35,7 +35,10 @@ Rules this module keeps:
   taken for down (its heartbeat lapsed) closes the connections whose
   sessions another node took in meanwhile;
 - a session that ends frees its client id; while Redis is unreachable
-  CONNECTs are served from this node's memory and claimed at the resync.
+  CONNECTs are served from this node's memory and claimed at the resync;
+- the persistent sessions a standalone run left in the local database are
+  carried into Redis at the first resync (never over a session already
+  there) and deleted locally.
 """
 
 from __future__ import annotations
@@ -173,6 +176,22 @@ return out
 """
 
 
+_CARRY = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local f = redis.call('INCR', KEYS[7])
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f)
+redis.call('SADD', KEYS[6], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+local rels = tonumber(ARGV[4])
+for i = 5, 4 + rels do redis.call('SADD', KEYS[5], ARGV[i]) end
+for i = 5 + rels, #ARGV, 3 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
+end
+return f
+"""
+
+
 def key(kind: str, name: str) -> str:
     """``ferrymq:{kind}:{name}``: ``client`` and ``session...`` keys of a client id,
     ``node-clients`` and ``handover`` keys of a node (see the module docstring)."""
@@ -206,6 +225,7 @@ class ClientRegistry:
         self._wake = asyncio.Event()
         self._last = "0-0"
         self._scripts: dict[str, Any] = {}
+        self._carried = False  # the local database's sessions were carried into Redis
         if store is not None:
             store.wake = self._wake.set
             node.settle = self._settle
@@ -498,8 +518,48 @@ class ClientRegistry:
                 if node is not None and node.decode() == me:
                     await self._take_in(redis, cid, int(fence))
         if self.store is not None:
+            if not self._carried:
+                await self._carry(redis, self.store)
             self.store.online = True
         self._redis = redis
+
+    async def _carry(self, redis: aioredis.Redis, store: ClusterStore) -> None:
+        """Persistent sessions a standalone run of this node left in its local database go
+        to Redis, once: each one whose client id has no session or registration in Redis
+        yet becomes this node's (a newer one there is kept), and the local copies are
+        deleted either way (a cluster node reads sessions from Redis only)."""
+        local = store.local
+        records = await local.call(local.load_sessions)
+        if records:
+            messages = await local.call(local.load_session_messages)
+            rels = await local.call(local.load_awaiting_rel)
+            broker = self.node.broker
+            assert broker is not None
+            carried = 0
+            for cid, data in records.items():
+                if cid in broker.sessions or cid in broker.clients or cid in self.fences:
+                    continue  # served since this start: this node's state is newer
+                pids = [str(pid) for pid in rels.get(cid, ())]
+                args: list[bytes | str] = [self.node.name, cid, json.dumps(data), str(len(pids))]
+                args += pids
+                for msg_key, msg, meta in messages.get(cid, ()):
+                    args += (str(msg_key), dump_message(msg), json.dumps(meta))
+                keys = [key("client", cid), *session_keys(cid), key("node-clients", self.node.name)]
+                fence = await self._script("carry", redis)(
+                    keys=[*keys, FENCE], args=args, client=redis
+                )
+                if fence:
+                    carried += 1
+                    await self._take_in(redis, cid, int(fence))
+            for cid in records:
+                local.delete_session(cid)
+            log.info(
+                "cluster: %d of %d persistent sessions of the local database carried into "
+                "Redis (the others had a newer session there)",
+                carried,
+                len(records),
+            )
+        self._carried = True
 
     async def run(self, redis: aioredis.Redis) -> None:
         await asyncio.gather(self._read(redis), self._sends(redis), self._adoptions(redis))
@@ -684,7 +744,13 @@ class ClientRegistry:
     def _script(self, name: str, redis: aioredis.Redis) -> Any:
         script = self._scripts.get(name)
         if script is None:
-            source = {"claim": _CLAIM, "load": _LOAD, "write": _WRITE, "adopt": _ADOPT}[name]
+            source = {
+                "claim": _CLAIM,
+                "load": _LOAD,
+                "write": _WRITE,
+                "adopt": _ADOPT,
+                "carry": _CARRY,
+            }[name]
             script = self._scripts[name] = redis.register_script(source)
         return script
 
