@@ -432,11 +432,16 @@ class ClientRegistry:
 
     def note(self, msg: Message) -> None:
         """``msg`` is being routed here (called only while ``recent`` is not empty): it
-        counts as delivered to each watched session it matches."""
-        sessions = self.node.broker.sessions  # type: ignore[union-attr]
-        for cid, seen in self.recent.items():
-            session = sessions.get(cid)
-            if session is not None and delivery_for(session.subscriptions.values(), cid, msg):
+        counts as delivered to each watched session it goes to. The router's (cached)
+        targets of its topic say which: the cost is that of the delivery, not of the
+        number of sessions watched."""
+        broker = self.node.broker
+        assert broker is not None
+        recent = self.recent
+        subs, _, _ = broker.router.targets(msg.topic)
+        for sub in subs:
+            seen = recent.get(sub.client_id)
+            if seen is not None and broker.sessions.get(sub.client_id) is sub.session:
                 seen.add(identity(msg))
 
     async def _release(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
