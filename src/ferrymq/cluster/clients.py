@@ -469,17 +469,21 @@ class ClientRegistry:
         connections here are closed (0x8E), their sessions forgotten (the other node
         holds them, with their wills) and their pending writes dropped."""
         me = self.node.name
-        cids = [cid for cid in self.fences if cid not in self._connecting]
+        busy = self._connecting.keys() | self._unclaimed  # decided by their own rules
+        cids = [cid for cid in self.fences if cid not in busy]
         if not cids:
             return
         pipe = redis.pipeline(transaction=False)
         for cid in cids:
-            pipe.hmget(key("client", cid), "node", "prev")
-        lost = [
-            cid
-            for cid, (node, prev) in zip(cids, await pipe.execute(), strict=True)
-            if node is not None and node.decode() != me and (prev or b"").decode() != me
-        ]
+            pipe.hmget(key("client", cid), "node", "fence", "prev")
+        lost = []
+        for cid, (node, fence, prev) in zip(cids, await pipe.execute(), strict=True):
+            if node is None or node.decode() == me:
+                continue
+            if prev is not None and prev.decode() == me:  # its hand-over was asked for
+                self._spawn(self._release(redis, cid, int(fence), node.decode()))
+            else:
+                lost.append(cid)
         for cid in lost:
             if cid in self.fences and cid not in self._connecting:
                 del self.fences[cid]
