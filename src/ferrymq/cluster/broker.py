@@ -94,6 +94,7 @@ class ClusterBroker(Broker):
         #: The cluster-wide client registry (one client id, one session).
         self.cluster_clients = ClientRegistry(node, cluster_store)
         node.parts.append(self.cluster_clients)
+        self._recent = self.cluster_clients.recent  # not empty while a hand-over is recent
         self._nodes_for = node.replica.nodes_for
         self._answers = node.replica.answers()
         self._groups_for = node.shared.groups_for
@@ -110,6 +111,8 @@ class ClusterBroker(Broker):
             self.metrics[name] = 0
 
     def publish(self, msg: Message, origin: Client | None = None) -> int:
+        if self._recent:
+            self.cluster_clients.note(msg)
         if self._any_shared:
             return self._publish_shared(msg, origin)
         count = Broker.publish(self, msg, origin)
@@ -237,12 +240,15 @@ class ClusterBroker(Broker):
         metrics = self.metrics
         now = time.monotonic()
         publish = Broker.publish
+        recent = self._recent
         try:
             for i, msg in enumerate(messages):
                 if msg.expired(now):
                     metrics["cluster.dropped.expired"] += 1
                     continue
                 metrics["cluster.received"] += 1
+                if recent:
+                    self.cluster_clients.note(msg)
                 ask = None if served is None else served.get(i)
                 if ask is None:
                     publish(self, msg)

@@ -31,9 +31,14 @@ Rules this module keeps:
   whose heartbeat is gone (killed, or stopped) are taken in, under a lock, by
   one other node, which holds those sessions offline, with their expiry and
   their wills, until their clients come back somewhere; a restarted node
-  takes back what is still registered to it;
+  takes back what is still registered to it, and a node that finds it was
+  taken for down (its heartbeat lapsed) closes the connections whose
+  sessions another node took in meanwhile;
 - a session that ends frees its client id; while Redis is unreachable
-  CONNECTs are served from this node's memory and claimed at the resync.
+  CONNECTs are served from this node's memory and claimed at the resync;
+- the persistent sessions a standalone run left in the local database are
+  carried into Redis at the first resync (never over a session already
+  there) and deleted locally.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ HANDOVER_MAXLEN = 10_000
 # LINGER seconds) and DRAIN more (what was sent before the others saw them arrives).
 LINGER = 2.0
 DRAIN = 0.1
+# The new owner remembers, this long after taking a session from a live node, what it
+# delivered to it, so the old node's late copies of the same messages are dropped.
+WATCH = LINGER + DRAIN + 3.0
 ARGS_PER_CALL = 5 * 2000  # write-script arguments per call
 
 _CLAIM = """
@@ -168,6 +176,22 @@ return out
 """
 
 
+_CARRY = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local f = redis.call('INCR', KEYS[7])
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f)
+redis.call('SADD', KEYS[6], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+local rels = tonumber(ARGV[4])
+for i = 5, 4 + rels do redis.call('SADD', KEYS[5], ARGV[i]) end
+for i = 5 + rels, #ARGV, 3 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
+end
+return f
+"""
+
+
 def key(kind: str, name: str) -> str:
     """``ferrymq:{kind}:{name}``: ``client`` and ``session...`` keys of a client id,
     ``node-clients`` and ``handover`` keys of a node (see the module docstring)."""
@@ -195,13 +219,17 @@ class ClientRegistry:
         self._unsent: list[bytes | str] = []  # write-script arguments of a failed send
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lingering: dict[str, Session] = {}
+        #: Sessions taken from a live node lately: what reached them here (``identity``).
+        self.recent: dict[str, set[tuple[str, float, str, bytes]]] = {}
         self._send_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._last = "0-0"
         self._scripts: dict[str, Any] = {}
+        self._carried = False  # the local database's sessions were carried into Redis
         if store is not None:
             store.wake = self._wake.set
             node.settle = self._settle
+        node.lapsed = self._give_up_lost
 
     # --- the CONNECT --------------------------------------------------------------
 
@@ -272,6 +300,7 @@ class ClientRegistry:
         assert broker is not None
         if prev and alive:
             await self._ask(redis, cid, fence, prev)
+            self._watch(cid)
         if not prev:
             # Held here already (memory is the truth), or new: no other node has a
             # session for it (this node's own registrations were taken back at the resync).
@@ -318,16 +347,16 @@ class ClientRegistry:
         self._deliver_late(cid, late)
         return True
 
-    def _drop_local(self, cid: str, owner: str | None = None) -> None:
+    def _drop_local(self, cid: str, owner: str | None = None, will: bool = True) -> None:
         """``cid`` belongs to another node now: close its connection here (0x8E) and
         forget its session without ending it (with ``owner``, the new owner: once that
-        node's routes are known, see ``LINGER``)."""
+        node's routes are known, see ``LINGER``; ``will``: the closing may publish it)."""
         broker = self.node.broker
         assert broker is not None
         client = broker.clients.get(cid)
         if client is not None:
             log.info("client %s taken over on another node", cid)
-            client.will_allowed = True
+            client.will_allowed = will
             client.kick(rc.SESSION_TAKEN_OVER, "session taken over")
             broker.metrics["session.takeovered"] += 1
         session = broker.sessions.get(cid)
@@ -381,12 +410,39 @@ class ClientRegistry:
             log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
 
     def _deliver_late(self, cid: str, late: list[Delivery]) -> None:
-        """Messages that reached the session's previous node after it left, to the session
-        (QoS 1 may arrive twice: also straight from the publisher's node)."""
+        """Messages that reached the session's previous node after it left, to the session,
+        but not those that also came here straight from the publisher's node."""
         session = self.node.broker.sessions.get(cid) or self._lingering.get(cid)  # type: ignore[union-attr]
-        if session is not None:
-            for d in late:
+        if session is None:
+            return
+        seen = self.recent.get(cid, ())
+        for d in late:
+            if identity(d.msg) not in seen:
                 session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+
+    def _watch(self, cid: str) -> None:
+        """``cid`` is being taken from a live node: remember for ``WATCH`` seconds what
+        reaches its session here (``note``)."""
+        seen = self.recent[cid] = set()
+        asyncio.get_running_loop().call_later(WATCH, self._unwatch, cid, seen)
+
+    def _unwatch(self, cid: str, seen: set[tuple[str, float, str, bytes]]) -> None:
+        if self.recent.get(cid) is seen:
+            del self.recent[cid]
+
+    def note(self, msg: Message) -> None:
+        """``msg`` is being routed here (called only while ``recent`` is not empty): it
+        counts as delivered to each watched session it goes to. The router's (cached)
+        targets of its topic say which: the cost is that of the delivery, not of the
+        number of sessions watched."""
+        broker = self.node.broker
+        assert broker is not None
+        recent = self.recent
+        subs, _, _ = broker.router.targets(msg.topic)
+        for sub in subs:
+            seen = recent.get(sub.client_id)
+            if seen is not None and broker.sessions.get(sub.client_id) is sub.session:
+                seen.add(identity(msg))
 
     async def _release(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
         """Another node claimed ``cid`` with ``fence``: hand it over, then answer."""
@@ -407,12 +463,47 @@ class ClientRegistry:
         entry = {"op": "released", "c": cid, "f": fence}
         await redis.xadd(key("handover", asker), entry, maxlen=HANDOVER_MAXLEN)
 
+    async def _give_up_lost(self, redis: aioredis.Redis) -> None:
+        """After this node was taken for down (its loop stalled, its heartbeat lapsed):
+        the client ids another node took in meanwhile are no longer this node's. Their
+        connections here are closed (0x8E), their sessions forgotten (the other node
+        holds them, with their wills) and their pending writes dropped."""
+        me = self.node.name
+        busy = self._connecting.keys() | self._unclaimed  # decided by their own rules
+        cids = [cid for cid in self.fences if cid not in busy]
+        if not cids:
+            return
+        pipe = redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.hmget(key("client", cid), "node", "fence", "prev")
+        lost = []
+        for cid, (node, fence, prev) in zip(cids, await pipe.execute(), strict=True):
+            if node is None or node.decode() == me:
+                continue
+            if prev is not None and prev.decode() == me:  # its hand-over was asked for
+                self._spawn(self._release(redis, cid, int(fence), node.decode()))
+            else:
+                lost.append(cid)
+        for cid in lost:
+            if cid in self.fences and cid not in self._connecting:
+                del self.fences[cid]
+                self._drop_local(cid, will=False)
+                if self.store is not None:
+                    self.store.writes.discard(cid)
+        if lost:
+            log.warning(
+                "cluster: %d sessions were taken in by other nodes while this node was "
+                "taken for down; their connections here are closed",
+                len(lost),
+            )
+
     # --- ClusterPart ----------------------------------------------------------------
 
     async def resync(self, redis: aioredis.Redis) -> None:
         me = self.node.name
         broker = self.node.broker
         assert broker is not None
+        await self._give_up_lost(redis)
         last = await redis.xrevrange(key("handover", me), count=1)
         self._last = last[0][0].decode() if last else "0-0"
         # Served while Redis was away: this node's now.
@@ -436,8 +527,48 @@ class ClientRegistry:
                 if node is not None and node.decode() == me:
                     await self._take_in(redis, cid, int(fence))
         if self.store is not None:
+            if not self._carried:
+                await self._carry(redis, self.store)
             self.store.online = True
         self._redis = redis
+
+    async def _carry(self, redis: aioredis.Redis, store: ClusterStore) -> None:
+        """Persistent sessions a standalone run of this node left in its local database go
+        to Redis, once: each one whose client id has no session or registration in Redis
+        yet becomes this node's (a newer one there is kept), and the local copies are
+        deleted either way (a cluster node reads sessions from Redis only)."""
+        local = store.local
+        records = await local.call(local.load_sessions)
+        if records:
+            messages = await local.call(local.load_session_messages)
+            rels = await local.call(local.load_awaiting_rel)
+            broker = self.node.broker
+            assert broker is not None
+            carried = 0
+            for cid, data in records.items():
+                if cid in broker.sessions or cid in broker.clients or cid in self.fences:
+                    continue  # served since this start: this node's state is newer
+                pids = [str(pid) for pid in rels.get(cid, ())]
+                args: list[bytes | str] = [self.node.name, cid, json.dumps(data), str(len(pids))]
+                args += pids
+                for msg_key, msg, meta in messages.get(cid, ()):
+                    args += (str(msg_key), dump_message(msg), json.dumps(meta))
+                keys = [key("client", cid), *session_keys(cid), key("node-clients", self.node.name)]
+                fence = await self._script("carry", redis)(
+                    keys=[*keys, FENCE], args=args, client=redis
+                )
+                if fence:
+                    carried += 1
+                    await self._take_in(redis, cid, int(fence))
+            for cid in records:
+                local.delete_session(cid)
+            log.info(
+                "cluster: %d of %d persistent sessions of the local database carried into "
+                "Redis (the others had a newer session there)",
+                carried,
+                len(records),
+            )
+        self._carried = True
 
     async def run(self, redis: aioredis.Redis) -> None:
         await asyncio.gather(self._read(redis), self._sends(redis), self._adoptions(redis))
@@ -501,9 +632,10 @@ class ClientRegistry:
         """Forwarded batches ``ids`` of ``stream`` were dispatched: what they wrote of
         persistent sessions and their acknowledgement go in one script call, so that a
         node dying in between can never deliver them twice (QoS 2 exactly once). False
-        when nothing was written (the node acknowledges them itself)."""
+        when nothing was written (the node acknowledges them itself). A send under way
+        may carry what the dispatch wrote: the acknowledgement then follows it."""
         store = self.store
-        if store is None or not (store.writes or self._unsent):
+        if store is None or not (store.writes or self._unsent or store.sending):
             return False
         await self._send(redis, ack=(stream, ids))
         return True
@@ -621,9 +753,21 @@ class ClientRegistry:
     def _script(self, name: str, redis: aioredis.Redis) -> Any:
         script = self._scripts.get(name)
         if script is None:
-            source = {"claim": _CLAIM, "load": _LOAD, "write": _WRITE, "adopt": _ADOPT}[name]
+            source = {
+                "claim": _CLAIM,
+                "load": _LOAD,
+                "write": _WRITE,
+                "adopt": _ADOPT,
+                "carry": _CARRY,
+            }[name]
             script = self._scripts[name] = redis.register_script(source)
         return script
+
+
+def identity(msg: Message) -> tuple[str, float, str, bytes]:
+    """What tells one published message from another when two copies of it meet: its
+    publisher, its creation time (kept exactly as it travels), topic and payload."""
+    return (msg.publisher, msg.created, msg.topic, msg.payload)
 
 
 def delivery_for(

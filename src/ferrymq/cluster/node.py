@@ -162,6 +162,8 @@ class ClusterNode:
         #: persistent sessions and acknowledges the batches in one atomic step (True), or
         #: leaves the acknowledgement to the node (False: nothing was written).
         self.settle: Callable[[aioredis.Redis, str, list[bytes]], Awaitable[bool]] | None = None
+        #: Called after this node found its heartbeat had lapsed (the client registry).
+        self.lapsed: Callable[[aioredis.Redis], Awaitable[None]] | None = None
         self.up = False  # connected and resynchronised
         self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
         self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
@@ -506,6 +508,8 @@ class ClusterNode:
                     "announcing its routes again"
                 )
                 await self._push_routes(redis)
+                if self.lapsed is not None:
+                    await self.lapsed(redis)
             await self._membership(redis)
 
     async def _heartbeat(self, redis: aioredis.Redis) -> bool:

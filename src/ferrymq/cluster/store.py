@@ -6,7 +6,8 @@ and the command line use stay in the local database, while the session
 writes (records, queued and inflight messages, QoS 2 ids) are collected in
 ``SessionWrites`` and sent to Redis by ``cluster.clients`` off the message
 path, so any node can take a session over. Sessions are not loaded from the
-local database at start: in cluster mode they come from Redis.
+local database at start: in cluster mode they come from Redis (those a
+standalone run left there are carried into Redis once, by ``cluster.clients``).
 
 Group commit spans both: batch numbers are the local store's, and batch ``n``
 is reported committed once the local store committed it and a send to Redis
