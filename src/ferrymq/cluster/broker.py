@@ -17,6 +17,10 @@ Rules kept here:
 - while the outbox holds more than ``outbox.HIGH`` messages and the broker
   is short of CPU, the publishers adding to it are paused until the sender
   has handed it to Redis (one comparison per forwarded message otherwise);
+- a QoS 1/2 message from a client that goes to other nodes has its PUBACK /
+  PUBREC held until the send carrying it is in Redis (``cluster/acks.py``:
+  ``durable_writes`` is bumped, so the client asks ``hold_batch``); a
+  local-only or QoS 0 message pays nothing for it;
 - a publish that found subscribers only on other nodes counts as matched
   (PUBACK reason 0, not "no matching subscribers"), and not as dropped;
 - a shared group gets each message once cluster-wide: the publishing node
@@ -36,6 +40,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.acks import AckGate
 from ferrymq.cluster.adminsync import AdminSync
 from ferrymq.cluster.clients import ClientRegistry
 from ferrymq.cluster.codec import Serve
@@ -104,6 +109,9 @@ class ClusterBroker(Broker):
         self._retain_mode = _ANNOUNCE
         self._outbox = node.outbox
         self._backlog = Backlog()
+        #: PUBACKs / PUBRECs held for the forwarding send (and the store, when "acked").
+        self._acks = AckGate()
+        self.holds_acks = True
         #: Cluster-wide admin data (``adminsync.py``), with a SQLite store.
         self.admin: AdminSync | None = None
         for name in CLUSTER_METRICS:
@@ -120,8 +128,11 @@ class ClusterBroker(Broker):
         if not nodes or topic.startswith("$SYS/"):
             return count
         self.node.forward(msg, nodes)
-        if origin is not None and self._outbox.messages >= HIGH:
-            self._hold(origin)
+        if origin is not None:
+            if msg.qos:
+                self.durable_writes += 1  # its acknowledgement waits for the send
+            if self._outbox.messages >= HIGH:
+                self._hold(origin)
         return count + len(nodes)
 
     def _hold(self, origin: Client) -> None:
@@ -129,12 +140,27 @@ class ClusterBroker(Broker):
         if self.flow.saturated():
             self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
 
-    def forwarded(self) -> None:
-        """The sender handed the outbox to Redis (or dropped it): publishers read again."""
+    def forwarded(self, send: int) -> None:
+        """The sender handed send number ``send`` to Redis (or dropped it): publishers read
+        again, and the acknowledgements that waited for it leave."""
         backlog = self._backlog
         backlog.slow = False
         if backlog.blocked:
             self.flow.release_publishers(backlog)  # type: ignore[arg-type]
+        due = self._acks.forwarded(send)
+        if due:
+            Broker._committed(self, due)
+
+    def hold_batch(self) -> int:
+        """The ticket an acknowledgement waits for: the forwarding send carrying what was
+        just queued for other nodes, and with ``durability = "acked"`` the store batch."""
+        batch = Broker.hold_batch(self) if self.ack_on_commit else 0
+        return self._acks.hold(batch, self._outbox.due())
+
+    def _committed(self, batch: int) -> None:
+        due = self._acks.committed(batch)
+        if due:
+            Broker._committed(self, due)
 
     def _publish_shared(self, msg: Message, origin: Client | None) -> int:
         """``publish`` while shared groups exist somewhere: one node per matching group."""
@@ -171,8 +197,11 @@ class ClusterBroker(Broker):
         elif nodes:
             self.node.forward(msg, nodes)
             count += len(nodes)
-        if origin is not None and self._outbox.messages >= HIGH:
-            self._hold(origin)
+        if origin is not None and (remote or nodes):
+            if msg.qos:
+                self.durable_writes += 1  # its acknowledgement waits for the send
+            if self._outbox.messages >= HIGH:
+                self._hold(origin)
         return count
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:

@@ -369,7 +369,7 @@ class ClusterNode:
         if self.broker is not None:
             if lost:
                 self.broker.metrics["cluster.forward.paused"] += lost
-            self.broker.forwarded()
+            self.broker.forwarded(self.outbox.sends - 1)  # given up: acknowledgements leave
 
     async def _resync(self, redis: aioredis.Redis) -> None:
         """Everything a (re)connection starts with; see the module docstring for the order."""
@@ -696,6 +696,7 @@ class ClusterNode:
             if not self.outbox:
                 continue
             qos0, reliable, count = self.outbox.take()
+            send = self.outbox.sends - 1
             pipe = redis.pipeline(transaction=False)
             _queue_batches(pipe, qos0, reliable)
             try:
@@ -704,7 +705,7 @@ class ClusterNode:
                 self.broker.metrics["cluster.forward.paused"] += count  # type: ignore[union-attr]
                 raise
             self.broker.metrics["cluster.forwarded"] += count  # type: ignore[union-attr]
-            self.broker.forwarded()  # type: ignore[union-attr]
+            self.broker.forwarded(send)  # type: ignore[union-attr]
 
     async def _send_routes(self, redis: aioredis.Redis) -> None:
         serial = self.subacks.serial

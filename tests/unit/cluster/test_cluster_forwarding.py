@@ -93,7 +93,12 @@ async def test_publish_forwards_to_matching_nodes_only(broker: ClusterBroker) ->
     assert node.outbox.messages == 1 and list(node.outbox.reliable) == ["n2"]
     (msg,) = split(node.outbox.reliable["n2"][0])
     assert (msg.topic, msg.payload, msg.publisher) == ("a/1", b"x", "pub")
-    # Matched on another node only: a success, not "no matching subscribers", not dropped.
+    # Matched on another node only: a success, not "no matching subscribers", not dropped;
+    # it leaves once the send carrying the message is in Redis.
+    assert pub.received() == []
+    node.outbox.take()
+    broker.forwarded(node.outbox.sends - 1)
+    await settle()
     puback = [p for p in pub.received() if not isinstance(p, Publish)]
     assert puback[-1].reason_code == 0
     assert broker.metrics["messages.dropped.no_subscribers"] == 1  # c/1 only
@@ -154,5 +159,5 @@ async def test_a_long_outbox_pauses_its_publishers_until_it_is_sent(broker: Clus
     broker.publish(msg, pub.client)
     assert pub.client.read_paused and pub.transport.reading is False
     node.outbox.take()
-    broker.forwarded()  # what the sender does once Redis took the batch
+    broker.forwarded(node.outbox.sends - 1)  # what the sender does once Redis took the batch
     assert not pub.client.read_paused and pub.transport.reading is True
