@@ -112,6 +112,8 @@ class ClusterBroker(Broker):
         #: PUBACKs / PUBRECs held for the forwarding send (and the store, when "acked").
         self._acks = AckGate()
         self.holds_acks = True
+        self._forward_bump = 0  # durable_writes right after the last forwarding bump
+        self._held_at = 0  # durable_writes at the last hold_batch
         #: Cluster-wide admin data (``adminsync.py``), with a SQLite store.
         self.admin: AdminSync | None = None
         for name in CLUSTER_METRICS:
@@ -131,6 +133,7 @@ class ClusterBroker(Broker):
         if origin is not None:
             if msg.qos:
                 self.durable_writes += 1  # its acknowledgement waits for the send
+                self._forward_bump = self.durable_writes
             if self._outbox.messages >= HIGH:
                 self._hold(origin)
         return count + len(nodes)
@@ -154,7 +157,12 @@ class ClusterBroker(Broker):
     def hold_batch(self) -> int:
         """The ticket an acknowledgement waits for: the forwarding send carrying what was
         just queued for other nodes, and with ``durability = "acked"`` the store batch."""
-        batch = Broker.hold_batch(self) if self.ack_on_commit else 0
+        writes = self.durable_writes
+        # Nothing but the forwarding bump since the last hold: no store write to wait for
+        # (and no empty commit asked of the store for each forwarded message).
+        forward_only = self._forward_bump == writes and self._held_at == writes - 1
+        self._held_at = writes
+        batch = Broker.hold_batch(self) if self.ack_on_commit and not forward_only else 0
         return self._acks.hold(batch, self._outbox.due())
 
     def _committed(self, batch: int) -> None:
@@ -200,6 +208,7 @@ class ClusterBroker(Broker):
         if origin is not None and (remote or nodes):
             if msg.qos:
                 self.durable_writes += 1  # its acknowledgement waits for the send
+                self._forward_bump = self.durable_writes
             if self._outbox.messages >= HIGH:
                 self._hold(origin)
         return count

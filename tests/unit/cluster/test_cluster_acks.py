@@ -12,8 +12,8 @@ import pytest
 from ferrymq.cluster.acks import AckGate
 from ferrymq.cluster.broker import ClusterBroker, clustered_broker
 from ferrymq.config import Settings
-from ferrymq.mqtt.packets import Publish
-from memory import Peer, settle
+from ferrymq.mqtt.packets import Publish, Subscribe, SubscriptionOptions
+from memory import Peer, open_store, settle, until
 
 
 def test_a_hold_needing_nothing_pending_gets_no_ticket() -> None:
@@ -135,3 +135,42 @@ async def test_a_failed_send_releases_its_acks(broker: ClusterBroker) -> None:
     await settle()
     assert acks(pub) == [("Puback", 1)]
     assert broker.metrics["cluster.forward.paused"] == 1
+
+
+async def test_with_acked_durability_only_a_store_write_is_waited_for(tmp_path) -> None:
+    """A forwarded message that wrote nothing to the store asks no commit of it; one also
+    queued for a local persistent session waits for the send and the commit."""
+    settings = Settings(
+        node_name="me", sys_interval=0, cluster_redis_url="redis://unused", durability="acked"
+    )
+    b = clustered_broker(settings, open_store(tmp_path / "db"), asyncio.get_running_loop())
+    b.node.up = True
+    b.node.subacks.bound = 0.0
+    b.node.replica.add("n2", "remote/#")
+    commits: list[int] = []
+    request = b.store.request_commit  # type: ignore[union-attr]
+
+    def counted(batch: int) -> None:
+        commits.append(batch)
+        request(batch)
+
+    b.store.request_commit = counted  # type: ignore[method-assign,union-attr]
+    try:
+        pub = await publisher(b)
+        pub.send(Publish("remote/a", b"1", 1, packet_id=1))
+        await settle()
+        sent_to_redis(b)
+        await settle()
+        assert acks(pub) == [("Puback", 1)] and commits == []
+        sub = Peer(b, "sub", clean=False)
+        await sub.connack()
+        sub.send(Subscribe(1, [SubscriptionOptions("remote/#", 1)]))
+        await sub.expect()
+        pub.send(Publish("remote/b", b"2", 1, packet_id=2))
+        await settle()
+        assert commits  # queued for the offline-capable session: written, commit asked
+        sent_to_redis(b)
+        await until(lambda: acks(pub) == [("Puback", 2)])
+    finally:
+        b.shutdown()
+        b.store.close()  # type: ignore[union-attr]
