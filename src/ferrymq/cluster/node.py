@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
@@ -793,8 +794,12 @@ async def _held(redis: aioredis.Redis) -> AsyncIterator[Any]:
 
 async def _round_trip(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
     """Send ``commands`` in one write, read their replies (raw, as Redis sent them); the
-    last one's. An error reply raises (``ResponseError``), as a pipeline's would."""
-    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+    last one's. An error reply raises (``ResponseError``), as a pipeline's would. The write
+    skips ``send_packed_command``'s ``wait_for`` (a task per call): a Redis that stops
+    reading shows in the reply's read timeout, and in the heartbeat's."""
+    if not conn.is_connected:
+        raise RedisConnectionError("the connection to Redis was closed")
+    await conn._send_packed_command(conn.pack_commands(commands))
     for _ in range(len(commands) - 1):
         await conn.read_response()
     return await conn.read_response()
