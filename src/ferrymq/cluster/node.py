@@ -17,8 +17,9 @@ Keys (all under ``ferrymq:``)::
 Rules this module keeps:
 - nothing here is on a standalone node's path, and nothing on the message
   path waits for Redis: ``forward`` appends to the outbox and wakes one sender
-  task, which sends everything queued since its last send in one pipeline
-  (one command per destination node and kind);
+  task, which sends everything queued since its last send in one write on a
+  pool connection it holds (one command per destination node and kind), then
+  releases the PUBACKs / PUBRECs that waited for that send (``cluster/acks.py``);
 - route changes are written every few milliseconds in one transaction (the
   per-filter hashes, this node's set and one change-stream entry); the other
   nodes apply the entry to their replica; a SUBACK that follows a new route
