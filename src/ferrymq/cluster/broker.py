@@ -17,6 +17,10 @@ Rules kept here:
 - while the outbox holds more than ``outbox.HIGH`` messages and the broker
   is short of CPU, the publishers adding to it are paused until the sender
   has handed it to Redis (one comparison per forwarded message otherwise);
+- a QoS 1/2 message from a client that goes to other nodes has its PUBACK /
+  PUBREC held until the send carrying it is in Redis (``cluster/acks.py``:
+  ``durable_writes`` is bumped, so the client asks ``hold_batch``); a
+  local-only or QoS 0 message pays nothing for it;
 - a publish that found subscribers only on other nodes counts as matched
   (PUBACK reason 0, not "no matching subscribers"), and not as dropped;
 - a shared group gets each message once cluster-wide: the publishing node
@@ -36,6 +40,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from ferrymq.cluster.acks import AckGate
 from ferrymq.cluster.adminsync import AdminSync
 from ferrymq.cluster.clients import ClientRegistry
 from ferrymq.cluster.codec import Serve
@@ -105,6 +110,11 @@ class ClusterBroker(Broker):
         self._retain_mode = _ANNOUNCE
         self._outbox = node.outbox
         self._backlog = Backlog()
+        #: PUBACKs / PUBRECs held for the forwarding send (and the store, when "acked").
+        self._acks = AckGate()
+        self.holds_acks = True
+        self._forward_bump = 0  # durable_writes right after the last forwarding bump
+        self._held_at = 0  # durable_writes at the last hold_batch
         #: Cluster-wide admin data (``adminsync.py``), with a SQLite store.
         self.admin: AdminSync | None = None
         for name in CLUSTER_METRICS:
@@ -123,8 +133,12 @@ class ClusterBroker(Broker):
         if not nodes or topic.startswith("$SYS/"):
             return count
         self.node.forward(msg, nodes)
-        if origin is not None and self._outbox.messages >= HIGH:
-            self._hold(origin)
+        if origin is not None:
+            if msg.qos:
+                self.durable_writes += 1  # its acknowledgement waits for the send
+                self._forward_bump = self.durable_writes
+            if self._outbox.messages >= HIGH:
+                self._hold(origin)
         return count + len(nodes)
 
     def _hold(self, origin: Client) -> None:
@@ -132,12 +146,32 @@ class ClusterBroker(Broker):
         if self.flow.saturated():
             self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
 
-    def forwarded(self) -> None:
-        """The sender handed the outbox to Redis (or dropped it): publishers read again."""
+    def forwarded(self, send: int) -> None:
+        """The sender handed send number ``send`` to Redis (or dropped it): publishers read
+        again, and the acknowledgements that waited for it leave."""
         backlog = self._backlog
         backlog.slow = False
         if backlog.blocked:
             self.flow.release_publishers(backlog)  # type: ignore[arg-type]
+        due = self._acks.forwarded(send)
+        if due:
+            Broker._committed(self, due)
+
+    def hold_batch(self) -> int:
+        """The ticket an acknowledgement waits for: the forwarding send carrying what was
+        just queued for other nodes, and with ``durability = "acked"`` the store batch."""
+        writes = self.durable_writes
+        # Nothing but the forwarding bump since the last hold: no store write to wait for
+        # (and no empty commit asked of the store for each forwarded message).
+        forward_only = self._forward_bump == writes and self._held_at == writes - 1
+        self._held_at = writes
+        batch = Broker.hold_batch(self) if self.ack_on_commit and not forward_only else 0
+        return self._acks.hold(batch, self._outbox.due())
+
+    def _committed(self, batch: int) -> None:
+        due = self._acks.committed(batch)
+        if due:
+            Broker._committed(self, due)
 
     def _publish_shared(self, msg: Message, origin: Client | None) -> int:
         """``publish`` while shared groups exist somewhere: one node per matching group."""
@@ -174,8 +208,12 @@ class ClusterBroker(Broker):
         elif nodes:
             self.node.forward(msg, nodes)
             count += len(nodes)
-        if origin is not None and self._outbox.messages >= HIGH:
-            self._hold(origin)
+        if origin is not None and (remote or nodes):
+            if msg.qos:
+                self.durable_writes += 1  # its acknowledgement waits for the send
+                self._forward_bump = self.durable_writes
+            if self._outbox.messages >= HIGH:
+                self._hold(origin)
         return count
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:

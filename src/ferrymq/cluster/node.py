@@ -17,8 +17,9 @@ Keys (all under ``ferrymq:``)::
 Rules this module keeps:
 - nothing here is on a standalone node's path, and nothing on the message
   path waits for Redis: ``forward`` appends to the outbox and wakes one sender
-  task, which sends everything queued since its last send in one pipeline
-  (one command per destination node and kind);
+  task, which sends everything queued since its last send in one write on a
+  pool connection it holds (one command per destination node and kind), then
+  releases the PUBACKs / PUBRECs that waited for that send (``cluster/acks.py``);
 - route changes are written every few milliseconds in one transaction (the
   per-filter hashes, this node's set and one change-stream entry); the other
   nodes apply the entry to their replica; a SUBACK that follows a new route
@@ -54,11 +55,12 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
@@ -90,6 +92,7 @@ HEARTBEAT_INTERVAL = 1.0
 ALIVE_TTL_MS = 3000
 ROUTE_FLUSH_DELAY = 0.005  # route changes are batched this long
 READ_BLOCK_MS = 1000
+READ_COUNT = 100  # QoS 1/2 batches taken per read of the inbox
 CHANGES_MAXLEN = 10_000
 INBOX_MAXLEN = 100_000
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 3.0
@@ -371,7 +374,7 @@ class ClusterNode:
         if self.broker is not None:
             if lost:
                 self.broker.metrics["cluster.forward.paused"] += lost
-            self.broker.forwarded()
+            self.broker.forwarded(self.outbox.sends - 1)  # given up: acknowledgements leave
 
     async def _resync(self, redis: aioredis.Redis) -> None:
         """Everything a (re)connection starts with; see the module docstring for the order."""
@@ -641,34 +644,32 @@ class ClusterNode:
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
         """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
         acknowledgement of what was just dispatched travels with the next read (one round
-        trip per batch)."""
+        trip per batch, on a connection of the pool held by this loop: no pipeline)."""
         stream = inbox(self.name)
         dispatch = self._dispatch
         start = "0"  # this consumer's pending entries (from before a restart)
         ids: list[bytes] = []
-        while True:
-            if ids:
-                pipe = redis.pipeline(transaction=False)
-                pipe.xack(stream, GROUP, *ids)
-                pipe.xdel(stream, *ids)
-                pipe.xreadgroup(GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS)
-                reply = (await pipe.execute())[-1]
-            else:
-                reply = await redis.xreadgroup(
-                    GROUP, self.name, {stream: start}, count=100, block=READ_BLOCK_MS
-                )
-            entries = reply[0][1] if reply else []
-            ids = []
-            if start == "0" and not entries:
-                start = ">"
-                continue
-            for entry_id, fields in entries:
-                data = fields.get(b"m")
-                if data:
-                    dispatch(data)
-                ids.append(entry_id)
-            if ids and self.settle is not None and await self.settle(redis, stream, ids):
-                ids = []  # acknowledged by settle, atomically with what the dispatch wrote
+        async with _held(redis) as conn:
+            while True:
+                read = ("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", READ_COUNT)
+                read += ("BLOCK", READ_BLOCK_MS, "STREAMS", stream, start)
+                if ids:
+                    acked = [("XACK", stream, GROUP, *ids), ("XDEL", stream, *ids)]
+                    reply = await _round_trip(conn, [*acked, read])
+                else:
+                    reply = await _round_trip(conn, [read])
+                entries = _entries(reply)
+                ids = []
+                if start == "0" and not entries:
+                    start = ">"
+                    continue
+                for entry_id, fields in entries:
+                    # [b"m", batch]; None for an entry deleted while it was pending
+                    if fields and len(fields) == 2 and fields[1]:
+                        dispatch(fields[1])
+                    ids.append(entry_id)
+                if ids and self.settle is not None and await self.settle(redis, stream, ids):
+                    ids = []  # acknowledged by settle, atomically with what the dispatch wrote
 
     def _dispatch(self, batch: bytes) -> None:
         try:
@@ -687,28 +688,30 @@ class ClusterNode:
     # --- sending ------------------------------------------------------------------------
 
     async def _send(self, redis: aioredis.Redis) -> None:
-        """The one sender: forwarded batches, route changes and retained changes."""
+        """The one sender: forwarded batches (on a connection of the pool held by this
+        loop, no pipeline object per send), route changes and retained changes."""
         wake = self._wake
-        while True:
-            await wake.wait()
-            wake.clear()
-            if self._routes_due:
-                self._routes_due = False
-                await self._send_routes(redis)
-            if self._retained_out:
-                await self._send_retained(redis)
-            if not self.outbox:
-                continue
-            qos0, reliable, count = self.outbox.take()
-            pipe = redis.pipeline(transaction=False)
-            _queue_batches(pipe, qos0, reliable)
-            try:
-                await pipe.execute()
-            except (RedisError, OSError):
-                self.broker.metrics["cluster.forward.paused"] += count  # type: ignore[union-attr]
-                raise
-            self.broker.metrics["cluster.forwarded"] += count  # type: ignore[union-attr]
-            self.broker.forwarded()  # type: ignore[union-attr]
+        metrics = self.broker.metrics  # type: ignore[union-attr]
+        async with _held(redis) as conn:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if self._routes_due:
+                    self._routes_due = False
+                    await self._send_routes(redis)
+                if self._retained_out:
+                    await self._send_retained(redis)
+                if not self.outbox:
+                    continue
+                qos0, reliable, count = self.outbox.take()
+                send = self.outbox.sends - 1
+                try:
+                    await _round_trip(conn, _batch_commands(qos0, reliable))
+                except (RedisError, OSError):
+                    metrics["cluster.forward.paused"] += count
+                    raise
+                metrics["cluster.forwarded"] += count
+                self.broker.forwarded(send)  # type: ignore[union-attr]
 
     async def _send_routes(self, redis: aioredis.Redis) -> None:
         serial = self.subacks.serial
@@ -759,12 +762,52 @@ class ClusterNode:
             raise
 
 
-def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]) -> None:
+def _batch_commands(qos0: dict[str, bytes], reliable: dict[str, bytes]) -> list[tuple[Any, ...]]:
     """One command per destination node and kind: pub/sub for QoS 0, the stream for 1/2."""
-    for node, batch in qos0.items():
-        pipe.publish(inbox0(node), batch)
+    commands: list[tuple[Any, ...]] = [("PUBLISH", inbox0(n), b) for n, b in qos0.items()]
     for node, batch in reliable.items():
-        pipe.xadd(inbox(node), {"m": batch}, maxlen=INBOX_MAXLEN, approximate=True)
+        commands.append(("XADD", inbox(node), "MAXLEN", "~", INBOX_MAXLEN, "*", "m", batch))
+    return commands
+
+
+def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]) -> None:
+    for command in _batch_commands(qos0, reliable):
+        pipe.execute_command(*command)
+
+
+def _entries(reply: Any) -> list[Any]:
+    """The entries of a raw XREADGROUP reply on one stream: RESP3 sends a map, RESP2 a
+    list of (stream, entries); nothing (the block timed out) is empty."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return next(iter(reply.values()))
+    return reply[0][1]  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def _held(redis: aioredis.Redis) -> AsyncIterator[Any]:
+    """A connection of the node's pool, held by one loop for its whole life (its commands
+    skip the pipeline objects and the pool's per-call bookkeeping)."""
+    pool = redis.connection_pool
+    conn = await pool.get_connection()
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
+
+
+async def _round_trip(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+    """Send ``commands`` in one write, read their replies (raw, as Redis sent them); the
+    last one's. An error reply raises (``ResponseError``), as a pipeline's would. The write
+    skips ``send_packed_command``'s ``wait_for`` (a task per call): a Redis that stops
+    reading shows in the reply's read timeout, and in the heartbeat's."""
+    if not conn.is_connected:
+        raise RedisConnectionError("the connection to Redis was closed")
+    await conn._send_packed_command(conn.pack_commands(commands))
+    for _ in range(len(commands) - 1):
+        await conn.read_response()
+    return await conn.read_response()
 
 
 def _fds_and_memory() -> tuple[int, system.Memory]:

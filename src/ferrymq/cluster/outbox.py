@@ -10,6 +10,9 @@ Rules kept here:
   the others the plain frame;
 - ``take`` hands over one joined batch per (node, kind) and leaves the outbox
   empty, so one Redis command carries everything a node gets in a turn;
+- takes are numbered (``sends``: the number of the take that will carry what
+  is queued now), so a held PUBACK / PUBREC names the send it waits for
+  (``cluster/acks.py``);
 - past ``HIGH`` waiting pairs, while the broker is short of CPU, the publishers
   that add to it are paused (``Backlog``, a target of ``core/flow.py``) until
   the sender has handed the batch to Redis: otherwise an event loop busy
@@ -42,12 +45,17 @@ class Backlog:
 class Outbox:
     """Frames per destination node, QoS 0 apart from QoS 1/2."""
 
-    __slots__ = ("messages", "qos0", "reliable")
+    __slots__ = ("messages", "qos0", "reliable", "sends")
 
     def __init__(self) -> None:
         self.qos0: dict[str, list[bytes]] = {}
         self.reliable: dict[str, list[bytes]] = {}
         self.messages = 0  # (message, node) pairs waiting
+        self.sends = 1  # the number of the next take
+
+    def due(self) -> int:
+        """The send a QoS 1/2 message queued now travels in; 0 when none is queued."""
+        return self.sends if self.reliable else 0
 
     def __bool__(self) -> bool:
         return self.messages > 0
@@ -90,11 +98,13 @@ class Outbox:
         return sent
 
     def take(self) -> tuple[dict[str, bytes], dict[str, bytes], int]:
-        """``({node: QoS 0 batch}, {node: QoS 1/2 batch}, messages)``; the outbox is then empty."""
+        """``({node: QoS 0 batch}, {node: QoS 1/2 batch}, messages)``; the outbox is then
+        empty, and this was send number ``sends - 1``."""
         qos0 = {node: b"".join(frames) for node, frames in self.qos0.items()}
         reliable = {node: b"".join(frames) for node, frames in self.reliable.items()}
         count = self.messages
         self.qos0.clear()
         self.reliable.clear()
         self.messages = 0
+        self.sends += 1
         return qos0, reliable, count

@@ -149,6 +149,9 @@ class Broker:
         # client bumps durable_writes (so a handler sees whether it wrote), clients
         # with held acknowledgements wait in _holding for the batch they need.
         self.ack_on_commit = store is not None and settings.durability == "acked"
+        #: Whether a client hands acknowledgements after writes to ``hold_batch`` (a cluster
+        #: node also holds them for the forwarding send to Redis).
+        self.holds_acks = self.ack_on_commit
         self.durable_writes = 0
         self._holding: list[Client] = []
         self._commit_wanted = 0
@@ -574,7 +577,8 @@ class Broker:
     # --- acknowledgements after commit ------------------------------------------
 
     def hold_batch(self) -> int:
-        """The store batch holding the writes made so far; it is asked to commit now."""
+        """The store batch holding the writes made so far; it is asked to commit now
+        (a number ``_committed`` reports; 0: nothing to wait for)."""
         store = self.store
         assert store is not None
         batch = store.open_batch

@@ -298,16 +298,18 @@ class Client:
         """Write an acknowledgement now, or hold it (in order) until the store has
         committed what it confirms."""
         held = self.held
-        if durable and self.broker.ack_on_commit:
+        if durable and self.broker.holds_acks:
             batch = self.broker.hold_batch()
-            if not held:
-                self.broker.hold_acks(self)
-                self.held = [[batch, data]]
-            elif held[-1][0] == batch:
-                held[-1].append(data)
-            else:
-                held.append([batch, data])
-        elif held:
+            if batch:  # 0: what it confirms is safe already
+                if not held:
+                    self.broker.hold_acks(self)
+                    self.held = [[batch, data]]
+                elif held[-1][0] == batch:
+                    held[-1].append(data)
+                else:
+                    held.append([batch, data])
+                return
+        if held:
             held[-1].append(data)
         else:
             self.write(data)

@@ -11,6 +11,7 @@ import pytest
 
 from ferrymq.cluster.broker import ClusterBroker, clustered_broker
 from ferrymq.cluster.codec import frame, split
+from ferrymq.cluster.node import _batch_commands, _entries
 from ferrymq.cluster.outbox import HIGH, Outbox
 from ferrymq.config import Settings
 from ferrymq.model.message import Message
@@ -93,7 +94,12 @@ async def test_publish_forwards_to_matching_nodes_only(broker: ClusterBroker) ->
     assert node.outbox.messages == 1 and list(node.outbox.reliable) == ["n2"]
     (msg,) = split(node.outbox.reliable["n2"][0])
     assert (msg.topic, msg.payload, msg.publisher) == ("a/1", b"x", "pub")
-    # Matched on another node only: a success, not "no matching subscribers", not dropped.
+    # Matched on another node only: a success, not "no matching subscribers", not dropped;
+    # it leaves once the send carrying the message is in Redis.
+    assert pub.received() == []
+    node.outbox.take()
+    broker.forwarded(node.outbox.sends - 1)
+    await settle()
     puback = [p for p in pub.received() if not isinstance(p, Publish)]
     assert puback[-1].reason_code == 0
     assert broker.metrics["messages.dropped.no_subscribers"] == 1  # c/1 only
@@ -154,5 +160,23 @@ async def test_a_long_outbox_pauses_its_publishers_until_it_is_sent(broker: Clus
     broker.publish(msg, pub.client)
     assert pub.client.read_paused and pub.transport.reading is False
     node.outbox.take()
-    broker.forwarded()  # what the sender does once Redis took the batch
+    broker.forwarded(node.outbox.sends - 1)  # what the sender does once Redis took the batch
     assert not pub.client.read_paused and pub.transport.reading is True
+
+
+def test_raw_inbox_replies_are_read_in_both_protocols() -> None:
+    """The inbox reader reads Redis' raw XREADGROUP reply: RESP2 and RESP3 shapes."""
+    entries = [[b"1-0", [b"m", b"batch"]], [b"2-0", None]]  # the second deleted while pending
+    assert _entries([[b"ferrymq:inbox:me", entries]]) == entries
+    assert _entries({b"ferrymq:inbox:me": entries}) == entries
+    assert _entries(None) == [] and _entries([]) == []
+
+
+def test_one_command_per_destination_and_kind() -> None:
+    commands = _batch_commands({"n2": b"q0"}, {"n2": b"q1", "n3": b"q1"})
+    assert [c[:2] for c in commands] == [
+        ("PUBLISH", "ferrymq:inbox0:n2"),
+        ("XADD", "ferrymq:inbox:n2"),
+        ("XADD", "ferrymq:inbox:n3"),
+    ]
+    assert commands[1][-2:] == ("m", b"q1")
