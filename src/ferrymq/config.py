@@ -38,6 +38,11 @@ class Settings:
         "redis://, rediss:// (TLS) or redis+sentinel:// URL of the Redis that joins nodes "
         "into one cluster (docs/cluster.md); empty: standalone",
     )
+    cluster_rpc_timeout: float = _s(
+        5.0,
+        "seconds a cluster node waits for another node's answer to an API request "
+        "(then the request fails: 500 / code 101)",
+    )
     data_dir: str = _s("./data", "directory holding the SQLite database")
     bind: str = _s("127.0.0.1", "address of the MQTT TCP listener")
     port: int = _s(1883, "port of the MQTT TCP listener (0 picks a free port)")
@@ -332,6 +337,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "server_keepalive": (0, 65535),
     "max_keepalive": (1, 65535),
     "sys_interval": (0, None),
+    "cluster_rpc_timeout": (0.1, 3600),
     "flush_interval": (0.001, None),
     "alarm_check_interval": (0.1, None),
     "alarm_sysmem_high_watermark": (0, 100),
