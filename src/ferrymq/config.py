@@ -35,8 +35,8 @@ class Settings:
     )
     cluster_redis_url: str = _s(
         "",
-        "redis://, rediss:// (TLS) or redis+sentinel:// URL of the Redis that joins nodes "
-        "into one cluster (docs/cluster.md); empty: standalone",
+        "redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel:// URL of the Redis "
+        "that joins nodes into one cluster (docs/cluster.md); empty: standalone",
     )
     cluster_rpc_timeout: float = _s(
         5.0,
@@ -351,7 +351,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 }
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://", "rediss+sentinel://")
 
 
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
@@ -372,7 +372,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
             raise ConfigError(f"{name}: must be {limit}, got {value!r}")
         if name == "cluster_redis_url" and value and not value.startswith(_REDIS_SCHEMES):
             raise ConfigError(
-                f"{name}: must start with redis://, rediss:// or redis+sentinel://, got {value!r}"
+                f"{name}: must start with redis://, rediss://, redis+sentinel:// or "
+                f"rediss+sentinel://, got {value!r}"
             )
         setattr(settings, name, value)
 

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     status.add_argument(
         "--cluster-redis-url",
         dest="cluster_redis_url",
-        help="redis://, rediss:// or redis+sentinel:// URL",
+        help="redis://, rediss://, redis+sentinel:// or rediss+sentinel:// URL",
     )
     status.add_argument("--config", "-c", help="TOML config file (for cluster_redis_url)")
     status.set_defaults(func=_status)
