@@ -247,14 +247,14 @@ class ClusterBroker(Broker):
                     continue
                 metrics["cluster.received"] += 1
                 ask = None if served is None else served.get(i)
-                if msg.topic.startswith("$SYS/"):  # another node describing itself
-                    saved = uncounted(metrics)
-                    publish(self, msg)
-                    metrics.update(saved)
-                elif ask is None:
+                # Another node describing itself is not traffic here either.
+                saved = uncounted(metrics) if msg.topic.startswith("$SYS/") else None
+                if ask is None:
                     publish(self, msg)
                 else:
                     self._serve_groups(msg, *ask)
+                if saved is not None:
+                    metrics.update(saved)
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE

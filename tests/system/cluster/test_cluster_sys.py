@@ -38,26 +38,30 @@ def test_sys_of_every_node_reaches_a_subscriber_on_any_node(make_cluster, client
     for i in range(3):  # clients on node 1 only
         connect(clients, n1.port, f"{uid}-on1-{i}")
     sub = subscribed(clients, n2.port, f"{uid}-sys", "$SYS/#")
+    # A shared group's only member, on node 2, is served node 1's $SYS too.
+    member = subscribed(clients, n2.port, f"{uid}-member", "$share/g/$SYS/brokers/+/uptime")
     conns1 = f"$SYS/brokers/{one}/stats/connections/count"
     uptime1 = f"$SYS/brokers/{one}/uptime"
     conns2 = f"$SYS/brokers/{two}/stats/connections/count"
     seen = sys_values(sub, {conns1, uptime1, conns2, f"$SYS/brokers/{one}/version"})
     # Each node's own figures, under its own name: node 1 has its three clients, node 2
-    # only the subscriber.
+    # the subscriber and the member.
     deadline = time.monotonic() + 20
-    while (seen[conns1], seen[conns2]) != (b"3", b"1") and time.monotonic() < deadline:
+    while (seen[conns1], seen[conns2]) != (b"3", b"2") and time.monotonic() < deadline:
         seen.update(sys_values(sub, {conns1, conns2}))
-    assert (seen[conns1], seen[conns2]) == (b"3", b"1")
+    assert (seen[conns1], seen[conns2]) == (b"3", b"2")
     first = int(seen[uptime1])
     later = first
     while later <= first and time.monotonic() < deadline:
         later = int(sys_values(sub, {uptime1})[uptime1])
     assert later > first, "node 1's uptime did not advance on node 2"
+    assert int(sys_values(member, {uptime1})[uptime1]) >= 0
 
     # Node 1's $SYS messages are not traffic on node 2 either: its received counter
     # counts only what its own clients publish (here nothing).
     metrics = Api(n2.api_port).ok("GET", f"/nodes/{two}/metrics")
     assert metrics["messages.received"] == 0, metrics
+    assert metrics["messages.dropped"] == 0, metrics
     assert metrics["cluster.received"] > 0
 
 
