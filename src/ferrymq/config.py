@@ -35,8 +35,13 @@ class Settings:
     )
     cluster_redis_url: str = _s(
         "",
-        "redis://, rediss:// (TLS) or redis+sentinel:// URL of the Redis that joins nodes "
-        "into one cluster (docs/cluster.md); empty: standalone",
+        "redis://, rediss:// (TLS), redis+sentinel:// or rediss+sentinel:// URL of the Redis "
+        "that joins nodes into one cluster (docs/cluster.md); empty: standalone",
+    )
+    cluster_rpc_timeout: float = _s(
+        5.0,
+        "seconds a cluster node waits for another node's answer to an API request "
+        "(then the request fails: 500 / code 101)",
     )
     data_dir: str = _s("./data", "directory holding the SQLite database")
     bind: str = _s("127.0.0.1", "address of the MQTT TCP listener")
@@ -332,6 +337,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "server_keepalive": (0, 65535),
     "max_keepalive": (1, 65535),
     "sys_interval": (0, None),
+    "cluster_rpc_timeout": (0.1, 3600),
     "flush_interval": (0.001, None),
     "alarm_check_interval": (0.1, None),
     "alarm_sysmem_high_watermark": (0, 100),
@@ -345,7 +351,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 }
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "redis+sentinel://", "rediss+sentinel://")
 
 
 def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
@@ -366,7 +372,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
             raise ConfigError(f"{name}: must be {limit}, got {value!r}")
         if name == "cluster_redis_url" and value and not value.startswith(_REDIS_SCHEMES):
             raise ConfigError(
-                f"{name}: must start with redis://, rediss:// or redis+sentinel://, got {value!r}"
+                f"{name}: must start with redis://, rediss://, redis+sentinel:// or "
+                f"rediss+sentinel://, got {value!r}"
             )
         setattr(settings, name, value)
 

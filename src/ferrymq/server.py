@@ -91,12 +91,13 @@ async def serve(settings: Settings) -> None:
             board = await loop.run_in_executor(
                 None, importlib.import_module, "ferrymq.dashboard.server"
             )
-            dashboard = await board.start_dashboard(broker, api, listeners)
+            dashboard = await board.start_dashboard(broker, api, listeners, peers=node)
         else:
             log.info("dashboard disabled (dashboard_port = 0)")
-        if clustered is not None and clustered.admin is not None and api is not None:
+        web = api or dashboard  # the API's context, else the dashboard's own
+        if clustered is not None and clustered.admin is not None and web is not None:
             # Admin edits taken in from other nodes: the API's caches must not undo them.
-            clustered.admin.on_taken_in.append(api.context.sync.written_elsewhere)
+            clustered.admin.on_taken_in.append(web.context.sync.written_elsewhere)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore

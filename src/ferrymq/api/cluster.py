@@ -71,7 +71,6 @@ N = TypeVar("N", bound="LocalNode | RemoteNode")
 Op = Callable[..., Awaitable[Any]]
 
 SYSDESCR = "ferrymq MQTT broker"
-RPC_TIMEOUT = 5.0
 
 #: Every operation a node answers, by name: ``op(ctx, **args)`` with JSON args and result.
 OPS: dict[str, Op] = {}
@@ -206,18 +205,24 @@ class RemoteNode(_Asked):
     """Another node of the cluster: described by its last heartbeat record, asked by RPC."""
 
     def __init__(
-        self, name: str, alive: bool, record: dict[str, Any], rpc: RpcLink | None = None
+        self,
+        name: str,
+        alive: bool,
+        record: dict[str, Any],
+        rpc: RpcLink | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self.name = name
         self.status = "Running" if alive else "Stopped"
         self.record = record
         self.rpc = rpc
+        self.timeout = timeout  # cluster_rpc_timeout
 
     async def call(self, op: str, **args: Any) -> Any:
         if self.rpc is None or self.status != "Running":
             raise ApiError(500, RPC_ERROR, f"node {self.name} is not running")
         try:
-            answer = await self.rpc.call(self.name, op, args, RPC_TIMEOUT)
+            answer = await self.rpc.call(self.name, op, args, self.timeout)
         except TimeoutError as exc:
             raise ApiError(500, RPC_ERROR, str(exc)) from None
         except RuntimeError as exc:
@@ -279,6 +284,8 @@ class Cluster:
     def __init__(self, ctx: ApiContext, peers: Peers | None = None) -> None:
         self.local = LocalNode(ctx)
         self.peers = peers
+        #: How long another node has to answer (``cluster_rpc_timeout``).
+        self.timeout: float = ctx.broker.settings.cluster_rpc_timeout
         if peers is not None:
             peers.rpc.handler = self.answer
 
@@ -298,7 +305,7 @@ class Cluster:
         if self.peers is not None:
             rpc = self.peers.rpc
             for name, (alive, record) in sorted(self.peers.peers.items()):
-                out.append(RemoteNode(name, alive, record, rpc))
+                out.append(RemoteNode(name, alive, record, rpc, self.timeout))
         return out
 
     def member(self, name: str) -> Member:
@@ -335,7 +342,7 @@ class Cluster:
         assert nodes is not None
         try:
             results = await asyncio.wait_for(
-                asyncio.gather(*(call(node) for node in nodes)), RPC_TIMEOUT + 1.0
+                asyncio.gather(*(call(node) for node in nodes)), self.timeout + 1.0
             )
         except TimeoutError:
             raise ApiError(500, RPC_ERROR, "a node of the cluster did not answer in time") from None

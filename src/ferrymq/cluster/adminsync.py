@@ -1,8 +1,10 @@
-"""Cluster-wide admin data: API apps, users, client id records, ACL rules and bans.
+"""Cluster-wide admin data: API apps, users, client id records, ACL rules, bans and
+dashboard users.
 
 Keys (under ``ferrymq:``)::
 
-    admin:{kind}      hash  key -> record (JSON), kind: app, username, clientid, acl, ban
+    admin:{kind}      hash  key -> record (JSON), kind: app, username, clientid, acl, ban,
+                      dashboard_user
     admin:changes     stream: one entry per changed record {node, kind, key, v}
                       (v: the record, "" when it was deleted)
     admin:seeded      string, set once the hashes hold the cluster's copy
@@ -18,7 +20,10 @@ does; the hashes are the cluster's copy. Rules kept here:
   stream and writes each entry to its database, then to its in-memory tables
   (credentials, ACL, bans; the API drops its cache of app credentials);
 - a new ban kicks the clients it matches on every node, as on the node that
-  made it;
+  made it; a dashboard user needs nothing in memory (a login and every
+  session check read the database), so a user added on one node logs in on
+  every node, and one deleted or given a new password there loses its
+  sessions on every node;
 - conflicts: per record, the last write to reach Redis wins. An entry never
   overwrites a local edit not yet pushed (the write is a compare-and-set
   against the baseline); that edit is pushed next and wins. A node that was

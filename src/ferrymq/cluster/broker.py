@@ -12,8 +12,12 @@ Rules kept here:
 - a forwarded message's retain flag only serves retain-as-published:
   retained state travels on its own (``ClusterNode.retain_changed``), to
   every node, whether it has a matching route or not;
-- ``$SYS/`` topics stay on the node that publishes them (each node has its
-  own ``$SYS/brokers/<node>/...``);
+- ``$SYS/`` topics are forwarded like any other (as EMQX's ``emqx_sys``
+  publishes through the broker): a ``$SYS/#`` subscriber on any node gets
+  every node's ``$SYS/brokers/<node>/...``, whose names never collide. They
+  stay out of the cluster's retained set (each node retains its own in
+  memory) and, on the receiving node, out of its message counters, as on
+  the node that publishes them;
 - while the outbox holds more than ``outbox.HIGH`` messages and the broker
   is short of CPU, the publishers adding to it are paused until the sender
   has handed it to Redis (one comparison per forwarded message otherwise);
@@ -50,6 +54,7 @@ from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
 from ferrymq.cluster.store import ClusterStore
 from ferrymq.core.broker import Broker, online
+from ferrymq.core.sys_topics import uncounted
 from ferrymq.model.message import Message
 from ferrymq.mqtt.topics import parse_shared
 from ferrymq.storage.sqlite import SqliteStore
@@ -130,7 +135,7 @@ class ClusterBroker(Broker):
         nodes = self._answers.get(topic)  # the warm path: no call
         if nodes is None:
             nodes = self._nodes_for(topic)
-        if not nodes or topic.startswith("$SYS/"):
+        if not nodes:
             return count
         self.node.forward(msg, nodes)
         if origin is not None:
@@ -176,8 +181,6 @@ class ClusterBroker(Broker):
     def _publish_shared(self, msg: Message, origin: Client | None) -> int:
         """``publish`` while shared groups exist somewhere: one node per matching group."""
         topic = msg.topic
-        if topic.startswith("$SYS/"):
-            return Broker.publish(self, msg, origin)
         if not self.node.up:  # Redis unreachable: local members serve their groups
             count = Broker.publish(self, msg, origin)
             nodes = self._nodes_for(topic)
@@ -260,7 +263,7 @@ class ClusterBroker(Broker):
         """Dropped only when no other node subscribes either, or when ``msg`` came from
         another node (``dispatch_remote``: it is not forwarded again)."""
         topic = msg.topic
-        if self._retain_mode == _SKIP or topic.startswith("$SYS/"):
+        if self._retain_mode == _SKIP:
             return True
         return not self._nodes_for(topic) and not (self._any_shared and self._groups_for(topic))
 
@@ -288,10 +291,14 @@ class ClusterBroker(Broker):
                 if recent:
                     self.cluster_clients.note(msg)
                 ask = None if served is None else served.get(i)
+                # Another node describing itself is not traffic here either.
+                saved = uncounted(metrics) if msg.topic.startswith("$SYS/") else None
                 if ask is None:
                     publish(self, msg)
                 else:
                     self._serve_groups(msg, *ask)
+                if saved is not None:
+                    metrics.update(saved)
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE

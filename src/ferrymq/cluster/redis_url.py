@@ -9,7 +9,10 @@
   ``Sentinel``); the password is the master's, ``?sentinel_password=...`` the
   Sentinels' own if they have one. Every new connection asks the Sentinels
   for the current master, so after a failover the node's usual reconnect
-  finds the new one.
+  finds the new one;
+- ``rediss+sentinel://...``: the same over TLS, to the Sentinels and to the
+  master they name, with one set of ``ssl_*`` options for both (redis-py's
+  ``Sentinel`` with ``sentinel_kwargs`` for its own connections).
 
 A malformed URL is refused before the node starts (``BadRedisUrl``, a
 configuration error) rather than on its first connection attempt.
@@ -29,7 +32,9 @@ from redis.exceptions import RedisError
 from ferrymq.config import ConfigError
 
 SENTINEL_PORT = 26379
-SCHEMES = ("redis", "rediss", "redis+sentinel")
+SCHEMES = ("redis", "rediss", "redis+sentinel", "rediss+sentinel")
+_TLS = ("rediss", "rediss+sentinel")
+_SENTINEL = ("redis+sentinel", "rediss+sentinel")
 # Query options accepted, with their value check (redis-py's names).
 _BOOL = ("true", "false", "1", "0", "yes", "no")
 _OPTIONS: dict[str, tuple[str, ...] | type] = {
@@ -59,8 +64,8 @@ class RedisTarget:
 
     url: str
     scheme: str
-    sentinels: tuple[tuple[str, int], ...] = ()  # redis+sentinel only
-    master: str = ""  # redis+sentinel only
+    sentinels: tuple[tuple[str, int], ...] = ()  # redis(s)+sentinel only
+    master: str = ""  # redis(s)+sentinel only
     db: int = 0
     username: str | None = None
     password: str | None = None
@@ -100,7 +105,9 @@ def parse(url: str) -> RedisTarget:
     """Check ``url``; raises ``BadRedisUrl`` saying what is wrong."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise _fail(url, "must start with redis://, rediss:// or redis+sentinel://")
+        raise _fail(
+            url, "must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+        )
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     username = password = None
@@ -114,10 +121,10 @@ def parse(url: str) -> RedisTarget:
         check = _OPTIONS.get(name)
         if check is None:
             raise _fail(url, f"unknown option {name!r}")
-        if name.startswith("ssl_") and scheme != "rediss":
-            raise _fail(url, f"{name} needs rediss:// (TLS)")
-        if name == "sentinel_password" and scheme != "redis+sentinel":
-            raise _fail(url, "sentinel_password needs redis+sentinel://")
+        if name.startswith("ssl_") and scheme not in _TLS:
+            raise _fail(url, f"{name} needs rediss:// or rediss+sentinel:// (TLS)")
+        if name == "sentinel_password" and scheme not in _SENTINEL:
+            raise _fail(url, "sentinel_password needs redis+sentinel:// or rediss+sentinel://")
         if isinstance(check, tuple) and value.lower() not in check:
             raise _fail(url, f"{name} must be one of {', '.join(check)}, not {value!r}")
         if check in (int, float):
@@ -126,13 +133,13 @@ def parse(url: str) -> RedisTarget:
             except ValueError:
                 raise _fail(url, f"{name} must be a number, not {value!r}") from None
         options[name] = value
-    if scheme == "redis+sentinel":
+    if scheme in _SENTINEL:
         if not netloc:
             raise _fail(url, "no Sentinel address")
         sentinels = tuple(_host_port(url, h, SENTINEL_PORT) for h in netloc.split(","))
         master, _, db_text = path.partition("/")
         if not master:
-            raise _fail(url, "no master name: redis+sentinel://host:26379/<master-name>[/db]")
+            raise _fail(url, f"no master name: {scheme}://host:26379/<master-name>[/db]")
         if "/" in db_text:
             raise _fail(url, "the path is /<master-name>[/<db>]")
         return RedisTarget(
@@ -151,7 +158,7 @@ def parse(url: str) -> RedisTarget:
 def client(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
     """A client of ``target`` (not connected yet); ``kwargs`` are connection options the
     URL's own options override. Close it with ``close``."""
-    if target.scheme != "redis+sentinel":
+    if target.scheme not in _SENTINEL:
         return aioredis.from_url(target.url, **kwargs)
     options = dict(target.options)
     sentinel_password = options.pop("sentinel_password", None)
@@ -161,9 +168,12 @@ def client(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
             kwargs[name] = timeouts[name] = float(options.pop(name))
     if "health_check_interval" in options:
         kwargs["health_check_interval"] = int(options.pop("health_check_interval"))
+    tls = _tls_options(options) if target.scheme in _TLS else {}
     kwargs.update(options)
+    kwargs.update(tls)
     sentinel = Sentinel(
-        list(target.sentinels), sentinel_kwargs={**timeouts, "password": sentinel_password}
+        list(target.sentinels),
+        sentinel_kwargs={**timeouts, **tls, "password": sentinel_password},
     )
     return sentinel.master_for(
         target.master,
@@ -172,6 +182,16 @@ def client(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
         password=target.password,
         **kwargs,
     )
+
+
+def _tls_options(options: dict[str, str]) -> dict[str, Any]:
+    """The ``ssl_*`` options taken out of ``options``, typed as redis-py's connections take
+    them (``from_url`` does this for the other forms), with ``ssl`` on."""
+    tls: dict[str, Any] = {"ssl": True}
+    for name in [n for n in options if n.startswith("ssl_")]:
+        value = options.pop(name)
+        tls[name] = value.lower() in ("true", "1", "yes") if name == "ssl_check_hostname" else value
+    return tls
 
 
 async def close(redis: aioredis.Redis) -> None:

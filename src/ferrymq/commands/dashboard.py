@@ -53,7 +53,7 @@ def _add(args: argparse.Namespace) -> int:
         print(f"dashboard user {args.name} added")
         return 0
 
-    return run_with_password(args, action, changes=False)
+    return run_with_password(args, action, changes=True)
 
 
 def _passwd(args: argparse.Namespace) -> int:
@@ -63,7 +63,7 @@ def _passwd(args: argparse.Namespace) -> int:
         print(f"password of dashboard user {args.name} changed")
         return 0
 
-    return run_with_password(args, action, changes=False)
+    return run_with_password(args, action, changes=True)
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -73,7 +73,7 @@ def _delete(args: argparse.Namespace) -> int:
         print(f"dashboard user {args.name} deleted")
         return 0
 
-    return run_command(args, action, changes=False)
+    return run_command(args, action, changes=True)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -49,6 +49,11 @@ _SYS_METRICS = (
 )
 
 
+def uncounted(metrics: dict[str, int]) -> list[tuple[str, int]]:
+    """The counters a ``$SYS`` publication must leave as they are, to restore after it."""
+    return [(key, metrics[key]) for key in _SYS_UNCOUNTED]
+
+
 def sys_messages(broker: Broker) -> Iterator[tuple[str, bytes]]:
     """(topic, payload) pairs describing the broker now."""
     prefix = f"$SYS/brokers/{broker.settings.node_name}"
@@ -90,7 +95,7 @@ class SysPublisher:
         """Publish QoS 0 messages (``$SYS/...``) without counting them as traffic."""
         broker = self.broker
         metrics = broker.metrics
-        saved = [(key, metrics[key]) for key in _SYS_UNCOUNTED]
+        saved = uncounted(metrics)
         for topic, payload in messages:
             broker.publish(Message(topic, payload, 0, retain))
         metrics.update(saved)

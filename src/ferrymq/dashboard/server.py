@@ -27,6 +27,8 @@ from ferrymq.dashboard.users import bootstrap_admin
 
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
+    from ferrymq.api.cluster import Peers
+    from ferrymq.api.context import ApiContext
     from ferrymq.core.broker import Broker
     from ferrymq.core.interfaces import ListenerInfo
 
@@ -106,12 +108,23 @@ async def logout(request: web.Request) -> web.Response:
 
 
 def build_dashboard(
-    broker: Broker, api: ApiServer | None = None, listeners: ListenerInfo | None = None
+    broker: Broker,
+    api: ApiServer | None = None,
+    listeners: ListenerInfo | None = None,
+    peers: Peers | None = None,
 ) -> web.Application:
-    """The dashboard application; shares ``api``'s context when the API is served too."""
+    """The dashboard application; shares ``api``'s context when the API is served too.
+    Without the API, ``peers`` (cluster mode) give it the cluster view the API would have:
+    its pages show every node, and it answers the other nodes' requests."""
     assert broker.store is not None
     share = api.context if api is not None else None
-    app = build_app(broker, listeners=listeners, authenticate=_session_middleware, share=share)
+    app = build_app(
+        broker,
+        listeners=listeners,
+        authenticate=_session_middleware,
+        share=share,
+        peers=peers if api is None else None,
+    )
     if api is not None:  # one view of the node and of its life for both listeners
         app[CLUSTER] = api.app[CLUSTER]
         app[status.LIFECYCLE] = api.lifecycle
@@ -133,12 +146,17 @@ class DashboardServer:
         broker: Broker,
         api: ApiServer | None = None,
         listeners: ListenerInfo | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.broker = broker
-        self.app = build_dashboard(broker, api, listeners)
+        self.app = build_dashboard(broker, api, listeners, peers)
         self._owns_sync = api is None
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
+
+    @property
+    def context(self) -> ApiContext:
+        return self.app[CTX]
 
     async def start(self) -> None:
         s = self.broker.settings
@@ -161,7 +179,10 @@ class DashboardServer:
 
 
 async def start_dashboard(
-    broker: Broker, api: ApiServer | None, listeners: ListenerInfo | None = None
+    broker: Broker,
+    api: ApiServer | None,
+    listeners: ListenerInfo | None = None,
+    peers: Peers | None = None,
 ) -> DashboardServer | None:
     """Create the first dashboard user if needed and serve; None when dashboard_port is 0."""
     settings = broker.settings
@@ -170,7 +191,7 @@ async def start_dashboard(
         return None
     assert broker.store is not None
     bootstrap_admin(broker.store, settings)
-    server = DashboardServer(broker, api, listeners)
+    server = DashboardServer(broker, api, listeners, peers)
     await server.start()
     for address in server.addresses:
         log.info("dashboard on %s", address)

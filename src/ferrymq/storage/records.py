@@ -1,7 +1,7 @@
 """Admin data as flat records, for copying it from one database to another.
 
-Cluster mode keeps API apps, authentication records, ACL rules and bans the
-same on every node: it reads a node's admin data as records (``snapshot``),
+Cluster mode keeps API apps, authentication records, ACL rules, bans and
+dashboard users the same on every node: it reads a node's admin data as records (``snapshot``),
 compares them by ``digest``, and writes the records other nodes changed
 (``apply``). A record is the plain JSON-able dict of one row, hashes included
 (they travel between nodes, never through the API), and its key is what the
@@ -21,7 +21,7 @@ import sqlite3
 from typing import Any
 
 #: The kinds of record, in the order they are applied.
-KINDS = ("app", "username", "clientid", "acl", "ban")
+KINDS = ("app", "username", "clientid", "acl", "ban", "dashboard_user")
 
 Record = dict[str, Any]
 #: (kind, key, the new record or None to delete it, the digest the row must have now).
@@ -32,6 +32,7 @@ _APP_COLUMNS = "app_id, name, secret_hash, description, enabled, created_at"
 _AUTH = ("subject", "password_hash", "created_at")
 _ACL = ("kind", "subject", "topic", "action", "access", "created_at")
 _BAN = ("kind", "who", "by", "reason", "at", "until")
+_DASHBOARD = ("username", "password_hash", "description", "created_at")
 
 
 def digest(record: Record | None) -> str | None:
@@ -52,13 +53,25 @@ def key_of(kind: str, record: Record) -> str:
         return json.dumps([record["kind"], record["subject"], record["topic"], record["action"]])
     if kind == "ban":
         return json.dumps([record["kind"], record["who"]])
+    if kind == "dashboard_user":
+        return str(record["username"])
     raise ValueError(f"unknown kind of admin record {kind!r}")
+
+
+_FIELDS = {
+    "app": _APP,
+    "username": _AUTH,
+    "clientid": _AUTH,
+    "acl": _ACL,
+    "ban": _BAN,
+    "dashboard_user": _DASHBOARD,
+}
 
 
 def check_record(kind: str, key: str, record: Record) -> Record:
     """``record`` if it is a well-formed record of ``kind`` with key ``key``; ValueError
     otherwise (data written by another version, or damaged)."""
-    fields = {"app": _APP, "username": _AUTH, "clientid": _AUTH, "acl": _ACL, "ban": _BAN}.get(kind)
+    fields = _FIELDS.get(kind)
     if fields is None or not isinstance(record, dict) or set(record) != set(fields):
         raise ValueError(f"not an admin record of kind {kind!r}: {record!r}")
     if key_of(kind, record) != key:
@@ -81,6 +94,8 @@ def snapshot(conn: sqlite3.Connection) -> dict[str, dict[str, Record]]:
     for row in conn.execute(f"SELECT {', '.join(_BAN)} FROM banned"):
         record = dict(zip(_BAN, row, strict=True))
         out["ban"][key_of("ban", record)] = record
+    for row in conn.execute(f"SELECT {', '.join(_DASHBOARD)} FROM dashboard_users"):
+        out["dashboard_user"][row[0]] = dict(zip(_DASHBOARD, row, strict=True))
     return out
 
 
@@ -108,6 +123,11 @@ def _current(conn: sqlite3.Connection, kind: str, key: str) -> Record | None:
             json.loads(key),
         ).fetchone()
         return None if row is None else dict(zip(_ACL, row, strict=True))
+    if kind == "dashboard_user":
+        row = conn.execute(
+            f"SELECT {', '.join(_DASHBOARD)} FROM dashboard_users WHERE username = ?", (key,)
+        ).fetchone()
+        return None if row is None else dict(zip(_DASHBOARD, row, strict=True))
     row = conn.execute(
         f"SELECT {', '.join(_BAN)} FROM banned WHERE kind = ? AND who = ?", json.loads(key)
     ).fetchone()
@@ -124,6 +144,8 @@ def _delete(conn: sqlite3.Connection, kind: str, key: str) -> None:
             "DELETE FROM acl WHERE kind = ? AND subject = ? AND topic = ? AND action = ?",
             json.loads(key),
         )
+    elif kind == "dashboard_user":
+        conn.execute("DELETE FROM dashboard_users WHERE username = ?", (key,))
     else:
         conn.execute("DELETE FROM banned WHERE kind = ? AND who = ?", json.loads(key))
 
@@ -145,6 +167,11 @@ def _insert(conn: sqlite3.Connection, kind: str, record: Record) -> None:
         conn.execute(
             f"INSERT INTO acl ({', '.join(_ACL)}) VALUES (?, ?, ?, ?, ?, ?)",
             [record[f] for f in _ACL],
+        )
+    elif kind == "dashboard_user":
+        conn.execute(
+            f"INSERT INTO dashboard_users ({', '.join(_DASHBOARD)}) VALUES (?, ?, ?, ?)",
+            [record[f] for f in _DASHBOARD],
         )
     else:
         conn.execute(

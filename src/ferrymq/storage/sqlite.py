@@ -257,7 +257,8 @@ class SqliteStore:
 
     def set_admin_listener(self, listener: Callable[[], None] | None) -> None:
         """``listener()`` runs on the writer thread after every admin write (apps, auth
-        records, ACL rules, bans) that succeeded; cluster mode spreads them from there."""
+        records, ACL rules, bans, dashboard users) that succeeded; cluster mode spreads
+        them from there."""
         self._on_admin_write = listener
 
     def request_commit(self, batch: int) -> None:
@@ -427,7 +428,8 @@ class SqliteStore:
         return self._run(_delete_ban, kind, who)
 
     def admin_records(self) -> dict[str, dict[str, records.Record]]:
-        """All apps, auth records, ACL rules and bans as records (``storage/records.py``)."""
+        """All apps, auth records, ACL rules, bans and dashboard users as records
+        (``storage/records.py``)."""
         return self._run(records.snapshot)
 
     def apply_admin_records(self, changes: list[records.Change]) -> list[str]:
@@ -1066,6 +1068,9 @@ _ADMIN_WRITES = frozenset(
         _delete_acl,
         _put_ban,
         _delete_ban,
+        _add_dashboard_user,
+        _update_dashboard_user,
+        _delete_dashboard_user,
     }
 )
 

@@ -1,6 +1,7 @@
 """The other forms of ``cluster_redis_url`` for real: a Redis over TLS (``rediss://``), a
 highly available Redis found through redis-sentinel that fails over to its replica under
-running nodes, and a malformed URL refused at start."""
+running nodes, the same with TLS everywhere (``rediss+sentinel://``), and a malformed URL
+refused at start."""
 
 from __future__ import annotations
 
@@ -49,18 +50,32 @@ def user_spreads(n1, n2, user: str) -> None:  # type: ignore[no-untyped-def]
     assert connack_code(n2.port, f"{user}-c", user, "pw") == 0
 
 
+def tls_options(certs: Path) -> dict[str, str]:
+    """redis-server's TLS options (``tls-...``) for the certificates in ``certs``."""
+    files = {name: str(certs / name) for name in ("server.pem", "server.key", "ca.pem")}
+    return {
+        "tls-auth-clients": "no",
+        "tls-cert-file": files["server.pem"],
+        "tls-key-file": files["server.key"],
+        "tls-ca-cert-file": files["ca.pem"],
+        "tls-replication": "yes",  # a replica and a Sentinel reach their master over TLS
+    }
+
+
+def tls_server(workdir: Path, certs: Path) -> RedisServer:
+    """A redis-server (not started) that will speak TLS only, on its port."""
+    server = RedisServer(workdir)
+    server.extra = ["--port", "0", "--tls-port", str(server.port)]
+    for name, value in tls_options(certs).items():
+        server.extra += [f"--{name}", value]
+    return server
+
+
 def tls_redis(root: Path) -> tuple[RedisServer, Path]:
     """A redis-server that speaks TLS only, with a certificate of a CA made for the test."""
     certs = root / "certs"
     write_dev_certs(certs, ["127.0.0.1"])
-    server = RedisServer(root / "redis")
-    files = {name: str(certs / name) for name in ("server.pem", "server.key", "ca.pem")}
-    server.extra = [
-        *("--port", "0", "--tls-port", str(server.port), "--tls-auth-clients", "no"),
-        *("--tls-cert-file", files["server.pem"], "--tls-key-file", files["server.key"]),
-        *("--tls-ca-cert-file", files["ca.pem"]),
-    ]
-    return server.start(), certs
+    return tls_server(root / "redis", certs).start(), certs
 
 
 def test_nodes_join_through_a_redis_over_tls(tmp_path: Path, clients, uid) -> None:
@@ -106,13 +121,20 @@ def sentinel_available() -> bool:
 class Sentinel:
     """``redis-sentinel`` watching one master, on a free port."""
 
-    def __init__(self, workdir: Path, master_port: int) -> None:
+    def __init__(self, workdir: Path, master_port: int, certs: Path | None = None) -> None:
+        """``certs``: TLS only, to its clients and to the master, with those certificates."""
         self.workdir = workdir
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "sentinel.conf"
+        if certs is None:
+            listen = f"port {self.port}\n"
+        else:
+            listen = f"port 0\ntls-port {self.port}\n" + "".join(
+                f"{name} {value}\n" for name, value in tls_options(certs).items()
+            )
         conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"{listen}bind 127.0.0.1\ndir {workdir}\n"
             f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
             "sentinel down-after-milliseconds mymaster 1000\n"
             "sentinel failover-timeout mymaster 10000\n"
@@ -121,7 +143,8 @@ class Sentinel:
         self.proc = subprocess.Popen(["redis-sentinel", str(conf)], stdout=log, stderr=log)
         log.close()
         wait_port(self.port)
-        self.client = redis.Redis(port=self.port, decode_responses=True)
+        tls = {} if certs is None else {"ssl": True, "ssl_ca_certs": str(certs / "ca.pem")}
+        self.client = redis.Redis(port=self.port, decode_responses=True, **tls)
 
     def master_port(self) -> int:
         return int(self.client.sentinel_get_master_addr_by_name("mymaster")[1])
@@ -141,16 +164,32 @@ class Sentinel:
 
 
 @pytest.mark.skipif(not sentinel_available(), reason="redis-sentinel is not installed")
-def test_nodes_follow_a_sentinel_failover_to_the_new_master(tmp_path: Path, clients, uid) -> None:
-    master = RedisServer(tmp_path / "master").start()
-    replica = RedisServer(tmp_path / "replica")
-    replica.extra = ["--replicaof", "127.0.0.1", str(master.port)]
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_nodes_follow_a_sentinel_failover_to_the_new_master(
+    tmp_path: Path, clients, uid, tls: bool
+) -> None:
+    """With ``tls``: the master, its replica and the Sentinel speak TLS only, and the nodes
+    reach all of them through ``rediss+sentinel://``."""
+    certs = tmp_path / "certs"
+    if tls:
+        write_dev_certs(certs, ["127.0.0.1"])
+        master, replica = (
+            tls_server(tmp_path / "master", certs),
+            tls_server(tmp_path / "replica", certs),
+        )
+    else:
+        master, replica = RedisServer(tmp_path / "master"), RedisServer(tmp_path / "replica")
+    master.start()
+    replica.extra += ["--replicaof", "127.0.0.1", str(master.port)]
     replica.start()
-    sentinel = Sentinel(tmp_path / "sentinel", master.port)
+    sentinel = Sentinel(tmp_path / "sentinel", master.port, certs if tls else None)
     nodes = []
     try:
         assert wait_until(sentinel.replicas_ready, 20), "the sentinel never saw the replica"
         url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+        if tls:
+            url = f"rediss+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+            url += f"?ssl_ca_certs={certs / 'ca.pem'}"
         nodes = start_nodes(master, tmp_path, 2, url=url)
         n1, n2 = nodes
         crosses(clients, n1, n2, uid, "before")
@@ -158,6 +197,13 @@ def test_nodes_follow_a_sentinel_failover_to_the_new_master(tmp_path: Path, clie
         sentinel.client.execute_command("SENTINEL", "FAILOVER", "mymaster")
         assert wait_until(lambda: sentinel.master_port() == replica.port, 30), "no failover"
         promoted = replica.client()
+        if tls:
+            promoted = redis.Redis(
+                port=replica.port,
+                decode_responses=True,
+                ssl=True,
+                ssl_ca_certs=str(certs / "ca.pem"),
+            )
         for node in nodes:  # each node reconnected to the new master and is live there
             alive = f"ferrymq:alive:{node_name(node)}"
             assert wait_until(lambda a=alive: promoted.exists(a) and promoted.pttl(a) > 0, 30)

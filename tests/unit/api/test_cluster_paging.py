@@ -14,6 +14,7 @@ from ferrymq.api import nodes
 from ferrymq.api.cluster import OPS, Cluster
 from ferrymq.api.errors import ApiError
 from ferrymq.api.paging import slices
+from ferrymq.config import Settings
 from ferrymq.core.topic_metrics import TopicMetricsError
 
 assert nodes.ROUTES and "routes" in OPS  # importing the endpoint registers its operation
@@ -36,10 +37,12 @@ class Link:
         self.clusters: dict[str, Cluster] = {}
         self.frozen: set[str] = set()
         self.asked: list[tuple[str, dict[str, Any]]] = []
+        self.timeouts: list[float] = []
         self.handler = None
 
     async def call(self, node: str, op: str, args: Any, timeout: float) -> Any:
         self.asked.append((node, args))
+        self.timeouts.append(timeout)
         if node in self.frozen:
             raise TimeoutError(f"node {node} did not answer within {timeout:g} s")
         try:
@@ -55,14 +58,19 @@ class Peers:
         self.peers = peers
 
 
-def _cluster(routes: dict[str, list[str]], ask: str) -> tuple[Cluster, Link]:
+def _cluster(
+    routes: dict[str, list[str]], ask: str, settings: Settings | None = None
+) -> tuple[Cluster, Link]:
     """A cluster view per node, each node with its ``routes``; the one of node ``ask``."""
     link = Link()
     for name, filters in routes.items():
         router = SimpleNamespace(route_filters=lambda filters=filters: list(filters))
         metrics = SimpleNamespace(register=_refuse)
         ctx = SimpleNamespace(
-            node=name, broker=SimpleNamespace(router=router, topic_metrics=metrics)
+            node=name,
+            broker=SimpleNamespace(
+                router=router, topic_metrics=metrics, settings=settings or Settings()
+            ),
         )
         others = {n: (True, {}) for n in routes if n != name}
         link.clusters[name] = Cluster(ctx, Peers(link, others))  # type: ignore[arg-type]
@@ -135,6 +143,17 @@ async def test_a_node_that_does_not_answer_fails_the_list_with_101() -> None:
         await _page(cluster, "")
     assert (failed.value.status, failed.value.code) == (500, 101)
     assert "c@h" in failed.value.message
+    assert set(link.timeouts) == {5.0}  # cluster_rpc_timeout's default
+
+
+async def test_the_rpc_timeout_is_the_cluster_rpc_timeout_setting() -> None:
+    cluster, link = _cluster(ROUTES, "a@h", Settings(cluster_rpc_timeout=0.7))
+    link.frozen.add("b@h")
+    with pytest.raises(ApiError) as failed:
+        await _page(cluster, "")
+    assert (failed.value.status, failed.value.code) == (500, 101)
+    assert "0.7 s" in failed.value.message
+    assert set(link.timeouts) == {0.7}
 
 
 async def test_a_stopped_node_is_not_asked() -> None:

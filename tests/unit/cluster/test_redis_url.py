@@ -93,3 +93,37 @@ async def test_a_tls_url_makes_a_tls_client_with_its_options() -> None:
     assert kwargs["ssl_ca_certs"] == "/x/ca.pem" and kwargs["ssl_check_hostname"] is False
     assert redis.connection_pool.connection_class.__name__ == "SSLConnection"
     await asyncio.wait_for(close(redis), 1)
+
+
+async def test_a_tls_sentinel_url_speaks_tls_to_the_sentinels_and_the_master() -> None:
+    url = (
+        "rediss+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/mymaster/2"
+        "?ssl_ca_certs=/x/ca.pem&ssl_check_hostname=false&sentinel_password=sp"
+    )
+    target = parse(url)
+    assert (target.scheme, target.master, target.db) == ("rediss+sentinel", "mymaster", 2)
+    redis = client(target, socket_connect_timeout=2.0)
+    pool = redis.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+    kwargs = pool.connection_kwargs
+    assert kwargs["ssl_ca_certs"] == "/x/ca.pem" and kwargs["ssl_check_hostname"] is False
+    assert kwargs["password"] == "pw"
+    for sentinel in pool.sentinel_manager.sentinels:
+        own = sentinel.connection_pool
+        assert own.connection_class.__name__ == "SSLConnection"
+        assert own.connection_kwargs["ssl_ca_certs"] == "/x/ca.pem"
+        assert own.connection_kwargs["ssl_check_hostname"] is False
+        assert own.connection_kwargs["password"] == "sp"
+        assert own.connection_kwargs["socket_connect_timeout"] == 2.0
+    await asyncio.wait_for(close(redis), 1)
+
+
+def test_tls_options_need_a_tls_form_and_sentinel_options_a_sentinel_form() -> None:
+    with pytest.raises(BadRedisUrl, match="needs rediss:// or rediss\\+sentinel://"):
+        parse("redis+sentinel://s1/m?ssl_ca_certs=/ca.pem")
+    with pytest.raises(BadRedisUrl, match="needs redis\\+sentinel:// or rediss\\+sentinel://"):
+        parse("rediss://h/0?sentinel_password=x")
+    with pytest.raises(BadRedisUrl, match="no master name: rediss\\+sentinel://"):
+        parse("rediss+sentinel://s1:26379")
+    assert parse("rediss+sentinel://s1,s2:26380/m").sentinels == (("s1", 26379), ("s2", 26380))

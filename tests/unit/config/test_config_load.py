@@ -173,6 +173,23 @@ def test_cluster_redis_url_from_file_environment_and_flags(tmp_path):
     assert (s.cluster_redis_url, s.node_name) == ("redis://h/2", "b@h")
 
 
+def test_cluster_rpc_timeout_from_file_environment_and_flags(tmp_path):
+    assert config.load(environ={}).cluster_rpc_timeout == 5.0
+    toml = _toml(tmp_path, "cluster_rpc_timeout = 2\n")
+    assert config.load(toml, environ={}).cluster_rpc_timeout == 2.0
+    env = {"FERRYMQ_CLUSTER_RPC_TIMEOUT": "0.5"}
+    assert config.load(toml, environ=env).cluster_rpc_timeout == 0.5
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    args = parser.parse_args(["--cluster-rpc-timeout", "12.5"])
+    assert config.load(toml, vars(args), environ=env).cluster_rpc_timeout == 12.5
+    for bad in ("0", "-1", "3601"):
+        with pytest.raises(config.ConfigError, match=r"cluster_rpc_timeout: must be 0\.1\.\.3600"):
+            config.load(environ={"FERRYMQ_CLUSTER_RPC_TIMEOUT": bad})
+    with pytest.raises(config.ConfigError, match="cluster_rpc_timeout: expected float"):
+        config.load(environ={"FERRYMQ_CLUSTER_RPC_TIMEOUT": "soon"})
+
+
 def test_cluster_redis_url_must_be_a_redis_url():
     for bad in ("http://h:6379", "h:6379", "redis:/h"):
         with pytest.raises(config.ConfigError, match="cluster_redis_url"):

@@ -1,5 +1,6 @@
-"""Admin data as records: a database's apps, auth records, ACL rules and bans copied to
-another one exactly, compare-and-set writes, and the listener that hears admin writes."""
+"""Admin data as records: a database's apps, auth records, ACL rules, bans and dashboard
+users copied to another one exactly, compare-and-set writes, and the listener that hears
+admin writes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def _fill(store) -> None:  # type: ignore[no-untyped-def]
     store.put_ban(
         {"kind": "clientid", "who": "bad", "by": "op", "reason": "r", "at": 1, "until": 9}
     )
+    store.add_dashboard_user("ops", "pbkdf2$s$h", "the operator")
 
 
 def test_records_copied_to_another_database_are_the_same_records(tmp_path: Path) -> None:
@@ -35,6 +37,9 @@ def test_records_copied_to_another_database_are_the_same_records(tmp_path: Path)
         assert b.admin_records() == view
         assert b.get_app("app1")["secret_hash"] == "sha256$x$y"  # type: ignore[index]
         assert [r["topic"] for r in b.list_acl("all")] == ["#"]
+        user = b.get_dashboard_user("ops")
+        assert user is not None and user["password_hash"] == "pbkdf2$s$h"
+        assert user["desc"] == "the operator"
         assert set(b.apply_admin_records(changes)) == {"same"}
     finally:
         a.close()
@@ -75,13 +80,16 @@ def test_the_admin_listener_hears_edits_not_copies(tmp_path: Path) -> None:
         store.add_auth("username", "alice", "sha256$a$b")
         store.put_ban({"kind": "username", "who": "x", "by": "", "reason": "", "at": 1, "until": 2})
         store.set_app_enabled("nope", False)  # a write job, even when it changes nothing
+        store.add_dashboard_user("ops", "pbkdf2$s$h")
+        store.update_dashboard_user("ops", "pbkdf2$t$i")
         store.list_auth("username")  # reads are not heard
-        assert len(heard) == 3
+        store.list_dashboard_users()
+        assert len(heard) == 5
         view = store.admin_records()
         store.apply_admin_records(
             [("username", "bob", {**view["username"]["alice"], "subject": "bob"}, None)]
         )
-        assert len(heard) == 3
+        assert len(heard) == 5
         assert store.get_auth("username", "bob") is not None
     finally:
         store.close()
