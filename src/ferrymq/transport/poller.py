@@ -24,6 +24,7 @@ event loop's transport.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import select
 import socket
@@ -35,6 +36,8 @@ from ferrymq.transport.tcp import WRITE_HIGH_WATER
 
 if TYPE_CHECKING:
     from ferrymq.core.client import Client
+
+log = logging.getLogger("ferrymq.listeners")
 
 AVAILABLE = hasattr(select, "epoll")
 
@@ -205,7 +208,11 @@ class SocketTransport:
             self._close(exc)
             return
         if size:
-            self.client.data_received(_VIEW[:size].tobytes())
+            try:
+                self.client.data_received(_VIEW[:size].tobytes())
+            except Exception as exc:  # a bug: as asyncio's transports, close this connection only
+                log.exception("fatal error in data_received of %s:%s", *self.peer)
+                self._close(exc)
         else:  # the peer closed its side: as asyncio's transport after eof_received() -> False
             self.close()
 
@@ -312,13 +319,13 @@ def _on_socket(fd: int, method: str, *args: Any) -> Any:
 
 def prepare(fd: int, family: int) -> None:
     """An accepted socket as the poller serves it: non-blocking, without Nagle's delay."""
-    os.set_blocking(fd, False)
-    if family in (socket.AF_INET, socket.AF_INET6):
-        sock = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
-        try:
+    sock = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)
+    try:
+        sock.setblocking(False)
+        if family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        finally:
-            sock.detach()
+    finally:
+        sock.detach()
 
 
 def peer_address(addr: Any) -> tuple[str, int]:

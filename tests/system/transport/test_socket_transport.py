@@ -178,3 +178,14 @@ async def test_the_socket_options_reach_the_socket(pair: Pair) -> None:
     assert options.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     pair.transport.write(b"still open")
     assert read_all(pair.peer, 10) == b"still open"
+
+
+async def test_a_failing_client_closes_its_connection(pair: Pair) -> None:
+    def broken(data: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    pair.client.data_received = broken  # type: ignore[method-assign]
+    pair.peer.sendall(b"boom")
+    await until(lambda: pair.client.lost)
+    assert isinstance(pair.client.lost[0], RuntimeError)
+    assert read_all(pair.peer, 1) == b""  # closed
