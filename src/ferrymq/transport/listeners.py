@@ -193,7 +193,7 @@ class Listener:
                     self._pause((1.0 - self._tokens) / rate)
                     return
             try:
-                fd, addr = lsock._accept()  # a bare descriptor: no socket object unless needed
+                fd, addr = lsock._accept()  # type: ignore[attr-defined]  # a bare descriptor
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
