@@ -826,7 +826,10 @@ def _peer(transport: Any) -> tuple[str, int]:
     except Exception:
         peer = None
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return sys.intern(str(peer[0])), int(peer[1])  # many clients share a host
+        host = sys.intern(str(peer[0]))  # many clients share a host
+        if host is peer[0] and len(peer) == 2 and type(peer[1]) is int:
+            return peer  # already in this form (transport/poller.py): kept, not copied
+        return host, int(peer[1])
     return ("", 0)
 
 

@@ -6,10 +6,11 @@ are applied before any work is spent on a socket, a PROXY protocol header is
 consumed byte-exactly before TLS or HTTP see the stream, and a failed TLS
 handshake surfaces as an exception this code logs (once, with the peer
 address) and counts, instead of vanishing inside the event loop. A plain
-TCP listener with none of those steps (no limit, no PROXY header) is the one
-exception: ``loop.create_server`` accepts for it, which under uvloop happens
-in C, without a Python socket object, a task or a coroutine per connection:
-a third less CPU per CONNECT and about 200 bytes less per connection.
+TCP connection is handed, as a bare file descriptor, to the listener's
+``Poller`` (``poller.py``: its own transport on the raw socket, 140 bytes a
+connection where uvloop's takes 1,200), at once and without a socket
+object, task or coroutine, or after its PROXY header; TLS and WebSocket go
+to the event loop's transports.
 
 Rules kept here:
 - max_connections: a socket beyond the limit is closed at once;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import ssl
 import time
@@ -32,7 +34,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ferrymq import __version__
-from ferrymq.transport import proxy_protocol
+from ferrymq.core.client import Client
+from ferrymq.transport import poller, proxy_protocol
 from ferrymq.transport.options import ListenerOptions
 from ferrymq.transport.tcp import MQTTProtocol
 from ferrymq.transport.tls import apply_cert_identity, server_context
@@ -93,17 +96,9 @@ class Listener:
         self.shutdown_count: dict[str, int] = {}
         self.ws_connections: dict[Any, Any] = {}  # aiohttp handler -> WSConnection
         self.http: web.Server | None = None
-        # Plain TCP with nothing to do before the protocol runs (no limit, PROXY header or
-        # TLS): the event loop's own server accepts (uvloop: in C, no socket object or
-        # task per connection; see "Accepting" in docs/architecture.md).
-        self.direct = not (
-            spec.tls
-            or spec.websocket
-            or spec.proxy_protocol
-            or spec.max_connections
-            or spec.max_conn_rate
-        )
-        self._servers: list[asyncio.AbstractServer] = []
+        # Plain TCP: its connections on their raw sockets, in this listener's epoll.
+        self.raw = poller.AVAILABLE and not (spec.tls or spec.websocket)
+        self.poller: poller.Poller | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
         self._resume: asyncio.TimerHandle | None = None
@@ -138,37 +133,29 @@ class Listener:
         self.sockets = _bind(spec.bind, spec.port)
         self.port = self.sockets[0].getsockname()[1]
         self._accepting = True
-        if self.direct:
-            loop = self.broker.loop
-            factory = self._factory(None)
-            for sock in self.sockets:
-                self._servers.append(await loop.create_server(factory, sock=sock, backlog=BACKLOG))
-        else:
-            self._watch(True)
+        if self.raw:
+            self.poller = poller.Poller(self.broker.loop, self.closed)
+        self._watch(True)
 
     def close(self) -> None:
         """Stop accepting: close the listening sockets and abandon unfinished handshakes."""
         if self._accepting:
             self._accepting = False
-            if not self.direct:
-                self._watch(False)
+            self._watch(False)
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
-        for server in self._servers:
-            server.close()  # the server owns its socket
-        if not self.direct:
-            for sock in self.sockets:
-                sock.close()
+        for sock in self.sockets:
+            sock.close()
         for task in list(self._tasks):
             task.cancel()
 
     async def wait_closed(self) -> None:
         """Close what is left of the HTTP side (connections that never upgraded)."""
         self.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        if self.poller is not None:
+            self.poller.close()
+            self.poller = None
         if self.http is not None:
             http, self.http = self.http, None
             await http.shutdown(1.0)
@@ -206,7 +193,7 @@ class Listener:
                     self._pause((1.0 - self._tokens) / rate)
                     return
             try:
-                conn, addr = lsock.accept()
+                fd, addr = lsock._accept()  # type: ignore[attr-defined]  # a bare descriptor
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -219,8 +206,12 @@ class Listener:
                 self._tokens -= 1.0
             if spec.max_connections and self.current + self.pending >= spec.max_connections:
                 self.count("max_connections")
-                conn.close()
+                os.close(fd)
                 continue
+            if self.raw and not spec.proxy_protocol:
+                self._attach(fd, lsock.family, addr)
+                continue
+            conn = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -241,6 +232,11 @@ class Listener:
             if spec.proxy_protocol:
                 real = await asyncio.wait_for(_read_proxy_header(loop, conn), timeout)
             step = "TLS handshake" if self.ssl is not None else "setup"
+            if self.raw:
+                handed = True
+                family = conn.family
+                self._attach(conn.detach(), family, real or addr)
+                return
             factory = self._factory(real)
             handed = True
             if self.ssl is not None:
@@ -269,6 +265,20 @@ class Listener:
             log.info("listener %s: %s:%s %s", spec.id, peer[0], peer[1], text)
         finally:
             self.pending -= 1
+
+    def _attach(self, fd: int, family: int, addr: Any) -> None:
+        """Hand an accepted plain TCP socket to this listener's poller."""
+        assert self.poller is not None
+        try:
+            poller.prepare(fd, family)
+        except OSError:
+            os.close(fd)  # gone already
+            return
+        self.opened()
+        self.poller.attach(fd, poller.peer_address(addr), self._client)
+
+    def _client(self, transport: poller.SocketTransport) -> Client:
+        return Client(self.broker, transport, self.id, self.spec.zone)
 
     def _factory(self, peer: Address | None) -> Callable[[], asyncio.BaseProtocol]:
         if not self.spec.websocket:

@@ -4,9 +4,9 @@ Ten thousand idle connections are a common load (S4 in ``make bench``), so each
 one's state is kept small: no timer of its own (shared deadline slots), no dicts
 or lists before they hold something, shared strings. The bound below is the
 broker's side only (client, connection machine, decoder, session, registry and
-deadline entries); the transport is shared, as the event loop's is not ours.
-``bench/conn_memory.py`` measures the same over real TCP, with the event loop's
-transport, and RSS.
+deadline entries); the transport is shared here.
+``tests/system/transport/test_idle_connection_memory.py`` bounds the whole over real
+TCP, transport included, and ``bench/conn_memory.py`` measures it, also as RSS.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ferrymq.mqtt.client import ClientConnection
 from memory import serving, settle
 
 # Bytes per idle connected client (MQTT 3.1.1, keep alive 60 s, a 13-character client
-# id): about 1,300 today; 2,150 with a loop timer each and the dicts made up front.
-BOUND = 1600
+# id): about 1,200 today; 2,150 with a loop timer each and the dicts made up front.
+BOUND = 1350
 CLIENTS = 500
 
 
