@@ -21,8 +21,7 @@ Rules kept here:
 - a violation closes this connection only, after the bytes the machine
   chose (MQTT 5: CONNACK or DISCONNECT with the reason code);
 - outgoing packets are collected and written once per event-loop iteration
-  (``Broker.mark_dirty``), or right after a read of a packet or two (``Flow.flush_now``:
-  the broker keeps up, and waiting would only add latency), never one syscall per packet;
+  (``Broker.mark_dirty``), never one syscall per packet;
 - when the socket backs up (``pause_writing``) deliveries wait in the session
   queue; publishers that feed this client are paused only while the broker is
   saturated (core/flow.py);
@@ -40,7 +39,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.core.banned import peer_host
-from ferrymq.core.flow import INPUT_BACKLOG, SMALL_READ
+from ferrymq.core.flow import INPUT_BACKLOG
 from ferrymq.core.metrics import RECEIVED_KEYS as _RECV_KEYS
 from ferrymq.core.metrics import SENT_KEYS as _SENT_KEYS
 from ferrymq.model.message import Message
@@ -219,8 +218,6 @@ class Client:
             if count >= INPUT_BACKLOG:
                 self.broker.flow.bound_input(self)
         self._handle_packets()
-        if count <= SMALL_READ:
-            self.broker.flow.flush_now()
 
     def _handle_packets(self) -> None:
         """The machine hands each packet it lets through to its handler below."""

@@ -3,10 +3,7 @@
 Rules kept here:
 - outgoing bytes are written once per event-loop iteration: a connection with
   something to send marks itself dirty (``mark_dirty``) and one callback flushes
-  every dirty connection at the end of the iteration; except after a read of at
-  most ``SMALL_READ`` packets (``flush_now``): such reads mean the broker keeps
-  up, there is little to coalesce, and the end of an iteration that reads many
-  connections would only delay the first of their messages;
+  every dirty connection at the end of the iteration;
 - a slow subscriber costs only itself: while its socket is backed up
   (``pause_writing``) its deliveries wait in its own bounded session queue;
 - publishers are slowed (TCP back-pressure: their reading is paused) only while
@@ -41,10 +38,6 @@ _MAX_PAUSE = 1.0
 # new connection; much smaller would throttle the publisher to a few segments per round
 # trip even when the broker has caught up.
 INPUT_BACKLOG = 1024
-# A read of at most this many packets is answered at once (flush_now), not at the end of
-# the iteration: one message per read at 5,000 msg/s (S3a) from 50 connections polled
-# together otherwise waits for all of them. Under load reads bring more and coalesce.
-SMALL_READ = 2
 _INPUT_BUFFER = 64 * 1024
 # Load probe, every _PROBE seconds. A process that spent _BUSY or more of the last
 # interval on the CPU counts as saturated for the next _HOLD seconds, and as CPU-bound
@@ -118,14 +111,6 @@ class Flow:
         self._dirty = []
         for client in dirty:
             client.flush()
-
-    def flush_now(self) -> None:
-        """Write what waits now; the flush already scheduled finds the rest, if any."""
-        dirty = self._dirty
-        if dirty:
-            self._dirty = []
-            for client in dirty:
-                client.flush()
 
     # --- a publisher's socket -----------------------------------------------
 

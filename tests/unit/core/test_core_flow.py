@@ -18,7 +18,7 @@ import pytest
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
-from ferrymq.core.flow import INPUT_BACKLOG, SMALL_READ
+from ferrymq.core.flow import INPUT_BACKLOG
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
 from memory import FakeTransport
@@ -194,25 +194,3 @@ async def test_a_read_of_many_packets_pins_the_receive_buffer(broker: Broker, co
     assert broker.metrics["messages.received"] == count
     assert _rcvbuf(wire.sock) == (expected if count >= INPUT_BACKLOG else grown)
     wire.sock.close()
-
-
-async def test_a_lone_publish_is_written_within_its_read_and_a_burst_at_the_iteration_end(
-    broker: Broker,
-) -> None:
-    """A read of a packet or two means the broker keeps up: its message and ack go out at
-    once, not after every other connection this iteration reads. Many packets in one read
-    are coalesced into one write per connection at the end of the iteration."""
-    sub = subscriber(broker, 1)
-    pub = Peer(broker, "pub")
-    pub.send(Publish("f/a", b"now", 1, packet_id=1))
-    # No flush called: the bytes are on both wires already.
-    assert [p.payload for p in sub.decoder.feed(bytes(sub.wire.data[sub.seen :]))] == [b"now"]
-    sub.seen = len(sub.wire.data)
-    assert [type(p) for p in pub.decoder.feed(bytes(pub.wire.data[pub.seen :]))][-1:] == [Puback]
-    pub.seen = len(pub.wire.data)
-    burst = b"".join(
-        encode(Publish("f/a", b"%d" % i, 1, packet_id=i + 2), 4) for i in range(SMALL_READ + 1)
-    )
-    pub.client.data_received(burst)
-    assert len(sub.wire.data) == sub.seen and len(pub.wire.data) == pub.seen  # not yet
-    assert [p.payload for p in sub.publishes()] == [b"%d" % i for i in range(SMALL_READ + 1)]
