@@ -12,14 +12,16 @@ endif
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' 'mypy>=1.10'
-	$(PY) -m pip install -q -e '.[test]'
+	FERRYMQ_BUILD_PURE=1 $(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The editable install above builds pure (FERRYMQ_BUILD_PURE): the one compile is this one.
 # The compiled hot modules (setup.py, mypyc; pyproject's [build-system] is installed above),
-# built again when a source of mqtt/ changed. Without a C compiler: pure Python.
+# built again when a source they are built from changed. Without a C compiler: pure Python.
 build: src/ferrymq/_compiled.json
 
-src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py $(wildcard src/ferrymq/mqtt/*.py)
+src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py \
+		$(wildcard src/ferrymq/mqtt/*.py src/ferrymq/core/*.py src/ferrymq/model/*.py)
 	$(PY) setup.py -q build_ext --inplace
 
 run: build

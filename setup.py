@@ -4,7 +4,7 @@ The modules stay plain, type-annotated Python (mypyc compiles the .py files as t
 are installed next to their compiled versions, so ``FERRYMQ_PURE_PYTHON=1`` can still run
 them. Each extension is optional: without a compiler, with a type error mypyc refuses, or
 with ``FERRYMQ_BUILD_PURE=1``, the install succeeds as pure Python. ``_compiled.json``
-records the hash of every source the build read (mqtt/), so an edited checkout runs its
+records the hash of every source of native.BUILT_FROM, so an edited checkout runs its
 sources until it is rebuilt (src/ferrymq/native.py).
 """
 
@@ -23,11 +23,15 @@ SRC = ROOT / "src"
 RECORD = "_compiled.json"
 
 
-def hot_modules() -> list[str]:
-    """The module names of native.HOT, read without importing the package."""
+def _names(tuple_name: str) -> list[str]:
+    """The strings of a tuple of native.py (HOT, BUILT_FROM), read without importing it."""
     text = (SRC / "ferrymq" / "native.py").read_text()
-    block = text.split("HOT = (", 1)[1].split(")", 1)[0]
+    block = text.split(f"{tuple_name} = (", 1)[1].split(")", 1)[0]
     return [part.strip().strip('"') for part in block.split(",") if part.strip()]
+
+
+def hot_modules() -> list[str]:
+    return _names("HOT")
 
 
 def source_of(module: str) -> Path:
@@ -68,16 +72,18 @@ class BuildExt(build_ext):
 
         names = {ext.name for ext in self.extensions}
         done = {n for n in names if Path(self.build_lib, self.get_ext_filename(n)).exists()}
-        # What the build read: the hot modules and the types they import, all in mqtt/.
+        # What the build read: the hot modules and the types they were compiled on.
         sources = {}
         if names and done == names:  # the modules and the library they share
-            for path in sorted((SRC / "ferrymq" / "mqtt").glob("*.py")):
-                sources[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            for package in _names("BUILT_FROM"):
+                for path in sorted((SRC / "ferrymq" / package).glob("*.py")):
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    sources[f"{package}/{path.name}"] = digest
         record = json.dumps(
             {
                 "compiler": f"mypyc {mypy.version.__version__}",
                 "modules": hot_modules() if sources else [],
-                "mqtt_sources": sources,
+                "sources": sources,
             }
         )
         targets = [Path(self.build_lib, "ferrymq")]

@@ -1,11 +1,12 @@
 """Compiled or pure Python: whether the hot modules run as C extensions; the switch to sources.
 
 ``setup.py`` compiles the modules of ``HOT`` with mypyc when it can and records in
-``_compiled.json`` the SHA-256 of every source it read (all of ``mqtt/``). Importing
-``ferrymq`` calls ``install()``, which makes the hot modules load from their ``.py`` files
-when ``FERRYMQ_PURE_PYTHON`` is set (not empty, not ``0``) or when an extension is missing or
-a file of ``mqtt/`` changed since the build (an edited checkout before ``make build``), so
-what runs is always what the sources say."""
+``_compiled.json`` the SHA-256 of every source of ``BUILT_FROM`` (the packages whose types
+the compiled code was built on). Importing ``ferrymq`` calls ``install()``, which makes the
+hot modules load from their ``.py`` files when ``FERRYMQ_PURE_PYTHON`` is set (not empty,
+not ``0``) or when an extension is missing or a file of ``BUILT_FROM`` changed since the
+build (an edited checkout before ``make build``), so what runs is always what the sources
+say."""
 
 from __future__ import annotations
 
@@ -23,7 +24,15 @@ HOT = (
     "ferrymq.mqtt.codec",
     "ferrymq.mqtt.trie",
     "ferrymq.mqtt.connection",
+    "ferrymq.core.flow",
+    "ferrymq.core.router",
+    "ferrymq.core.session",
+    "ferrymq.core.client",
+    "ferrymq.core.broker",
 )
+# The packages of the hot modules and of the types they read: compiled code checks those
+# types and calls the other compiled modules directly, so an edit here stales the build.
+BUILT_FROM = ("mqtt", "core", "model")
 PURE_ENV = "FERRYMQ_PURE_PYTHON"
 _PACKAGE = Path(__file__).resolve().parent
 _RECORD = _PACKAGE / "_compiled.json"
@@ -64,9 +73,12 @@ def _decide() -> tuple[list[str], str]:
         return [], "pure Python (not compiled)"
     if record.get("modules") != list(HOT) or not all(_has_extension(name) for name in HOT):
         return [], "pure Python (not compiled)"
-    # mypyc built the hot modules on the types of all of mqtt/ (the only package they use).
-    built: dict[str, str] = record.get("mqtt_sources", {})
-    now = {path.name: path for path in (_PACKAGE / "mqtt").glob("*.py")}
+    built: dict[str, str] = record.get("sources", {})
+    now = {
+        f"{package}/{path.name}": path
+        for package in BUILT_FROM
+        for path in (_PACKAGE / package).glob("*.py")
+    }
     stale = sorted(
         name
         for name in now.keys() | built.keys()

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from ferrymq.access.acl import Acl, AclRule
 from ferrymq.access.authn import Authenticator
 from ferrymq.core.alarms import AlarmChecks
@@ -91,15 +93,10 @@ def online(sub: Subscription) -> bool:
     return session.client is not None  # type: ignore[attr-defined]
 
 
+# ClusterBroker and ClusterRouter (cluster/) extend it in interpreted code.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Broker:
     """All broker state of one node."""
-
-    #: Cluster mode's hooks (``cluster/broker.py``); a standalone broker has neither.
-    #: ``choose_shared(groups, msg)``: the member of each local shared group to deliver
-    #: to (only the groups this node serves). ``after_routes(client, send)``: True when
-    #: ``send`` (a SUBACK) is held until the routes just added reach the other nodes.
-    choose_shared: Callable[[list[SharedGroup], Message], list[Subscription | None]] | None = None
-    after_routes: Callable[[Client, Callable[[], None]], bool] | None = None
 
     def __init__(
         self,
@@ -113,9 +110,9 @@ class Broker:
         self.loop = loop = loop or asyncio.get_event_loop()
         self.store = store
         self.metrics = new_metrics()
-        self.router: RouteTable = (
-            Router(settings.shared_subscription_strategy) if router is None else router
-        )
+        if router is None:
+            router = Router(settings.shared_subscription_strategy)
+        self.router: RouteTable = router
         self.retained = RetainedStore(settings.max_retained_messages)
         self.registry = Sessions(self)
         self.sessions: dict[str, Session] = self.registry.sessions
@@ -322,7 +319,8 @@ class Broker:
             self._retain(msg)
         watched = self._watched
         counters = watched.get(msg.topic) if watched else None
-        subs, groups, _ = self.router.targets(msg.topic)
+        targets = self.router.targets(msg.topic)
+        subs, groups = targets.per_client, targets.groups
         if not subs and not groups:
             if self.unrouted(msg):
                 metrics["messages.dropped"] += 1
@@ -333,11 +331,7 @@ class Broker:
         publisher = msg.publisher
         if groups:
             # One member of each shared group; the router's list itself is not ours to extend.
-            choose = self.choose_shared
-            if choose is None:
-                picked = [group.pick(publisher, online) for group in groups]
-            else:
-                picked = choose(groups, msg)
+            picked = self.choose_shared(groups, msg)
             subs = subs + [sub for sub in picked if sub is not None]
         qos = msg.qos
         count = 0
@@ -374,6 +368,20 @@ class Broker:
         if counters is not None:
             _count_topic(counters.counts, qos, self._delivered_qos(subs, msg))
         return count
+
+    # Cluster mode's hooks, methods ClusterBroker (cluster/broker.py) overrides: compiled
+    # code reads an attribute from its own slot, which a subclass's method cannot replace.
+
+    def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:
+        """The member of each matching shared group ``msg`` goes to (a cluster node: of
+        the groups it serves only)."""
+        publisher = msg.publisher
+        return [group.pick(publisher, online) for group in groups]
+
+    def after_routes(self, client: Client, send: Callable[[], None]) -> bool:
+        """True when ``send`` (a SUBACK) is held until the routes just added reach the
+        other nodes; a standalone broker sends it at once."""
+        return False
 
     def unrouted(self, msg: Message) -> bool:
         """No subscription here matches ``msg``: whether it is dropped (a cluster node's

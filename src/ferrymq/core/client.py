@@ -76,12 +76,13 @@ if TYPE_CHECKING:
 
     from ferrymq.core.broker import Broker
     from ferrymq.core.deadlines import Slot
+    from ferrymq.core.flow import Holder
     from ferrymq.core.interfaces import Transport
     from ferrymq.core.session import Session
 
 log = logging.getLogger("ferrymq.client")
 
-_NOBODY: frozenset[Client] = frozenset()
+_NOBODY: frozenset[Holder] = frozenset()
 _INF = float("inf")
 
 # Bytes collected for one connection before they are written without waiting for
@@ -182,7 +183,7 @@ class Client:
         # Publishers paused because of this client, subscribers this client waits for:
         # shared empty stand-ins until flow control first pauses someone (core/flow.py).
         self.blocked: list[Client] | tuple[()] = ()
-        self.paused_by: set[Client] | frozenset[Client] = _NOBODY
+        self.paused_by: set[Holder] | frozenset[Holder] = _NOBODY
         self.paused_since = 0.0
         self.out: list[bytes] = []
         self.out_size = 0
@@ -756,8 +757,7 @@ class Client:
         broker = self.broker
         codes, deliveries = broker.subscribe(session, packet.subscriptions, sub_id, self)
         data = self.conn.suback(packet.packet_id, codes)
-        hold = broker.after_routes  # cluster mode only
-        if hold is not None and hold(self, lambda: self._suback(data, deliveries)):
+        if broker.after_routes(self, lambda: self._suback(data, deliveries)):
             return
         self._suback(data, deliveries)
 

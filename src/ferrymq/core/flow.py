@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ferrymq.core.client import Client
@@ -54,6 +54,14 @@ _SUSTAINED = 0.5
 _LAG_HIGH = 0.05
 _LAG_HOLD = 0.25
 _NEVER = float("inf")
+
+
+class Holder(Protocol):
+    """What publishers wait for: a backed-up subscriber (a ``Client``) or cluster mode's
+    outbox (``cluster/outbox.py``), typed by what this module reads of it."""
+
+    blocked: list[Client] | tuple[()]
+    slow: bool
 
 
 class Flow:
@@ -151,7 +159,7 @@ class Flow:
 
     # --- publishers -----------------------------------------------------------
 
-    def block(self, origin: Client, target: Client) -> None:
+    def block(self, origin: Client, target: Holder) -> None:
         """``origin`` published to the backed-up ``target`` while the broker is saturated:
         stop reading ``origin`` until ``target`` drains."""
         if target.slow or target is origin or target in origin.paused_by:
@@ -170,7 +178,7 @@ class Flow:
             self.paused.add(origin)
             origin.transport.pause_reading()
 
-    def release_publishers(self, target: Client) -> None:
+    def release_publishers(self, target: Holder) -> None:
         """``target`` can take more again: resume the publishers it held up."""
         blocked = target.blocked
         if not blocked:
@@ -211,6 +219,12 @@ class Flow:
         now = time.monotonic()
         return now < self._busy_until or now > self._probe_due + _LAG_HIGH
 
+    def hold_saturated(self, seconds: float = _NEVER) -> None:
+        """Count the broker as short of CPU for ``seconds`` from now, as a busy probe
+        interval does for ``_HOLD``: the state under test without the load (``saturated``
+        is a compiled method, not one to patch)."""
+        self._busy_until = time.monotonic() + seconds
+
     def probe_load(self) -> None:
         """Sample CPU use and loop lag; reschedules itself every ``_PROBE`` seconds."""
         now = time.monotonic()
@@ -218,7 +232,7 @@ class Flow:
         then, cpu_then = self.cpu_mark
         self.cpu_mark = (now, cpu)
         if now > then and cpu - cpu_then >= _BUSY * (now - then):
-            self._busy_until = now + _HOLD
+            self._busy_until = max(self._busy_until, now + _HOLD)
             self._busy_since = min(self._busy_since, then)
             if now - self._busy_since >= _SUSTAINED:
                 self._cpu_bound_until = self._busy_until

@@ -51,9 +51,12 @@ class RouteTable(Protocol):
     table and are never mutated by the caller.
     """
 
-    #: Distinct plain filters in use, and shared-group members among the subscriptions.
-    routes: int
+    #: Shared-group members among the subscriptions.
     shared: int
+
+    @property
+    def routes(self) -> int:
+        """Distinct plain filters in use (read-only)."""
 
     def __len__(self) -> int: ...
 

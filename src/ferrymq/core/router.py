@@ -25,7 +25,9 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+from mypy_extensions import mypyc_attr
 
 from ferrymq.model.subscription import Subscription
 from ferrymq.mqtt.topics import parse_shared
@@ -38,8 +40,6 @@ STRATEGIES = ("round_robin", "random", "sticky", "hash_clientid")
 
 Available = Callable[[Subscription], bool]
 MatchResult = tuple[list[Subscription], list["SharedGroup"]]
-# (one target per client, shared groups, every matching subscription)
-Targets = tuple[list["Subscription | Overlap"], list["SharedGroup"], list[Subscription]]
 
 
 class Overlap:
@@ -86,7 +86,7 @@ class Overlap:
 def _per_client(subs: list[Subscription]) -> list[Subscription | Overlap]:
     """``subs`` with each client's overlapping subscriptions folded into one Overlap."""
     if len(subs) < 2 or len({s.client_id for s in subs}) == len(subs):
-        return subs  # type: ignore[return-value]  # no overlap: the same list, no copy
+        return _targets(subs)  # no overlap: the same list, no copy
     by_client: dict[str, list[Subscription]] = {}
     for sub in subs:
         by_client.setdefault(sub.client_id, []).append(sub)
@@ -194,13 +194,42 @@ class _Route:
         self.groups: dict[str, SharedGroup] | None = None
 
 
+class Targets:
+    """Where a message to one topic goes, built once per topic and cached: one target per
+    client (``per_client``: a Subscription, or an Overlap of its matching subscriptions),
+    the shared ``groups`` and every matching non-shared subscription (``subs``).
+
+    An object rather than a tuple: compiled code unboxes a fixed tuple and would build a
+    new one on every return. The lists belong to the router: callers never mutate them.
+    """
+
+    __slots__ = ("groups", "per_client", "subs")
+
+    def __init__(
+        self,
+        per_client: list[Subscription | Overlap],
+        groups: list[SharedGroup],
+        subs: list[Subscription],
+    ) -> None:
+        self.per_client = per_client
+        self.groups = groups
+        self.subs = subs
+
+
+def _targets(subs: list[Subscription]) -> list[Subscription | Overlap]:
+    """``subs`` as the per-client list: right when no client has two of them (one only)."""
+    return cast("list[Subscription | Overlap]", subs)
+
+
 # Shared by every result that has no subscriptions or no groups: the common
 # "nobody listens" and "no shared groups" answers then cost no allocation.
 _NO_SUBS: list[Subscription] = []
 _NO_GROUPS: list[SharedGroup] = []
-_NO_TARGETS: Targets = (_NO_SUBS, _NO_GROUPS, _NO_SUBS)  # type: ignore[assignment]
+_NO_TARGETS = Targets(_targets(_NO_SUBS), _NO_GROUPS, _NO_SUBS)
 
 
+# ClusterBroker and ClusterRouter (cluster/) extend it in interpreted code.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Router:
     """Maps topic names to the subscriptions (and shared groups) that should receive them."""
 
@@ -323,12 +352,7 @@ class Router:
     # -- lookups -----------------------------------------------------------------
 
     def targets(self, topic: str) -> Targets:
-        """Where a message to ``topic`` goes: one target per client (a Subscription, or an
-        Overlap of its matching subscriptions), the shared groups, and every matching
-        non-shared subscription.
-
-        The lists belong to the router (and its cache): callers must not mutate them.
-        """
+        """Where a message to ``topic`` goes (``Targets``; the router's, not to mutate)."""
         hit = self._cached.get(topic)
         if hit is not None:
             return hit
@@ -347,10 +371,10 @@ class Router:
                 groups.extend(route.groups.values())
         if subs:
             # One subscription cannot overlap: skip the call on the common case.
-            per_client = subs if len(subs) == 1 else _per_client(subs)
-            result: Targets = (per_client, groups or _NO_GROUPS, subs)  # type: ignore[assignment]
+            per_client = _targets(subs) if len(subs) == 1 else _per_client(subs)
+            result = Targets(per_client, groups or _NO_GROUPS, subs)
         elif groups:
-            result = (_NO_SUBS, groups, _NO_SUBS)  # type: ignore[assignment]
+            result = Targets(_targets(_NO_SUBS), groups, _NO_SUBS)
         else:
             if self._cache_size > 0:
                 if len(misses) >= self._cache_size:
@@ -365,8 +389,8 @@ class Router:
 
     def match(self, topic: str) -> MatchResult:
         """Non-shared subscriptions and shared groups whose filter matches ``topic``."""
-        _, groups, subs = self.targets(topic)
-        return subs, groups
+        targets = self.targets(topic)
+        return targets.subs, targets.groups
 
     def has_route(self, plain_filter: str) -> bool:
         """Whether some subscription uses exactly this plain filter."""

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ferrymq.core.empty import EmptyDict
 from ferrymq.model.delivery import (
     INFLIGHT,
     QUEUED,
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
 EXPIRY_NEVER = 0xFFFFFFFF
 
-_NO_SUBSCRIPTIONS: dict[str, Subscription] = MappingProxyType({})  # type: ignore[assignment]
-_NO_INFLIGHT: dict[int, Delivery] = MappingProxyType({})  # type: ignore[assignment]
+_NO_SUBSCRIPTIONS: dict[str, Subscription] = EmptyDict()
+_NO_INFLIGHT: dict[int, Delivery] = EmptyDict()
 
 
 class Session:

@@ -11,7 +11,9 @@ from clients import V311, TestClient
 from ferrymq.config import Settings
 from ferrymq.core import flow as flow_module
 from ferrymq.core.broker import Broker
+from ferrymq.core.client import Client
 from ferrymq.mqtt.packets import Publish
+from memory import FakeTransport
 from rawclient import RawClient
 
 
@@ -48,20 +50,15 @@ def test_stuck_qos1_subscriber_drops_its_oldest_queued_messages(make_broker, uid
     sub.close()
 
 
-class _Conn:
-    """What the pause bookkeeping touches of a Client (and of its transport)."""
+class _Transport(FakeTransport):
+    """A connection's transport that counts how often its reading is resumed."""
 
     def __init__(self) -> None:
-        self.paused_by: set[_Conn] = set()
-        self.blocked: list[_Conn] = []
-        self.read_paused = self.closing = self.slow = False
+        super().__init__()
         self.resumed = 0
-        self.transport = self
-
-    def pause_reading(self) -> None:
-        pass
 
     def resume_reading(self) -> None:
+        super().resume_reading()
         self.resumed += 1
 
 
@@ -96,7 +93,8 @@ def test_only_a_saturated_broker_holds_publishers(monkeypatch):
         flow.probe_load()
         run(1.0, 0.4)  # 40% busy, as with a slow subscriber beside normal ones
         assert not flow.saturated()
-        publisher, subscriber = _Conn(), _Conn()
+        transport = _Transport()
+        publisher, subscriber = Client(broker, transport), Client(broker, FakeTransport())
         run(0.05, 0.95)
         assert flow.saturated()
         flow.block(publisher, subscriber)
@@ -105,7 +103,7 @@ def test_only_a_saturated_broker_holds_publishers(monkeypatch):
         assert flow.saturated() and publisher.read_paused
         run(0.55, 0.0)  # over a second without load: the publisher is read again
         assert not flow.saturated()
-        assert not publisher.read_paused and publisher.resumed == 1 and not flow.paused
+        assert not publisher.read_paused and transport.resumed == 1 and not flow.paused
 
         clock.advance(0.2, 0.1)  # one long iteration: 150 ms behind the probe
         assert flow.saturated()

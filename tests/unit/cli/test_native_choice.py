@@ -16,15 +16,22 @@ from ferrymq import native
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A package directory with every hot module built and recorded, as setup.py leaves it."""
     monkeypatch.delenv(native.PURE_ENV, raising=False)
-    (tmp_path / "mqtt").mkdir()
+    for package in native.BUILT_FROM:
+        (tmp_path / package).mkdir()
     sources = {}
-    for name in (*native.HOT, "ferrymq.mqtt.packets"):
+    for name in (
+        *native.HOT,
+        "ferrymq.mqtt.packets",
+        "ferrymq.core.sessions",
+        "ferrymq.model.message",
+    ):
         source = tmp_path.joinpath(*name.split(".")[1:]).with_suffix(".py")
         source.write_text(f"# {name}\n")
-        sources[source.name] = hashlib.sha256(source.read_bytes()).hexdigest()
+        key = f"{source.parent.name}/{source.name}"
+        sources[key] = hashlib.sha256(source.read_bytes()).hexdigest()
         if name in native.HOT:
             source.with_suffix(EXTENSION_SUFFIXES[0]).write_bytes(b"")
-    record = {"compiler": "mypyc 9.9", "modules": list(native.HOT), "mqtt_sources": sources}
+    record = {"compiler": "mypyc 9.9", "modules": list(native.HOT), "sources": sources}
     (tmp_path / "_compiled.json").write_text(json.dumps(record))
     monkeypatch.setattr(native, "_PACKAGE", tmp_path)
     monkeypatch.setattr(native, "_RECORD", tmp_path / "_compiled.json")
@@ -54,12 +61,22 @@ def test_zero_or_empty_does_not_force_them(package: Path, monkeypatch: pytest.Mo
 def test_an_edited_file_of_mqtt_runs_every_module_from_source(package: Path) -> None:
     # packets.py is not compiled, but the compiled modules were built on its types.
     (package / "mqtt" / "packets.py").write_text("# edited\n")
-    assert native._decide() == ([], "pure Python (changed since the build: packets.py; make build)")
+    assert native._decide() == (
+        [],
+        "pure Python (changed since the build: mqtt/packets.py; make build)",
+    )
+
+
+@pytest.mark.parametrize("path", ["core/router.py", "core/sessions.py", "model/message.py"])
+def test_an_edited_file_of_core_or_model_runs_the_sources_too(package: Path, path: str) -> None:
+    """A compiled module of core/ or not, or the model types the compiled code checks."""
+    (package / path).write_text("# edited\n")
+    assert native._decide() == ([], f"pure Python (changed since the build: {path}; make build)")
 
 
 def test_a_new_file_of_mqtt_counts_as_a_change(package: Path) -> None:
     (package / "mqtt" / "extra.py").write_text("")
-    assert native._decide()[1] == "pure Python (changed since the build: extra.py; make build)"
+    assert native._decide()[1] == "pure Python (changed since the build: mqtt/extra.py; make build)"
 
 
 def test_a_missing_extension_or_record_means_pure(package: Path) -> None:

@@ -57,9 +57,9 @@ def subscriber(broker: Broker, qos: int) -> Peer:
     return peer
 
 
-def held(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Peer]:
+def held(broker: Broker) -> tuple[Peer, Peer]:
     """A saturated broker, a paused QoS 0 subscriber and a publisher that just sent it "x"."""
-    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+    broker.flow.hold_saturated()
     sub = subscriber(broker, 0)
     pub = Peer(broker, "pub")
     sub.client.pause_writing()
@@ -83,10 +83,8 @@ async def test_a_paused_subscriber_queues_drops_its_oldest_and_drains(broker: Br
     assert not session.queue
 
 
-async def test_saturated_broker_holds_the_publisher_until_the_queue_drains(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sub, pub = held(broker, monkeypatch)
+async def test_saturated_broker_holds_the_publisher_until_the_queue_drains(broker: Broker) -> None:
+    sub, pub = held(broker)
     assert not pub.wire.reading and pub.client in broker.flow.paused
     assert sub.client.blocked == [pub.client]
     sub.client.resume_writing()
@@ -94,10 +92,8 @@ async def test_saturated_broker_holds_the_publisher_until_the_queue_drains(
     assert [p.payload for p in sub.publishes()] == [b"x"]
 
 
-async def test_acknowledgements_release_the_publishers_of_a_backed_up_queue(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+async def test_acknowledgements_release_the_publishers_of_a_backed_up_queue(broker: Broker) -> None:
+    broker.flow.hold_saturated()
     broker.settings.max_inflight = 1
     sub = subscriber(broker, 1)
     pub = Peer(broker, "pub")
@@ -113,10 +109,8 @@ async def test_acknowledgements_release_the_publishers_of_a_backed_up_queue(
     assert got == [b"%d" % i for i in range(5)] and pub.wire.reading
 
 
-async def test_a_publisher_is_held_at_most_max_pause(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sub, pub = held(broker, monkeypatch)
+async def test_a_publisher_is_held_at_most_max_pause(broker: Broker) -> None:
+    sub, pub = held(broker)
     assert not pub.wire.reading
     broker.flow.tick(time.monotonic() + 1.0)
     assert pub.wire.reading and sub.client.slow
@@ -124,10 +118,8 @@ async def test_a_publisher_is_held_at_most_max_pause(
     assert pub.wire.reading
 
 
-async def test_a_closing_publisher_leaves_no_pause_behind(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sub, pub = held(broker, monkeypatch)
+async def test_a_closing_publisher_leaves_no_pause_behind(broker: Broker) -> None:
+    sub, pub = held(broker)
     pub.client.connection_lost(None)
     assert not broker.flow.paused and not sub.client.blocked
 
@@ -139,9 +131,7 @@ def busy_for(broker: Broker, seconds: float) -> None:
     broker.flow.probe_load()
 
 
-async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead() -> None:
     """While the broker's own CPU is the limit, one inflight window queued beyond the
     one in flight is all a publisher gets ahead of a subscriber; a longer queue would
     only add waiting. Otherwise half the queue limit absorbs a subscriber's short stall."""
@@ -154,7 +144,7 @@ async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead(
         assert (broker.flow.queue_high, broker.flow.queue_low) == (500, 250)
         busy_for(broker, 0.6)
         assert (broker.flow.queue_high, broker.flow.queue_low) == (4, 2)
-        monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+        broker.flow.hold_saturated()
         sub = subscriber(broker, 1)
         pub = Peer(broker, "pub")
         for i in range(7):  # 4 inflight, 3 queued

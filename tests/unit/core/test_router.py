@@ -95,7 +95,7 @@ def check(router: Router, installed: dict[tuple[str, str], Subscription], topic:
             id(s) for s in installed.values() if s.share_group == g.name and s.filter == g.filter
         }
     # One delivery target per client, standing for all of its matching subscriptions.
-    targets, _, _ = router.targets(topic)
+    targets = router.targets(topic).per_client
     assert sorted(t.client_id for t in targets) == sorted({s.client_id for s in subs})
     for t in targets:
         mine = [s for s in subs if s.client_id == t.client_id]
@@ -247,7 +247,8 @@ def test_overlapping_subscriptions_make_one_target() -> None:
     other = sub("d", "a/b")
     for s in (plus, hash_, plain, other):
         router.add(s)
-    targets, groups, subs = router.targets("a/b")
+    found = router.targets("a/b")
+    targets, groups, subs = found.per_client, found.groups, found.subs
     assert (len(subs), groups) == (4, [])
     (mine,) = [t for t in targets if t.client_id == "c"]
     assert [t for t in targets if t.client_id == "d"] == [other]
@@ -263,12 +264,12 @@ def test_overlapping_subscriptions_make_one_target() -> None:
     assert isinstance(local, Overlap)
     assert (local.qos, local.ids, local.no_local) == (1, (7,), False)
     assert router.targets("a/b") is router.targets("a/b")  # built once, then cached
-    (both,) = router.targets("a/c")[0]
+    (both,) = router.targets("a/c").per_client
     assert isinstance(both, Overlap)
     assert sorted(map(id, both.members)) == sorted(map(id, [plus, hash_]))
     router.remove("c", "a/+")
     router.remove("c", "a/b")
-    (alone,) = [t for t in router.targets("a/b")[0] if t.client_id == "c"]
+    (alone,) = [t for t in router.targets("a/b").per_client if t.client_id == "c"]
     assert alone is hash_ and alone.local is None and alone.ids == (9,)
 
 
