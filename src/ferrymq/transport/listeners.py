@@ -366,7 +366,9 @@ class ListenerManager:
 def bind_sockets(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:
     """Listening sockets for every address ``host`` resolves to (one port for all);
     also the management API's and the dashboard's (``deferred.DeferredListener``)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # An ASCII name as bytes: a str would be IDNA-encoded, importing unicodedata (0.5 MB).
+    name = host.encode() if host.isascii() else host
+    infos = socket.getaddrinfo(name or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     seen: set[Any] = set()
     try:
