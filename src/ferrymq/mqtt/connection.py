@@ -421,7 +421,8 @@ class ServerConnection:
         if not client_id:
             if version == MQTT31 or (version == 4 and not packet.clean_start):
                 raise ProtocolViolation(rc.CLIENT_IDENTIFIER_NOT_VALID, "empty client id")
-            client_id = "ferrymq-" + os.urandom(16).hex()  # as long as a uuid4; uuid would import platform
+            # As long as a uuid4 (the uuid module would import platform).
+            client_id = "ferrymq-" + os.urandom(16).hex()
             self._assigned = True
         elif len(client_id) > limits.max_clientid_len or (
             version == MQTT31 and len(client_id) > 23
