@@ -12,8 +12,9 @@ resuming a stored session waits for, then the retained messages). The
 management API's and the dashboard's ports are bound once the sessions are
 complete, but their aiohttp servers, which cost more memory and import time
 than all the rest, are imported (on a thread) and built only when the first
-client connects to either (``Management``): a broker nobody manages stays at
-the memory of its MQTT side. The garbage collector is off until the restore
+client connects to either (``Management``; in cluster mode at once, as the
+other nodes' API requests need it): a broker nobody manages stays at the
+memory of its MQTT side. The garbage collector is off until the restore
 is done, as it would only walk the objects being restored.
 """
 
