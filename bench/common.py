@@ -32,6 +32,7 @@ MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 GEN_CPU = os.environ.get("GEN_CPU", "0")
 BROKER_CPU = os.environ.get("BROKER_CPU", "1")
 HOST = "127.0.0.1"
+API_PORT = int(os.environ.get("FERRYMQ_BENCH_API_PORT", "18839"))  # ferrymq's management API
 
 
 def log(msg: str) -> None:
@@ -141,7 +142,7 @@ def ferrymq_extra_flags() -> list[str]:
     names = set(Settings.__dataclass_fields__)
     extra: list[str] = []
     if "api_port" in names:
-        extra += ["--api-port", os.environ.get("FERRYMQ_BENCH_API_PORT", "18839")]
+        extra += ["--api-port", str(API_PORT)]
     if "dashboard_port" in names:
         extra += ["--dashboard-port", "0"]
     return extra + os.environ.get("FERRYMQ_BENCH_FLAGS", "").split()

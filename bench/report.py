@@ -45,6 +45,8 @@ def one_line(d: Row) -> str:
         "connect_time_s",
         "deliver_s",
         "broker_rss_kb",
+        "rss_start_kb",
+        "rss_after_api_kb",
         "broker_cpu_pct",
         "gen_cpu_pct",
         "other_cpu_pct",
@@ -112,6 +114,9 @@ class Results:
 
 # (scenario, label, metric, ratio wanted: "higher" is better / "lower" / None)
 TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
+    ("S0", "S0 broker RSS at start, KiB", "rss_start_kb", "lower"),
+    ("S0", "S0 broker RSS after the first API request, KiB", "rss_after_api_kb", None),
+    ("S0", "S0 time to the API's first answer, s", "api_first_answer_s", None),
     ("S1", "S1 fan-in 20→1, QoS 0: delivered msg/s", "recv_rate", "higher"),
     ("S1", "S1 published (accepted) msg/s", "pub_rate", "higher"),
     ("S1", "S1 delivered/published after 3 s drain", "delivery_ratio", None),
@@ -238,6 +243,9 @@ def targets(res: Results) -> list[str]:
             f"| {text} | {measured} | {'-' if ok is None else 'yes' if ok else '**no**'} |"
         )
 
+    start = res.median("S0", f, "rss_start_kb")
+    if start is not None:
+        add("S0 broker RSS at start ≤ 25 MiB", f"{fmt(start / 1024)} MiB", start <= 25 * 1024)
     for scen, what in (("S1", "S1"), ("S2", "S2"), ("S3b", "S3b"), ("S8", "S8")):
         fm, mm = res.median(scen, f, "recv_rate"), res.median(scen, "mosquitto", "recv_rate")
         if fm is not None and mm:
@@ -345,7 +353,19 @@ def noise(res: Results) -> list[str]:
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for b in res.brokers:
-        for scen in ("S1", "S2", "S3a", "S3b", "S8", "S4", "S5a", "S5b", *DURABILITY, *CLUSTER):
+        for scen in (
+            "S0",
+            "S1",
+            "S2",
+            "S3a",
+            "S3b",
+            "S8",
+            "S4",
+            "S5a",
+            "S5b",
+            *DURABILITY,
+            *CLUSTER,
+        ):
             runs = res.groups.get((scen, b))
             if not runs:
                 continue

@@ -1,7 +1,7 @@
 """Run the benchmark: ferrymq, Mosquitto and amqtt side by side, one after the other.
 
 usage: python bench/run.py [--rounds 3] [--quick] [--brokers ferrymq,mosquitto,amqtt]
-                           [--scenarios S1,S2,S3a,S3b,S8,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,
+                           [--scenarios S0,S1,S2,S3a,S3b,S8,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,
                                         X1,X3a,L1,L3a]
                            [--soak 300]
 
@@ -29,6 +29,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,9 +39,11 @@ import cluster
 import report
 import scenarios
 from common import (
+    API_PORT,
     BENCH,
     BROKERS,
     GEN_CPU,
+    HOST,
     MQTTBENCH,
     ROOT,
     RssSampler,
@@ -75,6 +78,7 @@ DURABLE: dict[str, tuple[list[str], bool]] = {
 }
 S6_INTERVAL_MS = {"S6a": "5", "S6b": "5", "S6c": "0", "S6d": "0"}  # 5 ms: 2,000 msg/s in all
 S6_SECONDS = 8
+START_SETTLE_S = 1.0  # S0: how long a started broker is left alone before its RSS is read
 
 
 class Campaign:
@@ -180,6 +184,8 @@ class Campaign:
 
     def _run(self, broker: RunningBroker, scen: str) -> dict[str, Any]:
         name = broker.spec.name
+        if scen == "S0":
+            return self._start_rss(broker)
         if scen in scenarios.SCENARIOS:
             return run_mqttbench(broker, scen, scenarios.SCENARIOS[scen].full_args(name))
         if scen == "S5a":
@@ -191,6 +197,30 @@ class Campaign:
         if scen == "S7":
             return self._restart(broker)
         raise ValueError(scen)
+
+    def _start_rss(self, broker: RunningBroker) -> dict[str, Any]:
+        """Memory of a fresh broker with an empty data directory: RSS once it has been left
+        alone for START_SETTLE_S after its MQTT port accepted; for ferrymq, also after its
+        management API has answered ``GET /status`` with running (its first use)."""
+        time.sleep(START_SETTLE_S)
+        d: dict[str, Any] = {"label": "S0", "rss_start_kb": read_rss_kb(broker.pid)}
+        if broker.spec.name != "ferrymq":
+            return {**d, "status": "ok"}
+        url = f"http://{HOST}:{API_PORT}/status"
+        deadline = time.monotonic() + 20
+        asked = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    if r.status == 200:
+                        break
+            except OSError:  # 503 while starting, or not listening yet
+                time.sleep(0.05)
+        else:
+            return {**d, "status": "api_not_running"}
+        d["api_first_answer_s"] = round(time.monotonic() - asked, 3)
+        time.sleep(0.3)
+        return {**d, "status": "ok", "rss_after_api_kb": read_rss_kb(broker.pid)}
 
     def _durable_qos1(self, broker: RunningBroker, scen: str) -> dict[str, Any]:
         """QoS 1 from 10 publishers to 10 persistent subscribers, with ``ferrymq bench``
@@ -392,7 +422,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one round, no reruns")
     ap.add_argument("--brokers", default="ferrymq,mosquitto,amqtt")
     ap.add_argument(
-        "--scenarios", default="S1,S2,S3a,S3b,S8,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,X1,X3a,L1,L3a"
+        "--scenarios", default="S0,S1,S2,S3a,S3b,S8,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,X1,X3a,L1,L3a"
     )
     ap.add_argument("--soak", type=int, default=0, help="seconds of ferrymq soak (0: none)")
     ap.add_argument("--s2-rate", action="append", default=[], help="broker=rate: skip its sweep")

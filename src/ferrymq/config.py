@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -413,6 +412,8 @@ def load(
     """Build Settings from the file, the environment and flags (later wins)."""
     settings = Settings()
     if config_file:
+        import tomllib  # here: a broker started without a file never needs it
+
         path = Path(config_file)
         try:
             data = tomllib.loads(path.read_text())

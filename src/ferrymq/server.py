@@ -9,10 +9,13 @@ Start-up is ordered for a short restart: the sessions (without their
 messages), then the MQTT listeners, then the rest of the state in the
 background (``Broker.finish_restore``: the sessions' messages, which a client
 resuming a stored session waits for, then the retained messages). The
-management API and the dashboard, whose imports (aiohttp) take longer than
-all the rest, are imported on a thread once the sessions are complete. The
-garbage collector is off until the restore is done, as it would only walk
-the objects being restored.
+management API's and the dashboard's ports are bound once the sessions are
+complete, but their aiohttp servers, which cost more memory and import time
+than all the rest, are imported (on a thread) and built only when the first
+client connects to either (``Management``; in cluster mode at once, as the
+other nodes' API requests need it): a broker nobody manages stays at the
+memory of its MQTT side. The garbage collector is off until the restore
+is done, as it would only walk the objects being restored.
 """
 
 from __future__ import annotations
@@ -22,13 +25,18 @@ import gc
 import importlib
 import logging
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING
 
 from ferrymq import native
+from ferrymq.admin.apps import bootstrap_apps
+from ferrymq.api.parts import BASE, ApiParts, urls
 from ferrymq.config import LISTENER_PORTS, ConfigError, ListenerSettings, Settings
 from ferrymq.core.broker import Broker
+from ferrymq.dashboard.users import bootstrap_admin
 from ferrymq.storage.sqlite import SqliteStore
+from ferrymq.transport.deferred import DeferredListener
 from ferrymq.transport.listeners import ListenerManager
 from ferrymq.transport.options import ListenerOptions
 
@@ -39,6 +47,8 @@ if TYPE_CHECKING:
     from ferrymq.dashboard.server import DashboardServer
 
 log = logging.getLogger("ferrymq")
+api_log = logging.getLogger("ferrymq.api")  # the names these lines have always had
+dashboard_log = logging.getLogger("ferrymq.dashboard")
 
 
 async def serve(settings: Settings) -> None:
@@ -65,9 +75,8 @@ async def serve(settings: Settings) -> None:
     else:
         broker = Broker(settings, store, loop)
     listeners: ListenerManager | None = None
-    api: ApiServer | None = None
     restore: asyncio.Task[None] | None = None
-    dashboard: DashboardServer | None = None
+    management: Management | None = None
     try:
         broker.load_state()
         broker.start()
@@ -80,42 +89,28 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await asyncio.wait((sessions_back, restore), return_when=asyncio.FIRST_COMPLETED)
-        # Imported on a thread (the loop keeps serving MQTT clients meanwhile), and only
-        # when configured: aiohttp and the API are over a third of the broker's memory.
-        if settings.api_port:
-            app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
-            api = await app.start_api(broker, listeners, peers=node)
-        else:
-            log.info("management API disabled (api_port = 0)")
-        if settings.dashboard_port:
-            board = await loop.run_in_executor(
-                None, importlib.import_module, "ferrymq.dashboard.server"
-            )
-            dashboard = await board.start_dashboard(broker, api, listeners, peers=node)
-        else:
-            log.info("dashboard disabled (dashboard_port = 0)")
-        web = api or dashboard  # the API's context, else the dashboard's own
-        if clustered is not None and clustered.admin is not None and web is not None:
+        management = Management(broker, listeners, node)
+        management.start()
+        if clustered is not None and clustered.admin is not None and management.parts:
             # Admin edits taken in from other nodes: the API's caches must not undo them.
-            clustered.admin.on_taken_in.append(web.context.sync.written_elsewhere)
+            clustered.admin.on_taken_in.append(management.parts.sync.written_elsewhere)
+        if node is not None:
+            # The other nodes' API requests are answered by this node's API application.
+            await management.build()
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
         if node is not None:
             node.start()  # joins in the background; clients are served meanwhile
-        if api is not None:
-            api.lifecycle.state = "running"  # GET /status: 200 from now on
-        _tune_gc()
+        management.running()  # GET /status: 200 from now on
+        _tune_gc(loop)
         await stop.wait()
         log.info("shutting down")
     finally:
         if restore is not None and not restore.done():
             restore.cancel()  # what it had not restored yet is still in the database
-        if dashboard is not None:
-            await dashboard.stop()
-        if api is not None:
-            api.lifecycle.state = "stopping"
-            await api.stop()
+        if management is not None:
+            await management.stop()
         if listeners is not None:
             listeners.close()
         kicked = bool(broker.connections)
@@ -130,6 +125,99 @@ async def serve(settings: Settings) -> None:
             await listeners.wait_closed()
         store.close()
         log.info("stopped")
+
+
+class Management:
+    """The management API and the dashboard: their ports bound, their URLs logged, their
+    first credentials created and the data directory watched from the start; their aiohttp
+    servers imported and built on the first connection to either (``DeferredListener``),
+    or at once by ``build`` (cluster mode: the other nodes' requests need the API's app)."""
+
+    def __init__(
+        self, broker: Broker, listeners: ListenerManager, peers: ClusterNode | None = None
+    ) -> None:
+        self.broker = broker
+        self.listeners = listeners
+        self.peers = peers
+        self.parts: ApiParts | None = None  # the API's, else the dashboard's alone
+        self.api: ApiServer | None = None
+        self.dashboard: DashboardServer | None = None
+        self._api_port: DeferredListener | None = None
+        self._dashboard_port: DeferredListener | None = None
+
+    def start(self) -> None:
+        """Bind (a port in use fails the start, as it always has) and log; in the event loop."""
+        s = self.broker.settings
+        store = self.broker.store
+        assert store is not None
+        if not s.api_port:
+            api_log.info("management API disabled (api_port = 0)")
+        else:
+            bootstrap_apps(store, s)
+            self.parts = ApiParts.start(self.broker)
+            self._api_port = DeferredListener(s.api_bind, s.api_port, self._serve_api)
+            scheme = "https" if self.parts.context else "http"
+            for url in urls(scheme, self._api_port.addresses, BASE):
+                api_log.info("management API on %s", url)
+        if not s.dashboard_port:
+            dashboard_log.info("dashboard disabled (dashboard_port = 0)")
+            return
+        bootstrap_admin(store, s)
+        self._dashboard_port = DeferredListener(
+            s.dashboard_bind, s.dashboard_port, self._serve_dashboard
+        )
+        if self.parts is None:  # no API: the dashboard watches and reports /status itself
+            self.parts = ApiParts.start(self.broker, api=False)
+            self.parts.lifecycle.state = "running"
+        for url in urls("http", self._dashboard_port.addresses, "/"):
+            dashboard_log.info("dashboard on %s", url)
+
+    async def build(self) -> None:
+        """Build both servers now instead of on their first connection."""
+        for port in (self._api_port, self._dashboard_port):
+            if port is not None:
+                await port.ready()
+
+    def running(self) -> None:
+        if self._api_port is not None and self.parts is not None:
+            self.parts.lifecycle.state = "running"
+
+    async def _serve_api(self, socks: list[socket.socket]) -> None:
+        # Imported on a thread: the loop keeps serving MQTT clients meanwhile.
+        loop = asyncio.get_running_loop()
+        app = await loop.run_in_executor(None, importlib.import_module, "ferrymq.api.app")
+        api = app.ApiServer(
+            self.broker, listeners=self.listeners, peers=self.peers, parts=self.parts
+        )
+        await api.start(socks)
+        self.api = api
+
+    async def _serve_dashboard(self, socks: list[socket.socket]) -> None:
+        if self._api_port is not None:
+            await self._api_port.ready()  # the dashboard shares the API's context
+        loop = asyncio.get_running_loop()
+        board = await loop.run_in_executor(
+            None, importlib.import_module, "ferrymq.dashboard.server"
+        )
+        parts = None if self.api is not None else self.parts
+        dashboard = board.DashboardServer(
+            self.broker, self.api, self.listeners, peers=self.peers, parts=parts
+        )
+        await dashboard.start(socks)
+        self.dashboard = dashboard
+
+    async def stop(self) -> None:
+        for port in (self._dashboard_port, self._api_port):
+            if port is not None:
+                await port.close()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+        if self.parts is not None:
+            self.parts.lifecycle.state = "stopping"
+        if self.api is not None:
+            await self.api.stop()
+        if self.parts is not None:
+            await self.parts.sync.stop()  # when no server was built (else a no-op now)
 
 
 def listener_options(settings: Settings) -> list[ListenerOptions]:
@@ -162,14 +250,39 @@ def listener_option(spec: ListenerSettings) -> ListenerOptions:
     )
 
 
-def _tune_gc() -> None:
-    """Collect garbage rarely: the message path allocates many short-lived objects but
-    makes no reference cycles, so frequent young-generation passes only cost CPU and
-    add pauses to delivery latency. Objects alive after start-up (restored state
-    included) are frozen out of it without a full pass over them first."""
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+# Young-generation threshold: a pass costs about 0.25 µs per young object, so a
+# few thousand keep each pause well under a millisecond.
+YOUNG_THRESHOLD = 2_000
+FULL_COLLECT_INTERVAL = 600.0  # seconds between passes over everything (cycles among old)
+
+
+def _tune_gc(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep collector pauses short however much the broker holds. What survives a
+    young pass (connections, sessions, retained and queued messages) is long-lived
+    state, which the broker frees by reference counting, not through cycles: it is
+    frozen out of the collector at the end of every pass (``gc.freeze`` is O(1)),
+    so no pass ever walks the whole connection table again (before, a pass over
+    the 100,000 objects of 10,000 new connections paused the loop for 20-50 ms).
+    Cycles among young objects (tracebacks, callbacks) are still collected; those
+    among old ones are left for a full pass every ``FULL_COLLECT_INTERVAL``."""
+    gc.callbacks.append(_freeze_survivors)
+    gc.freeze()  # the state loaded at start
+    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
     gc.enable()
+    loop.call_later(FULL_COLLECT_INTERVAL, _collect_everything, loop)
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop":
+        gc.freeze()
+
+
+def _collect_everything(loop: asyncio.AbstractEventLoop) -> None:
+    gc.unfreeze()
+    found = gc.collect()  # frozen again by _freeze_survivors
+    if found:
+        log.debug("collector: %d unreachable objects among the old ones", found)
+    loop.call_later(FULL_COLLECT_INTERVAL, _collect_everything, loop)
 
 
 def run(settings: Settings) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,6 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
-from ferrymq.admin.apps import bootstrap_apps
 from ferrymq.admin.sync import AccessSync
 from ferrymq.api import (
     acl,
@@ -45,6 +45,7 @@ from ferrymq.api.cluster import CLUSTER, Cluster, Peers
 from ferrymq.api.context import CTX, ApiContext, ctx
 from ferrymq.api.errors import BAD_CREDENTIALS, BAD_PARAMETER, UNKNOWN_ERROR, ApiError
 from ferrymq.api.openapi import build_openapi
+from ferrymq.api.parts import ApiParts, ssl_context, urls
 from ferrymq.api.routes import BASE, STR, Handler, Route, arr, obj, ok, reply
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ def build_app(
     authenticate: Middleware | None = None,
     share: ApiContext | None = None,
     peers: Peers | None = None,
+    parts: ApiParts | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``BASE`` for ``broker`` (which must have a store).
 
@@ -228,11 +230,14 @@ def build_app(
     ``listeners``: the node's MQTT listeners, for ``/listeners`` and the alarms' view.
     ``peers``: the other nodes of the cluster (``cluster.ClusterNode``), in cluster mode;
     the app then answers their requests (``Cluster.answer``).
+    ``parts``: credentials, access sync and lifecycle made before the application.
     """
     if broker.store is None:
         raise ValueError("the API needs a broker with a store")
     if share is not None:
         auth, sync = share.auth, share.sync
+    elif parts is not None:
+        auth, sync = parts.auth, parts.sync
     else:
         auth = AppAuth(broker.store)
         sync = AccessSync(broker, on_change=auth.clear)
@@ -252,7 +257,7 @@ def build_app(
     app[OPENAPI_KEY] = build_openapi(routes)
     app[CLUSTER] = Cluster(app[CTX], peers)
     app[prometheus.EXPORTER] = prometheus.Exporter(app[CLUSTER].local)
-    app[status.LIFECYCLE] = status.Lifecycle()
+    app[status.LIFECYCLE] = parts.lifecycle if parts is not None else status.Lifecycle()
     app.router.add_get(status.PATH, status.status, name="status")
     for route in routes:
         path = BASE + route.path
@@ -266,23 +271,31 @@ def build_app(
     return app
 
 
-def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certfile, keyfile or None)
-    return context
-
-
 async def serve_site(
-    runner: web.AppRunner, bind: str, port: int, context: ssl.SSLContext | None = None
+    runner: web.AppRunner,
+    bind: str,
+    port: int,
+    context: ssl.SSLContext | None = None,
+    socks: list[socket.socket] | None = None,
 ) -> None:
-    """Set ``runner`` up and listen on ``bind``:``port``; on failure nothing stays open.
+    """Set ``runner`` up and listen on ``bind``:``port``, or on the bound ``socks``
+    (a ``DeferredListener``'s); on failure nothing stays open.
     Shared by the API and the dashboard listeners."""
     await runner.setup()
-    site = web.TCPSite(
-        runner, bind, port, ssl_context=context, shutdown_timeout=1.0, reuse_address=True
-    )
+    sites: list[web.BaseSite]
+    if socks is None:
+        sites = [
+            web.TCPSite(
+                runner, bind, port, ssl_context=context, shutdown_timeout=1.0, reuse_address=True
+            )
+        ]
+    else:
+        sites = [
+            web.SockSite(runner, sock, ssl_context=context, shutdown_timeout=1.0) for sock in socks
+        ]
     try:
-        await site.start()
+        for site in sites:
+            await site.start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -297,9 +310,12 @@ class ApiServer:
         mqtt_listen: list[str] | None = None,
         listeners: ListenerInfo | None = None,
         peers: Peers | None = None,
+        parts: ApiParts | None = None,
     ) -> None:
         self.broker = broker
-        self.app = build_app(broker, mqtt_listen, listeners=listeners, peers=peers)
+        self.app = build_app(broker, mqtt_listen, listeners=listeners, peers=peers, parts=parts)
+        self._parts = parts
+        self._sync_started = parts is not None and parts.sync_started
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
 
@@ -312,37 +328,23 @@ class ApiServer:
         """``state`` is what ``GET /status`` reports: starting, running, stopping."""
         return self.app[status.LIFECYCLE]
 
-    async def start(self) -> None:
+    async def start(self, socks: list[socket.socket] | None = None) -> None:
+        """Serve on ``api_bind``:``api_port``, or on ``socks`` bound there already."""
         s = self.broker.settings
-        context = ssl_context(s.api_certfile, s.api_keyfile) if s.api_certfile else None
+        if self._parts is not None:
+            context = self._parts.context
+        else:
+            context = ssl_context(s.api_certfile, s.api_keyfile) if s.api_certfile else None
         runner = _EnvelopeRunner(self.app, handle_signals=False)
-        await serve_site(runner, s.api_bind, s.api_port, context)
+        await serve_site(runner, s.api_bind, s.api_port, context, socks)
         self._runner = runner
-        scheme = "https" if context else "http"
-        for address in runner.addresses:
-            host, port = address[:2]
-            self.addresses.append(f"{scheme}://{host}:{port}{BASE}")
-        self.context.sync.start()
+        self.addresses = urls("https" if context else "http", runner.addresses, BASE)
+        if not self._sync_started:
+            self.context.sync.start()
+            self._sync_started = True
 
     async def stop(self) -> None:
         await self.context.sync.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-async def start_api(
-    broker: Broker, listeners: ListenerInfo | None = None, peers: Peers | None = None
-) -> ApiServer | None:
-    """Create the first API app if needed and serve the API; None when api_port is 0."""
-    settings = broker.settings
-    if not settings.api_port:
-        log.info("management API disabled (api_port = 0)")
-        return None
-    assert broker.store is not None
-    bootstrap_apps(broker.store, settings)
-    server = ApiServer(broker, listeners=listeners, peers=peers)
-    await server.start()
-    for address in server.addresses:
-        log.info("management API on %s", address)
-    return server

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-BASE = "/api/v4"
+from ferrymq.api.parts import BASE  # noqa: F401  (re-exported: the resource modules' prefix)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = dict[str, Any]

@@ -11,14 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ferrymq.api.context import ctx
-
-
-class Lifecycle:
-    """Where the broker is in its life; ``server.py`` moves it along."""
-
-    def __init__(self) -> None:
-        self.state = "starting"  # -> "running" -> "stopping"
-
+from ferrymq.api.parts import Lifecycle
 
 LIFECYCLE = web.AppKey("ferrymq_lifecycle", Lifecycle)
 PATH = "/status"

@@ -9,6 +9,7 @@ this package; nothing is built or fetched at run time.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,9 +22,9 @@ from ferrymq.api.cluster import CLUSTER
 from ferrymq.api.context import CTX
 from ferrymq.api.errors import BAD_CREDENTIALS, EMPTY_CREDENTIALS
 from ferrymq.api.params import as_object, get_str, read_json
+from ferrymq.api.parts import ApiParts, urls
 from ferrymq.api.routes import BASE, ok, reply
 from ferrymq.dashboard.auth import COOKIE, Sessions
-from ferrymq.dashboard.users import bootstrap_admin
 
 if TYPE_CHECKING:
     from ferrymq.api.app import ApiServer
@@ -112,10 +113,12 @@ def build_dashboard(
     api: ApiServer | None = None,
     listeners: ListenerInfo | None = None,
     peers: Peers | None = None,
+    parts: ApiParts | None = None,
 ) -> web.Application:
-    """The dashboard application; shares ``api``'s context when the API is served too.
-    Without the API, ``peers`` (cluster mode) give it the cluster view the API would have:
-    its pages show every node, and it answers the other nodes' requests."""
+    """The dashboard application; shares ``api``'s context when the API is served too,
+    else uses ``parts`` when given. Without the API, ``peers`` (cluster mode) give it the
+    cluster view the API would have: its pages show every node, and it answers the other
+    nodes' requests."""
     assert broker.store is not None
     share = api.context if api is not None else None
     app = build_app(
@@ -123,6 +126,7 @@ def build_dashboard(
         listeners=listeners,
         authenticate=_session_middleware,
         share=share,
+        parts=parts,
         peers=peers if api is None else None,
     )
     if api is not None:  # one view of the node and of its life for both listeners
@@ -147,10 +151,12 @@ class DashboardServer:
         api: ApiServer | None = None,
         listeners: ListenerInfo | None = None,
         peers: Peers | None = None,
+        parts: ApiParts | None = None,
     ) -> None:
         self.broker = broker
-        self.app = build_dashboard(broker, api, listeners, peers)
+        self.app = build_dashboard(broker, api, listeners, peers, parts)
         self._owns_sync = api is None
+        self._sync_started = api is None and parts is not None and parts.sync_started
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
 
@@ -158,14 +164,16 @@ class DashboardServer:
     def context(self) -> ApiContext:
         return self.app[CTX]
 
-    async def start(self) -> None:
+    async def start(self, socks: list[socket.socket] | None = None) -> None:
+        """Serve on ``dashboard_bind``:``dashboard_port``, or on ``socks`` bound there already."""
         s = self.broker.settings
         # no access log: the overview page polls every 2 seconds
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await serve_site(runner, s.dashboard_bind, s.dashboard_port)
+        await serve_site(runner, s.dashboard_bind, s.dashboard_port, socks=socks)
         self._runner = runner
-        self.addresses = [f"http://{a[0]}:{a[1]}/" for a in runner.addresses]
-        if self._owns_sync:  # no API server: watch the data directory, report /status
+        self.addresses = urls("http", runner.addresses, "/")
+        if self._owns_sync and not self._sync_started:
+            # no API server: watch the data directory, report /status
             self.app[CTX].sync.start()
             self.app[status.LIFECYCLE].state = "running"
 
@@ -176,23 +184,3 @@ class DashboardServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-async def start_dashboard(
-    broker: Broker,
-    api: ApiServer | None,
-    listeners: ListenerInfo | None = None,
-    peers: Peers | None = None,
-) -> DashboardServer | None:
-    """Create the first dashboard user if needed and serve; None when dashboard_port is 0."""
-    settings = broker.settings
-    if not settings.dashboard_port:
-        log.info("dashboard disabled (dashboard_port = 0)")
-        return None
-    assert broker.store is not None
-    bootstrap_admin(broker.store, settings)
-    server = DashboardServer(broker, api, listeners, peers)
-    await server.start()
-    for address in server.addresses:
-        log.info("dashboard on %s", address)
-    return server

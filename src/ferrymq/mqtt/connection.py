@@ -42,7 +42,7 @@ Rules kept here, each in one place:
 from __future__ import annotations
 
 import enum
-import uuid
+import os
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -421,7 +421,8 @@ class ServerConnection:
         if not client_id:
             if version == MQTT31 or (version == 4 and not packet.clean_start):
                 raise ProtocolViolation(rc.CLIENT_IDENTIFIER_NOT_VALID, "empty client id")
-            client_id = "ferrymq-" + uuid.uuid4().hex
+            # As long as a uuid4 (the uuid module would import platform).
+            client_id = "ferrymq-" + os.urandom(16).hex()
             self._assigned = True
         elif len(client_id) > limits.max_clientid_len or (
             version == MQTT31 and len(client_id) > 23

@@ -130,7 +130,7 @@ class Listener:
                 keepalive_timeout=self.broker.settings.connect_timeout,
                 access_log=None,
             )
-        self.sockets = _bind(spec.bind, spec.port)
+        self.sockets = bind_sockets(spec.bind, spec.port)
         self.port = self.sockets[0].getsockname()[1]
         self._accepting = True
         if self.raw:
@@ -373,9 +373,12 @@ class ListenerManager:
         return None
 
 
-def _bind(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` resolves to (one port for all)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+def bind_sockets(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (one port for all);
+    also the management API's and the dashboard's (``deferred.DeferredListener``)."""
+    # An ASCII name as bytes: a str would be IDNA-encoded, importing unicodedata (0.5 MB).
+    name = host.encode() if host.isascii() else host
+    infos = socket.getaddrinfo(name or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     seen: set[Any] = set()
     try:
@@ -396,7 +399,7 @@ def _bind(host: str, port: int) -> list[socket.socket]:
                 raise OSError(
                     exc.errno, f"cannot bind {sockaddr[0]}:{sockaddr[1]}: {exc.strerror}"
                 ) from None
-            sock.listen(BACKLOG)
+            sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
         for sock in sockets:

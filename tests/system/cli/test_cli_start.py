@@ -7,6 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
@@ -203,3 +206,90 @@ def test_port_flag_with_listeners_in_the_config_is_not_silently_ignored(tmp_path
     finally:
         _code, out = _stop(proc)
     assert "--port ignored" in out and "[[listeners]]" in out, out
+
+
+def _maps_aiohttp(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return "aiohttp" in f.read()
+
+
+def _status_when_running(port: int, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as exc:  # 503 until the restore is done
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_the_api_server_is_loaded_on_its_first_request(tmp_path):
+    """Nobody has used the API yet: no aiohttp in the process; the first request loads it."""
+    api_port = free_port()
+    proc = _start(
+        tmp_path,
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--log-level",
+        "info",
+        env={"FERRYMQ_API_PORT": str(api_port)},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the URL is logged before the server is built
+            if "management API on" in line:
+                assert f"http://127.0.0.1:{api_port}/api/v4" in line
+                break
+        assert not _maps_aiohttp(proc.pid)
+        assert "ferrymq is running" in _status_when_running(api_port)
+        assert _maps_aiohttp(proc.pid)
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("setting", ["FERRYMQ_API_PORT", "FERRYMQ_DASHBOARD_PORT"])
+def test_a_taken_api_or_dashboard_port_fails_the_start(tmp_path, setting):
+    """Their servers are built on first use, but their ports are bound at start."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _start(
+            tmp_path,
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path / "data"),
+            env={setting: str(port)},
+        )
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in out
+
+
+def test_the_dashboard_is_loaded_on_its_first_request_and_serves_its_login(tmp_path):
+    board_port = free_port()
+    proc = _start(
+        tmp_path,
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+        env={"FERRYMQ_DASHBOARD_PORT": str(board_port)},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "dashboard on" in line:
+                break
+        assert not _maps_aiohttp(proc.pid)
+        with urllib.request.urlopen(f"http://127.0.0.1:{board_port}/", timeout=30) as r:
+            assert r.status == 200
+            assert "<html" in r.read().decode().lower()
+        assert _maps_aiohttp(proc.pid)
+    finally:
+        _stop(proc)
