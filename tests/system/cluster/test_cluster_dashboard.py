@@ -120,5 +120,6 @@ def test_a_dashboard_without_the_api_shows_every_node(boards, clients, uid) -> N
     assert sorted(m["node"] for m in metrics) == both
     # The node answers the others' requests too: node 2's dashboard sees node 1's client.
     assert b2.login("admin", "admin-pw")
+    wait_for(lambda: len(b2.get("/nodes").data or []) == 2, timeout=SPREAD)
     on1 = b2.get(f"/nodes/{node_name(n1)}/clients").data
     assert [c["clientid"] for c in on1] == [f"{uid}-on1"]
