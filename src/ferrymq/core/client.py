@@ -226,6 +226,16 @@ class Client:
             if not self.closing:
                 self._violation(exc)
 
+    def resume_input(self) -> None:
+        """Flow control let this publisher go on: route the rest of the read it held,
+        then read again unless that held it once more."""
+        if self.closing:
+            return
+        self.conn.on_hold = False
+        self._handle_packets()
+        if not self.closing and not self.read_paused:
+            self.transport.resume_reading()
+
     def pause_writing(self) -> None:
         self.broker.flow.pause_writing(self)
 
@@ -521,7 +531,7 @@ class Client:
             self._violation(exc)
             return
         self._handle_packets()
-        if not self.closing:
+        if not self.closing and not self.read_paused:
             self.transport.resume_reading()
 
     def _on_connect(self, packet: Packet) -> None:
@@ -574,7 +584,7 @@ class Client:
             return
         self._open(packet)
         self._handle_packets()
-        if not self.closing:
+        if not self.closing and not self.read_paused:
             self.transport.resume_reading()
 
     def _open(self, packet: Connect) -> None:

@@ -11,7 +11,9 @@ Rules kept here:
   feeding a backed-up subscriber (socket paused, or its queue at ``queue_high``:
   one inflight window while the broker's own CPU is the limit, half the queue
   limit otherwise) waits until that subscriber drains (socket writable and queue
-  at most ``queue_low``), for at most ``_MAX_PAUSE`` seconds, after which the
+  at most ``queue_low``): its reading is paused and the rest of the read being
+  routed is held (``ServerConnection.on_hold``) and routed first when it resumes,
+  so one large read cannot overflow a queue; for at most ``_MAX_PAUSE`` seconds, after which the
   subscriber is marked ``slow`` and only queues and drops; every pause ends as
   soon as the broker has CPU to spare again.
 
@@ -164,6 +166,9 @@ class Flow:
             target.blocked.append(origin)  # type: ignore[union-attr]
         else:
             target.blocked = [origin]
+        # The rest of the read that brought this message waits too: routed now, one read
+        # (up to 1,700 small messages) could overflow the queue of ``target``.
+        origin.conn.on_hold = True
         if not origin.read_paused and not origin.closing:
             origin.read_paused = True
             origin.paused_since = time.monotonic()
@@ -182,7 +187,13 @@ class Flow:
             if not origin.paused_by and origin.read_paused:
                 origin.read_paused = False
                 paused.discard(origin)
-                if not origin.closing:
+                if origin.closing:
+                    continue
+                if origin.conn.holding():
+                    # Not from here: this may run inside another connection's handler.
+                    self.loop.call_soon(origin.resume_input)
+                else:
+                    origin.conn.on_hold = False
                     origin.transport.resume_reading()
 
     def forget(self, client: Client) -> None:
