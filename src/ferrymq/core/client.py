@@ -210,6 +210,7 @@ class Client:
         self.recv_cnt += 1
         metrics = self.metrics
         metrics["bytes.received"] += size
+        self.broker.read_at = time.time()
         count = self.conn.receive(data, time.monotonic())
         if count:
             self.recv_pkt += count
@@ -650,7 +651,14 @@ class Client:
                 expiry_at = time.monotonic() + interval
         qos = packet.qos
         msg = Message(
-            topic, packet.payload, qos, packet.retain, forwarded, self.client_id, expiry_at
+            topic,
+            packet.payload,
+            qos,
+            packet.retain,
+            forwarded,
+            self.client_id,
+            expiry_at,
+            broker.read_at,
         )
         if qos == 0:
             broker.publish(msg, self)
