@@ -368,7 +368,7 @@ class Broker:
                 and (target.write_paused or len(session.queue) >= queue_high)
                 and self.flow.saturated()
             ):
-                self.flow.block(origin, target)
+                self.flow.block(origin, target, len(session.queue))
         if msg.retain:
             msg.cache = None  # the retained store keeps the message, not its encodings
         if counters is not None:
