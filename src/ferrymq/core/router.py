@@ -337,7 +337,7 @@ class Router:
         if hit is not None:
             return hit
         misses = self._misses
-        if topic in misses:
+        if topic in misses or not self._routes.by_key:  # (no filter at all: nothing to walk)
             return _NO_TARGETS
         levels = topic.split("/")
         subs: list[Subscription] = []
