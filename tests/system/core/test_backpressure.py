@@ -49,14 +49,18 @@ def test_stuck_qos1_subscriber_drops_its_oldest_queued_messages(make_broker, uid
 
 
 class _Conn:
-    """What the pause bookkeeping touches of a Client (and of its transport)."""
+    """What the pause bookkeeping touches of a Client (and of its transport and its
+    connection machine, which holds no packets here)."""
 
     def __init__(self) -> None:
         self.paused_by: set[_Conn] = set()
         self.blocked: list[_Conn] = []
-        self.read_paused = self.closing = self.slow = False
+        self.read_paused = self.closing = self.slow = self.on_hold = False
         self.resumed = 0
-        self.transport = self
+        self.transport = self.conn = self
+
+    def holding(self) -> bool:
+        return False
 
     def pause_reading(self) -> None:
         pass
