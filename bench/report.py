@@ -112,6 +112,12 @@ class Results:
         return f"**{fmt(med)}** [{fmt(min(vals))} - {fmt(max(vals))}]"
 
 
+def s5b_held(r: Row) -> Any:
+    """RSS the retained messages added: after the run, less the broker's before it."""
+    after, before = r.get("broker_rss_kb"), r.get("broker_rss_before_kb")
+    return after - before if after and before else None
+
+
 # (scenario, label, metric, ratio wanted: "higher" is better / "lower" / None)
 TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S0", "S0 broker RSS at start, KiB", "rss_start_kb", "lower"),
@@ -126,6 +132,7 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S2", "S2 fan-out 1→100: publisher rate (knee) msg/s", "rate_per_pub", None),
     ("S2", "S2 deliveries/s", "recv_rate", "higher"),
     ("S2", "S2 p99 latency ms (at the knee)", "lat_ms.p99", None),
+    ("S2", "S2 deliveries lost (expected minus received, after the drain)", "undelivered", None),
     ("S3a", "S3a QoS 1 pairs at 5,000 msg/s: delivered msg/s", "recv_rate", None),
     ("S3a", "S3a latency p50 ms", "lat_ms.p50", "lower"),
     ("S3a", "S3a latency p99 ms", "lat_ms.p99", "lower"),
@@ -144,7 +151,8 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S5b", "S5b 100,000 retained to a `#` subscriber: time s", "deliver_s", "lower"),
     ("S5b", "S5b retained messages received", "received", None),
     ("S5b", "S5b time to publish them (until PUBACK behind), s", "load_s", "lower"),
-    ("S5b", "S5b broker RSS holding them, KiB", "broker_rss_kb", None),
+    ("S5b", "S5b broker RSS holding them, KiB", "broker_rss_kb", "lower"),
+    ("S5b", "S5b of which above the fresh broker, KiB", s5b_held, "lower"),
     ("S6a", "S6a QoS 1 to persistent subs, 2,000 msg/s, acked: p50 ms", "lat_ms.p50", "lower"),
     ("S6a", "S6a latency p99 ms", "lat_ms.p99", "lower"),
     ("S6b", "S6b the same with durability batched: p50 ms", "lat_ms.p50", None),
@@ -250,6 +258,13 @@ def targets(res: Results) -> list[str]:
         fm, mm = res.median(scen, f, "recv_rate"), res.median(scen, "mosquitto", "recv_rate")
         if fm is not None and mm:
             add(f"{what} throughput ≥ 0.5x Mosquitto", f"{fm / mm:.2f}x", fm / mm >= 0.5)
+    lost = res.values("S2", f, "undelivered")
+    if lost:
+        add("S2 fan-out with every message delivered", f"max {fmt(max(lost))} lost", max(lost) == 0)
+    for metric, what in (("load_s", "time to publish"), ("broker_rss_kb", "RSS holding them")):
+        fm, mm = res.median("S5b", f, metric), res.median("S5b", "mosquitto", metric)
+        if fm is not None and mm:
+            add(f"S5b 100,000 retained: {what} ≤ 1.5x Mosquitto", f"{fm / mm:.2f}x", fm / mm <= 1.5)
     p99 = res.median("S3a", f, "lat_ms.p99")
     rate = res.median("S3a", f, "recv_rate")
     if p99 is not None:

@@ -140,6 +140,9 @@ class Broker:
         self.topic_metrics = TopicMetrics()
         self._watched = self.topic_metrics.watched  # read once per publish, see publish()
         self.started_at = time.time()
+        #: Wall clock of the latest read from any client: the ``created`` time of the
+        #: messages it brought (one float for a read's messages, one clock call per read).
+        self.read_at = self.started_at
         self.stats_tracker = Stats(self)
         self._housekeeping: asyncio.TimerHandle | None = None
         # Acknowledgements after commit: every store write made on behalf of a
@@ -362,7 +365,7 @@ class Broker:
                 and (target.write_paused or len(session.queue) >= queue_high)
                 and self.flow.saturated()
             ):
-                self.flow.block(origin, target)
+                self.flow.block(origin, target, len(session.queue))
         if msg.retain:
             msg.cache = None  # the retained store keeps the message, not its encodings
         if counters is not None:

@@ -211,6 +211,7 @@ class Client:
         self.recv_cnt += 1
         metrics = self.metrics
         metrics["bytes.received"] += size
+        self.broker.read_at = time.time()
         count = self.conn.receive(data, time.monotonic())
         if count:
             self.recv_pkt += count
@@ -226,6 +227,16 @@ class Client:
         except ProtocolViolation as exc:
             if not self.closing:
                 self._violation(exc)
+
+    def resume_input(self) -> None:
+        """Flow control let this publisher go on: route the rest of the read it held,
+        then read again unless that held it once more."""
+        if self.closing:
+            return
+        self.conn.on_hold = False
+        self._handle_packets()
+        if not self.closing and not self.read_paused:
+            self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         self.broker.flow.pause_writing(self)
@@ -524,7 +535,7 @@ class Client:
             self._violation(exc)
             return
         self._handle_packets()
-        if not self.closing:
+        if not self.closing and not self.read_paused:
             self.transport.resume_reading()
 
     def _on_connect(self, packet: Packet) -> None:
@@ -577,7 +588,7 @@ class Client:
             return
         self._open(packet)
         self._handle_packets()
-        if not self.closing:
+        if not self.closing and not self.read_paused:
             self.transport.resume_reading()
 
     def _open(self, packet: Connect) -> None:
@@ -643,7 +654,14 @@ class Client:
                 expiry_at = time.monotonic() + interval
         qos = packet.qos
         msg = Message(
-            topic, packet.payload, qos, packet.retain, forwarded, self.client_id, expiry_at
+            topic,
+            packet.payload,
+            qos,
+            packet.retain,
+            forwarded,
+            self.client_id,
+            expiry_at,
+            broker.read_at,
         )
         if qos == 0:
             broker.publish(msg, self)

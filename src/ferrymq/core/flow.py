@@ -11,7 +11,10 @@ Rules kept here:
   feeding a backed-up subscriber (socket paused, or its queue at ``queue_high``:
   one inflight window while the broker's own CPU is the limit, half the queue
   limit otherwise) waits until that subscriber drains (socket writable and queue
-  at most ``queue_low``), for at most ``_MAX_PAUSE`` seconds, after which the
+  at most ``queue_low``): its reading is paused, and once that subscriber's queue
+  is half full the rest of the read being routed is held too
+  (``ServerConnection.on_hold``) and routed first when it resumes, so one large
+  read cannot overflow a queue; for at most ``_MAX_PAUSE`` seconds, after which the
   subscriber is marked ``slow`` and only queues and drops; every pause ends as
   soon as the broker has CPU to spare again.
 
@@ -87,6 +90,7 @@ class Flow:
         self._tight = (high, high // 2)
         self._loose = (max(1, max_mqueue_len // 2), max_mqueue_len // 4)
         self.queue_high, self.queue_low = self._loose
+        self._hold_at = max(1, max_mqueue_len // 2)
         self._cpu_bound_until = 0.0
         self._busy_since = _NEVER  # start of the current run of busy probe intervals
         self._load_probe: asyncio.TimerHandle | None = None
@@ -159,10 +163,19 @@ class Flow:
 
     # --- publishers -----------------------------------------------------------
 
-    def block(self, origin: Client, target: Holder) -> None:
+    def block(self, origin: Client, target: Holder, queued: int = 0) -> None:
         """``origin`` published to the backed-up ``target`` while the broker is saturated:
-        stop reading ``origin`` until ``target`` drains."""
-        if target.slow or target is origin or target in origin.paused_by:
+        stop reading ``origin`` until ``target`` drains, and once the queue of ``target``
+        (``queued`` messages) is half full, stop routing the rest of the read that
+        brought the message too."""
+        if target.slow or target is origin:
+            return
+        if queued >= self._hold_at:
+            # One read (up to 1,700 small messages) could overflow the queue: the rest
+            # waits unrouted. Only then: holding every pause would make a fan-out go at
+            # the pace of its slowest subscriber's socket.
+            origin.conn.on_hold = True
+        if target in origin.paused_by:
             return
         if origin.paused_by:
             origin.paused_by.add(target)  # type: ignore[union-attr]
@@ -190,7 +203,13 @@ class Flow:
             if not origin.paused_by and origin.read_paused:
                 origin.read_paused = False
                 paused.discard(origin)
-                if not origin.closing:
+                if origin.closing:
+                    continue
+                if origin.conn.holding():
+                    # Not from here: this may run inside another connection's handler.
+                    self.loop.call_soon(origin.resume_input)
+                else:
+                    origin.conn.on_hold = False
                     origin.transport.resume_reading()
 
     def forget(self, client: Client) -> None:

@@ -226,6 +226,10 @@ def _targets(subs: list[Subscription]) -> list[Subscription | Overlap]:
 _NO_SUBS: list[Subscription] = []
 _NO_GROUPS: list[SharedGroup] = []
 _NO_TARGETS = Targets(_targets(_NO_SUBS), _NO_GROUPS, _NO_SUBS)
+# Topics remembered as matching no filter, at most (then forgotten at once). A topic that
+# comes back often stays cheap; one-off topics (a load of retained messages nobody
+# subscribes to: 100,000 would hold 4 MB of set) cost one trie walk each, as without it.
+_MISSES_MAX = 16_384
 
 
 # ClusterBroker and ClusterRouter (cluster/) extend it in interpreted code.
@@ -357,7 +361,7 @@ class Router:
         if hit is not None:
             return hit
         misses = self._misses
-        if topic in misses:
+        if topic in misses or not self._routes.by_key:  # (no filter at all: nothing to walk)
             return _NO_TARGETS
         levels = topic.split("/")
         subs: list[Subscription] = []
@@ -377,7 +381,7 @@ class Router:
             result = Targets(_targets(_NO_SUBS), groups, _NO_SUBS)
         else:
             if self._cache_size > 0:
-                if len(misses) >= self._cache_size:
+                if len(misses) >= min(self._cache_size, _MISSES_MAX):
                     misses.clear()
                 misses.add(topic)
             return _NO_TARGETS

@@ -205,6 +205,7 @@ class ServerConnection:
         "_connect_props",
         "_batch",
         "_error",
+        "on_hold",
     )
 
     def __init__(self, limits: Limits, now: float) -> None:
@@ -232,6 +233,9 @@ class ServerConnection:
         self._connect_props: Mapping[str, Any] = _NO_PROPS
         self._batch: Sequence[Packet] = _NO_PACKETS  # decoded, not yet handed out by dispatch()
         self._error: ProtocolViolation | None = None  # the decoder's, raised after the batch
+        #: Set by the broker while a handler runs: hand out nothing more until it is
+        #: cleared and ``dispatch`` is called again (flow control holds a publisher).
+        self.on_hold = False
 
     # --- bytes in, packets out ------------------------------------------------
 
@@ -250,18 +254,25 @@ class ServerConnection:
         self._batch = [*held, *packets] if held else packets
         return len(packets)
 
+    def holding(self) -> bool:
+        """Whether packets received wait to be handed out (``on_hold``, a pending CONNECT)."""
+        return bool(self._batch)
+
     def dispatch(self, handlers: Sequence[Handler | None], target: Any) -> None:
         """Hand out the packets received and not yet handed out, each checked just
         before, as ``handlers[packet.type](target, packet)`` (index 0: a ``Reply``, a
         packet answered here). Each packet sees the state the broker left after the
-        one before. Stops once the connection is CLOSED, and after a CONNECT until
-        ``accept``. Raises ProtocolViolation; the decoder's after the packets before it.
+        one before. Stops once the connection is CLOSED, after a CONNECT until
+        ``accept``, and once ``on_hold`` is set, keeping the rest for the next call.
+        Raises ProtocolViolation; the decoder's after the packets before it.
 
         A push, not a generator or an event object: the broker's handler is the one
         call per packet, as before the machine existed (a generator's resume per
         packet made the in-memory QoS 1 path about 3 % slower).
         """
         state = self.state
+        if self.on_hold:
+            return
         if state is CONNECTED or state is AWAIT_CONNECT:
             batch = self._batch
             self._batch = _NO_PACKETS
@@ -337,6 +348,9 @@ class ServerConnection:
                         self._check(packet)  # DISCONNECT closes: nothing after it is read
                 handlers[ptype](target, packet)  # type: ignore[misc]
                 if self.state is CLOSED:
+                    return
+                if self.on_hold:
+                    self._batch = list(packets)  # the rest waits, the decoder's error too
                     return
         error = self._error
         if error is not None and self.state is not CLOSED:

@@ -7,6 +7,9 @@ Layout (little endian)::
     u32 topic length | u32 publisher length | u32 properties length
     topic (UTF-8) | publisher (UTF-8) | properties (JSON, absent when empty) | payload
 
+A retained row leaves the topic out of its blob (its key is the topic), which
+``topic`` length 0 says; rows written before carry it inside.
+
 ``Message.expiry_at`` is a ``time.monotonic()`` deadline, meaningless in another
 process, so it is stored as a wall-clock deadline and converted back on load.
 JSON cannot hold bytes or tuples, and properties carry both (correlation_data,
@@ -43,9 +46,10 @@ _encode_json = json.JSONEncoder(
 _decode_json = json.JSONDecoder().decode
 
 
-def dump_message(msg: Message) -> bytes:
-    """Serialise ``msg``; the inverse of :func:`load_message`."""
-    topic = msg.topic.encode()
+def dump_message(msg: Message, with_topic: bool = True) -> bytes:
+    """Serialise ``msg``; the inverse of :func:`load_message`. Without ``with_topic`` the
+    topic is left out (length 0), for a row whose key is the topic already."""
+    topic = msg.topic.encode() if with_topic else b""
     publisher = msg.publisher.encode() if msg.publisher else b""
     props = msg.properties
     props_data = _encode_json({k: _tag(v) for k, v in props.items()}).encode() if props else b""
@@ -64,8 +68,9 @@ def dump_message(msg: Message) -> bytes:
     return b"".join((header, topic, publisher, props_data, msg.payload))
 
 
-def load_message(data: bytes, strings: dict[str, str] | None = None) -> Message:
+def load_message(data: bytes, strings: dict[str, str] | None = None, topic: str = "") -> Message:
     """Rebuild a Message from :func:`dump_message` output; ValueError when it is not one.
+    ``topic`` is the topic of a message dumped without it.
 
     ``strings``, shared over many calls, makes equal topics and publishers one string
     object each (as they mostly are in a running broker), which matters for memory when
@@ -80,7 +85,8 @@ def load_message(data: bytes, strings: dict[str, str] | None = None) -> Message:
     end = start + topic_len + publisher_len + props_len
     if end > len(data):
         raise ValueError("stored message is truncated")
-    topic = str(data[start : start + topic_len], "utf-8")
+    if topic_len or not topic:
+        topic = str(data[start : start + topic_len], "utf-8")
     start += topic_len
     publisher = str(data[start : start + publisher_len], "utf-8") if publisher_len else ""
     start += publisher_len

@@ -124,6 +124,56 @@ async def test_a_closing_publisher_leaves_no_pause_behind(broker: Broker) -> Non
     assert not broker.flow.paused and not sub.client.blocked
 
 
+def one_read(count: int) -> bytes:
+    """``count`` QoS 0 PUBLISHes to ``f/a`` as the bytes of one read."""
+    return b"".join(encode(Publish("f/a", b"%d" % i), 4) for i in range(count))
+
+
+def held_read(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Peer]:
+    """A saturated broker, a paused QoS 0 subscriber and a publisher whose one read brought
+    20 messages, more than the subscriber's queue (8) holds."""
+    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+    sub = subscriber(broker, 0)
+    pub = Peer(broker, "pub")
+    sub.client.pause_writing()
+    pub.client.data_received(one_read(20))
+    assert not pub.wire.reading
+    return sub, pub
+
+
+async def test_the_rest_of_a_read_waits_for_a_backed_up_subscriber(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub, pub = held_read(broker, monkeypatch)
+    session = broker.sessions["sub"]
+    # Routed until its queue (8) is half full, the rest not yet: nothing dropped.
+    assert session.mqueue_len() == 4 and session.dropped == 0
+    sub.client.resume_writing()
+    got = [p.payload for p in sub.publishes()]
+    for _ in range(20):
+        if len(got) == 20:
+            break
+        await asyncio.sleep(0)  # the held packets are routed from the event loop
+        got += [p.payload for p in sub.publishes()]
+    assert got == [b"%d" % i for i in range(20)]
+    assert session.dropped == 0 and broker.metrics["delivery.dropped"] == 0
+    assert pub.wire.reading and not broker.flow.paused
+
+
+async def test_a_subscriber_that_stays_backed_up_holds_the_rest_of_a_read_at_most_max_pause(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub, pub = held_read(broker, monkeypatch)
+    broker.flow.tick(time.monotonic() + 1.0)  # it never drains: slow, it holds nobody up
+    for _ in range(20):
+        if pub.wire.reading:
+            break
+        await asyncio.sleep(0)
+    session = broker.sessions["sub"]
+    assert pub.wire.reading and sub.client.slow
+    assert session.mqueue_len() == 8 and session.dropped == 12  # its own queue, its own loss
+
+
 def busy_for(broker: Broker, seconds: float) -> None:
     """The load probe finds that the broker used all of its CPU for the last ``seconds``."""
     now, cpu = time.monotonic(), time.process_time()

@@ -263,12 +263,27 @@ def count_dumps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the topics of messages the writer serialises."""
     seen: list[str] = []
 
-    def counting(msg: Message) -> bytes:
+    def counting(msg: Message, with_topic: bool = True) -> bytes:
         seen.append(msg.topic)
-        return dump_message(msg)
+        return dump_message(msg, with_topic)
 
     monkeypatch.setattr(sqlite_module, "dump_message", counting)
     return seen
+
+
+def test_a_retained_row_keeps_its_topic_once_and_rows_written_before_still_load(
+    store: SqliteStore, db: Path
+) -> None:
+    msg = Message("sensors/7/temp", b"21.5", 1, True, {"content_type": "text"}, "dev-7")
+    store.put_retained(msg)
+    store.flush()
+    ((blob,),) = raw(db).execute("SELECT data FROM retained").fetchall()
+    assert b"sensors/7/temp" not in blob  # the row's key is the topic
+    # A row as earlier versions wrote it: the topic inside the blob as well.
+    older = Message("older/topic", b"x", 0, True, None, "old")
+    raw(db).execute("INSERT INTO retained VALUES (?, ?)", ("older/topic", dump_message(older)))
+    loaded = {m.topic: m for m in store.load_retained()}
+    assert same(loaded["sensors/7/temp"], msg) and same(loaded["older/topic"], older)
 
 
 def test_retained_ops_collapse_within_a_batch(
