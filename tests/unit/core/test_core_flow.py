@@ -129,10 +129,10 @@ def one_read(count: int) -> bytes:
     return b"".join(encode(Publish("f/a", b"%d" % i), 4) for i in range(count))
 
 
-def held_read(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Peer]:
+def held_read(broker: Broker) -> tuple[Peer, Peer]:
     """A saturated broker, a paused QoS 0 subscriber and a publisher whose one read brought
     20 messages, more than the subscriber's queue (8) holds."""
-    monkeypatch.setattr(broker.flow, "saturated", lambda: True)
+    broker.flow.hold_saturated()
     sub = subscriber(broker, 0)
     pub = Peer(broker, "pub")
     sub.client.pause_writing()
@@ -141,10 +141,8 @@ def held_read(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> tuple[Peer, Pe
     return sub, pub
 
 
-async def test_the_rest_of_a_read_waits_for_a_backed_up_subscriber(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sub, pub = held_read(broker, monkeypatch)
+async def test_the_rest_of_a_read_waits_for_a_backed_up_subscriber(broker: Broker) -> None:
+    sub, pub = held_read(broker)
     session = broker.sessions["sub"]
     # Routed until its queue (8) is half full, the rest not yet: nothing dropped.
     assert session.mqueue_len() == 4 and session.dropped == 0
@@ -161,9 +159,9 @@ async def test_the_rest_of_a_read_waits_for_a_backed_up_subscriber(
 
 
 async def test_a_subscriber_that_stays_backed_up_holds_the_rest_of_a_read_at_most_max_pause(
-    broker: Broker, monkeypatch: pytest.MonkeyPatch
+    broker: Broker,
 ) -> None:
-    sub, pub = held_read(broker, monkeypatch)
+    sub, pub = held_read(broker)
     broker.flow.tick(time.monotonic() + 1.0)  # it never drains: slow, it holds nobody up
     for _ in range(20):
         if pub.wire.reading:
