@@ -9,7 +9,7 @@ Keys (all under ``ferrymq:``)::
     node-routes:{node}    set   of the node's filters and groups (for cleaning up after it)
     changes               stream: route changes, retained changes, nodes leaving
     retained              hash  topic -> stored message (storage.codec)
-    inbox0:{node}         pub/sub channel: QoS 0 batches for the node
+    inbox0:{node}         pub/sub channel: QoS 0 batches for the node (cluster/inbox0.py)
     inbox:{node}          stream (consumer group "ferrymq"): QoS 1/2 batches
     cleanup:{node}        lock held by the node that cleans up after a dead one
     rpc:{node}            pub/sub channel: requests between nodes (cluster/rpc.py)
@@ -66,6 +66,7 @@ from redis.retry import Retry
 
 from ferrymq import __version__
 from ferrymq.cluster.codec import read_batch
+from ferrymq.cluster.inbox0 import read_inbox0
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart
 from ferrymq.cluster.redis_url import client, close, parse, safe_url
@@ -634,12 +635,8 @@ class ClusterNode:
             self.broker.apply_remote_retain(load_message(fields[b"m"]))  # type: ignore[union-attr]
 
     async def _read_qos0(self, _redis: aioredis.Redis) -> None:
-        pubsub = self._pubsub
-        dispatch = self._dispatch
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None and message["type"] == "message":
-                dispatch(message["data"])
+        """The QoS 0 inbox, read in bulk from the subscription's own connection."""
+        await read_inbox0(self._pubsub.connection._reader, self._dispatch)
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
         """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
