@@ -1,6 +1,6 @@
 """Three real nodes on one real Redis: shared subscription groups deliver each message to
-exactly one member cluster-wide, and a SUBACK leaves once its route is in Redis
-(docs/cluster.md, "Shared subscriptions" and "SUBACK after the route is in Redis")."""
+exactly one member cluster-wide, and a SUBACK leaves once every node has its route
+(docs/cluster.md, "Shared subscriptions" and "SUBACK after every node has the route")."""
 
 from __future__ import annotations
 
