@@ -10,7 +10,7 @@ standalone node runs exactly the code it always ran.
   pending local route changes (pure bookkeeping, no I/O);
 - ``shared``: every node's shared-group member counts, and which node serves
   a group's next message;
-- ``subacks``: SUBACKs held until the routes they follow are in Redis;
+- ``subacks``: SUBACKs held until every live node has the routes they follow;
 - ``acks``: PUBACKs / PUBRECs held until the message they confirm is in Redis;
 - ``outbox``: forwarded messages batched per destination node;
 - ``router``: the local ``Router`` that reports a filter's first and last

@@ -81,6 +81,7 @@ CLUSTER_METRICS = (
     "cluster.dropped.expired",  # received from another node after their expiry
     "cluster.shared.passed_on",  # (message, group) pairs passed on: members left here
     "cluster.shared.dropped",  # (message, group) pairs no member was left for
+    "cluster.suback.bound",  # SUBACKs sent on their bound, before every node had the route
 )
 
 #: What a forwarded message without groups asks of the local shared groups: nothing.

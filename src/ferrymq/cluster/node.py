@@ -7,7 +7,8 @@ Keys (all under ``ferrymq:``)::
     route:{filter}        hash  node -> 1, one per plain filter in use somewhere
     route:$share/{g}/{f}  hash  node -> its members of the shared group (also $queue/{f})
     node-routes:{node}    set   of the node's filters and groups (for cleaning up after it)
-    changes               stream: route changes, retained changes, nodes leaving
+    changes               stream: route changes, retained changes, nodes leaving, and
+                          each node's "applied" reports (cluster/subacks.py)
     retained              hash  topic -> stored message (storage.codec)
     inbox0:{node}         pub/sub channel: QoS 0 batches for the node (cluster/inbox0.py)
     inbox:{node}          stream (consumer group "ferrymq"): QoS 1/2 batches
@@ -22,8 +23,10 @@ Rules this module keeps:
   releases the PUBACKs / PUBRECs that waited for that send (``cluster/acks.py``);
 - route changes are written every few milliseconds in one transaction (the
   per-filter hashes, this node's set and one change-stream entry); the other
-  nodes apply the entry to their replica; a SUBACK that follows a new route
-  leaves once that write is done (``cluster/subacks.py``);
+  nodes apply the entry to their replica and report it applied (op
+  ``applied``, one entry per batch read that held route changes); a SUBACK
+  that follows a new route leaves once every live node has reported that
+  write's entry applied (``cluster/subacks.py``);
 - a shared group's member count per node travels the same way (op
   ``share``), so every node knows which nodes have members of it
   (``cluster/shared.py``);
@@ -73,7 +76,7 @@ from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.cluster.rpc import Rpc
 from ferrymq.cluster.shared import SharedRoutes, is_shared
-from ferrymq.cluster.subacks import SubackGate
+from ferrymq.cluster.subacks import SubackGate, entry_id
 from ferrymq.core import system
 from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
@@ -95,6 +98,8 @@ ROUTE_FLUSH_DELAY = 0.005  # route changes are batched this long
 READ_BLOCK_MS = 1000
 READ_COUNT = 100  # QoS 1/2 batches taken per read of the inbox
 CHANGES_MAXLEN = 10_000
+#: Change-stream ops a SUBACK may wait for the others to apply.
+_ROUTE_OPS = frozenset((b"add", b"share", b"set"))
 INBOX_MAXLEN = 100_000
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 3.0
 # Longest a stopping node waits for each of its Redis steps: a shutdown never hangs on Redis.
@@ -191,6 +196,7 @@ class ClusterNode:
 
     def attach(self, broker: ClusterBroker) -> None:
         self.broker = broker
+        self.subacks.metrics = broker.metrics
 
     def start(self) -> None:
         """Join the cluster in the background (the node serves its clients meanwhile)."""
@@ -409,6 +415,7 @@ class ClusterNode:
                 snapshot[name] = [n.decode() for n in nodes]
         self.replica.replace(snapshot)
         self.shared.replace(groups)
+        await self._report_applied(redis)  # the snapshot holds everything up to there
         await self._membership(redis)
         await self._sync_retained(redis)
         for part in self.parts:
@@ -431,8 +438,8 @@ class ClusterNode:
         if local or groups:
             pipe.sadd(node_routes_key(self.name), *local, *groups)
         self._announce(pipe, "set", f=json.dumps(local), s=json.dumps(groups))
-        await pipe.execute()
-        self.subacks.written(serial)
+        results = await pipe.execute()
+        self.subacks.written(serial, entry_id(results[-1]))
 
     async def _sync_retained(self, redis: aioredis.Redis) -> None:
         """Retained changes made while away go first; then Redis' set is taken in, and what
@@ -573,6 +580,7 @@ class ClusterNode:
                 log.warning("cluster: node %s is down; its routes are dropped", name)
                 await self._clean_up_after(redis, name)
         self.peers = peers
+        self.subacks.set_live(name for name, (alive, _) in peers.items() if alive)
 
     async def _clean_up_after(self, redis: aioredis.Redis, name: str) -> None:
         """Remove a dead node's routes from Redis, if this node takes the lock for it."""
@@ -593,20 +601,32 @@ class ClusterNode:
         """Tail the change stream: other nodes' route and retained changes."""
         while True:
             reply = await redis.xread({CHANGES: self._last_change}, count=1000, block=READ_BLOCK_MS)
+            routes = False
             for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    self._last_change = entry_id.decode()
+                for raw_id, fields in entries:
+                    self._last_change = raw_id.decode()
                     try:
-                        self._apply_change(fields)
+                        routes |= self._apply_change(fields)
                     except (ValueError, KeyError) as exc:
                         self._bad_data(exc)
+            if routes:  # a node waiting to send SUBACKs learns they are applied here
+                await self._report_applied(redis)
 
-    def _apply_change(self, fields: dict[bytes, bytes]) -> None:
+    async def _report_applied(self, redis: aioredis.Redis) -> None:
+        entry = {"op": "applied", "node": self.name, "id": self._last_change}
+        await redis.xadd(CHANGES, entry, maxlen=CHANGES_MAXLEN, approximate=True)
+
+    def _apply_change(self, fields: dict[bytes, bytes]) -> bool:
+        """Apply one entry of another node; whether it was a route change a SUBACK of
+        that node may wait for."""
         node = fields.get(b"node", b"").decode()
         if node == self.name:
-            return
+            return False
         op = fields.get(b"op")
         replica = self.replica
+        if op == b"applied":
+            self.subacks.applied(node, entry_id(fields[b"id"]))
+            return False
         if op == b"add":
             for topic_filter in json.loads(fields[b"f"]):
                 replica.add(node, topic_filter)
@@ -633,6 +653,7 @@ class ClusterNode:
             self.peers.pop(node, None)
         elif op == b"retain":
             self.broker.apply_remote_retain(load_message(fields[b"m"]))  # type: ignore[union-attr]
+        return op in _ROUTE_OPS
 
     async def _read_qos0(self, _redis: aioredis.Redis) -> None:
         """The QoS 0 inbox, read in bulk from the subscription's own connection."""
@@ -723,8 +744,10 @@ class ClusterNode:
             pipe.hset(route_key(topic_filter), self.name, 1)
         for topic_filter in removed:
             pipe.hdel(route_key(topic_filter), self.name)
+        awaited = None  # where in the replies the entry SUBACKs wait for is
         if added:
             pipe.sadd(mine, *added)
+            awaited = len(pipe)
             self._announce(pipe, "add", f=json.dumps(added))
         if removed:
             pipe.srem(mine, *removed)
@@ -737,9 +760,10 @@ class ClusterNode:
                 else:
                     pipe.hdel(route_key(key), self.name)
                     pipe.srem(mine, key)
+            awaited = len(pipe)
             self._announce(pipe, "share", s=json.dumps(groups))
-        await pipe.execute()
-        self.subacks.written(serial)
+        results = await pipe.execute()
+        self.subacks.written(serial, None if awaited is None else entry_id(results[awaited]))
 
     async def _send_retained(self, redis: aioredis.Redis) -> None:
         changes, self._retained_out = self._retained_out, {}

@@ -1,11 +1,12 @@
 """Three real nodes on one real Redis: shared subscription groups deliver each message to
-exactly one member cluster-wide, and a SUBACK leaves once its route is in Redis
-(docs/cluster.md, "Shared subscriptions" and "SUBACK after the route is in Redis")."""
+exactly one member cluster-wide, and a SUBACK leaves once every node has its route
+(docs/cluster.md, "Shared subscriptions" and "SUBACK after every node has the route")."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -126,6 +127,35 @@ def test_a_shared_groups_first_member_waits_for_redis_too(cluster3, clients, uid
         sub.subscribe(f"$share/g{i}/{topic}", 1)
         pub.publish(topic, b"right-after", qos=1)
         assert sub.get(timeout=5).topic == topic
+
+
+def test_suback_waits_for_a_stalled_node_to_have_the_route(make_cluster, clients, uid) -> None:
+    """The publisher's node is stalled (SIGSTOP) while the SUBSCRIBE is made on another:
+    the SUBACK waits until that node has applied the route, so the first message published
+    there right after the SUBACK is delivered."""
+    _redis, (n1, n2, _n3) = make_cluster(3)
+    sub = connect(clients, n2.port, f"{uid}-sub")
+    pub = connect(clients, n1.port, f"{uid}-pub")
+    assert n1.proc is not None
+    missed = []
+    for i in range(5):
+        topic = f"{uid}/stalled/{i}"
+        os.kill(n1.proc.pid, signal.SIGSTOP)
+        resume = threading.Timer(0.2, os.kill, (n1.proc.pid, signal.SIGCONT))
+        resume.start()
+        try:
+            assert sub.subscribe(topic, 1)[0].value == 1
+            pub.publish(topic, b"right-after", qos=1)
+        finally:
+            resume.join()
+            os.kill(n1.proc.pid, signal.SIGCONT)
+        try:
+            msg = sub.get(timeout=10)
+        except Exception:
+            missed.append(i)
+            continue
+        assert (msg.topic, msg.payload) == (topic, b"right-after")
+    assert missed == []
 
 
 def test_suback_is_not_held_long_while_redis_hangs(make_cluster, clients, uid) -> None:

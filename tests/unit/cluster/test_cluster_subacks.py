@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from ferrymq.cluster.broker import clustered_broker
-from ferrymq.cluster.subacks import SubackGate
+from ferrymq.cluster.subacks import SubackGate, entry_id
 from ferrymq.config import Settings
 from ferrymq.mqtt.packets import Suback, Subscribe, SubscriptionOptions
 from memory import Peer, settle, until
@@ -80,3 +80,63 @@ async def test_a_clients_suback_waits_for_the_route_write() -> None:
         assert isinstance(ack, Suback)
     finally:
         broker.shutdown()
+
+
+async def test_a_suback_waits_until_every_live_node_applied_its_entry() -> None:
+    gate = SubackGate(bound=5.0)
+    gate.set_live(["n2", "n3"])
+    sent: list[str] = []
+    gate.changed()
+    assert gate.hold("c1", lambda: sent.append("c1"))
+    gate.written(1, entry_id(b"100-0"))  # in Redis, but n2 and n3 may not have read it
+    assert sent == []
+    gate.applied("n2", entry_id(b"100-0"))
+    gate.applied("n3", entry_id(b"99-5"))  # behind: an earlier batch
+    assert sent == []
+    gate.applied("n3", entry_id(b"100-1"))  # past it
+    assert sent == ["c1"]
+    # A later write: its SUBACK waits for its own entry, not the earlier one.
+    gate.changed()
+    assert gate.hold("c2", lambda: sent.append("c2"))
+    gate.written(2, entry_id(b"200-0"))
+    gate.applied("n2", entry_id(b"200-0"))
+    assert sent == ["c1"]
+    gate.set_live(["n2"])  # n3 is down: not waited for any longer
+    assert sent == ["c1", "c2"]
+
+
+async def test_a_write_with_no_entry_or_no_other_node_waits_for_nothing_more() -> None:
+    gate = SubackGate(bound=5.0)
+    sent: list[str] = []
+    gate.changed()
+    gate.hold("c1", lambda: sent.append("alone"))
+    gate.written(1, entry_id(b"5-0"))  # no other live node
+    assert sent == ["alone"]
+    gate.set_live(["n2"])
+    gate.changed()
+    gate.hold("c1", lambda: sent.append("nothing written"))
+    gate.written(2, None)  # the change was undone before its write: nothing to apply
+    assert sent == ["alone", "nothing written"]
+
+
+async def test_subacks_leave_in_order_and_on_the_bound_counted() -> None:
+    gate = SubackGate(bound=5.0)
+    gate.set_live(["n2"])
+    sent: list[str] = []
+    gate.changed()
+    gate.hold("c1", lambda: sent.append("first"))
+    gate.written(1, entry_id(b"10-0"))
+    gate.hold("c1", lambda: sent.append("same client, no route"))  # behind its first
+    gate.changed()
+    gate.hold("c2", lambda: sent.append("second"))
+    gate.written(2, entry_id(b"20-0"))
+    gate.applied("n2", entry_id(b"10-0"))
+    assert sent == ["first", "same client, no route"]
+    gate.bound = 0.05
+    gate.changed()
+    gate.hold("c3", lambda: sent.append("never applied"))
+    gate.applied("n2", entry_id(b"20-0"))
+    assert sent == ["first", "same client, no route", "second"]
+    gate.written(3, entry_id(b"30-0"))  # n2 never reports it: the bound sends it
+    await until(lambda: len(sent) == 4)
+    assert gate.metrics["cluster.suback.bound"] == 1 and len(gate) == 0
