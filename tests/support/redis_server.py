@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from brokers import BrokerProcess, free_port, wait_port
-from clients import V5, TestClient
+from clients import V5, TestClient, props
 
 
 class RedisServer:
@@ -140,6 +140,15 @@ def connect(made: list[TestClient], port: int, client_id: str) -> TestClient:
     """An MQTT 5 client connected to ``port``, added to ``made`` (the ``clients`` fixture)."""
     c = TestClient(client_id, protocol=V5)
     c.connect(port)
+    made.append(c)
+    return c
+
+
+def persistent(made: list[TestClient], port: int, client_id: str, present: bool) -> TestClient:
+    """An MQTT 5 client resuming (clean start 0, expiry 300 s); asserts session present."""
+    c = TestClient(client_id, protocol=V5, reconnect_on_failure=False)
+    flags, _, _ = c.connect(port, clean=False, properties=props(SessionExpiryInterval=300))
+    assert bool(flags.session_present) is present, f"session present on port {port}"
     made.append(c)
     return c
 

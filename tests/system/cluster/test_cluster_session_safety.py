@@ -11,19 +11,10 @@ import time
 
 import pytest
 
-from clients import V5, TestClient, props
-from redis_server import connect, node_name, received, wait_routed, wait_until
+from clients import TestClient, props
+from redis_server import connect, node_name, persistent, received, wait_routed, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def persistent(made: list[TestClient], port: int, client_id: str, present: bool) -> TestClient:
-    """An MQTT 5 client resuming (clean start 0, expiry 300 s); asserts session present."""
-    c = TestClient(client_id, protocol=V5, reconnect_on_failure=False)
-    flags, _, _ = c.connect(port, clean=False, properties=props(SessionExpiryInterval=300))
-    assert bool(flags.session_present) is present, f"session present on port {port}"
-    made.append(c)
-    return c
 
 
 class Publisher:

@@ -13,18 +13,9 @@ import pytest
 from api_http import Api
 from brokers import BrokerProcess
 from clients import V5, V311, TestClient, props
-from redis_server import connect, node_name, received, wait_routed, wait_until
+from redis_server import connect, node_name, persistent, received, wait_routed, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def persistent(made: list[TestClient], port: int, client_id: str, present: bool) -> TestClient:
-    """An MQTT 5 client resuming (clean start 0, expiry 300 s); asserts session present."""
-    c = TestClient(client_id, protocol=V5, reconnect_on_failure=False)
-    flags, _, _ = c.connect(port, clean=False, properties=props(SessionExpiryInterval=300))
-    assert bool(flags.session_present) is present, f"session present on port {port}"
-    made.append(c)
-    return c
 
 
 def online_on(nodes: list[BrokerProcess], client_id: str) -> list[str]:
