@@ -438,7 +438,7 @@ class ClientRegistry:
         broker = self.node.broker
         assert broker is not None
         recent = self.recent
-        subs, _, _ = broker.router.targets(msg.topic)
+        subs = broker.router.targets(msg.topic).per_client
         for sub in subs:
             seen = recent.get(sub.client_id)
             if seen is not None and broker.sessions.get(sub.client_id) is sub.session:
