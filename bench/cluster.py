@@ -44,6 +44,7 @@ from common import (
     run_mqttbench,
     start_broker,
     stop_broker,
+    stop_process,
 )
 
 REDIS_PORT = 18838
@@ -109,12 +110,7 @@ def two_nodes() -> Iterator[tuple[RunningBroker, RunningBroker, int]]:
     finally:
         for node in nodes:
             stop_broker(node)
-        redis.terminate()
-        try:
-            redis.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            redis.kill()
-            redis.wait()
+        stop_process(redis, 5)
 
 
 def _redis() -> Any:

@@ -290,15 +290,20 @@ def start_broker(spec: BrokerSpec) -> RunningBroker:
     raise RuntimeError(f"{spec.name} did not start listening; see {log_path}")
 
 
-def stop_broker(broker: RunningBroker) -> None:
-    proc = broker.proc
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``timeout`` seconds."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=8)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def stop_broker(broker: RunningBroker) -> None:
+    proc = broker.proc
+    stop_process(proc, 8)
     if broker.spec.data_dir is not None:
         shutil.rmtree(broker.spec.data_dir, ignore_errors=True)
         broker.spec.data_dir = None

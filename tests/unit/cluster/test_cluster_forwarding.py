@@ -3,17 +3,14 @@ clustered node (what it forwards, what it dispatches, what it never sends back).
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from ferrymq.cluster.broker import ClusterBroker, clustered_broker
+from ferrymq.cluster.broker import ClusterBroker
 from ferrymq.cluster.codec import frame, split
 from ferrymq.cluster.node import _batch_commands, _entries
 from ferrymq.cluster.outbox import HIGH, Outbox
-from ferrymq.config import Settings
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Publish, Subscribe, SubscriptionOptions
 from memory import Peer, settle
@@ -62,16 +59,6 @@ def test_outbox_encodes_once_and_batches_per_node_and_kind() -> None:
     assert [m.payload for m in split(qos0["n2"])] == [b"q0"]
     assert [m.payload for m in split(reliable["n3"])] == [b"q1", b"q2"]
     assert box.take() == ({}, {}, 0)
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[ClusterBroker]:
-    settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
-    b = clustered_broker(settings, None, asyncio.get_running_loop())
-    b.node.up = True  # as if joined: forward() queues instead of counting a pause
-    b.node.subacks.bound = 0.0  # no Redis writes the routes here: SUBACKs wait no longer
-    yield b
-    b.shutdown()
 
 
 async def subscribed(broker: ClusterBroker, client_id: str, topic_filter: str) -> Peer:

@@ -4,17 +4,14 @@ broker of a clustered node serving, forwarding and passing on group messages."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
-from collections.abc import AsyncIterator
 
 import pytest
 
-from ferrymq.cluster.broker import ClusterBroker, clustered_broker
+from ferrymq.cluster.broker import ClusterBroker
 from ferrymq.cluster.codec import frame, frame_shared, read_batch
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.shared import Group, SharedRoutes, group_key
-from ferrymq.config import Settings
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Publish, Subscribe, SubscriptionOptions, Unsubscribe
 from ferrymq.storage.codec import dump_message
@@ -122,16 +119,6 @@ def test_outbox_stores_once_and_names_groups_only_where_asked() -> None:
     assert count == 3
     asked = {node: read_batch(data)[1] for node, data in reliable.items()}
     assert asked == {"n2": None, "n3": {0: (("$share/g/t",), 0)}, "n4": {0: (("$queue/t",), 0)}}
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[ClusterBroker]:
-    settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
-    b = clustered_broker(settings, None, asyncio.get_running_loop())
-    b.node.up = True  # as if joined: forward() queues instead of counting a pause
-    b.node.subacks.bound = 0.0  # no Redis writes the routes here: SUBACKs wait no longer
-    yield b
-    b.shutdown()
 
 
 async def member(broker: ClusterBroker, client_id: str, topic_filter: str) -> Peer:
