@@ -12,7 +12,9 @@
   finds the new one;
 - ``rediss+sentinel://...``: the same over TLS, to the Sentinels and to the
   master they name, with one set of ``ssl_*`` options for both (redis-py's
-  ``Sentinel`` with ``sentinel_kwargs`` for its own connections).
+  ``Sentinel`` with ``sentinel_kwargs`` for its own connections);
+  ``ssl_for=sentinels`` keeps TLS to the Sentinels alone (a plain master behind
+  them), ``ssl_for=master`` to the master alone (plain Sentinels).
 
 A malformed URL is refused before the node starts (``BadRedisUrl``, a
 configuration error) rather than on its first connection attempt.
@@ -37,6 +39,8 @@ _TLS = ("rediss", "rediss+sentinel")
 _SENTINEL = ("redis+sentinel", "rediss+sentinel")
 # Query options accepted, with their value check (redis-py's names).
 _BOOL = ("true", "false", "1", "0", "yes", "no")
+#: ``ssl_for``: which side of a Sentinel-found Redis speaks TLS (ours, not redis-py's).
+SSL_FOR = ("both", "sentinels", "master")
 _OPTIONS: dict[str, tuple[str, ...] | type] = {
     "socket_timeout": float,
     "socket_connect_timeout": float,
@@ -51,6 +55,7 @@ _OPTIONS: dict[str, tuple[str, ...] | type] = {
     "ssl_check_hostname": _BOOL,
     "ssl_ciphers": str,
     "sentinel_password": str,
+    "ssl_for": SSL_FOR,
 }
 
 
@@ -125,6 +130,8 @@ def parse(url: str) -> RedisTarget:
             raise _fail(url, f"{name} needs rediss:// or rediss+sentinel:// (TLS)")
         if name == "sentinel_password" and scheme not in _SENTINEL:
             raise _fail(url, "sentinel_password needs redis+sentinel:// or rediss+sentinel://")
+        if name == "ssl_for" and scheme != "rediss+sentinel":
+            raise _fail(url, "ssl_for needs rediss+sentinel:// (TLS behind Sentinels)")
         if isinstance(check, tuple) and value.lower() not in check:
             raise _fail(url, f"{name} must be one of {', '.join(check)}, not {value!r}")
         if check in (int, float):
@@ -168,12 +175,15 @@ def client(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
             kwargs[name] = timeouts[name] = float(options.pop(name))
     if "health_check_interval" in options:
         kwargs["health_check_interval"] = int(options.pop("health_check_interval"))
+    side = options.pop("ssl_for", "both").lower()
     tls = _tls_options(options) if target.scheme in _TLS else {}
     kwargs.update(options)
-    kwargs.update(tls)
+    if side != "sentinels":
+        kwargs.update(tls)
+    sentinel_tls = tls if side != "master" else {}
     sentinel = Sentinel(
         list(target.sentinels),
-        sentinel_kwargs={**timeouts, **tls, "password": sentinel_password},
+        sentinel_kwargs={**timeouts, **sentinel_tls, "password": sentinel_password},
     )
     return sentinel.master_for(
         target.master,

@@ -121,18 +121,24 @@ def sentinel_available() -> bool:
 class Sentinel:
     """``redis-sentinel`` watching one master, on a free port."""
 
-    def __init__(self, workdir: Path, master_port: int, certs: Path | None = None) -> None:
-        """``certs``: TLS only, to its clients and to the master, with those certificates."""
+    def __init__(
+        self, workdir: Path, master_port: int, certs: Path | None = None, side: str = "both"
+    ) -> None:
+        """``certs``: TLS only, with those certificates, to its clients and to the master
+        (``side`` "both"), to its clients alone ("sentinels") or to the master alone
+        ("master")."""
         self.workdir = workdir
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "sentinel.conf"
+        tls_clients = certs is not None and side != "master"
         if certs is None:
             listen = f"port {self.port}\n"
         else:
-            listen = f"port 0\ntls-port {self.port}\n" + "".join(
-                f"{name} {value}\n" for name, value in tls_options(certs).items()
-            )
+            options = tls_options(certs)
+            options["tls-replication"] = "no" if side == "sentinels" else "yes"
+            ports = f"port 0\ntls-port {self.port}\n" if tls_clients else f"port {self.port}\n"
+            listen = ports + "".join(f"{name} {value}\n" for name, value in options.items())
         conf.write_text(
             f"{listen}bind 127.0.0.1\ndir {workdir}\n"
             f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
@@ -143,7 +149,7 @@ class Sentinel:
         self.proc = subprocess.Popen(["redis-sentinel", str(conf)], stdout=log, stderr=log)
         log.close()
         wait_port(self.port)
-        tls = {} if certs is None else {"ssl": True, "ssl_ca_certs": str(certs / "ca.pem")}
+        tls = {"ssl": True, "ssl_ca_certs": str(certs / "ca.pem")} if tls_clients else {}
         self.client = redis.Redis(port=self.port, decode_responses=True, **tls)
 
     def master_port(self) -> int:
@@ -218,6 +224,34 @@ def test_nodes_follow_a_sentinel_failover_to_the_new_master(
             node.stop()
         sentinel.stop()
         replica.stop()
+        master.stop()
+
+
+@pytest.mark.skipif(not sentinel_available(), reason="redis-sentinel is not installed")
+@pytest.mark.parametrize("side", ["sentinels", "master"])
+def test_tls_to_one_side_of_the_sentinels(tmp_path: Path, clients, uid, side: str) -> None:
+    """``ssl_for=sentinels``: Sentinels that speak only TLS in front of a plain master;
+    ``ssl_for=master``: plain Sentinels in front of a master that speaks only TLS."""
+    certs = tmp_path / "certs"
+    write_dev_certs(certs, ["127.0.0.1"])
+    master = tls_server(tmp_path / "master", certs) if side == "master" else None
+    master = (master or RedisServer(tmp_path / "master")).start()
+    sentinel = Sentinel(tmp_path / "sentinel", master.port, certs, side)
+    nodes = []
+    try:
+        assert wait_until(lambda: sentinel.master_port() == master.port, 20)
+        url = (
+            f"rediss+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+            f"?ssl_ca_certs={certs / 'ca.pem'}&ssl_for={side}"
+        )
+        nodes = start_nodes(master, tmp_path, 2, url=url)
+        n1, n2 = nodes
+        crosses(clients, n1, n2, uid, side)
+        user_spreads(n1, n2, f"{uid}-{side}")
+    finally:
+        for node in nodes:
+            node.stop()
+        sentinel.stop()
         master.stop()
 
 

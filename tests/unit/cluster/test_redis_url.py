@@ -127,3 +127,30 @@ def test_tls_options_need_a_tls_form_and_sentinel_options_a_sentinel_form() -> N
     with pytest.raises(BadRedisUrl, match="no master name: rediss\\+sentinel://"):
         parse("rediss+sentinel://s1:26379")
     assert parse("rediss+sentinel://s1,s2:26380/m").sentinels == (("s1", 26379), ("s2", 26380))
+
+
+@pytest.mark.parametrize("side", ["sentinels", "master"])
+async def test_ssl_for_keeps_tls_to_one_side_of_the_sentinels(side: str) -> None:
+    target = parse(f"rediss+sentinel://127.0.0.1:1/m/0?ssl_ca_certs=/x/ca.pem&ssl_for={side}")
+    redis = client(target)
+    pool = redis.connection_pool
+    master_tls = pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+    own = [s.connection_pool for s in pool.sentinel_manager.sentinels]
+    sentinels_tls = [p.connection_class.__name__ == "SSLConnection" for p in own]
+    assert (master_tls, sentinels_tls) == (side == "master", [side == "sentinels"])
+    tls_kwargs = pool.connection_kwargs if side == "master" else own[0].connection_kwargs
+    assert tls_kwargs["ssl_ca_certs"] == "/x/ca.pem" and "ssl_for" not in tls_kwargs
+    await asyncio.wait_for(close(redis), 1)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("rediss+sentinel://s1/m?ssl_for=replica", "ssl_for must be one of both, sentinels"),
+        ("rediss://h/0?ssl_for=master", "ssl_for needs rediss\\+sentinel://"),
+        ("redis+sentinel://s1/m?ssl_for=master", "needs rediss:// or rediss\\+sentinel://"),
+    ],
+)
+def test_a_bad_ssl_for_is_refused(url: str, why: str) -> None:
+    with pytest.raises(BadRedisUrl, match=why):
+        parse(url)
