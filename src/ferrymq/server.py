@@ -12,15 +12,17 @@ resuming a stored session waits for, then the retained messages). The
 management API's and the dashboard's ports are bound once the sessions are
 complete, but their aiohttp servers, which cost more memory and import time
 than all the rest, are imported (on a thread) and built only when the first
-client connects to either (``Management``; in cluster mode at once, as the
-other nodes' API requests need it): a broker nobody manages stays at the
-memory of its MQTT side. The garbage collector is off until the restore
+client connects to either (``Management``), also in cluster mode: the other
+nodes' API requests are answered by ``api/ops``, without HTTP, even on a node
+with neither port. A broker nobody manages stays at the memory of its MQTT
+side. The garbage collector is off until the restore
 is done, as it would only walk the objects being restored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib
 import logging
@@ -31,6 +33,8 @@ from typing import TYPE_CHECKING
 
 from ferrymq import native
 from ferrymq.admin.apps import bootstrap_apps
+from ferrymq.api.ops import NodeContext, answer
+from ferrymq.api.ops import load as load_ops
 from ferrymq.api.parts import BASE, ApiParts, urls
 from ferrymq.config import LISTENER_PORTS, ConfigError, ListenerSettings, Settings
 from ferrymq.core.broker import Broker
@@ -95,8 +99,7 @@ async def serve(settings: Settings) -> None:
             # Admin edits taken in from other nodes: the API's caches must not undo them.
             clustered.admin.on_taken_in.append(management.parts.sync.written_elsewhere)
         if node is not None:
-            # The other nodes' API requests are answered by this node's API application.
-            await management.build()
+            answer_requests(node, broker, listeners)
         if not settings.anonymous_allowed():
             log.info("anonymous clients are refused (allow_anonymous is off)")
         await restore
@@ -130,8 +133,7 @@ async def serve(settings: Settings) -> None:
 class Management:
     """The management API and the dashboard: their ports bound, their URLs logged, their
     first credentials created and the data directory watched from the start; their aiohttp
-    servers imported and built on the first connection to either (``DeferredListener``),
-    or at once by ``build`` (cluster mode: the other nodes' requests need the API's app)."""
+    servers imported and built on the first connection to either (``DeferredListener``)."""
 
     def __init__(
         self, broker: Broker, listeners: ListenerManager, peers: ClusterNode | None = None
@@ -171,12 +173,6 @@ class Management:
             self.parts.lifecycle.state = "running"
         for url in urls("http", self._dashboard_port.addresses, "/"):
             dashboard_log.info("dashboard on %s", url)
-
-    async def build(self) -> None:
-        """Build both servers now instead of on their first connection."""
-        for port in (self._api_port, self._dashboard_port):
-            if port is not None:
-                await port.ready()
 
     def running(self) -> None:
         if self._api_port is not None and self.parts is not None:
@@ -218,6 +214,14 @@ class Management:
             await self.api.stop()
         if self.parts is not None:
             await self.parts.sync.stop()  # when no server was built (else a no-op now)
+
+
+def answer_requests(node: ClusterNode, broker: Broker, listeners: ListenerManager) -> None:
+    """Answer the other nodes' API requests (``api/ops``), whatever this node serves:
+    without the HTTP servers, which are built only when someone connects to them."""
+    ctx = NodeContext(broker, listeners=listeners)
+    load_ops()
+    node.rpc.handler = functools.partial(answer, ctx)
 
 
 def listener_options(settings: Settings) -> list[ListenerOptions]:

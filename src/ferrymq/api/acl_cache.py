@@ -12,8 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ferrymq.api.cluster import cluster, node_op
-from ferrymq.api.context import ApiContext
+from ferrymq.api.cluster import cluster
 from ferrymq.api.routes import STR, Route, arr, obj, ok
 
 _ENTRY = obj(
@@ -34,27 +33,9 @@ async def list_acl_cache(request: web.Request) -> web.Response:
     return ok(await _on_holder(request, "acl_cache"))
 
 
-@node_op("acl_cache")
-async def _acl_cache(c: ApiContext, clientid: str) -> list[dict[str, str]] | None:
-    if clientid not in c.broker.clients:
-        return None
-    return [
-        {"access": access, "topic": topic, "result": "allow" if allowed else "deny"}
-        for access, topic, allowed in c.broker.acl.cached(clientid)
-    ]
-
-
 async def clean_acl_cache(request: web.Request) -> web.Response:
     await _on_holder(request, "clean_acl_cache")
     return ok()
-
-
-@node_op("clean_acl_cache")
-async def _clean_acl_cache(c: ApiContext, clientid: str) -> bool | None:
-    if clientid not in c.broker.clients:
-        return None
-    c.broker.acl.forget_client(clientid)
-    return True
 
 
 ROUTES = [

@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from ferrymq.admin.apps import create_app
-from ferrymq.api.context import ApiContext, ctx, strftime
+from ferrymq.api.context import ApiContext, ctx
 from ferrymq.api.errors import BAD_PARAMETER, NO_SUCH_USER, USER_EXISTS, bad_request, not_found
+from ferrymq.api.ops import strftime
 from ferrymq.api.params import as_object, get_bool, get_str, paged, read_json
 from ferrymq.api.routes import BOOL, STR, TIME, Route, arr, obj, ok, reply
 from ferrymq.storage.store import DuplicateError

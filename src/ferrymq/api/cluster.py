@@ -3,10 +3,11 @@
 Handlers never read one broker directly for what a node holds: they ask
 :class:`Cluster` for its nodes (``nodes()``: every running node, in name
 order, as EMQX 4.4's ``cluster_query`` walks them) and merge what each
-answers. A node answers through an *operation*: a function registered with
-``@node_op(name)`` next to the endpoint that needs it, run on this node for
-:class:`LocalNode` and by RPC (``cluster/rpc.py``) on the node holding the
-data for :class:`RemoteNode`, with JSON in and out. A node that does not
+answers. A node answers through an *operation* (``api/ops``: registered with
+``@node_op(name)``, free of HTTP so that every node answers, whatever it
+serves), run on this node for :class:`LocalNode` and by RPC
+(``cluster/rpc.py``) on the node holding the data for :class:`RemoteNode`,
+with JSON in and out. A node that does not
 answer in time fails the request with 500 / 101 (API.md "Cluster"), never
 partial data; an :class:`ApiError` raised by an operation on another node
 reaches the asker's client as if it had been raised here.
@@ -30,18 +31,16 @@ from aiohttp import web
 
 from ferrymq import __version__
 from ferrymq.api.errors import (
-    BAD_PARAMETER,
     CLIENT_OFFLINE,
     RPC_ERROR,
     UNKNOWN_ERROR,
     ApiError,
-    bad_request,
     not_found,
 )
+from ferrymq.api.ops import load
 from ferrymq.api.paging import page_body, slices
 from ferrymq.api.params import page_params
 from ferrymq.core import system
-from ferrymq.core.topic_metrics import TopicMetricsError
 
 if TYPE_CHECKING:
     from ferrymq.api.context import ApiContext
@@ -68,23 +67,10 @@ class Peers(Protocol):
 
 T = TypeVar("T")
 N = TypeVar("N", bound="LocalNode | RemoteNode")
-Op = Callable[..., Awaitable[Any]]
-
 SYSDESCR = "ferrymq MQTT broker"
 
-#: Every operation a node answers, by name: ``op(ctx, **args)`` with JSON args and result.
-OPS: dict[str, Op] = {}
-
-
-def node_op(name: str) -> Callable[[Op], Op]:
-    """Register an operation that any node can be asked (see the module docstring)."""
-
-    def register(op: Op) -> Op:
-        assert name not in OPS, name
-        OPS[name] = op
-        return op
-
-    return register
+#: Every operation a node answers, by name (``api/ops``).
+OPS = load()
 
 
 def uptime_text(seconds: float) -> str:
@@ -286,18 +272,6 @@ class Cluster:
         self.peers = peers
         #: How long another node has to answer (``cluster_rpc_timeout``).
         self.timeout: float = ctx.broker.settings.cluster_rpc_timeout
-        if peers is not None:
-            peers.rpc.handler = self.answer
-
-    async def answer(self, op: str, args: Any) -> dict[str, Any]:
-        """Another node's request: ``{"r": result}`` or ``{"e": [status, code, message,
-        data]}`` for an :class:`ApiError`, which the asker raises in turn."""
-        if op not in OPS:
-            return {"e": [500, UNKNOWN_ERROR, f"no operation {op!r} on {self.local.name}", None]}
-        try:
-            return {"r": await self.local.call(op, **(args or {}))}
-        except ApiError as exc:
-            return {"e": [exc.status, exc.code, exc.message, exc.data]}
 
     def members(self) -> list[Member]:
         """Every node of the cluster (this one first, then by name), for /nodes and /brokers."""
@@ -410,51 +384,3 @@ def cluster(request: web.Request) -> Cluster:
 
 
 # --- the operations of the node itself -----------------------------------------------
-
-
-@node_op("stats")
-async def _stats(c: ApiContext) -> dict[str, int]:
-    return c.broker.stats()
-
-
-@node_op("has_route")
-async def _has_route(c: ApiContext, topic: str) -> bool:
-    return c.broker.router.has_route(topic)
-
-
-@node_op("alarms")
-async def _alarms(c: ApiContext, which: str) -> list[dict[str, Any]]:
-    return c.broker.alarm_checks.alarms.listed(which)
-
-
-@node_op("deactivate_alarm")
-async def _deactivate_alarm(c: ApiContext, name: str) -> bool:
-    return c.broker.alarm_checks.alarms.deactivate(name)
-
-
-@node_op("clear_alarm_history")
-async def _clear_alarm_history(c: ApiContext) -> None:
-    c.broker.alarm_checks.alarms.clear_history()
-
-
-@node_op("topic_metrics")
-async def _topic_metrics(c: ApiContext) -> dict[str, dict[str, Any]]:
-    return {t: m.as_dict() for t, m in c.broker.topic_metrics.watched.items()}
-
-
-@node_op("register_topic_metrics")
-async def _register_topic_metrics(c: ApiContext, topic: str) -> None:
-    try:
-        c.broker.topic_metrics.register(topic)
-    except TopicMetricsError as exc:
-        raise bad_request(BAD_PARAMETER, str(exc)) from None
-
-
-@node_op("unregister_topic_metrics")
-async def _unregister_topic_metrics(c: ApiContext, topic: str) -> bool:
-    return c.broker.topic_metrics.unregister(topic)
-
-
-@node_op("unregister_all_topic_metrics")
-async def _unregister_all_topic_metrics(c: ApiContext) -> None:
-    c.broker.topic_metrics.unregister_all()

@@ -26,8 +26,9 @@ from ferrymq.admin.apps import SECRET_HASH
 from ferrymq.api import backup
 from ferrymq.api.banned import add_ban
 from ferrymq.api.cluster import cluster
-from ferrymq.api.context import ApiContext, ctx, strftime
+from ferrymq.api.context import ApiContext, ctx
 from ferrymq.api.errors import BAD_JSON, BAD_PARAMETER, UNKNOWN_ERROR, bad_request, not_found
+from ferrymq.api.ops import strftime
 from ferrymq.api.params import as_object, get_str, read_json
 from ferrymq.api.routes import INT, STR, Route, arr, obj, ok
 from ferrymq.storage.store import DuplicateError

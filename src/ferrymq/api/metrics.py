@@ -3,12 +3,9 @@ running node of the cluster, each answering for itself (``@node_op``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from ferrymq.api.cluster import cluster, node_op
-from ferrymq.api.context import ApiContext
+from ferrymq.api.cluster import cluster
 from ferrymq.api.routes import BOOL, INT, STR, Route, arr, obj, ok
 
 INT_MAP = {"type": "object", "additionalProperties": INT}
@@ -19,37 +16,9 @@ async def metrics(request: web.Request) -> web.Response:
     return ok([{"node": node.name, "metrics": counters} for node, counters in answers])
 
 
-@node_op("metrics")
-async def node_metrics(c: ApiContext) -> dict[str, int]:
-    return dict(c.broker.metrics)
-
-
 async def listeners(request: web.Request) -> web.Response:
     answers = await cluster(request).each(lambda node: node.call("listeners"))
     return ok([{"node": node.name, "listeners": listed} for node, listed in answers])
-
-
-@node_op("listeners")
-async def node_listeners(c: ApiContext) -> list[dict[str, Any]]:
-    """This node's MQTT listeners in EMQX's shape."""
-    if c.listeners is not None:
-        described = c.listeners.describe()
-    else:
-        s = c.settings
-        described = [
-            {
-                "protocol": "mqtt:tcp",
-                "identifier": "tcp:default",
-                "listen_on": addr,
-                "acceptors": 1,
-                "max_conns": s.max_connections,
-                "current_conns": len(c.broker.connections),
-                "shutdown_count": [],
-                "running": True,
-            }
-            for addr in c.mqtt_listen
-        ]
-    return described
 
 
 LISTENER = obj(

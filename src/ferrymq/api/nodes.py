@@ -9,16 +9,15 @@ records); ``/stats`` and ``/routes`` ask every running node (``Cluster.nodes``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ferrymq.api.cluster import cluster, node_op
-from ferrymq.api.paging import window
+from ferrymq.api.cluster import cluster
 from ferrymq.api.routes import INT, STR, Route, arr, obj, ok, reply
 
 if TYPE_CHECKING:
-    from ferrymq.api.context import ApiContext
+    pass
 
 _BROKER = obj(
     {
@@ -87,14 +86,6 @@ async def node_stats(request: web.Request) -> web.Response:
 
 async def list_routes(request: web.Request) -> web.Response:
     return reply(await cluster(request).paged(request, "routes"))
-
-
-@node_op("routes")
-async def _routes(c: ApiContext, start: int, limit: int) -> dict[str, Any]:
-    node = c.node
-    return window(
-        c.broker.router.route_filters(), start, limit, lambda t: {"topic": t, "node": node}
-    )
 
 
 async def lookup_routes(request: web.Request) -> web.Response:

@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from ferrymq.api.errors import BAD_JSON, BAD_PARAMETER, MISSING_PARAMETER, bad_request
@@ -30,7 +29,14 @@ def _reject_constant(name: str) -> Any:
 _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
-async def read_json(request: web.Request) -> Any:
+class Body(Protocol):
+    """What ``read_json`` reads: an aiohttp request (this module does not import aiohttp,
+    so the operations of ``api/ops`` that use its helpers do not either)."""
+
+    async def read(self) -> bytes: ...
+
+
+async def read_json(request: Body) -> Any:
     """The parsed JSON body; 400/109 when it is empty or not JSON.
 
     The size limit (``api_max_body``) is enforced by aiohttp while reading.

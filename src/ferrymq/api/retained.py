@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ferrymq.api.context import ctx, strftime
+from ferrymq.api.context import ctx
 from ferrymq.api.errors import ILLEGAL_TOPIC, UNKNOWN_ERROR, bad_request, not_found
+from ferrymq.api.ops import strftime
 from ferrymq.api.params import paged
 from ferrymq.api.routes import INT, STR, TIME, Param, Route, nullable, obj, ok, reply
 from ferrymq.model.message import Message

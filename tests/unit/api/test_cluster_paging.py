@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from ferrymq.api import nodes
+from ferrymq.api import nodes, ops
 from ferrymq.api.cluster import OPS, Cluster
 from ferrymq.api.errors import ApiError
 from ferrymq.api.paging import slices
@@ -30,7 +30,7 @@ def test_slices_cut_the_page_from_the_nodes_one_after_another() -> None:
 
 
 class Link:
-    """The RPC between in-memory clusters: a request runs the target's ``Cluster.answer``,
+    """The RPC between in-memory clusters: a request runs ``ops.answer`` on the target,
     JSON in and out as on the wire; ``frozen`` nodes never answer."""
 
     def __init__(self) -> None:
@@ -46,7 +46,8 @@ class Link:
         if node in self.frozen:
             raise TimeoutError(f"node {node} did not answer within {timeout:g} s")
         try:
-            answer = await self.clusters[node].answer(op, json.loads(json.dumps(args)))
+            target = self.clusters[node].local.ctx
+            answer = await ops.answer(target, op, json.loads(json.dumps(args)))
         except Exception as exc:  # as cluster.rpc answers a request whose handler raised
             raise RuntimeError(f"{type(exc).__name__} on {node}") from None
         return json.loads(json.dumps(answer))
