@@ -3,12 +3,12 @@ dashboard users.
 
 Keys (under ``ferrymq:``)::
 
-    admin:{kind}      hash  key -> record (JSON), kind: app, username, clientid, acl, ban,
-                      dashboard_user
-    admin:changes     stream: one entry per changed record {node, kind, key, v}
-                      (v: the record, "" when it was deleted)
-    admin:seeded      string, set once the hashes hold the cluster's copy
-    admin:seeding     lock (10 s) of the node refilling an empty copy
+    admin:{kind}           hash  key -> record (JSON), kind: app, username, clientid, acl,
+                           ban, dashboard_user
+    admin:versions:{kind}  hash  key -> version of its last write (ms); a key without a
+                           record is a tombstone (a deletion), kept ``TOMBSTONE_DAYS``
+    admin:changes          stream: one entry per changed record {node, kind, key, v, ver}
+                           (v: the record, "" when it was deleted; ver: its version)
 
 Each node keeps its admin data in its own database, as a standalone node
 does; the hashes are the cluster's copy. Rules kept here:
@@ -24,7 +24,8 @@ does; the hashes are the cluster's copy. Rules kept here:
   session check read the database), so a user added on one node logs in on
   every node, and one deleted or given a new password there loses its
   sessions on every node;
-- conflicts: per record, the last write to reach Redis wins. An entry never
+- conflicts: per record, the last write to reach Redis wins (each write
+  takes a version above the one before it, ``WRITE``). An entry never
   overwrites a local edit not yet pushed (the write is a compare-and-set
   against the baseline); that edit is pushed next and wins. A node that was
   cut off pushes, at its resync, the records it changed meanwhile (they win
@@ -33,11 +34,13 @@ does; the hashes are the cluster's copy. Rules kept here:
 - at its first join (no baseline yet) a node adds all its records: the copy
   becomes the union of the nodes' data, and a record two nodes hold with
   different values takes the value of the node that joined last;
-- when Redis lost the copy (``admin:seeded`` missing, as after a restart
-  without persistence), the first node to take ``admin:seeding`` refills it
-  with all its records; the others wait for it, then send what they changed
-  during the outage (deletions included) and take in the rest, as after any
-  outage.
+- when Redis lost the copy (a restart without persistence), every node that
+  reconnects sends, besides its own edits, what it knows newer than the copy
+  (``Baseline.behind``: records and tombstones with their versions), each
+  written only over an older version; so whichever node comes first (one
+  that was stopped for a while, with an older copy), the cluster ends with
+  each record's newest write, deletions included (those older than
+  ``TOMBSTONE_DAYS`` are forgotten).
 
 Password and secret hashes travel through Redis (never through the API).
 Nothing here is on the message path.
@@ -71,16 +74,68 @@ T = TypeVar("T")
 
 P = "ferrymq:admin:"
 STREAM = P + "changes"
-SEEDED = P + "seeded"
-SEEDING = P + "seeding"
-SEEDING_TTL_MS = 10_000
 STREAM_MAXLEN = 10_000
+
+#: Writes to the copy, each with its stream entry: ARGV node, now (ms), then per record
+#: kind, key, data ("" deletes) and version: "" for an edit made on the node (it takes
+#: now, or one above the stored version if that is later: the last write wins), else the
+#: version the node knows, written only over an older one. Returns the versions written
+#: (0: not written, the copy has newer).
+WRITE = (
+    """
+local P = 'ferrymq:admin:'
+local out = {}
+for i = 3, #ARGV, 4 do
+  local kind, key, data, want = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local vkey = P .. 'versions:' .. kind
+  local stored = tonumber(redis.call('HGET', vkey, key) or '0')
+  local version = 0
+  if want == '' then
+    version = math.max(tonumber(ARGV[2]), stored + 1)
+  elseif tonumber(want) > stored then
+    version = tonumber(want)
+  end
+  if version > 0 then
+    local v = string.format('%.0f', version)
+    if data == '' then
+      redis.call('HDEL', P .. kind, key)
+    else
+      redis.call('HSET', P .. kind, key, data)
+    end
+    redis.call('HSET', vkey, key, v)
+    redis.call('XADD', P .. 'changes', 'MAXLEN', '~', '"""
+    + str(STREAM_MAXLEN)
+    + """', '*',
+      'node', ARGV[1], 'kind', kind, 'key', key, 'v', data, 'ver', v)
+  end
+  out[#out + 1] = version
+end
+return out
+"""
+)
+#: Tombstones past ``TOMBSTONE_DAYS`` leave the copy: ARGV kind, key, version, ... (each
+#: only if it is still that tombstone).
+PRUNE = """
+local P = 'ferrymq:admin:'
+for i = 1, #ARGV, 3 do
+  local vkey = P .. 'versions:' .. ARGV[i]
+  if redis.call('HGET', vkey, ARGV[i + 1]) == ARGV[i + 2]
+      and redis.call('HEXISTS', P .. ARGV[i], ARGV[i + 1]) == 0 then
+    redis.call('HDEL', vkey, ARGV[i + 1])
+  end
+end
+return 0
+"""
 READ_BLOCK_MS = 1000
 STAMP_POLL = 0.25  # how often the access stamp (command-line edits) is looked at
 
 
 def hash_key(kind: str) -> str:
     return P + kind
+
+
+def versions_key(kind: str) -> str:
+    return P + "versions:" + kind
 
 
 class AdminSync:
@@ -115,37 +170,28 @@ class AdminSync:
     async def resync(self, redis: aioredis.Redis) -> None:
         async with self._lock:
             self._dirty.clear()
-            refill = await self._refills(redis)
             last = await redis.xrevrange(STREAM, count=1)
             local: View = await self.store.call(self.store.admin_records)
-            known = Baseline() if refill else self.baseline
-            edits = await _off_loop(known.local_edits, local)
-            if refill:  # into an empty copy: all of this node's records, nothing to delete
-                edits = [e for e in edits if e[2] is not None]
-            await self._publish(redis, edits, refill)
+            _copy, versions = await self._read_copy(redis)
+            edits = await _off_loop(self.baseline.local_edits, local)
+            behind = await _off_loop(self.baseline.behind, local, versions)
+            sent = await self._publish(redis, edits, behind)
             if edits:
                 log.info("cluster: sent %d admin record(s) changed on this node", len(edits))
-            cluster = await self._read_copy(redis)
+            if sent > len(edits):  # Redis lost (part of) its copy
+                log.info(
+                    "cluster: sent %d admin record(s) newer here than the cluster's copy",
+                    sent - len(edits),
+                )
+            cluster, versions = await self._read_copy(redis)
             taken = await self._write_local(await _off_loop(admindata.to_take_in, cluster, local))
-            self.baseline = Baseline.of(cluster)
+            self.baseline = Baseline.of(cluster, versions)
+            await self._prune(redis, cluster, versions)
             await self._save()
             self._last = last[0][0].decode() if last else "0-0"
         if taken:
             log.info("cluster: took in %d admin record(s) changed on other nodes", len(taken))
         await self._take_in(taken)
-
-    async def _refills(self, redis: aioredis.Redis) -> bool:
-        """Whether this node is the one that refills an empty copy (Redis lost it): the
-        first to take the seeding lock. The others wait until it is done, then send only
-        what they changed, so no change made during the outage is overwritten."""
-        while not await redis.exists(SEEDED):
-            if await redis.set(SEEDING, self.name, nx=True, px=SEEDING_TTL_MS):
-                if not await redis.exists(SEEDED):  # not refilled just before the lock
-                    return True
-                await redis.delete(SEEDING)
-                break
-            await asyncio.sleep(0.1)  # bounded: the lock expires if its holder went away
-        return False
 
     async def run(self, redis: aioredis.Redis) -> None:
         tasks = [
@@ -194,27 +240,39 @@ class AdminSync:
                 await self._save()
 
     async def _publish(
-        self, redis: aioredis.Redis, edits: list[Edit], refill: bool = False
-    ) -> None:
-        """Write ``edits`` to the copy and the stream in one transaction (``refill``: and
-        mark the copy complete); the baseline follows once Redis has them."""
-        pipe = redis.pipeline(transaction=True)
-        for kind, key, record in edits:
-            data = admindata.encode(record)
-            if record is None:
-                pipe.hdel(hash_key(kind), key)
-            else:
-                pipe.hset(hash_key(kind), key, data)
-            entry = {"node": self.name, "kind": kind, "key": key, "v": data}
-            pipe.xadd(STREAM, entry, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        if refill:
-            pipe.set(SEEDED, 1)
-            pipe.delete(SEEDING)
-        elif not edits:
-            return
-        await pipe.execute()
-        for kind, key, record in edits:
-            self.baseline.set(kind, key, digest(record))
+        self,
+        redis: aioredis.Redis,
+        edits: list[Edit],
+        known: list[tuple[str, str, Record | None, int]] | None = None,
+    ) -> int:
+        """Write ``edits`` (made here) and ``known`` (records with the version this node
+        knows, written only over older ones) to the copy and the stream in one script; the
+        baseline follows once Redis has them. How many were written."""
+        items = [(kind, key, record, "") for kind, key, record in edits]
+        items += [(kind, key, record, str(version)) for kind, key, record, version in known or ()]
+        if not items:
+            return 0
+        args: list[Any] = [self.name, int(time.time() * 1000)]
+        for kind, key, record, version in items:
+            args += [kind, key, admindata.encode(record), version]
+        written = await redis.eval(WRITE, 0, *args)  # type: ignore[misc]
+        sent = 0
+        for (kind, key, record, _), version in zip(items, written, strict=True):
+            if int(version):
+                self.baseline.set(kind, key, digest(record), int(version))
+                sent += 1
+        return sent
+
+    async def _prune(self, redis: aioredis.Redis, copy: View, versions: admindata.Versions) -> None:
+        oldest = int(time.time() * 1000) - admindata.TOMBSTONE_MS
+        args: list[Any] = []
+        for kind, stamps in versions.items():
+            records = copy.get(kind, {})
+            for key, version in stamps.items():
+                if version < oldest and key not in records:
+                    args += [kind, key, str(version)]
+        if args:
+            await redis.eval(PRUNE, 0, *args)  # type: ignore[misc]
 
     # --- the other nodes' edits ---------------------------------------------------------
 
@@ -235,6 +293,7 @@ class AdminSync:
                     kind = fields[b"kind"].decode()
                     key = fields[b"key"].decode()
                     record = admindata.decode(fields[b"v"])
+                    version = int(fields.get(b"ver", b"0"))  # none from a node before versions
                     if kind not in KINDS:
                         raise ValueError(f"unknown kind {kind!r}")
                     if record is not None:
@@ -243,7 +302,7 @@ class AdminSync:
                     self._bad_data(exc)
                     continue
                 before = self.baseline.get(kind, key)
-                self.baseline.set(kind, key, digest(record))
+                self.baseline.set(kind, key, digest(record), version)
                 changes.append((kind, key, record, before))
             taken = await self._write_local(changes)
             if changes:
@@ -304,14 +363,18 @@ class AdminSync:
 
     # --- reading the copy ---------------------------------------------------------------
 
-    async def _read_copy(self, redis: aioredis.Redis) -> View:
+    async def _read_copy(self, redis: aioredis.Redis) -> tuple[View, admindata.Versions]:
+        """The cluster's copy and the versions of its records and tombstones."""
         pipe = redis.pipeline(transaction=True)
         for kind in KINDS:
             pipe.hgetall(hash_key(kind))
+            pipe.hgetall(versions_key(kind))
+        replies = await pipe.execute()
         view: View = {}
-        for kind, items in zip(KINDS, await pipe.execute(), strict=True):
+        versions: admindata.Versions = {}
+        for i, kind in enumerate(KINDS):
             records: dict[str, Record] = {}
-            for raw_key, data in items.items():
+            for raw_key, data in replies[2 * i].items():
                 try:
                     key = raw_key.decode()
                     record = admindata.decode(data)
@@ -320,7 +383,14 @@ class AdminSync:
                 except (ValueError, UnicodeDecodeError) as exc:
                     self._bad_data(exc)
             view[kind] = records
-        return view
+            stamps: dict[str, int] = {}
+            for raw_key, raw in replies[2 * i + 1].items():
+                try:
+                    stamps[raw_key.decode()] = int(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    self._bad_data(exc)
+            versions[kind] = stamps
+        return view, versions
 
     async def _save(self) -> None:
         text = self.baseline.dumps()

@@ -10,6 +10,7 @@ Keys (all under ``ferrymq:``)::
     changes               stream: route changes, retained changes, nodes leaving, and
                           each node's "applied" reports (cluster/subacks.py)
     retained              hash  topic -> stored message (storage.codec)
+    retained:cleared      hash  topic -> when it was cleared (cluster/retained.py)
     inbox0:{node}         pub/sub channel: QoS 0 batches for the node (cluster/inbox0.py)
     inbox:{node}          stream (consumer group "ferrymq"): QoS 1/2 batches
     cleanup:{node}        lock held by the node that cleans up after a dead one
@@ -73,6 +74,7 @@ from ferrymq.cluster.inbox0 import read_inbox0
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart
 from ferrymq.cluster.redis_url import client, close, parse, safe_url
+from ferrymq.cluster.retained import CLEARED, Cleared, ms_of, sync_retained
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.cluster.rpc import Rpc
 from ferrymq.cluster.shared import SharedRoutes, is_shared
@@ -176,6 +178,7 @@ class ClusterNode:
         self.up = False  # connected and resynchronised
         self.peers: dict[str, tuple[bool, dict[str, Any]]] = {}  # node -> (alive, record)
         self._retained_out: dict[str, Message] = {}  # retained changes not yet in Redis
+        self.cleared = Cleared()  # recent clears, for a Redis that lost them
         self._wake = asyncio.Event()
         self._route_timer: asyncio.TimerHandle | None = None
         self._routes_due = False
@@ -298,6 +301,8 @@ class ClusterNode:
     def retain_changed(self, msg: Message) -> None:
         """A retained message set (or cleared: empty payload) here, for every node."""
         self._retained_out[msg.topic] = msg
+        if not msg.payload:
+            self.cleared.add(msg.topic, ms_of(msg))
         if self.up:
             self._wake.set()
 
@@ -442,25 +447,14 @@ class ClusterNode:
         self.subacks.written(serial, entry_id(results[-1]))
 
     async def _sync_retained(self, redis: aioredis.Redis) -> None:
-        """Retained changes made while away go first; then Redis' set is taken in, and what
-        only this node retains (a node joining with its own data) is added to it."""
+        """This node's retained set (with the changes made while away) and Redis', newest
+        change of each topic wins (``cluster/retained.py``)."""
         broker = self.broker
         assert broker is not None
-        if self._retained_out:
-            await self._send_retained(redis)
-        stored: dict[bytes, bytes] = await redis.hgetall(RETAINED)
-        for raw_topic, data in stored.items():
-            topic = raw_topic.decode()
-            local = broker.retained.get(topic)
-            if local is None or dump_message(local) != data:
-                broker.apply_remote_retain(load_message(data))
-        missing = [m for m in broker.retained if m.topic.encode() not in stored]
-        if missing and not broker.restoring:
-            pipe = redis.pipeline(transaction=False)
-            for msg in missing:
-                if not msg.topic.startswith("$SYS/"):
-                    pipe.hset(RETAINED, msg.topic, dump_message(msg))
-            await pipe.execute()
+        self._retained_out.clear()  # in the node's set already: compared, not just sent
+        await sync_retained(
+            redis, broker, self.cleared, self.name, CHANGES, CHANGES_MAXLEN, broker.restoring
+        )
 
     async def _serve(self, redis: aioredis.Redis) -> None:
         """Run the node's loops until one fails (then all stop and the caller reconnects)."""
@@ -652,7 +646,10 @@ class ClusterNode:
             self.shared.drop_node(node)
             self.peers.pop(node, None)
         elif op == b"retain":
-            self.broker.apply_remote_retain(load_message(fields[b"m"]))  # type: ignore[union-attr]
+            retained = load_message(fields[b"m"])
+            if not retained.payload:
+                self.cleared.add(retained.topic, ms_of(retained))
+            self.broker.apply_remote_retain(retained)  # type: ignore[union-attr]
         return op in _ROUTE_OPS
 
     async def _read_qos0(self, _redis: aioredis.Redis) -> None:
@@ -774,6 +771,7 @@ class ClusterNode:
                 pipe.hset(RETAINED, topic, data)
             else:
                 pipe.hdel(RETAINED, topic)
+                pipe.hset(CLEARED, topic, ms_of(msg))
             self._announce(pipe, "retain", m=data)
         try:
             await pipe.execute()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ferrymq.cluster.admindata import (
     BASELINE_FILE,
+    TOMBSTONE_MS,
     Baseline,
     decode,
     encode,
@@ -14,6 +16,8 @@ from ferrymq.cluster.admindata import (
     to_take_in,
 )
 from ferrymq.storage.records import KINDS, digest
+
+NOW = int(time.time() * 1000)  # versions are wall-clock ms
 
 
 def user(name: str, password_hash: str = "h") -> dict:  # type: ignore[type-arg]
@@ -83,3 +87,43 @@ def test_the_baseline_is_kept_in_the_data_directory(tmp_path: Path) -> None:
 def test_records_travel_as_json_and_deletions_as_nothing() -> None:
     assert decode(encode(user("a"))) == user("a")
     assert encode(None) == "" and decode(b"") is None
+
+
+def test_what_this_node_knows_newer_than_the_copy_goes_back_to_it() -> None:
+    known = view(username={"a": user("a"), "b": user("b")})
+    baseline = Baseline.of(known, {"username": {"a": NOW + 10, "b": NOW + 20, "gone": NOW + 30}})
+    assert (
+        baseline.get("username", "gone") is None
+        and baseline.version("username", "gone") == NOW + 30
+    )
+    # The copy lost everything: this node's records and its tombstone go back, versioned.
+    assert sorted(baseline.behind(known, {})) == [
+        ("username", "a", user("a"), NOW + 10),
+        ("username", "b", user("b"), NOW + 20),
+        ("username", "gone", None, NOW + 30),
+    ]
+    # A copy as new or newer is left alone; a record edited here is a local edit instead.
+    copy = {"username": {"a": NOW + 10, "b": NOW + 25, "gone": NOW + 30}}
+    assert baseline.behind(known, copy) == []
+    edited = view(username={"a": user("a", "new"), "b": user("b")})
+    assert baseline.behind(edited, {"username": {"b": NOW + 20}}) == [
+        ("username", "gone", None, NOW + 30)
+    ]
+
+
+def test_tombstones_are_forgotten_after_a_while_and_kept_with_the_baseline(
+    tmp_path: Path,
+) -> None:
+    now = 100 * TOMBSTONE_MS
+    baseline = Baseline.of(view(username={"a": user("a")}), {"username": {"a": 1, "old": 1}})
+    assert baseline.version("username", "old") == 0  # older than TOMBSTONE_DAYS: forgotten
+    assert baseline.version("username", "a") == 1  # a record's version stays, however old
+    baseline.set("username", "gone", None, now)
+    save_baseline(tmp_path, baseline.dumps())
+    again = load_baseline(tmp_path)
+    assert again.version("username", "gone") == now and again.get("username", "gone") is None
+    again.forget_old_tombstones(now + TOMBSTONE_MS + 1)
+    assert again.version("username", "gone") == 0
+    # A baseline kept before versions existed reads as versions 0 (older than any write).
+    (tmp_path / BASELINE_FILE).write_text('{"digests": {"username": {"a": "x"}}}')
+    assert load_baseline(tmp_path).version("username", "a") == 0
