@@ -468,8 +468,9 @@ def render(rows: list[Row], source: str) -> str:
             "",
             "## Cluster mode (two nodes and redis-server, bench/cluster.py)",
             "",
-            "Both nodes share the standalone broker's core (CPU "
-            f"{m.get('broker_cpu')}); redis-server runs beside the generator. Local: "
+            "Node 1 runs on the standalone broker's core (CPU "
+            f"{m.get('broker_cpu')}), node 2 beside it except in X3a (beside the "
+            "generator, see bench/cluster.py); redis-server runs beside the generator. Local: "
             "publishers and subscribers on node 1; cross-node: publishers on node 1, "
             "subscribers on node 2. Ratios against standalone ferrymq of this run.",
             "",

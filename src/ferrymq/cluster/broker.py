@@ -3,7 +3,10 @@
 A standalone node uses ``core.Broker`` itself, so cluster mode costs it
 nothing. Here, after local routing, a message goes to every other node whose
 route matches its topic (``RouteReplica.nodes_for``: a dict look-up once the
-topic is cached), framed once, in the next batch to each node.
+topic is cached), framed once, in the next batch to each node. A message whose
+topic is cached as going to no other node, while no hand-over is recent and no
+node has a shared group, never leaves the compiled ``Broker.publish`` (it reads
+the replica's cache itself); everything else comes here (``publish_cluster``).
 
 Rules kept here:
 - a message received from another node is dispatched locally only, never
@@ -110,6 +113,10 @@ class ClusterBroker(Broker):
         self._answers = node.replica.answers()
         self._groups_for = node.shared.groups_for
         self._any_shared = node.shared.by_node  # empty while no node has a shared group
+        # Read by Broker.publish, which keeps local-only traffic in compiled code.
+        self.cluster_answers = self._answers
+        self.cluster_recent = self._recent
+        self.cluster_shared = self._any_shared
         #: During a publish: the local groups to serve, ``{plain filter: {group name}}``
         #: (None: every matching one, as standalone); what is left after it was not served.
         self._serve: dict[str, set[str]] | None = None
@@ -126,12 +133,14 @@ class ClusterBroker(Broker):
         for name in CLUSTER_METRICS:
             self.metrics[name] = 0
 
-    def publish(self, msg: Message, origin: Client | None = None) -> int:
+    def publish_cluster(self, msg: Message, origin: Client | None) -> int:
+        """What ``Broker.publish`` hands over: a hand-over is recent, a shared group exists
+        somewhere, or the topic is not cached as going to no other node."""
         if self._recent:
             self.cluster_clients.note(msg)
         if self._any_shared:
             return self._publish_shared(msg, origin)
-        count = Broker.publish(self, msg, origin)
+        count = Broker.publish(self, msg, origin, True)
         topic = msg.topic
         nodes = self._answers.get(topic)  # the warm path: no call
         if nodes is None:
@@ -183,7 +192,7 @@ class ClusterBroker(Broker):
         """``publish`` while shared groups exist somewhere: one node per matching group."""
         topic = msg.topic
         if not self.node.up:  # Redis unreachable: local members serve their groups
-            count = Broker.publish(self, msg, origin)
+            count = Broker.publish(self, msg, origin, True)
             nodes = self._nodes_for(topic)
             if nodes:
                 self.node.forward(msg, nodes)  # counted as paused
@@ -201,7 +210,7 @@ class ClusterBroker(Broker):
                 remote.setdefault(node, []).append(group.key)
         self._serve = serve
         try:
-            count = Broker.publish(self, msg, origin)
+            count = Broker.publish(self, msg, origin, True)
         finally:
             self._serve = None
         if serve:  # chosen here but gone meanwhile: another node's members
@@ -295,7 +304,7 @@ class ClusterBroker(Broker):
                 # Another node describing itself is not traffic here either.
                 saved = uncounted(metrics) if msg.topic.startswith("$SYS/") else None
                 if ask is None:
-                    publish(self, msg)
+                    publish(self, msg, None, True)
                 else:
                     self._serve_groups(msg, *ask)
                 if saved is not None:
@@ -312,7 +321,7 @@ class ClusterBroker(Broker):
                 serve.setdefault(plain, set()).add(name)
         self._serve = serve
         try:
-            Broker.publish(self, msg)
+            Broker.publish(self, msg, None, True)
         finally:
             self._serve = _SERVE_NONE
         if not serve:

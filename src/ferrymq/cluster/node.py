@@ -3,7 +3,8 @@
 Keys (all under ``ferrymq:``)::
 
     nodes                 hash  node -> its last heartbeat record (JSON)
-    alive:{node}          string, expires 3 s after the last heartbeat
+    alive:{node}          string, expires 3 s after the last heartbeat (extended by
+                          cluster/beat.py while the loop answers)
     route:{filter}        hash  node -> 1, one per plain filter in use somewhere
     route:$share/{g}/{f}  hash  node -> its members of the shared group (also $queue/{f})
     node-routes:{node}    set   of the node's filters and groups (for cleaning up after it)
@@ -69,6 +70,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from ferrymq import __version__
+from ferrymq.cluster.beat import KeepAlive
 from ferrymq.cluster.codec import read_batch
 from ferrymq.cluster.inbox0 import read_inbox0
 from ferrymq.cluster.outbox import Outbox
@@ -193,6 +195,8 @@ class ClusterNode:
         self._cleanup: Any = None
         self._pubsub: Any = None
         self._token = uuid.uuid4().hex.encode()  # this process's claim on the node name
+        #: Extends the alive key from a thread while the loop answers (``cluster/beat.py``).
+        self.keepalive = KeepAlive(self.target, alive_key(node_name), self._token, ALIVE_TTL_MS)
         self._bad_data_logged = False
 
     # --- wiring -------------------------------------------------------------
@@ -204,11 +208,13 @@ class ClusterNode:
     def start(self) -> None:
         """Join the cluster in the background (the node serves its clients meanwhile)."""
         self._task = asyncio.get_running_loop().create_task(self._supervise())
+        self.keepalive.start()
 
     async def stop(self) -> None:
         """Leave the cluster: what is still queued for other nodes is sent, then this node's
         routes and records are removed from Redis."""
         was_up = self.up
+        self.keepalive.stop()
         last = self.outbox.take() if was_up else None
         task, self._task = self._task, None
         if task is not None:
@@ -331,7 +337,7 @@ class ClusterNode:
                     retry=Retry(NoBackoff(), 0),
                 )
                 await self._resync(redis)
-                self.up = True
+                self.up = self.keepalive.active = True
                 backoff = BACKOFF_FIRST
                 self._name_logged = False
                 if self._joined and self._lost_logged:
@@ -372,7 +378,7 @@ class ClusterNode:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _went_down(self) -> None:
-        self.up = False
+        self.up = self.keepalive.active = False
         self._run_id = None
         if self._route_timer is not None:
             self._route_timer.cancel()

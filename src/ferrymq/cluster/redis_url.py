@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import redis
 from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
+from redis.sentinel import Sentinel as SyncSentinel
 
 from ferrymq.config import ConfigError
 
@@ -167,6 +169,24 @@ def client(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
     URL's own options override. Close it with ``close``."""
     if target.scheme not in _SENTINEL:
         return aioredis.from_url(target.url, **kwargs)
+    sentinels, sentinel_kwargs, kwargs = _sentinel_options(target, kwargs)
+    return Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs).master_for(target.master, **kwargs)
+
+
+def sync_client(target: RedisTarget, **kwargs: Any) -> redis.Redis:
+    """A blocking client of ``target``, for a thread of its own (the heartbeat's)."""
+    if target.scheme not in _SENTINEL:
+        return redis.Redis.from_url(target.url, **kwargs)
+    sentinels, sentinel_kwargs, kwargs = _sentinel_options(target, kwargs)
+    return SyncSentinel(sentinels, sentinel_kwargs=sentinel_kwargs).master_for(
+        target.master, **kwargs
+    )
+
+
+def _sentinel_options(
+    target: RedisTarget, kwargs: dict[str, Any]
+) -> tuple[list[tuple[str, int]], dict[str, Any], dict[str, Any]]:
+    """The Sentinels, their connections' options and the master's, for ``target``."""
     options = dict(target.options)
     sentinel_password = options.pop("sentinel_password", None)
     timeouts = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
@@ -181,17 +201,9 @@ def client(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
     if side != "sentinels":
         kwargs.update(tls)
     sentinel_tls = tls if side != "master" else {}
-    sentinel = Sentinel(
-        list(target.sentinels),
-        sentinel_kwargs={**timeouts, **sentinel_tls, "password": sentinel_password},
-    )
-    return sentinel.master_for(
-        target.master,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        **kwargs,
-    )
+    master = {"db": target.db, "username": target.username, "password": target.password}
+    sentinel_kwargs = {**timeouts, **sentinel_tls, "password": sentinel_password}
+    return list(target.sentinels), sentinel_kwargs, {**master, **kwargs}
 
 
 def _tls_options(options: dict[str, str]) -> dict[str, Any]:

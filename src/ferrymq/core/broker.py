@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mypy_extensions import mypyc_attr
 
@@ -152,6 +152,13 @@ class Broker:
         #: Whether a client hands acknowledgements after writes to ``hold_batch`` (a cluster
         #: node also holds them for the forwarding send to Redis).
         self.holds_acks = self.ack_on_commit
+        #: Cluster mode only (``cluster/broker.py`` sets them; None standalone: one test per
+        #: publish): the other nodes' cached route answers by topic, and what is empty while
+        #: no hand-over is recent and no node has a shared group. A publish whose topic is
+        #: cached as going nowhere else then stays here, in compiled code.
+        self.cluster_answers: dict[str, tuple[str, ...]] | None = None
+        self.cluster_recent: dict[str, Any] = {}
+        self.cluster_shared: dict[str, Any] = {}
         self.durable_writes = 0
         self._holding: list[Client] = []
         self._commit_wanted = 0
@@ -312,8 +319,15 @@ class Broker:
 
     # --- publish -------------------------------------------------------------
 
-    def publish(self, msg: Message, origin: Client | None = None) -> int:
-        """Route ``msg`` to every matching subscription; return how many it went to."""
+    def publish(self, msg: Message, origin: Client | None = None, here: bool = False) -> int:
+        """Route ``msg`` to every matching subscription; return how many it went to. On a
+        cluster node, unless ``here`` (route it on this node only), a message that may
+        concern other nodes goes to ``publish_cluster``."""
+        answers = self.cluster_answers
+        if answers is not None and not here:
+            nodes = answers.get(msg.topic)
+            if nodes is None or nodes or self.cluster_recent or self.cluster_shared:
+                return self.publish_cluster(msg, origin)
         metrics = self.metrics
         metrics["messages.received"] += 1
         metrics[_QOS_RECEIVED[msg.qos]] += 1
@@ -374,6 +388,10 @@ class Broker:
 
     # Cluster mode's hooks, methods ClusterBroker (cluster/broker.py) overrides: compiled
     # code reads an attribute from its own slot, which a subclass's method cannot replace.
+
+    def publish_cluster(self, msg: Message, origin: Client | None) -> int:
+        """``publish`` of a message other nodes may want (a cluster node forwards it)."""
+        return self.publish(msg, origin, True)
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:
         """The member of each matching shared group ``msg`` goes to (a cluster node: of

@@ -92,6 +92,27 @@ async def test_publish_forwards_to_matching_nodes_only(broker: ClusterBroker) ->
     assert broker.metrics["messages.dropped.no_subscribers"] == 1  # c/1 only
 
 
+async def test_a_topic_that_stayed_local_is_forwarded_once_another_node_subscribes(
+    broker: ClusterBroker,
+) -> None:
+    """Local-only traffic takes the broker's own path once the topic is known to go nowhere
+    else; a route another node adds later reaches that topic's next message."""
+    node = broker.node
+    sub = await subscribed(broker, "sub", "t/#")
+    pub = Peer(broker, "pub")
+    await pub.connack()
+    for i in range(3):
+        pub.send(Publish("t/1", b"%d" % i, 0))
+    await settle()
+    assert [p.payload for p in await sub.expect(3)] == [b"0", b"1", b"2"]
+    assert not node.outbox
+    node.replica.add("n2", "t/+")
+    pub.send(Publish("t/1", b"now", 0))
+    await settle()
+    assert [p.payload for p in await sub.expect()] == [b"now"]
+    assert [m.payload for m in split(node.outbox.qos0["n2"][0])] == [b"now"]
+
+
 async def test_forwarding_while_redis_is_away_is_counted_not_queued(broker: ClusterBroker) -> None:
     broker.node.up = False
     broker.node.replica.add("n2", "#")
