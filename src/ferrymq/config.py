@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 
@@ -138,8 +136,8 @@ class Settings:
         self.listeners: list[ListenerSettings] = []
 
     @property
-    def db_path(self) -> Path:
-        return Path(self.data_dir) / "ferrymq.db"
+    def db_path(self) -> str:
+        return os.path.join(self.data_dir, "ferrymq.db")
 
     def anonymous_allowed(self) -> bool:
         """Resolve allow_anonymous: explicit value, else only when every listener is loopback."""
@@ -162,8 +160,10 @@ class Settings:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host in ("localhost", "127.0.0.1", "::1"):  # the defaults, without importing ipaddress
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -274,7 +274,7 @@ def _check_listener(spec: ListenerSettings, table: dict[str, Any], where: str) -
             raise ConfigError(f"{where}: fail_if_no_peer_cert needs verify_peer = true")
         for key in ("certfile", "keyfile", "cafile"):
             path = getattr(spec, key)
-            if path and not Path(path).is_file():
+            if path and not os.path.isfile(path):
                 raise ConfigError(f"{where}: {key} {path} not found")
 
 
@@ -414,16 +414,17 @@ def load(
     if config_file:
         import tomllib  # here: a broker started without a file never needs it
 
-        path = Path(config_file)
+        path = os.fspath(config_file)
         try:
-            data = tomllib.loads(path.read_text())
+            with open(path, encoding="utf-8") as f:
+                data = tomllib.loads(f.read())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         if "listeners" in data:
-            settings.listeners = parse_listeners(data.pop("listeners"), str(path))
-        _apply(settings, data, str(path))
+            settings.listeners = parse_listeners(data.pop("listeners"), path)
+        _apply(settings, data, path)
     env = os.environ if environ is None else environ
     env_values = {
         f.name: env[f"FERRYMQ_{f.name.upper()}"]

@@ -10,9 +10,9 @@ Rules kept here:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ferrymq import config
 from ferrymq.storage.sqlite import SqliteStore
@@ -21,9 +21,9 @@ from ferrymq.storage.stamp import touch_stamp
 Edit = Callable[[config.Settings, SqliteStore], int]
 
 
-def database_path(settings: config.Settings) -> Path:
+def database_path(settings: config.Settings) -> str:
     """The database file of ``settings``' data directory, absolute."""
-    return Path(settings.db_path).resolve()
+    return os.path.realpath(settings.db_path)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ def run_command(args: argparse.Namespace, action: offline.Edit, changes: bool) -
     try:
         settings = load_settings(args)
         db = offline.database_path(settings)
-        if not db.exists() and not getattr(args, "create", False):
+        if not os.path.exists(db) and not getattr(args, "create", False):
             return fail(
                 f"no database at {db}: check --data-dir / --config (or the current "
                 "directory), or pass --create to start a new one",

@@ -8,7 +8,6 @@ broker's housekeeping.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -23,6 +22,8 @@ DEFAULT_SECONDS = 300  # EMQX 4.4: a ban without ``until`` lasts five minutes
 
 def normalize_peerhost(text: str) -> str:
     """The canonical text of an IP address (IPv4-mapped IPv6 as IPv4); ValueError if none."""
+    import ipaddress  # here: a broker whose bans name no address never needs it
+
     addr = ipaddress.ip_address(text.strip())
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped

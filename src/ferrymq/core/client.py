@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ferrymq.core.banned import peer_host
 from ferrymq.core.flow import INPUT_BACKLOG
@@ -84,6 +84,9 @@ log = logging.getLogger("ferrymq.client")
 
 _NOBODY: frozenset[Holder] = frozenset()
 _INF = float("inf")
+# The one boxed 0.0 that messages without an expiry share: in compiled code a float constant
+# is unboxed and boxed anew wherever it becomes an object (24 bytes a message).
+_NEVER: Final[Any] = float(0)
 
 # Bytes collected for one connection before they are written without waiting for
 # the end of the event-loop iteration.
@@ -642,7 +645,7 @@ class Client:
             )
         props = packet.properties
         forwarded: dict[str, Any] | None = None
-        expiry_at = 0.0
+        expiry_at: Any = _NEVER
         if props:
             for name in _FORWARDED:
                 if name in props:

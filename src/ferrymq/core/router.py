@@ -271,7 +271,7 @@ class Router:
         return len(self._routes)
 
     @property
-    def _root(self) -> _Node[_Route]:
+    def _root(self) -> _Node:
         """The trie's root node (what tests inspect to see pruning)."""
         return self._routes._root
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from sys import intern
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
 
@@ -44,14 +44,17 @@ def hidden_from_wildcards(name: str) -> bool:
     return name[:1] == "$"
 
 
-class _Node(Generic[V]):
+class _Node:
+    """Not ``Generic``: compiled, a generic class gets a ``__dict__`` and a weak reference
+    slot, 16 bytes more for each of the 100,000 nodes of as many retained topics."""
+
     __slots__ = ("children", "hash", "key", "plus", "value")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node[V]] | None = None
-        self.plus: _Node[V] | None = None
-        self.hash: _Node[V] | None = None
-        self.value: V | None = None
+        self.children: dict[str, _Node] | None = None
+        self.plus: _Node | None = None
+        self.hash: _Node | None = None
+        self.value: Any = None  # a V, or None
         self.key = ""  # the key stored here, while ``value`` is set
 
     def empty(self) -> bool:
@@ -69,7 +72,7 @@ class TopicTrie(Generic[V]):
     __slots__ = ("_root", "by_key")
 
     def __init__(self) -> None:
-        self._root: _Node[V] = _Node()
+        self._root: _Node = _Node()
         self.by_key: dict[str, V] = {}
 
     def __len__(self) -> int:
@@ -126,7 +129,7 @@ class TopicTrie(Generic[V]):
         if old is None:
             return None
         node = self._root
-        path: list[tuple[_Node[V], str]] = []
+        path: list[tuple[_Node, str]] = []
         for level in key.split("/"):  # the key is stored, so every node on its way exists
             path.append((node, level))
             if level == "+":
@@ -155,7 +158,7 @@ class TopicTrie(Generic[V]):
         """Remove every stored name the plain filter matches; return how many went."""
         if "+" not in topic_filter and "#" not in topic_filter:
             return 0 if self.remove(topic_filter) is None else 1
-        nodes: list[_Node[V]] = []
+        nodes: list[_Node] = []
         _collect(self._root, topic_filter.split("/"), 0, nodes)
         for node in nodes:
             self.remove(node.key)
@@ -260,12 +263,12 @@ class TopicTrie(Generic[V]):
         if "+" not in topic_filter and "#" not in topic_filter:
             value = self.by_key.get(topic_filter)
             return [] if value is None else [value]
-        nodes: list[_Node[V]] = []
+        nodes: list[_Node] = []
         _collect(self._root, topic_filter.split("/"), 0, nodes)
         return [node.value for node in nodes]  # type: ignore[misc]
 
 
-def _collect(node: _Node[V], levels: list[str], i: int, out: list[_Node[V]]) -> None:
+def _collect(node: _Node, levels: list[str], i: int, out: list[_Node]) -> None:
     """Append the value-holding nodes under ``node`` that ``levels[i:]`` matches."""
     if i == len(levels):
         if node.value is not None:

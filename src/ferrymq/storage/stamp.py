@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 STAMP = "access.stamp"
 
 
-def stamp_path(data_dir: str | os.PathLike[str]) -> Path:
-    return Path(data_dir) / STAMP
+def stamp_path(data_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(data_dir, STAMP)
 
 
 def touch_stamp(data_dir: str | os.PathLike[str]) -> None:
     """Tell running brokers on ``data_dir`` that access data changed."""
     path = stamp_path(data_dir)
-    tmp = path.with_name(f"{STAMP}.{secrets.token_hex(4)}")
-    tmp.write_text(secrets.token_hex(8))
+    tmp = f"{path}.{secrets.token_hex(4)}"
+    with open(tmp, "w") as f:
+        f.write(secrets.token_hex(8))
     os.replace(tmp, path)
 
 
-def stamp_of(path: Path) -> tuple[int, int, int] | None:
+def stamp_of(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     """The stamp's identity (inode, mtime, size), None when there is none."""
     try:
         st = os.stat(path)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import select
 import socket
@@ -43,7 +44,9 @@ AVAILABLE = hasattr(select, "epoll")
 
 READ_SIZE = 256 * 1024  # one read at most, as the event loop's transports read
 _WRITE_LOW_WATER = WRITE_HIGH_WATER // 4
-_BUFFER = bytearray(READ_SIZE)  # every read lands here first: one event loop, one read at a time
+# Every read lands here first: one event loop, one read at a time. An anonymous mapping, not
+# a bytearray (which is zeroed, so resident at once): a page is resident once a read reached it.
+_BUFFER = mmap.mmap(-1, READ_SIZE)
 _VIEW = memoryview(_BUFFER)
 _BUFFERS = [_BUFFER]
 

@@ -8,7 +8,8 @@ Specification: https://www.haproxy.org/download/2.8/doc/proxy-protocol.txt
 
 from __future__ import annotations
 
-import ipaddress
+# ipaddress is imported where an address is parsed: a broker without a PROXY protocol
+# listener never needs it (about 0.25 MB).
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_MAX = 107  # the longest v1 line, CRLF included
@@ -58,6 +59,8 @@ def _parse_v1(header: bytes) -> Address | None:
         return None
     if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
         raise ProxyProtocolError(f"bad PROXY v1 line {line!r}")
+    import ipaddress
+
     try:
         src = ipaddress.ip_address(parts[2])
         port = int(parts[4])
@@ -76,6 +79,8 @@ def _parse_v2(header: bytes) -> Address | None:
         raise ProxyProtocolError("bad PROXY v2 version or command")
     if command == 0:  # LOCAL: a health check by the proxy itself
         return None
+    import ipaddress
+
     family = header[13] >> 4
     body = header[16:]
     if family == 1 and len(body) >= 12:  # AF_INET: src, dst, sport, dport
@@ -97,6 +102,8 @@ def encode_v1(src: Address, dst: Address) -> bytes:
 
 def encode_v2(src: Address, dst: Address, tlvs: bytes = b"") -> bytes:
     """A v2 PROXY (command 1) header over TCP (for tests and tools)."""
+    import ipaddress
+
     s, d = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
     family = 0x11 if s.version == 4 else 0x21
     body = s.packed + d.packed + src[1].to_bytes(2, "big") + dst[1].to_bytes(2, "big") + tlvs
