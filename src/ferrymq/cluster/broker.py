@@ -365,6 +365,7 @@ def clustered_broker(
         node.route_added,
         node.route_removed,
         node.share_changed,
+        node.route_joined,
     )
     broker = ClusterBroker(settings, store, loop, router, node)
     node.attach(broker)
