@@ -9,7 +9,11 @@ Keys (all under ``ferrymq:``)::
     session-msg:{id}      hash  key -> queued or inflight message (storage.codec)
     session-meta:{id}     hash  key -> that message's delivery state (JSON)
     session-rel:{id}      set   of incoming QoS 2 packet ids awaiting PUBREL
-    handover:{node}       stream: hand-over requests to the node, and answers to its own
+    handover:{node}       stream: hand-over requests to the node, answers to its own, and
+                          messages for sessions it owns that reached their old node late
+                          (read by the node's consumer group ``ferrymq``, so a restarted
+                          node, or the one taking in its sessions, reads what it had not
+                          written yet)
     adopt:{node}          lock held by the node that takes in a gone node's sessions
 
 Rules this module keeps:
@@ -26,6 +30,14 @@ Rules this module keeps:
 - session writes reach Redis only through a script that applies those of
   client ids this node owns (or is handing over): a node that lost a client
   id cannot overwrite the new owner's session;
+- what a session handed over still collects on its old node goes, as it
+  comes, in that node's session writes to the hand-over stream of the
+  session's owner (with the inbox batches it came in acknowledged in the
+  same call); the owner acknowledges each such entry with what delivering it
+  wrote, so a restarted owner, or the node taking in a gone one's sessions,
+  reads what was not written yet. The new owner delivers one copy of each
+  message to the session, whichever comes first: the old node's, or the
+  one straight from the publisher's node (``note``);
 - every persistent session has one live owner, offline ones included (their
   subscriptions stay routed, messages queue): the registrations of a node
   whose heartbeat is gone (killed, or stopped) are taken in, under a lock, by
@@ -49,10 +61,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ferrymq.cluster.codec import split
-from ferrymq.cluster.node import alive_key, inbox
+from ferrymq.cluster.node import GROUP, alive_key, inbox
 from ferrymq.cluster.session_writes import load_session, pairs
 from ferrymq.model.delivery import Delivery, fields_from_meta
 from ferrymq.mqtt import reason_codes as rc
@@ -67,6 +79,7 @@ if TYPE_CHECKING:
     from ferrymq.cluster.node import ClusterNode
     from ferrymq.cluster.store import ClusterStore
     from ferrymq.core.client import Client
+    from ferrymq.core.router import Overlap
     from ferrymq.core.session import Session
     from ferrymq.model.message import Message
     from ferrymq.model.subscription import Subscription
@@ -79,14 +92,18 @@ FENCE = P + "fence"
 HANDOVER_WAIT = 3.0  # longest a CONNECT waits for the previous owner's answer
 ADOPT_EVERY = 1.0  # how often registrations of gone nodes are looked for
 SEND_EVERY = 0.05  # session writes are sent at least this often
-HANDOVER_MAXLEN = 10_000
+HANDOVER_MAXLEN = 100_000  # also in _WRITE
+#: An ``acl_gen`` no subscription has: ``Broker.publish`` then asks ``acl_delivers``,
+#: which refuses it (a copy the watched session had already, see ``note``).
+SKIP = -(1 << 60)
 # A session handed over stays routed on its old node, collecting what the other nodes
 # still send there, until its new owner's routes are in this node's replica (at most
 # LINGER seconds) and DRAIN more (what was sent before the others saw them arrives).
 LINGER = 2.0
 DRAIN = 0.1
 # The new owner remembers, this long after taking a session from a live node, what it
-# delivered to it, so the old node's late copies of the same messages are dropped.
+# delivered to it, so the second copy of a message (the old node's, or the publisher's
+# node's) is dropped.
 WATCH = LINGER + DRAIN + 3.0
 ARGS_PER_CALL = 5 * 2000  # write-script arguments per call
 
@@ -122,6 +139,13 @@ for i = 3, #ARGV, 5 do
   if op == 'ack' then
     redis.call('XACK', cid, 'ferrymq', a)
     redis.call('XDEL', cid, a)
+    ok = false
+  elseif op == 'late' then
+    local owner = redis.call('HGET', ck, 'node')
+    if owner then
+      redis.call('XADD', p .. 'handover:' .. owner, 'MAXLEN', '~', '100000', '*',
+                 'op', 'late', 'c', cid, 'f', '0', 'm', a, 'd', b)
+    end
     ok = false
   elseif ok == nil then
     local owner = redis.call('HMGET', ck, 'node', 'prev')
@@ -219,6 +243,8 @@ class ClientRegistry:
         self._unsent: list[bytes | str] = []  # write-script arguments of a failed send
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lingering: dict[str, Session] = {}
+        self._skipped: list[tuple[Subscription | Overlap, int]] = []  # see ``note``
+        self._late: asyncio.Queue[list[tuple[bytes, dict[bytes, bytes]]]] = asyncio.Queue()
         #: Sessions taken from a live node lately: what reached them here (``identity``).
         self.recent: dict[str, set[tuple[str, float, str, bytes]]] = {}
         self._send_lock = asyncio.Lock()
@@ -341,10 +367,10 @@ class ClientRegistry:
             if self.store is not None:
                 self.store.writes.discard(cid)  # what closing it wrote is stale too
         ghost = self._lingering.get(cid)
-        late = self._stop_lingering(cid, ghost) if ghost is not None else []
+        if ghost is not None:  # what it collected comes back through the hand-over stream
+            self._stop_lingering(cid, ghost)
         if loaded is not None:
             broker.restore.revive(cid, *loaded)
-        self._deliver_late(cid, late)
         return True
 
     def _drop_local(self, cid: str, owner: str | None = None, will: bool = True) -> None:
@@ -369,17 +395,16 @@ class ClientRegistry:
             self._spawn(self._end_linger(cid, session, owner))
         broker.registry.hand_over(session, linger)
 
-    def _stop_lingering(self, cid: str, session: Session) -> list[Delivery]:
-        """The lingering ``session`` leaves the router; what it collected."""
+    def _stop_lingering(self, cid: str, session: Session) -> None:
+        """The lingering ``session`` leaves the router (what it collected went on, as it
+        came, in the session writes: ``SessionWrites.hand_on``)."""
         del self._lingering[cid]
         self.store.muted.discard(cid)  # type: ignore[union-attr]
-        late = list(session.queue)
         self.node.broker.registry.unroute(session)  # type: ignore[union-attr]
-        return late
 
     async def _end_linger(self, cid: str, session: Session, owner: str) -> None:
-        """Once ``owner``'s routes are known here: what the lingering session collected
-        goes to whichever node owns it by then."""
+        """Once ``owner``'s routes are known here, and ``DRAIN`` later, the lingering
+        session stops collecting."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LINGER
         wanted = {sub.filter for sub in session.subscriptions.values()}
@@ -387,38 +412,25 @@ class ClientRegistry:
         while loop.time() < deadline and not wanted <= replica.filters_of(owner):
             await asyncio.sleep(0.005)
         await asyncio.sleep(DRAIN)
-        if self._lingering.get(cid) is not session:
-            return
-        late = self._stop_lingering(cid, session)
-        redis = self._redis
-        if not late or redis is None:
-            return
-        try:
-            owner = await redis.hget(key("client", cid), "node")
-            if owner is None:
-                return
-            if owner.decode() == self.node.name:
-                self._deliver_late(cid, late)
-                return
-            pipe = redis.pipeline(transaction=False)
-            for d in late:
-                entry = {"op": "late", "c": cid, "f": 0, "m": dump_message(d.msg)}
-                entry["d"] = json.dumps(d.meta())
-                pipe.xadd(key("handover", owner.decode()), entry, maxlen=HANDOVER_MAXLEN)
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
+        if self._lingering.get(cid) is session:
+            self._stop_lingering(cid, session)
 
-    def _deliver_late(self, cid: str, late: list[Delivery]) -> None:
+    def _deliver_late(self, cid: str, late: list[Delivery]) -> bool:
         """Messages that reached the session's previous node after it left, to the session,
-        but not those that also came here straight from the publisher's node."""
-        session = self.node.broker.sessions.get(cid) or self._lingering.get(cid)  # type: ignore[union-attr]
+        but not those that also came here straight from the publisher's node (and those
+        that come that way later are dropped: ``note``). False: no session here."""
+        session = self.node.broker.sessions.get(cid)
         if session is None:
-            return
-        seen = self.recent.get(cid, ())
+            return False
+        seen = self.recent.get(cid)
         for d in late:
-            if identity(d.msg) not in seen:
-                session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+            if seen is not None:
+                ident = identity(d.msg)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+            session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+        return True
 
     def _watch(self, cid: str) -> None:
         """``cid`` is being taken from a live node: remember for ``WATCH`` seconds what
@@ -432,17 +444,36 @@ class ClientRegistry:
 
     def note(self, msg: Message) -> None:
         """``msg`` is being routed here (called only while ``recent`` is not empty): it
-        counts as delivered to each watched session it goes to. The router's (cached)
-        targets of its topic say which: the cost is that of the delivery, not of the
-        number of sessions watched."""
+        counts as delivered to each watched session it goes to, unless that session had
+        it already from its old node: then this copy is not delivered to it (its target
+        is marked ``SKIP`` until the routing is over). The router's (cached) targets of
+        its topic say which: the cost is that of the delivery, not of the number of
+        sessions watched."""
         broker = self.node.broker
         assert broker is not None
+        if self._skipped:
+            self._unskip()
         recent = self.recent
-        subs = broker.router.targets(msg.topic).per_client
-        for sub in subs:
+        ident = identity(msg)
+        for sub in broker.router.targets(msg.topic).per_client:
             seen = recent.get(sub.client_id)
-            if seen is not None and broker.sessions.get(sub.client_id) is sub.session:
-                seen.add(identity(msg))
+            if seen is None or broker.sessions.get(sub.client_id) is not sub.session:
+                continue
+            if ident not in seen:
+                seen.add(ident)
+                continue
+            target = sub.local if sub.no_local and sub.client_id == msg.publisher else sub
+            if target is not None:
+                self._skipped.append((target, target.acl_gen))
+                target.acl_gen = SKIP
+        if self._skipped:
+            asyncio.get_running_loop().call_soon(self._unskip)
+
+    def _unskip(self) -> None:
+        """The targets ``note`` marked ``SKIP`` get their ACL state back."""
+        skipped, self._skipped = self._skipped, []
+        for target, acl_gen in reversed(skipped):
+            target.acl_gen = acl_gen
 
     async def _release(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
         """Another node claimed ``cid`` with ``fence``: hand it over, then answer."""
@@ -504,8 +535,12 @@ class ClientRegistry:
         broker = self.node.broker
         assert broker is not None
         await self._give_up_lost(redis)
-        last = await redis.xrevrange(key("handover", me), count=1)
-        self._last = last[0][0].decode() if last else "0-0"
+        try:  # entries older than the group (the first start) are not this node's
+            await redis.xgroup_create(key("handover", me), GROUP, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._last = "0"  # what was read and not acknowledged before, first
         # Served while Redis was away: this node's now.
         unclaimed, self._unclaimed = self._unclaimed, set()
         for cid in unclaimed:
@@ -571,7 +606,10 @@ class ClientRegistry:
         self._carried = True
 
     async def run(self, redis: aioredis.Redis) -> None:
-        await asyncio.gather(self._read(redis), self._sends(redis), self._adoptions(redis))
+        self._late = asyncio.Queue()
+        await asyncio.gather(
+            self._read(redis), self._lates(redis), self._sends(redis), self._adoptions(redis)
+        )
 
     def went_down(self) -> None:
         self._redis = None
@@ -588,31 +626,102 @@ class ClientRegistry:
     # --- loops ------------------------------------------------------------------------
 
     async def _read(self, redis: aioredis.Redis) -> None:
-        """Hand-over requests to this node, and the answers to its own."""
+        """Hand-over requests to this node, the answers to its own, and late messages for
+        its sessions (to ``_lates``, which acknowledges them once they are written)."""
+        me = self.node.name
+        stream = key("handover", me)
+        while True:
+            pending = self._last != ">"  # read before and not acknowledged (a restart)
+            reply = await redis.xreadgroup(
+                GROUP, me, {stream: self._last}, 100, None if pending else 1000
+            )
+            entries = reply[0][1] if reply else []
+            if pending:
+                self._last = entries[-1][0].decode() if entries else ">"
+            done: list[bytes] = []
+            late: list[tuple[bytes, dict[bytes, bytes]]] = []
+            for entry_id, fields in entries:
+                if fields and fields.get(b"op") == b"late":
+                    late.append((entry_id, fields))
+                    continue
+                done.append(entry_id)
+                try:
+                    if fields:
+                        self._answer(redis, fields)
+                except (KeyError, ValueError) as exc:
+                    self.node._bad_data(exc)
+            if late:
+                self._late.put_nowait(late)
+            if done:
+                pipe = redis.pipeline(transaction=False)
+                pipe.xack(stream, GROUP, *done)
+                pipe.xdel(stream, *done)
+                await pipe.execute()
+
+    def _answer(self, redis: aioredis.Redis, fields: dict[bytes, bytes]) -> None:
+        """A hand-over request (``release``) or the answer to one of this node's."""
+        op = fields[b"op"]
+        cid = fields[b"c"].decode()
+        fence = int(fields[b"f"])
+        if op == b"release":
+            self._spawn(self._release(redis, cid, fence, fields[b"n"].decode()))
+        elif op == b"released":
+            answer = self._answers.get((cid, fence))
+            if answer is not None and not answer.done():
+                answer.set_result(None)
+
+    async def _lates(self, redis: aioredis.Redis) -> None:
+        """Late messages read from this node's hand-over stream, in order."""
         stream = key("handover", self.node.name)
         while True:
-            reply = await redis.xread({stream: self._last}, count=100, block=1000)
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    self._last = entry_id.decode()
-                    try:
-                        op = fields[b"op"]
-                        cid = fields[b"c"].decode()
-                        fence = int(fields[b"f"])
-                        if op == b"release":
-                            self._spawn(self._release(redis, cid, fence, fields[b"n"].decode()))
-                        elif op == b"late":
-                            msg = load_message(fields[b"m"])
-                            qos, retain, ids, _, _ = fields_from_meta(
-                                json.loads(fields[b"d"]), msg.qos
-                            )
-                            self._deliver_late(cid, [Delivery(msg, qos, retain, ids)])
-                        elif op == b"released":
-                            answer = self._answers.get((cid, fence))
-                            if answer is not None and not answer.done():
-                                answer.set_result(None)
-                    except (KeyError, ValueError) as exc:
-                        self.node._bad_data(exc)
+            await self._hand_on(redis, stream, await self._late.get())
+
+    async def _hand_on(
+        self, redis: aioredis.Redis, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> None:
+        """Late messages of ``stream`` (a hand-over stream, this node's or a gone node's):
+        to their session here (once its claim is over), or on to the node that owns it
+        now; then acknowledged and deleted, with what they wrote, in one script call."""
+        onward: dict[str, list[dict[bytes, bytes]]] = {}
+        for _entry_id, fields in entries:
+            if fields.get(b"op") != b"late":
+                continue
+            try:
+                cid = fields[b"c"].decode()
+                msg = load_message(fields[b"m"])
+                qos, retain, ids, _, _ = fields_from_meta(json.loads(fields[b"d"]), msg.qos)
+            except (KeyError, ValueError) as exc:
+                self.node._bad_data(exc)
+                continue
+            busy = self._connecting.get(cid)
+            if busy is not None:
+                await busy  # the session it is for is being loaded here
+            if not self._deliver_late(cid, [Delivery(msg, qos, retain, ids)]):
+                onward.setdefault(cid, []).append(fields)
+        pipe = redis.pipeline(transaction=False)
+        if onward:
+            for cid in onward:
+                pipe.hget(key("client", cid), "node")
+            owners = await pipe.execute()
+            for found, owner in zip(onward.values(), owners, strict=True):
+                if owner is not None and owner.decode() != self.node.name:
+                    for fields in found:
+                        pipe.xadd(key("handover", owner.decode()), fields, maxlen=HANDOVER_MAXLEN)
+            await pipe.execute()
+        ids = [entry_id for entry_id, _ in entries]
+        if not await self._settle(redis, stream, ids):
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    async def _drain_handover(self, redis: aioredis.Redis, name: str) -> None:
+        """The late messages the gone node ``name`` had not written: to the sessions taken
+        in from it, or on to their owners."""
+        stream = key("handover", name)
+        start = "-"
+        while entries := await redis.xrange(stream, min=start, count=100):
+            await self._hand_on(redis, stream, entries)
+            start = "(" + entries[-1][0].decode()
 
     async def _sends(self, redis: aioredis.Redis) -> None:
         """Session writes to Redis: at least every ``SEND_EVERY``, at once when asked."""
@@ -706,6 +815,7 @@ class ClientRegistry:
                 for cid, fence in zip(cids, taken[1::2], strict=True):
                     await self._take_in(redis, cid, int(fence))
                 await self._drain_inbox(redis, name, cids)
+                await self._drain_handover(redis, name)
                 if taken:
                     log.info(
                         "cluster: took in %d client registrations of node %s",
