@@ -2,7 +2,8 @@
 
 Keys (all under ``ferrymq:``)::
 
-    client:{id}           hash  node, fence (and prev, the node handing it over)
+    client:{id}           hash  node, fence, at (the claiming CONNECT's wall-clock time;
+                          and prev, the node handing it over)
     fence                 counter: each claim of a client id takes the next number
     node-clients:{node}   set   of the client ids registered to the node
     session:{id}          string: a persistent session's record (JSON)
@@ -47,7 +48,10 @@ Rules this module keeps:
   taken for down (its heartbeat lapsed) closes the connections whose
   sessions another node took in meanwhile;
 - a session that ends frees its client id; while Redis is unreachable
-  CONNECTs are served from this node's memory and claimed at the resync;
+  CONNECTs are served from this node's memory and claimed at the resync,
+  where a later CONNECT (wall clock, ``at``) on another node wins: the
+  earlier one is closed (0x8E) with its session and writes, and the
+  winner's whole session replaces what Redis held;
 - the persistent sessions a standalone run left in the local database are
   carried into Redis at the first resync (never over a session already
   there) and deleted locally.
@@ -59,6 +63,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -108,8 +113,12 @@ WATCH = LINGER + DRAIN + 3.0
 ARGS_PER_CALL = 5 * 2000  # write-script arguments per call
 
 _CLAIM = """
-local f = redis.call('INCR', KEYS[2])
 local old = redis.call('HGET', KEYS[1], 'node')
+if ARGV[5] == '1' and old and old ~= ARGV[1]
+   and tonumber(redis.call('HGET', KEYS[1], 'at') or '0') > tonumber(ARGV[4]) then
+  return {0, old, 0}
+end
+local f = redis.call('INCR', KEYS[2])
 local prev, alive = '', 0
 if old and old ~= ARGV[1] then
   prev = old
@@ -117,7 +126,7 @@ if old and old ~= ARGV[1] then
   alive = redis.call('EXISTS', ARGV[3] .. 'alive:' .. old)
   redis.call('HSET', KEYS[1], 'prev', old)
 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f)
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f, 'at', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[2])
 return {f, prev, alive}
 """
@@ -239,7 +248,8 @@ class ClientRegistry:
         self._redis: aioredis.Redis | None = None
         self._connecting: dict[str, asyncio.Future[None]] = {}  # claims under way
         self._answers: dict[tuple[str, int], asyncio.Future[None]] = {}
-        self._unclaimed: set[str] = set()  # connected while Redis was away
+        #: Connected while Redis was away: client id -> the CONNECT's wall-clock time.
+        self._unclaimed: dict[str, float] = {}
         self._unsent: list[bytes | str] = []  # write-script arguments of a failed send
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lingering: dict[str, Session] = {}
@@ -262,11 +272,12 @@ class ClientRegistry:
     def hold_connect(self, client: Client, packet: Connect) -> bool:
         """Claim the client id before the session opens (see the module docstring)."""
         redis = self._redis
+        at = time.time()
         if redis is None:  # Redis away: served from memory, claimed at the resync
-            self._unclaimed.add(client.client_id)
+            self._unclaimed[client.client_id] = at
             return False
         client.transport.pause_reading()
-        self._spawn(self._connect(redis, client, packet))
+        self._spawn(self._connect(redis, client, packet, at))
         return True
 
     def _spawn(self, coro: Any) -> None:
@@ -274,7 +285,9 @@ class ClientRegistry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, redis: aioredis.Redis, client: Client, packet: Connect) -> None:
+    async def _connect(
+        self, redis: aioredis.Redis, client: Client, packet: Connect, at: float
+    ) -> None:
         cid = client.client_id
         before = self._connecting.get(cid)
         done = asyncio.get_running_loop().create_future()
@@ -283,10 +296,10 @@ class ClientRegistry:
         try:
             if before is not None:
                 await before
-            won = await self._take(redis, cid)
+            won = await self._take(redis, cid, at)
         except (RedisError, OSError) as exc:
             log.warning("cluster: client %s served from this node only (%s)", cid, exc)
-            self._unclaimed.add(cid)
+            self._unclaimed[cid] = at
         except Exception:
             log.exception("cluster: claiming client %s failed", cid)
         finally:
@@ -312,14 +325,19 @@ class ClientRegistry:
             self._unsent += ("unreg", cid, str(fence), "", "")
             self._wake.set()
 
-    async def _take(self, redis: aioredis.Redis, cid: str) -> bool:
-        """Claim ``cid``; fetch its session when another node held it. False when a newer
-        claim overtook this one."""
-        fence, prev, alive = await self._script("claim", redis)(
+    def _claim(self, redis: aioredis.Redis, cid: str, at: float, outage: bool = False) -> Any:
+        """The claim script for ``cid``, connected at ``at`` (wall clock); ``outage``: while
+        Redis was away, so it loses (fence 0) to a later CONNECT that holds the id."""
+        return self._script("claim", redis)(
             keys=[key("client", cid), FENCE, key("node-clients", self.node.name)],
-            args=[self.node.name, cid, P],
+            args=[self.node.name, cid, P, repr(at), "1" if outage else "0"],
             client=redis,
         )
+
+    async def _take(self, redis: aioredis.Redis, cid: str, at: float) -> bool:
+        """Claim ``cid``; fetch its session when another node held it. False when a newer
+        claim overtook this one."""
+        fence, prev, alive = await self._claim(redis, cid, at)
         prev = prev.decode() if isinstance(prev, bytes) else prev
         self.fences[cid] = fence
         broker = self.node.broker
@@ -418,18 +436,24 @@ class ClientRegistry:
     def _deliver_late(self, cid: str, late: list[Delivery]) -> bool:
         """Messages that reached the session's previous node after it left, to the session,
         but not those that also came here straight from the publisher's node (and those
-        that come that way later are dropped: ``note``). False: no session here."""
+        that come that way later are dropped: ``note``), as the session's subscriptions
+        here take them (after an outage its old node's may not be the same: see
+        ``_win``). False: no session here."""
         session = self.node.broker.sessions.get(cid)
         if session is None:
             return False
         seen = self.recent.get(cid)
+        subs = session.subscriptions.values()
         for d in late:
+            how = delivery_for(subs, cid, d.msg)
+            if how is None:
+                continue
             if seen is not None:
                 ident = identity(d.msg)
                 if ident in seen:
                     continue
                 seen.add(ident)
-            session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+            session.deliver(d.msg, *how)
         return True
 
     def _watch(self, cid: str) -> None:
@@ -500,7 +524,7 @@ class ClientRegistry:
         connections here are closed (0x8E), their sessions forgotten (the other node
         holds them, with their wills) and their pending writes dropped."""
         me = self.node.name
-        busy = self._connecting.keys() | self._unclaimed  # decided by their own rules
+        busy = self._connecting.keys() | self._unclaimed.keys()  # decided by their own rules
         cids = [cid for cid in self.fences if cid not in busy]
         if not cids:
             return
@@ -541,19 +565,20 @@ class ClientRegistry:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._last = "0"  # what was read and not acknowledged before, first
-        # Served while Redis was away: this node's now.
-        unclaimed, self._unclaimed = self._unclaimed, set()
-        for cid in unclaimed:
+        # Served while Redis was away: this node's now, unless a later CONNECT elsewhere
+        # holds the client id (MQTT: the later connection wins).
+        unclaimed, self._unclaimed = self._unclaimed, {}
+        for cid, at in unclaimed.items():
             if cid in broker.sessions or cid in broker.clients:
-                fence, prev, alive = await self._script("claim", redis)(
-                    keys=[key("client", cid), FENCE, key("node-clients", me)],
-                    args=[me, cid, P],
-                    client=redis,
-                )
+                fence, prev, alive = await self._claim(redis, cid, at, outage=True)
+                if not fence:
+                    self._lose(cid, prev.decode())
+                    continue
                 self.fences[cid] = fence
-                if prev and alive:  # another node took it meanwhile: it lets go now
-                    entry = {"op": "release", "c": cid, "f": fence, "n": me}
-                    await redis.xadd(key("handover", prev.decode()), entry, maxlen=HANDOVER_MAXLEN)
+                if prev and alive:  # another node took it meanwhile: it lets go first
+                    self._spawn(self._win(redis, cid, fence, prev.decode()))
+                else:
+                    self._rewrite(cid)
         # Registered to this node but not held by this process (it restarted): taken back.
         for raw in await redis.smembers(key("node-clients", me)):
             cid = raw.decode()
@@ -566,6 +591,48 @@ class ClientRegistry:
                 await self._carry(redis, self.store)
             self.store.online = True
         self._redis = redis
+
+    def _lose(self, cid: str, owner: str) -> None:
+        """``cid``, connected here while Redis was away, was connected later on ``owner``:
+        its connection here is closed (0x8E), its session forgotten and what it wrote
+        meanwhile dropped, so none of it mixes with the winner's session."""
+        log.info("client %s: connected later on node %s; closed here", cid, owner)
+        self.fences.pop(cid, None)
+        self._drop_local(cid, will=False)
+        if self.store is not None:
+            self.store.writes.discard(cid)
+
+    async def _win(self, redis: aioredis.Redis, cid: str, fence: int, holder: str) -> None:
+        """After an outage, ``cid`` is this node's, and ``holder`` also served it: once it
+        let go (or the wait is over), Redis gets this node's session."""
+        self._watch(cid)
+        with contextlib.suppress(RedisError, OSError):
+            await self._ask(redis, cid, fence, holder)
+        if self.fences.get(cid) == fence:
+            self._rewrite(cid)
+
+    def _rewrite(self, cid: str) -> None:
+        """Redis' copy of ``cid``'s session becomes exactly this node's, in one send:
+        what was there (written before the outage, or by a node that also served the
+        client id meanwhile) is deleted first."""
+        broker = self.node.broker
+        store = self.store
+        assert broker is not None
+        session = broker.sessions.get(cid)
+        if store is None or session is None:
+            return
+        writes = store.writes
+        writes.delete_session(cid)
+        if session.persistent:
+            writes.put_session(cid, session.snapshot())
+            for d in (*session.inflight.values(), *session.queue):
+                if not d.key:
+                    d.key = session.next_key
+                    session.next_key += 1
+                writes.put_message(cid, d.key, d.msg, d.meta())
+            for pid in session.awaiting_rel:
+                writes.awaiting_rel(cid, pid, True)
+        self._wake.set()
 
     async def _carry(self, redis: aioredis.Redis, store: ClusterStore) -> None:
         """Persistent sessions a standalone run of this node left in its local database go
