@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 
 from ferrymq.cluster.acks import AckGate
 from ferrymq.cluster.adminsync import AdminSync
-from ferrymq.cluster.clients import ClientRegistry
+from ferrymq.cluster.clients import SKIP, ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.outbox import HIGH, Backlog
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from ferrymq.config import Settings
     from ferrymq.core.client import Client
     from ferrymq.core.interfaces import RouteTable
-    from ferrymq.core.router import SharedGroup
+    from ferrymq.core.router import Overlap, SharedGroup
     from ferrymq.model.subscription import Subscription
     from ferrymq.mqtt.packets import Connect
     from ferrymq.storage.store import Store
@@ -266,6 +266,13 @@ class ClusterBroker(Broker):
                     metrics["cluster.shared.passed_on"] += 1
                     remote.setdefault(node, []).append(key)
 
+    def acl_delivers(self, sub: Subscription | Overlap, topic: str) -> bool:
+        """Also refuses a target marked ``SKIP``: a session taken from a live node that
+        had this message already, handed on by its old node (``ClientRegistry.note``)."""
+        if sub.acl_gen == SKIP:
+            return False
+        return Broker.acl_delivers(self, sub, topic)
+
     def hold_connect(self, client: Client, packet: Connect) -> bool:
         return self.cluster_clients.hold_connect(client, packet)
 
@@ -374,6 +381,7 @@ def clustered_broker(
         node.route_added,
         node.route_removed,
         node.share_changed,
+        node.route_joined,
     )
     broker = ClusterBroker(settings, store, loop, router, node)
     node.attach(broker)

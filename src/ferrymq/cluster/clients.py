@@ -2,14 +2,19 @@
 
 Keys (all under ``ferrymq:``)::
 
-    client:{id}           hash  node, fence (and prev, the node handing it over)
+    client:{id}           hash  node, fence, at (the claiming CONNECT's wall-clock time;
+                          and prev, the node handing it over)
     fence                 counter: each claim of a client id takes the next number
     node-clients:{node}   set   of the client ids registered to the node
     session:{id}          string: a persistent session's record (JSON)
     session-msg:{id}      hash  key -> queued or inflight message (storage.codec)
     session-meta:{id}     hash  key -> that message's delivery state (JSON)
     session-rel:{id}      set   of incoming QoS 2 packet ids awaiting PUBREL
-    handover:{node}       stream: hand-over requests to the node, and answers to its own
+    handover:{node}       stream: hand-over requests to the node, answers to its own, and
+                          messages for sessions it owns that reached their old node late
+                          (read by the node's consumer group ``ferrymq``, so a restarted
+                          node, or the one taking in its sessions, reads what it had not
+                          written yet)
     adopt:{node}          lock held by the node that takes in a gone node's sessions
 
 Rules this module keeps:
@@ -26,6 +31,14 @@ Rules this module keeps:
 - session writes reach Redis only through a script that applies those of
   client ids this node owns (or is handing over): a node that lost a client
   id cannot overwrite the new owner's session;
+- what a session handed over still collects on its old node goes, as it
+  comes, in that node's session writes to the hand-over stream of the
+  session's owner (with the inbox batches it came in acknowledged in the
+  same call); the owner acknowledges each such entry with what delivering it
+  wrote, so a restarted owner, or the node taking in a gone one's sessions,
+  reads what was not written yet. The new owner delivers one copy of each
+  message to the session, whichever comes first: the old node's, or the
+  one straight from the publisher's node (``note``);
 - every persistent session has one live owner, offline ones included (their
   subscriptions stay routed, messages queue): the registrations of a node
   whose heartbeat is gone (killed, or stopped) are taken in, under a lock, by
@@ -35,7 +48,10 @@ Rules this module keeps:
   taken for down (its heartbeat lapsed) closes the connections whose
   sessions another node took in meanwhile;
 - a session that ends frees its client id; while Redis is unreachable
-  CONNECTs are served from this node's memory and claimed at the resync;
+  CONNECTs are served from this node's memory and claimed at the resync,
+  where a later CONNECT (wall clock, ``at``) on another node wins: the
+  earlier one is closed (0x8E) with its session and writes, and the
+  winner's whole session replaces what Redis held;
 - the persistent sessions a standalone run left in the local database are
   carried into Redis at the first resync (never over a session already
   there) and deleted locally.
@@ -47,12 +63,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ferrymq.cluster.codec import split
-from ferrymq.cluster.node import alive_key, inbox
+from ferrymq.cluster.node import GROUP, alive_key, inbox
 from ferrymq.cluster.session_writes import load_session, pairs
 from ferrymq.model.delivery import Delivery, fields_from_meta
 from ferrymq.mqtt import reason_codes as rc
@@ -67,6 +84,7 @@ if TYPE_CHECKING:
     from ferrymq.cluster.node import ClusterNode
     from ferrymq.cluster.store import ClusterStore
     from ferrymq.core.client import Client
+    from ferrymq.core.router import Overlap
     from ferrymq.core.session import Session
     from ferrymq.model.message import Message
     from ferrymq.model.subscription import Subscription
@@ -79,20 +97,28 @@ FENCE = P + "fence"
 HANDOVER_WAIT = 3.0  # longest a CONNECT waits for the previous owner's answer
 ADOPT_EVERY = 1.0  # how often registrations of gone nodes are looked for
 SEND_EVERY = 0.05  # session writes are sent at least this often
-HANDOVER_MAXLEN = 10_000
+HANDOVER_MAXLEN = 100_000  # also in _WRITE
+#: An ``acl_gen`` no subscription has: ``Broker.publish`` then asks ``acl_delivers``,
+#: which refuses it (a copy the watched session had already, see ``note``).
+SKIP = -(1 << 60)
 # A session handed over stays routed on its old node, collecting what the other nodes
 # still send there, until its new owner's routes are in this node's replica (at most
 # LINGER seconds) and DRAIN more (what was sent before the others saw them arrives).
 LINGER = 2.0
 DRAIN = 0.1
 # The new owner remembers, this long after taking a session from a live node, what it
-# delivered to it, so the old node's late copies of the same messages are dropped.
+# delivered to it, so the second copy of a message (the old node's, or the publisher's
+# node's) is dropped.
 WATCH = LINGER + DRAIN + 3.0
 ARGS_PER_CALL = 5 * 2000  # write-script arguments per call
 
 _CLAIM = """
-local f = redis.call('INCR', KEYS[2])
 local old = redis.call('HGET', KEYS[1], 'node')
+if ARGV[5] == '1' and old and old ~= ARGV[1]
+   and tonumber(redis.call('HGET', KEYS[1], 'at') or '0') > tonumber(ARGV[4]) then
+  return {0, old, 0}
+end
+local f = redis.call('INCR', KEYS[2])
 local prev, alive = '', 0
 if old and old ~= ARGV[1] then
   prev = old
@@ -100,7 +126,7 @@ if old and old ~= ARGV[1] then
   alive = redis.call('EXISTS', ARGV[3] .. 'alive:' .. old)
   redis.call('HSET', KEYS[1], 'prev', old)
 end
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f)
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'fence', f, 'at', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[2])
 return {f, prev, alive}
 """
@@ -122,6 +148,13 @@ for i = 3, #ARGV, 5 do
   if op == 'ack' then
     redis.call('XACK', cid, 'ferrymq', a)
     redis.call('XDEL', cid, a)
+    ok = false
+  elseif op == 'late' then
+    local owner = redis.call('HGET', ck, 'node')
+    if owner then
+      redis.call('XADD', p .. 'handover:' .. owner, 'MAXLEN', '~', '100000', '*',
+                 'op', 'late', 'c', cid, 'f', '0', 'm', a, 'd', b)
+    end
     ok = false
   elseif ok == nil then
     local owner = redis.call('HMGET', ck, 'node', 'prev')
@@ -215,10 +248,13 @@ class ClientRegistry:
         self._redis: aioredis.Redis | None = None
         self._connecting: dict[str, asyncio.Future[None]] = {}  # claims under way
         self._answers: dict[tuple[str, int], asyncio.Future[None]] = {}
-        self._unclaimed: set[str] = set()  # connected while Redis was away
+        #: Connected while Redis was away: client id -> the CONNECT's wall-clock time.
+        self._unclaimed: dict[str, float] = {}
         self._unsent: list[bytes | str] = []  # write-script arguments of a failed send
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lingering: dict[str, Session] = {}
+        self._skipped: list[tuple[Subscription | Overlap, int]] = []  # see ``note``
+        self._late: asyncio.Queue[list[tuple[bytes, dict[bytes, bytes]]]] = asyncio.Queue()
         #: Sessions taken from a live node lately: what reached them here (``identity``).
         self.recent: dict[str, set[tuple[str, float, str, bytes]]] = {}
         self._send_lock = asyncio.Lock()
@@ -236,11 +272,12 @@ class ClientRegistry:
     def hold_connect(self, client: Client, packet: Connect) -> bool:
         """Claim the client id before the session opens (see the module docstring)."""
         redis = self._redis
+        at = time.time()
         if redis is None:  # Redis away: served from memory, claimed at the resync
-            self._unclaimed.add(client.client_id)
+            self._unclaimed[client.client_id] = at
             return False
         client.transport.pause_reading()
-        self._spawn(self._connect(redis, client, packet))
+        self._spawn(self._connect(redis, client, packet, at))
         return True
 
     def _spawn(self, coro: Any) -> None:
@@ -248,7 +285,9 @@ class ClientRegistry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, redis: aioredis.Redis, client: Client, packet: Connect) -> None:
+    async def _connect(
+        self, redis: aioredis.Redis, client: Client, packet: Connect, at: float
+    ) -> None:
         cid = client.client_id
         before = self._connecting.get(cid)
         done = asyncio.get_running_loop().create_future()
@@ -257,10 +296,10 @@ class ClientRegistry:
         try:
             if before is not None:
                 await before
-            won = await self._take(redis, cid)
+            won = await self._take(redis, cid, at)
         except (RedisError, OSError) as exc:
             log.warning("cluster: client %s served from this node only (%s)", cid, exc)
-            self._unclaimed.add(cid)
+            self._unclaimed[cid] = at
         except Exception:
             log.exception("cluster: claiming client %s failed", cid)
         finally:
@@ -286,14 +325,19 @@ class ClientRegistry:
             self._unsent += ("unreg", cid, str(fence), "", "")
             self._wake.set()
 
-    async def _take(self, redis: aioredis.Redis, cid: str) -> bool:
-        """Claim ``cid``; fetch its session when another node held it. False when a newer
-        claim overtook this one."""
-        fence, prev, alive = await self._script("claim", redis)(
+    def _claim(self, redis: aioredis.Redis, cid: str, at: float, outage: bool = False) -> Any:
+        """The claim script for ``cid``, connected at ``at`` (wall clock); ``outage``: while
+        Redis was away, so it loses (fence 0) to a later CONNECT that holds the id."""
+        return self._script("claim", redis)(
             keys=[key("client", cid), FENCE, key("node-clients", self.node.name)],
-            args=[self.node.name, cid, P],
+            args=[self.node.name, cid, P, repr(at), "1" if outage else "0"],
             client=redis,
         )
+
+    async def _take(self, redis: aioredis.Redis, cid: str, at: float) -> bool:
+        """Claim ``cid``; fetch its session when another node held it. False when a newer
+        claim overtook this one."""
+        fence, prev, alive = await self._claim(redis, cid, at)
         prev = prev.decode() if isinstance(prev, bytes) else prev
         self.fences[cid] = fence
         broker = self.node.broker
@@ -341,10 +385,10 @@ class ClientRegistry:
             if self.store is not None:
                 self.store.writes.discard(cid)  # what closing it wrote is stale too
         ghost = self._lingering.get(cid)
-        late = self._stop_lingering(cid, ghost) if ghost is not None else []
+        if ghost is not None:  # what it collected comes back through the hand-over stream
+            self._stop_lingering(cid, ghost)
         if loaded is not None:
             broker.restore.revive(cid, *loaded)
-        self._deliver_late(cid, late)
         return True
 
     def _drop_local(self, cid: str, owner: str | None = None, will: bool = True) -> None:
@@ -369,17 +413,16 @@ class ClientRegistry:
             self._spawn(self._end_linger(cid, session, owner))
         broker.registry.hand_over(session, linger)
 
-    def _stop_lingering(self, cid: str, session: Session) -> list[Delivery]:
-        """The lingering ``session`` leaves the router; what it collected."""
+    def _stop_lingering(self, cid: str, session: Session) -> None:
+        """The lingering ``session`` leaves the router (what it collected went on, as it
+        came, in the session writes: ``SessionWrites.hand_on``)."""
         del self._lingering[cid]
         self.store.muted.discard(cid)  # type: ignore[union-attr]
-        late = list(session.queue)
         self.node.broker.registry.unroute(session)  # type: ignore[union-attr]
-        return late
 
     async def _end_linger(self, cid: str, session: Session, owner: str) -> None:
-        """Once ``owner``'s routes are known here: what the lingering session collected
-        goes to whichever node owns it by then."""
+        """Once ``owner``'s routes are known here, and ``DRAIN`` later, the lingering
+        session stops collecting."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LINGER
         wanted = {sub.filter for sub in session.subscriptions.values()}
@@ -387,38 +430,31 @@ class ClientRegistry:
         while loop.time() < deadline and not wanted <= replica.filters_of(owner):
             await asyncio.sleep(0.005)
         await asyncio.sleep(DRAIN)
-        if self._lingering.get(cid) is not session:
-            return
-        late = self._stop_lingering(cid, session)
-        redis = self._redis
-        if not late or redis is None:
-            return
-        try:
-            owner = await redis.hget(key("client", cid), "node")
-            if owner is None:
-                return
-            if owner.decode() == self.node.name:
-                self._deliver_late(cid, late)
-                return
-            pipe = redis.pipeline(transaction=False)
-            for d in late:
-                entry = {"op": "late", "c": cid, "f": 0, "m": dump_message(d.msg)}
-                entry["d"] = json.dumps(d.meta())
-                pipe.xadd(key("handover", owner.decode()), entry, maxlen=HANDOVER_MAXLEN)
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
+        if self._lingering.get(cid) is session:
+            self._stop_lingering(cid, session)
 
-    def _deliver_late(self, cid: str, late: list[Delivery]) -> None:
+    def _deliver_late(self, cid: str, late: list[Delivery]) -> bool:
         """Messages that reached the session's previous node after it left, to the session,
-        but not those that also came here straight from the publisher's node."""
-        session = self.node.broker.sessions.get(cid) or self._lingering.get(cid)  # type: ignore[union-attr]
+        but not those that also came here straight from the publisher's node (and those
+        that come that way later are dropped: ``note``), as the session's subscriptions
+        here take them (after an outage its old node's may not be the same: see
+        ``_win``). False: no session here."""
+        session = self.node.broker.sessions.get(cid)
         if session is None:
-            return
-        seen = self.recent.get(cid, ())
+            return False
+        seen = self.recent.get(cid)
+        subs = session.subscriptions.values()
         for d in late:
-            if identity(d.msg) not in seen:
-                session.deliver(d.msg, d.qos, d.retain, d.sub_ids)
+            how = delivery_for(subs, cid, d.msg)
+            if how is None:
+                continue
+            if seen is not None:
+                ident = identity(d.msg)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+            session.deliver(d.msg, *how)
+        return True
 
     def _watch(self, cid: str) -> None:
         """``cid`` is being taken from a live node: remember for ``WATCH`` seconds what
@@ -432,17 +468,36 @@ class ClientRegistry:
 
     def note(self, msg: Message) -> None:
         """``msg`` is being routed here (called only while ``recent`` is not empty): it
-        counts as delivered to each watched session it goes to. The router's (cached)
-        targets of its topic say which: the cost is that of the delivery, not of the
-        number of sessions watched."""
+        counts as delivered to each watched session it goes to, unless that session had
+        it already from its old node: then this copy is not delivered to it (its target
+        is marked ``SKIP`` until the routing is over). The router's (cached) targets of
+        its topic say which: the cost is that of the delivery, not of the number of
+        sessions watched."""
         broker = self.node.broker
         assert broker is not None
+        if self._skipped:
+            self._unskip()
         recent = self.recent
-        subs = broker.router.targets(msg.topic).per_client
-        for sub in subs:
+        ident = identity(msg)
+        for sub in broker.router.targets(msg.topic).per_client:
             seen = recent.get(sub.client_id)
-            if seen is not None and broker.sessions.get(sub.client_id) is sub.session:
-                seen.add(identity(msg))
+            if seen is None or broker.sessions.get(sub.client_id) is not sub.session:
+                continue
+            if ident not in seen:
+                seen.add(ident)
+                continue
+            target = sub.local if sub.no_local and sub.client_id == msg.publisher else sub
+            if target is not None:
+                self._skipped.append((target, target.acl_gen))
+                target.acl_gen = SKIP
+        if self._skipped:
+            asyncio.get_running_loop().call_soon(self._unskip)
+
+    def _unskip(self) -> None:
+        """The targets ``note`` marked ``SKIP`` get their ACL state back."""
+        skipped, self._skipped = self._skipped, []
+        for target, acl_gen in reversed(skipped):
+            target.acl_gen = acl_gen
 
     async def _release(self, redis: aioredis.Redis, cid: str, fence: int, asker: str) -> None:
         """Another node claimed ``cid`` with ``fence``: hand it over, then answer."""
@@ -469,7 +524,7 @@ class ClientRegistry:
         connections here are closed (0x8E), their sessions forgotten (the other node
         holds them, with their wills) and their pending writes dropped."""
         me = self.node.name
-        busy = self._connecting.keys() | self._unclaimed  # decided by their own rules
+        busy = self._connecting.keys() | self._unclaimed.keys()  # decided by their own rules
         cids = [cid for cid in self.fences if cid not in busy]
         if not cids:
             return
@@ -504,21 +559,26 @@ class ClientRegistry:
         broker = self.node.broker
         assert broker is not None
         await self._give_up_lost(redis)
-        last = await redis.xrevrange(key("handover", me), count=1)
-        self._last = last[0][0].decode() if last else "0-0"
-        # Served while Redis was away: this node's now.
-        unclaimed, self._unclaimed = self._unclaimed, set()
-        for cid in unclaimed:
+        try:  # entries older than the group (the first start) are not this node's
+            await redis.xgroup_create(key("handover", me), GROUP, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._last = "0"  # what was read and not acknowledged before, first
+        # Served while Redis was away: this node's now, unless a later CONNECT elsewhere
+        # holds the client id (MQTT: the later connection wins).
+        unclaimed, self._unclaimed = self._unclaimed, {}
+        for cid, at in unclaimed.items():
             if cid in broker.sessions or cid in broker.clients:
-                fence, prev, alive = await self._script("claim", redis)(
-                    keys=[key("client", cid), FENCE, key("node-clients", me)],
-                    args=[me, cid, P],
-                    client=redis,
-                )
+                fence, prev, alive = await self._claim(redis, cid, at, outage=True)
+                if not fence:
+                    self._lose(cid, prev.decode())
+                    continue
                 self.fences[cid] = fence
-                if prev and alive:  # another node took it meanwhile: it lets go now
-                    entry = {"op": "release", "c": cid, "f": fence, "n": me}
-                    await redis.xadd(key("handover", prev.decode()), entry, maxlen=HANDOVER_MAXLEN)
+                if prev and alive:  # another node took it meanwhile: it lets go first
+                    self._spawn(self._win(redis, cid, fence, prev.decode()))
+                else:
+                    self._rewrite(cid)
         # Registered to this node but not held by this process (it restarted): taken back.
         for raw in await redis.smembers(key("node-clients", me)):
             cid = raw.decode()
@@ -531,6 +591,48 @@ class ClientRegistry:
                 await self._carry(redis, self.store)
             self.store.online = True
         self._redis = redis
+
+    def _lose(self, cid: str, owner: str) -> None:
+        """``cid``, connected here while Redis was away, was connected later on ``owner``:
+        its connection here is closed (0x8E), its session forgotten and what it wrote
+        meanwhile dropped, so none of it mixes with the winner's session."""
+        log.info("client %s: connected later on node %s; closed here", cid, owner)
+        self.fences.pop(cid, None)
+        self._drop_local(cid, will=False)
+        if self.store is not None:
+            self.store.writes.discard(cid)
+
+    async def _win(self, redis: aioredis.Redis, cid: str, fence: int, holder: str) -> None:
+        """After an outage, ``cid`` is this node's, and ``holder`` also served it: once it
+        let go (or the wait is over), Redis gets this node's session."""
+        self._watch(cid)
+        with contextlib.suppress(RedisError, OSError):
+            await self._ask(redis, cid, fence, holder)
+        if self.fences.get(cid) == fence:
+            self._rewrite(cid)
+
+    def _rewrite(self, cid: str) -> None:
+        """Redis' copy of ``cid``'s session becomes exactly this node's, in one send:
+        what was there (written before the outage, or by a node that also served the
+        client id meanwhile) is deleted first."""
+        broker = self.node.broker
+        store = self.store
+        assert broker is not None
+        session = broker.sessions.get(cid)
+        if store is None or session is None:
+            return
+        writes = store.writes
+        writes.delete_session(cid)
+        if session.persistent:
+            writes.put_session(cid, session.snapshot())
+            for d in (*session.inflight.values(), *session.queue):
+                if not d.key:
+                    d.key = session.next_key
+                    session.next_key += 1
+                writes.put_message(cid, d.key, d.msg, d.meta())
+            for pid in session.awaiting_rel:
+                writes.awaiting_rel(cid, pid, True)
+        self._wake.set()
 
     async def _carry(self, redis: aioredis.Redis, store: ClusterStore) -> None:
         """Persistent sessions a standalone run of this node left in its local database go
@@ -571,7 +673,10 @@ class ClientRegistry:
         self._carried = True
 
     async def run(self, redis: aioredis.Redis) -> None:
-        await asyncio.gather(self._read(redis), self._sends(redis), self._adoptions(redis))
+        self._late = asyncio.Queue()
+        await asyncio.gather(
+            self._read(redis), self._lates(redis), self._sends(redis), self._adoptions(redis)
+        )
 
     def went_down(self) -> None:
         self._redis = None
@@ -588,31 +693,102 @@ class ClientRegistry:
     # --- loops ------------------------------------------------------------------------
 
     async def _read(self, redis: aioredis.Redis) -> None:
-        """Hand-over requests to this node, and the answers to its own."""
+        """Hand-over requests to this node, the answers to its own, and late messages for
+        its sessions (to ``_lates``, which acknowledges them once they are written)."""
+        me = self.node.name
+        stream = key("handover", me)
+        while True:
+            pending = self._last != ">"  # read before and not acknowledged (a restart)
+            reply = await redis.xreadgroup(
+                GROUP, me, {stream: self._last}, 100, None if pending else 1000
+            )
+            entries = reply[0][1] if reply else []
+            if pending:
+                self._last = entries[-1][0].decode() if entries else ">"
+            done: list[bytes] = []
+            late: list[tuple[bytes, dict[bytes, bytes]]] = []
+            for entry_id, fields in entries:
+                if fields and fields.get(b"op") == b"late":
+                    late.append((entry_id, fields))
+                    continue
+                done.append(entry_id)
+                try:
+                    if fields:
+                        self._answer(redis, fields)
+                except (KeyError, ValueError) as exc:
+                    self.node._bad_data(exc)
+            if late:
+                self._late.put_nowait(late)
+            if done:
+                pipe = redis.pipeline(transaction=False)
+                pipe.xack(stream, GROUP, *done)
+                pipe.xdel(stream, *done)
+                await pipe.execute()
+
+    def _answer(self, redis: aioredis.Redis, fields: dict[bytes, bytes]) -> None:
+        """A hand-over request (``release``) or the answer to one of this node's."""
+        op = fields[b"op"]
+        cid = fields[b"c"].decode()
+        fence = int(fields[b"f"])
+        if op == b"release":
+            self._spawn(self._release(redis, cid, fence, fields[b"n"].decode()))
+        elif op == b"released":
+            answer = self._answers.get((cid, fence))
+            if answer is not None and not answer.done():
+                answer.set_result(None)
+
+    async def _lates(self, redis: aioredis.Redis) -> None:
+        """Late messages read from this node's hand-over stream, in order."""
         stream = key("handover", self.node.name)
         while True:
-            reply = await redis.xread({stream: self._last}, count=100, block=1000)
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    self._last = entry_id.decode()
-                    try:
-                        op = fields[b"op"]
-                        cid = fields[b"c"].decode()
-                        fence = int(fields[b"f"])
-                        if op == b"release":
-                            self._spawn(self._release(redis, cid, fence, fields[b"n"].decode()))
-                        elif op == b"late":
-                            msg = load_message(fields[b"m"])
-                            qos, retain, ids, _, _ = fields_from_meta(
-                                json.loads(fields[b"d"]), msg.qos
-                            )
-                            self._deliver_late(cid, [Delivery(msg, qos, retain, ids)])
-                        elif op == b"released":
-                            answer = self._answers.get((cid, fence))
-                            if answer is not None and not answer.done():
-                                answer.set_result(None)
-                    except (KeyError, ValueError) as exc:
-                        self.node._bad_data(exc)
+            await self._hand_on(redis, stream, await self._late.get())
+
+    async def _hand_on(
+        self, redis: aioredis.Redis, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> None:
+        """Late messages of ``stream`` (a hand-over stream, this node's or a gone node's):
+        to their session here (once its claim is over), or on to the node that owns it
+        now; then acknowledged and deleted, with what they wrote, in one script call."""
+        onward: dict[str, list[dict[bytes, bytes]]] = {}
+        for _entry_id, fields in entries:
+            if fields.get(b"op") != b"late":
+                continue
+            try:
+                cid = fields[b"c"].decode()
+                msg = load_message(fields[b"m"])
+                qos, retain, ids, _, _ = fields_from_meta(json.loads(fields[b"d"]), msg.qos)
+            except (KeyError, ValueError) as exc:
+                self.node._bad_data(exc)
+                continue
+            busy = self._connecting.get(cid)
+            if busy is not None:
+                await busy  # the session it is for is being loaded here
+            if not self._deliver_late(cid, [Delivery(msg, qos, retain, ids)]):
+                onward.setdefault(cid, []).append(fields)
+        pipe = redis.pipeline(transaction=False)
+        if onward:
+            for cid in onward:
+                pipe.hget(key("client", cid), "node")
+            owners = await pipe.execute()
+            for found, owner in zip(onward.values(), owners, strict=True):
+                if owner is not None and owner.decode() != self.node.name:
+                    for fields in found:
+                        pipe.xadd(key("handover", owner.decode()), fields, maxlen=HANDOVER_MAXLEN)
+            await pipe.execute()
+        ids = [entry_id for entry_id, _ in entries]
+        if not await self._settle(redis, stream, ids):
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    async def _drain_handover(self, redis: aioredis.Redis, name: str) -> None:
+        """The late messages the gone node ``name`` had not written: to the sessions taken
+        in from it, or on to their owners."""
+        stream = key("handover", name)
+        start = "-"
+        while entries := await redis.xrange(stream, min=start, count=100):
+            await self._hand_on(redis, stream, entries)
+            start = "(" + entries[-1][0].decode()
 
     async def _sends(self, redis: aioredis.Redis) -> None:
         """Session writes to Redis: at least every ``SEND_EVERY``, at once when asked."""
@@ -706,6 +882,7 @@ class ClientRegistry:
                 for cid, fence in zip(cids, taken[1::2], strict=True):
                     await self._take_in(redis, cid, int(fence))
                 await self._drain_inbox(redis, name, cids)
+                await self._drain_handover(redis, name)
                 if taken:
                     log.info(
                         "cluster: took in %d client registrations of node %s",

@@ -259,7 +259,7 @@ class ClusterNode:
         """The first local subscriber of ``topic_filter`` (a plain filter)."""
         self.local.add(topic_filter)
         self.pending.add(topic_filter)
-        self.subacks.changed()
+        self.subacks.changed(topic_filter)
         self._schedule_routes()
 
     def share_changed(self, key: str, members: int) -> None:
@@ -267,7 +267,9 @@ class ClusterNode:
         shared = self.shared
         group = shared.get(key)
         if group is None or not group.counts.get(self.name):
-            self.subacks.changed()  # a group this node had no member of
+            self.subacks.changed(key)  # a group this node had no member of
+        elif members > group.counts[self.name]:
+            self.subacks.joined(key)  # its count may still be on its way
         shared.set(self.name, key, members)
         self._shared_out[key] = members
         self._schedule_routes()
@@ -276,6 +278,10 @@ class ClusterNode:
         """Hold ``done`` (a SUBACK) until this node's new routes are in Redis, boundedly;
         False when it may leave now (no new route, or Redis not reachable)."""
         return self.up and self.subacks.hold(client, done)
+
+    def route_joined(self, topic_filter: str) -> None:
+        """A local subscriber of ``topic_filter`` that is not its first."""
+        self.subacks.joined(topic_filter)
 
     def route_removed(self, topic_filter: str) -> None:
         """The last local subscriber of ``topic_filter`` is gone."""

@@ -1,6 +1,7 @@
 """The local ``Router`` of a clustered node: it also says when a filter gains its first
 local non-shared subscriber and loses its last, which is when the node's cluster route
-changes, and how many members each local shared group has after every change.
+changes, when one joins a filter that has others (its SUBACK may wait for their route),
+and how many members each local shared group has after every change.
 
 Routes are per plain filter for non-shared subscriptions, as EMQX's are: the
 other nodes forward a message here when any of them may want it, and the
@@ -19,10 +20,10 @@ from ferrymq.model.subscription import Subscription
 
 
 class ClusterRouter(Router):
-    """``Router`` plus ``on_first(filter)`` / ``on_last(filter)`` and
-    ``on_share(group key, members)`` calls."""
+    """``Router`` plus ``on_first(filter)`` / ``on_join(filter)`` / ``on_last(filter)``
+    and ``on_share(group key, members)`` calls."""
 
-    __slots__ = ("on_first", "on_last", "on_share")
+    __slots__ = ("on_first", "on_join", "on_last", "on_share")
 
     def __init__(
         self,
@@ -30,9 +31,11 @@ class ClusterRouter(Router):
         on_first: Callable[[str], None],
         on_last: Callable[[str], None],
         on_share: Callable[[str, int], None],
+        on_join: Callable[[str], None] = lambda _filter: None,
     ) -> None:
         super().__init__(shared_strategy)
         self.on_first = on_first
+        self.on_join = on_join
         self.on_last = on_last
         self.on_share = on_share
 
@@ -47,6 +50,8 @@ class ClusterRouter(Router):
         old = super().add(sub)
         if first:
             self.on_first(sub.filter)
+        elif old is None:
+            self.on_join(sub.filter)
         return old
 
     def remove(self, client_id: str, topic_filter: str) -> Subscription | None:

@@ -10,7 +10,10 @@ per client id between two sends, and only the last operation on a key counts:
 a message queued and acknowledged within one send never reaches Redis, and a
 deleted session drops what was still pending for it. Each operation becomes
 five script arguments (``op, client id, a, b, c``) for the write script, which
-applies only those of client ids this node still owns.
+applies only those of client ids this node still owns. What a session handed
+over to another node still collects here is not a write of its own: each
+message goes, as it comes, to whichever node owns the session when the write
+script runs (``hand_on``).
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ class SessionWrites:
 
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
+        #: Messages for sessions handed over (client id, message, meta), in order.
+        self._hand_on: list[tuple[str, Message, dict[str, Any]]] = []
         self.count = 0  # operations taken in since the last ``take``
 
     def __bool__(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending) or bool(self._hand_on)
 
     def _of(self, client_id: str) -> _Pending:
         self.count += 1
@@ -57,8 +62,15 @@ class SessionWrites:
         return p
 
     def discard(self, client_id: str) -> None:
-        """Forget what is pending for ``client_id`` (a stale copy's last writes)."""
+        """Forget what is pending for ``client_id`` (a stale copy's last writes; what it
+        hands on is the session's owner's, and still goes)."""
         self._pending.pop(client_id, None)
+
+    def hand_on(self, client_id: str, msg: Message, meta: dict[str, Any]) -> None:
+        """``msg`` reached the session of ``client_id`` after it was handed over: for its
+        owner's hand-over stream."""
+        self.count += 1
+        self._hand_on.append((client_id, msg, meta))
 
     def put_session(self, client_id: str, data: dict[str, Any]) -> None:
         self._of(client_id).record = data
@@ -96,8 +108,11 @@ class SessionWrites:
         """The pending writes as write-script arguments, and the client ids whose session
         was deleted (the caller decides whether their registration goes too)."""
         pending, self._pending = self._pending, {}
+        late, self._hand_on = self._hand_on, []
         self.count = 0
         args: list[bytes | str] = []
+        for cid, msg, meta in late:
+            args += ("late", cid, dump_message(msg), json.dumps(meta), "")
         deleted = set()
         for cid, p in pending.items():
             if p.wiped:

@@ -39,7 +39,8 @@ class ClusterStore:
         self.loop = loop
         self.writes = SessionWrites()
         #: Client ids whose session was handed over and still lingers here: its writes
-        #: are the new owner's business (``ClientRegistry``).
+        #: are the new owner's business, and what it collects is handed on to that owner
+        #: (``ClientRegistry``).
         self.muted: set[str] = set()
         #: Called (on the loop) when a send to Redis is wanted now.
         self.wake: Callable[[], None] = _nothing
@@ -130,6 +131,8 @@ class ClusterStore:
     ) -> None:
         if client_id not in self.muted:
             self.writes.put_message(client_id, key, msg, meta)
+        else:
+            self.writes.hand_on(client_id, msg, meta)
 
     def update_session_message_meta(self, client_id: str, key: int, meta: dict[str, Any]) -> None:
         if client_id not in self.muted:

@@ -22,6 +22,10 @@ Rules kept here:
   that write's entry id (or a later one) applied;
 - one client's SUBACKs leave in the order of its SUBSCRIBEs: one made while
   an earlier one of the same client waits, waits behind it, route or not;
+- a SUBSCRIBE that adds no route but uses one another subscriber added less
+  than ``bound`` seconds ago, not yet known to be on every live node
+  (``joined``), waits too, behind the SUBACKs held for it: so does a second
+  member of a shared group whose first member's count is still on its way;
 - numbers, entry ids and deadlines only grow along the queue, so what leaves
   is always its head: one timer, for the head's deadline.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -75,7 +80,11 @@ class SubackGate:
         "_clients",
         "_last_entry",
         "_queue",
+        "_recent",
+        "_recent_order",
+        "_settled",
         "_timer",
+        "_wanted",
         "bound",
         "flushed",
         "live",
@@ -96,18 +105,49 @@ class SubackGate:
         self._assigned = 0  # the queue's first items whose write is done
         self._clients: dict[object, int] = {}  # client -> its SUBACKs held
         self._timer: asyncio.TimerHandle | None = None
+        #: Routes added lately (route or group key -> its change's number), and in the
+        #: order they were added with their deadlines, to forget them after ``bound``.
+        self._recent: dict[str, int] = {}
+        self._recent_order: deque[tuple[float, str, int]] = deque()
+        self._settled = 0  # every change up to this number is on every live node
+        self._wanted = False  # the SUBSCRIBE under way uses a route still on its way
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def changed(self) -> None:
-        """A route change that a SUBACK must wait for was made."""
+    def changed(self, route: str | None = None) -> None:
+        """A route change that a SUBACK must wait for was made (adding ``route``: a
+        filter or a shared group's key, which later subscribers may wait for too)."""
         self.serial += 1
+        if route is not None:
+            now = time.monotonic()
+            self._forget(now)
+            self._recent[route] = self.serial
+            self._recent_order.append((now + self.bound, route, self.serial))
+
+    def joined(self, route: str) -> None:
+        """A SUBSCRIBE uses ``route``, which it did not add: if another subscriber added
+        it lately and it may not be on every node yet, the SUBACK ``hold`` is asked for
+        next waits for it."""
+        serial = self._recent.get(route)
+        if serial is not None and serial > self._settled:
+            self._forget(time.monotonic())
+            self._wanted = route in self._recent
+
+    def _forget(self, now: float) -> None:
+        """Routes added more than ``bound`` ago: their SUBACKs have left, so no later
+        SUBACK waits for them."""
+        order, recent = self._recent_order, self._recent
+        while order and order[0][0] <= now:
+            _, route, serial = order.popleft()
+            if recent.get(route) == serial:
+                del recent[route]
 
     def hold(self, client: object, done: Callable[[], None]) -> bool:
         """Hold ``done`` (the SUBACK of ``client``) until the changes made so far are on
         every live node; False when nothing needs waiting for (call it now)."""
-        if self.serial <= self.flushed and client not in self._clients:
+        wanted, self._wanted = self._wanted, False
+        if self.serial <= self.flushed and client not in self._clients and not wanted:
             return False
         loop = asyncio.get_running_loop()
         held = _Held(self.serial, loop.time() + self.bound, client, done)
@@ -155,16 +195,21 @@ class SubackGate:
         """The connection to Redis is lost: nothing is held any longer."""
         self.flushed = self.serial
         self._assigned = len(self._queue)
+        self._settled = self.serial
+        self._recent.clear()
+        self._recent_order.clear()
         self._release(lambda _head: True)
 
     def _ready(self, head: _Held) -> bool:
         if self._assigned == 0:
             return False  # its write has not returned yet
         entry = head.entry
-        if entry is None:
-            return True
         applied = self._applied
-        return all(applied.get(node, _NOTHING) >= entry for node in self.live)
+        if entry is None or all(applied.get(node, _NOTHING) >= entry for node in self.live):
+            if head.serial > self._settled:
+                self._settled = head.serial
+            return True
+        return False
 
     def _expired(self) -> None:
         self._timer = None

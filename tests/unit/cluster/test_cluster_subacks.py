@@ -140,3 +140,65 @@ async def test_subacks_leave_in_order_and_on_the_bound_counted() -> None:
     gate.written(3, entry_id(b"30-0"))  # n2 never reports it: the bound sends it
     await until(lambda: len(sent) == 4)
     assert gate.metrics["cluster.suback.bound"] == 1 and len(gate) == 0
+
+
+async def test_a_second_subscriber_waits_for_the_route_the_first_added() -> None:
+    gate = SubackGate(bound=5.0)
+    gate.set_live(["n2"])
+    sent: list[str] = []
+    gate.changed("a/#")
+    assert gate.hold("c1", lambda: sent.append("c1 adds a/#"))
+    gate.written(1, entry_id(b"10-0"))  # in Redis, n2 has not applied it
+    gate.joined("a/#")  # c2 subscribes to a/# too: no route change of its own
+    assert gate.hold("c2", lambda: sent.append("c2 joins a/#"))
+    gate.joined("b")  # no route added lately: nothing to wait for
+    assert not gate.hold("c3", lambda: None)
+    assert sent == []
+    gate.applied("n2", entry_id(b"10-0"))
+    assert sent == ["c1 adds a/#", "c2 joins a/#"]
+    gate.joined("a/#")  # on every node now: a third subscriber's SUBACK leaves at once
+    assert not gate.hold("c4", lambda: None)
+
+
+async def test_a_joined_route_is_waited_for_only_within_the_bound() -> None:
+    gate = SubackGate(bound=0.05)
+    gate.set_live(["n2"])
+    sent: list[str] = []
+    gate.changed("a/#")
+    gate.written(1, entry_id(b"10-0"))  # its adder's SUBACK was not held (a revived session)
+    gate.joined("a/#")
+    assert gate.hold("c2", lambda: sent.append("c2"))  # still waits for n2
+    await until(lambda: sent == ["c2"])  # n2 never reports: the bound sends it
+    gate.joined("a/#")  # added longer ago than the bound: not waited for
+    assert not gate.hold("c3", lambda: None)
+
+
+async def test_a_second_clients_suback_waits_for_the_first_ones_route() -> None:
+    settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
+    broker = clustered_broker(settings, None, asyncio.get_running_loop())
+    node = broker.node
+    node.up = True
+    node.subacks.bound = 30.0
+    node.subacks.set_live(["other"])
+    try:
+        first, second = Peer(broker, "c1", version=5), Peer(broker, "c2", version=5)
+        third = Peer(broker, "c3", version=5)
+        for peer in (first, second, third):
+            await peer.connack()
+        plain, group = "shared/route", "$share/g/shared/route"
+        first.send(Subscribe(1, [SubscriptionOptions(plain, 1), SubscriptionOptions(group, 1)]))
+        await settle()
+        node.subacks.written(node.subacks.serial, entry_id(b"50-0"))  # in Redis only
+        second.send(Subscribe(1, [SubscriptionOptions(plain, 1)]))  # no route change
+        third.send(Subscribe(1, [SubscriptionOptions(group, 1)]))  # the group's second member
+        await asyncio.sleep(0.05)
+        await settle()
+        for peer in (first, second, third):
+            assert not [p for p in peer.received() if isinstance(p, Suback)]  # held
+        node.subacks.applied("other", entry_id(b"50-0"))  # the other node has the route
+        await settle()
+        assert [p for p in first.received() if isinstance(p, Suback)]
+        assert [p for p in second.received() if isinstance(p, Suback)]
+        assert [p for p in third.received() if isinstance(p, Suback)]
+    finally:
+        broker.shutdown()
