@@ -25,6 +25,7 @@ HOT = (
     "ferrymq.mqtt.connection",
     "ferrymq.core.flow",
     "ferrymq.core.router",
+    "ferrymq.core.retained",
     "ferrymq.core.session",
     "ferrymq.core.client",
     "ferrymq.core.broker",

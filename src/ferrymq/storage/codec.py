@@ -27,12 +27,15 @@ import binascii
 import json
 import struct
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Will
 
-__all__ = ["dump_message", "dump_will", "load_message", "load_will"]
+__all__ = ["dump_message", "dump_row", "dump_will", "load_message", "load_will"]
+
+_B = TypeVar("_B", bytes, bytearray)
 
 _VERSION = 1
 _HEADER = struct.Struct("<BBddIII")
@@ -49,6 +52,21 @@ _decode_json = json.JSONDecoder().decode
 def dump_message(msg: Message, with_topic: bool = True) -> bytes:
     """Serialise ``msg``; the inverse of :func:`load_message`. Without ``with_topic`` the
     topic is left out (length 0), for a row whose key is the topic already."""
+    return _dump(msg, with_topic, _join_bytes)
+
+
+def dump_row(msg: Message, with_topic: bool = True) -> bytearray:
+    """:func:`dump_message` as a ``bytearray``, for an SQLite parameter: ``sqlite3`` binds a
+    bytearray as it is, a bytes only after its adapter look-up (which raises and clears an
+    AttributeError per row: about a sixth of the writer thread's work on retained rows)."""
+    return _dump(msg, with_topic, _join_bytearray)
+
+
+_join_bytes = b"".join
+_join_bytearray = bytearray().join  # a new bytearray per call
+
+
+def _dump(msg: Message, with_topic: bool, join: Callable[[Iterable[bytes]], _B]) -> _B:
     topic = msg.topic.encode() if with_topic else b""
     publisher = msg.publisher.encode() if msg.publisher else b""
     props = msg.properties
@@ -65,7 +83,7 @@ def dump_message(msg: Message, with_topic: bool = True) -> bytes:
         len(publisher),
         len(props_data),
     )
-    return b"".join((header, topic, publisher, props_data, msg.payload))
+    return join((header, topic, publisher, props_data, msg.payload))
 
 
 def load_message(data: bytes, strings: dict[str, str] | None = None, topic: str = "") -> Message:

@@ -4,9 +4,10 @@ One writer thread owns the only connection; nothing touches SQLite on the
 event loop. Rules this file keeps:
 
 * Message-path methods only record the latest operation per key in dicts under
-  a lock; the writer swaps those dicts out every ``flush_interval`` and commits
-  them as one transaction (serialising messages there, so operations that
-  cancel out within a batch cost no encoding and no I/O). ``delete_session``
+  a lock (retained writes: appended to a deque, without it); the writer swaps
+  those out every ``flush_interval`` and commits them as one transaction
+  (serialising messages there, so operations that cancel out within a batch
+  cost no encoding and no I/O). ``delete_session``
   drops the session's pending message operations and schedules a wipe of its
   stored messages, which runs before any message operation of the same batch.
 * Synchronous operations (admin, loading, flush) are jobs queued to the same
@@ -39,13 +40,14 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ferrymq.model.message import Message
 from ferrymq.storage import records
-from ferrymq.storage.codec import dump_message, load_message
+from ferrymq.storage.codec import dump_row, load_message
 from ferrymq.storage.store import (
     ACL_KINDS,
     AUTH_KINDS,
@@ -163,12 +165,12 @@ class _RetainedRows:
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+    def __iter__(self) -> Iterator[tuple[str, bytearray]]:
         for topic, msg in self._retained.items():
             if msg is None:
                 continue
             try:
-                data = dump_message(msg, False)
+                data = dump_row(msg, False)
             except Exception:
                 log.exception("cannot store retained message on %r", topic)
                 continue
@@ -203,7 +205,11 @@ class SqliteStore:
         self._writer_ident: int | None = None
         self._conn: sqlite3.Connection | None = None
         # Pending message-path operations; swapped out by the writer under _lock.
-        self._retained: dict[str, Message | None] = {}
+        # Retained writes, in order: a Message to put, a topic to delete. Appended without
+        # the lock (a deque's append and popleft are atomic): the message path pays one
+        # append per retained message, and the writer takes what was there once it had
+        # numbered the batch (_writer), so a write never misses the batch it is waited in.
+        self._retained_log: deque[Message | str] = deque()
         self._sessions: dict[str, dict[str, Any] | None] = {}
         self._wipes: set[str] = set()
         self._messages: dict[str, dict[int, _MessageOp]] = {}
@@ -302,12 +308,10 @@ class SqliteStore:
     # --- message path ---
 
     def put_retained(self, msg: Message) -> None:
-        with self._lock:
-            self._retained[msg.topic] = msg
+        self._retained_log.append(msg)
 
     def delete_retained(self, topic: str) -> None:
-        with self._lock:
-            self._retained[topic] = None
+        self._retained_log.append(topic)
 
     def put_session(self, client_id: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -523,10 +527,13 @@ class SqliteStore:
                 with self._lock:
                     jobs = self._jobs
                     self._jobs = []
-                    batch = self._take_batch()
                     number = self.open_batch
-                    if batch is not None or self._requested >= number:
+                    if self._pending() or self._requested >= number:
                         self.open_batch = number + 1
+                    # Counted after the number moved on: a retained write appended since
+                    # (without the lock) waits for a later batch, or is in this one.
+                    retained = len(self._retained_log)
+                    batch = self._take_batch(retained)
                     # Every batch up to here is taken: committed once this commit is.
                     done = min(self._requested, self.open_batch - 1)
                 try:
@@ -577,17 +584,41 @@ class SqliteStore:
             raise
         return conn
 
-    def _take_batch(self) -> _Batch | None:
-        """Swap out the pending operations (caller holds _lock)."""
-        if not (self._retained or self._sessions or self._messages or self._wipes or self._rel):
+    def _pending(self) -> bool:
+        """Whether any message-path write waits (caller holds _lock)."""
+        return bool(
+            self._retained_log or self._sessions or self._messages or self._wipes or self._rel
+        )
+
+    def _take_batch(self, retained: int) -> _Batch | None:
+        """Swap out the pending operations and the first ``retained`` retained writes
+        (caller holds _lock)."""
+        if not (retained or self._sessions or self._messages or self._wipes or self._rel):
             return None
-        batch = (self._retained, self._sessions, self._wipes, self._messages, self._rel)
-        self._retained = {}
+        batch = (
+            self._take_retained(retained),
+            self._sessions,
+            self._wipes,
+            self._messages,
+            self._rel,
+        )
         self._sessions = {}
         self._wipes = set()
         self._messages = {}
         self._rel = {}
         return batch
+
+    def _take_retained(self, count: int) -> dict[str, Message | None]:
+        """The first ``count`` retained writes, the last one per topic (None: a delete)."""
+        out: dict[str, Message | None] = {}
+        popleft = self._retained_log.popleft
+        for _ in range(count):
+            item = popleft()
+            if isinstance(item, str):
+                out[item] = None
+            else:
+                out[item.topic] = item
+        return out
 
     def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> None:
         """Commit the backlog and ``batch`` in one transaction; on failure keep them as
@@ -729,7 +760,7 @@ def _statements(
                     if msg is None:
                         metas.append((_encode_json(meta), cid, key))
                     else:
-                        puts.append((cid, key, dump_message(msg), _encode_json(meta)))
+                        puts.append((cid, key, dump_row(msg), _encode_json(meta)))
                 except Exception:
                     log.exception("cannot store message %r of session %r", key, cid)
         out.append((_DEL_MESSAGE, deletes))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import ferrymq.storage.sqlite as sqlite_module
 from ferrymq.model.message import Message
-from ferrymq.storage.codec import dump_message, load_message
+from ferrymq.storage.codec import dump_message, dump_row, load_message
 from ferrymq.storage.sqlite import SCHEMA_VERSION, SqliteStore
 from ferrymq.storage.store import DuplicateError, StorageError
 
@@ -263,11 +263,11 @@ def count_dumps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the topics of messages the writer serialises."""
     seen: list[str] = []
 
-    def counting(msg: Message, with_topic: bool = True) -> bytes:
+    def counting(msg: Message, with_topic: bool = True) -> bytearray:
         seen.append(msg.topic)
-        return dump_message(msg, with_topic)
+        return dump_row(msg, with_topic)
 
-    monkeypatch.setattr(sqlite_module, "dump_message", counting)
+    monkeypatch.setattr(sqlite_module, "dump_row", counting)
     return seen
 
 
