@@ -53,6 +53,7 @@ from redis.exceptions import RedisError
 
 from ferrymq.cluster.codec import split
 from ferrymq.cluster.node import alive_key, inbox
+from ferrymq.cluster.part import StreamEntries, StreamReply
 from ferrymq.cluster.session_writes import load_session, pairs
 from ferrymq.model.delivery import Delivery, fields_from_meta
 from ferrymq.mqtt import reason_codes as rc
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from redis import asyncio as aioredis
+    from redis.typing import EncodableT, FieldT
 
     from ferrymq.cluster.node import ClusterNode
     from ferrymq.cluster.store import ClusterStore
@@ -316,6 +318,7 @@ class ClientRegistry:
         answer = asyncio.get_running_loop().create_future()
         self._answers[(cid, fence)] = answer
         try:
+            entry: dict[FieldT, EncodableT]
             entry = {"op": "release", "c": cid, "f": fence, "n": self.node.name}
             await redis.xadd(key("handover", holder), entry, maxlen=HANDOVER_MAXLEN)
             await asyncio.wait_for(answer, HANDOVER_WAIT)
@@ -363,7 +366,7 @@ class ClientRegistry:
         if session is None:
             return
         linger = owner is not None and session.persistent and self.store is not None
-        if linger:
+        if linger and owner is not None:  # (linger says it is not None)
             self.store.muted.add(cid)  # type: ignore[union-attr]
             self._lingering[cid] = session
             self._spawn(self._end_linger(cid, session, owner))
@@ -394,17 +397,18 @@ class ClientRegistry:
         if not late or redis is None:
             return
         try:
-            owner = await redis.hget(key("client", cid), "node")
-            if owner is None:
+            now: bytes | None = await redis.hget(key("client", cid), "node")  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            if now is None:
                 return
-            if owner.decode() == self.node.name:
+            if now.decode() == self.node.name:
                 self._deliver_late(cid, late)
                 return
             pipe = redis.pipeline(transaction=False)
             for d in late:
+                entry: dict[FieldT, EncodableT]
                 entry = {"op": "late", "c": cid, "f": 0, "m": dump_message(d.msg)}
                 entry["d"] = json.dumps(d.meta())
-                pipe.xadd(key("handover", owner.decode()), entry, maxlen=HANDOVER_MAXLEN)
+                pipe.xadd(key("handover", now.decode()), entry, maxlen=HANDOVER_MAXLEN)
             await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
@@ -460,6 +464,7 @@ class ClientRegistry:
             del self.fences[cid]
             self._drop_local(cid, asker)
         await self._send(redis, release=cid)
+        entry: dict[FieldT, EncodableT]
         entry = {"op": "released", "c": cid, "f": fence}
         await redis.xadd(key("handover", asker), entry, maxlen=HANDOVER_MAXLEN)
 
@@ -504,7 +509,7 @@ class ClientRegistry:
         broker = self.node.broker
         assert broker is not None
         await self._give_up_lost(redis)
-        last = await redis.xrevrange(key("handover", me), count=1)
+        last: StreamEntries = await redis.xrevrange(key("handover", me), count=1)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
         self._last = last[0][0].decode() if last else "0-0"
         # Served while Redis was away: this node's now.
         unclaimed, self._unclaimed = self._unclaimed, set()
@@ -517,14 +522,17 @@ class ClientRegistry:
                 )
                 self.fences[cid] = fence
                 if prev and alive:  # another node took it meanwhile: it lets go now
+                    entry: dict[FieldT, EncodableT]
                     entry = {"op": "release", "c": cid, "f": fence, "n": me}
                     await redis.xadd(key("handover", prev.decode()), entry, maxlen=HANDOVER_MAXLEN)
         # Registered to this node but not held by this process (it restarted): taken back.
-        for raw in await redis.smembers(key("node-clients", me)):
+        held: set[bytes] = await redis.smembers(key("node-clients", me))  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+        for raw in held:
             cid = raw.decode()
             if cid not in self.fences:
-                node, fence = await redis.hmget(key("client", cid), "node", "fence")
-                if node is not None and node.decode() == me:
+                pair: list[bytes | None] = await redis.hmget(key("client", cid), "node", "fence")  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+                node, fence = pair
+                if node is not None and fence is not None and node.decode() == me:
                     await self._take_in(redis, cid, int(fence))
         if self.store is not None:
             if not self._carried:
@@ -591,7 +599,8 @@ class ClientRegistry:
         """Hand-over requests to this node, and the answers to its own."""
         stream = key("handover", self.node.name)
         while True:
-            reply = await redis.xread({stream: self._last}, count=100, block=1000)
+            read = redis.xread({stream: self._last}, count=100, block=1000)
+            reply: StreamReply = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self._last = entry_id.decode()
@@ -721,7 +730,10 @@ class ClientRegistry:
         sessions = [broker.sessions[cid] for cid in cids if cid in broker.sessions]
         stream = inbox(name)
         start = "-"
-        while entries := await redis.xrange(stream, min=start, count=100):
+        while True:
+            entries: StreamEntries = await redis.xrange(stream, min=start, count=100)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            if not entries:
+                break
             for _, fields in entries:
                 for msg in split(fields.get(b"m", b"")):
                     for session in sessions:
