@@ -222,7 +222,7 @@ class AdminSync:
     async def _read_loop(self, redis: aioredis.Redis) -> None:
         while True:
             read = redis.xread({STREAM: self._last}, count=500, block=READ_BLOCK_MS)
-            reply: StreamReply = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            reply: StreamReply | None = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             for _stream, entries in reply or ():
                 await self._apply_entries(entries)
 

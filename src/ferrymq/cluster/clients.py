@@ -397,10 +397,10 @@ class ClientRegistry:
         if not late or redis is None:
             return
         try:
-            now: bytes | None = await redis.hget(key("client", cid), "node")  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
-            if now is None:
+            current: bytes | None = await redis.hget(key("client", cid), "node")  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            if current is None:
                 return
-            if now.decode() == self.node.name:
+            if current.decode() == self.node.name:
                 self._deliver_late(cid, late)
                 return
             pipe = redis.pipeline(transaction=False)
@@ -408,7 +408,7 @@ class ClientRegistry:
                 entry: dict[FieldT, EncodableT]
                 entry = {"op": "late", "c": cid, "f": 0, "m": dump_message(d.msg)}
                 entry["d"] = json.dumps(d.meta())
-                pipe.xadd(key("handover", now.decode()), entry, maxlen=HANDOVER_MAXLEN)
+                pipe.xadd(key("handover", current.decode()), entry, maxlen=HANDOVER_MAXLEN)
             await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("cluster: %d late messages for %s lost (%s)", len(late), cid, exc)
@@ -600,7 +600,7 @@ class ClientRegistry:
         stream = key("handover", self.node.name)
         while True:
             read = redis.xread({stream: self._last}, count=100, block=1000)
-            reply: StreamReply = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            reply: StreamReply | None = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self._last = entry_id.decode()

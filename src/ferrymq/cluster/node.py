@@ -604,7 +604,7 @@ class ClusterNode:
         """Tail the change stream: other nodes' route and retained changes."""
         while True:
             read = redis.xread({CHANGES: self._last_change}, count=1000, block=READ_BLOCK_MS)
-            reply: StreamReply = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            reply: StreamReply | None = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             routes = False
             for _stream, entries in reply or ():
                 for raw_id, fields in entries:
