@@ -172,8 +172,8 @@ def _is_loopback(host: str) -> bool:
 
 LISTENER_PORTS = {"tcp": 1883, "ssl": 8883, "ws": 8083, "wss": 8084}
 _CERT_IDENTITY = ("", "cn", "dn", "san", "md5")
-_TLS_ONLY = ("certfile", "keyfile", "cafile", "verify_peer", "fail_if_no_peer_cert")
-_TLS_ONLY += ("peer_cert_as_username", "peer_cert_as_clientid")
+_TLS_ONLY: tuple[str, ...] = ("certfile", "keyfile", "cafile", "verify_peer")
+_TLS_ONLY += ("fail_if_no_peer_cert", "peer_cert_as_username", "peer_cert_as_clientid")
 _WS_ONLY = ("path", "proxy_header")
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from ferrymq import native
 from ferrymq.admin.apps import bootstrap_apps
+from ferrymq.admin.store import admin_store
 from ferrymq.api.ops import NodeContext, answer
 from ferrymq.api.ops import load as load_ops
 from ferrymq.api.parts import BASE, ApiParts, urls
@@ -150,8 +151,7 @@ class Management:
     def start(self) -> None:
         """Bind (a port in use fails the start, as it always has) and log; in the event loop."""
         s = self.broker.settings
-        store = self.broker.store
-        assert store is not None
+        store = admin_store(self.broker)
         if not s.api_port:
             api_log.info("management API disabled (api_port = 0)")
         else:

@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
+from ferrymq.admin.store import admin_store
 from ferrymq.admin.sync import AccessSync
 from ferrymq.api import (
     acl,
@@ -239,7 +240,7 @@ def build_app(
     elif parts is not None:
         auth, sync = parts.auth, parts.sync
     else:
-        auth = AppAuth(broker.store)
+        auth = AppAuth(admin_store(broker))
         sync = AccessSync(broker, on_change=auth.clear)
     routes = all_routes()
     if broker.settings.prometheus_auth:

@@ -34,7 +34,7 @@ import binascii
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ferrymq.access.passwords import ALGORITHMS
 from ferrymq.admin.apps import valid_app_id
@@ -167,7 +167,7 @@ def _created_at(item: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
-def _text(value: Any) -> bool:
+def _text(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value != ""
 
 

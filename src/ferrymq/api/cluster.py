@@ -66,7 +66,6 @@ class Peers(Protocol):
 
 
 T = TypeVar("T")
-N = TypeVar("N", bound="LocalNode | RemoteNode")
 SYSDESCR = "ferrymq MQTT broker"
 
 #: Every operation a node answers, by name (``api/ops``).
@@ -307,13 +306,12 @@ class Cluster:
         return self.nodes() if name is None else [self.node(name)]
 
     async def each(
-        self, call: Callable[[N], Awaitable[T]], nodes: list[N] | None = None
-    ) -> list[tuple[N, T]]:
+        self, call: Callable[[Member], Awaitable[T]], nodes: list[Member] | None = None
+    ) -> list[tuple[Member, T]]:
         """``call`` on every node (of ``nodes()`` unless ``nodes`` are given) concurrently,
         in node order; 500 / 101 if one does not answer in time."""
         if nodes is None:
-            nodes = self.nodes()  # type: ignore[assignment]
-        assert nodes is not None
+            nodes = self.nodes()
         try:
             results = await asyncio.wait_for(
                 asyncio.gather(*(call(node) for node in nodes)), self.timeout + 1.0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ferrymq.admin.store import admin_store
 from ferrymq.api.ops import NodeContext
 
 if TYPE_CHECKING:
@@ -36,12 +37,9 @@ class ApiContext(NodeContext):
 
     @property
     def store(self) -> SqliteStore:
-        """The broker's store, which for the API's admin operations must be a SqliteStore
-        (the core's ``Store`` protocol has none of them)."""
-        store = self.broker.store
-        if store is None:  # pragma: no cover - the server always has a store
-            raise RuntimeError("the API needs a store")
-        return cast("SqliteStore", store)
+        """The broker's SQLite store, which has the API's admin operations (the core's
+        ``Store`` protocol has none of them)."""
+        return admin_store(self.broker)
 
 
 CTX = web.AppKey("ferrymq_api", ApiContext)

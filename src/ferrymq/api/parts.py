@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ferrymq.admin.store import admin_store
 from ferrymq.admin.sync import AccessSync
 from ferrymq.api.auth import AppAuth
 
@@ -48,7 +49,7 @@ class ApiParts:
         assert broker.store is not None
         s = broker.settings
         context = ssl_context(s.api_certfile, s.api_keyfile) if api and s.api_certfile else None
-        auth = AppAuth(broker.store)
+        auth = AppAuth(admin_store(broker))
         parts = cls(auth, AccessSync(broker, on_change=auth.clear), Lifecycle(), True, context)
         parts.sync.start()
         return parts

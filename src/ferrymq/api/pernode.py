@@ -28,7 +28,7 @@ async def node_listeners(request: web.Request) -> web.Response:
 
 
 def _node_form(route: Route, name: str | None = None, **changes: Any) -> Route:
-    fields = {
+    fields: dict[str, Any] = {
         "name": name or f"node_{route.name}",
         "method": route.method,
         "path": "/nodes/{node}" + route.path,

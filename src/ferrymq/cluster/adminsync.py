@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ferrymq.access.acl import AclRule
 from ferrymq.cluster import admindata
 from ferrymq.cluster.admindata import Baseline, Edit, View
+from ferrymq.cluster.part import StreamEntries, StreamReply
 from ferrymq.core.banned import Ban, kick_banned
 from ferrymq.storage.records import KINDS, Change, Record, check_record, digest
 from ferrymq.storage.stamp import stamp_of, stamp_path
@@ -170,7 +171,7 @@ class AdminSync:
     async def resync(self, redis: aioredis.Redis) -> None:
         async with self._lock:
             self._dirty.clear()
-            last = await redis.xrevrange(STREAM, count=1)
+            last: StreamEntries = await redis.xrevrange(STREAM, count=1)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             local: View = await self.store.call(self.store.admin_records)
             _copy, versions = await self._read_copy(redis)
             edits = await _off_loop(self.baseline.local_edits, local)
@@ -278,7 +279,8 @@ class AdminSync:
 
     async def _read_loop(self, redis: aioredis.Redis) -> None:
         while True:
-            reply = await redis.xread({STREAM: self._last}, count=500, block=READ_BLOCK_MS)
+            read = redis.xread({STREAM: self._last}, count=500, block=READ_BLOCK_MS)
+            reply: StreamReply | None = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             for _stream, entries in reply or ():
                 await self._apply_entries(entries)
 

@@ -70,6 +70,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ferrymq.cluster.codec import split
 from ferrymq.cluster.node import GROUP, alive_key, inbox
+from ferrymq.cluster.part import StreamEntries
 from ferrymq.cluster.session_writes import load_session, pairs
 from ferrymq.model.delivery import Delivery, fields_from_meta
 from ferrymq.mqtt import reason_codes as rc
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from redis import asyncio as aioredis
+    from redis.typing import EncodableT, FieldT
 
     from ferrymq.cluster.node import ClusterNode
     from ferrymq.cluster.store import ClusterStore
@@ -360,6 +362,7 @@ class ClientRegistry:
         answer = asyncio.get_running_loop().create_future()
         self._answers[(cid, fence)] = answer
         try:
+            entry: dict[FieldT, EncodableT]
             entry = {"op": "release", "c": cid, "f": fence, "n": self.node.name}
             await redis.xadd(key("handover", holder), entry, maxlen=HANDOVER_MAXLEN)
             await asyncio.wait_for(answer, HANDOVER_WAIT)
@@ -407,7 +410,7 @@ class ClientRegistry:
         if session is None:
             return
         linger = owner is not None and session.persistent and self.store is not None
-        if linger:
+        if linger and owner is not None:  # (linger says it is not None)
             self.store.muted.add(cid)  # type: ignore[union-attr]
             self._lingering[cid] = session
             self._spawn(self._end_linger(cid, session, owner))
@@ -515,6 +518,7 @@ class ClientRegistry:
             del self.fences[cid]
             self._drop_local(cid, asker)
         await self._send(redis, release=cid)
+        entry: dict[FieldT, EncodableT]
         entry = {"op": "released", "c": cid, "f": fence}
         await redis.xadd(key("handover", asker), entry, maxlen=HANDOVER_MAXLEN)
 
@@ -580,11 +584,13 @@ class ClientRegistry:
                 else:
                     self._rewrite(cid)
         # Registered to this node but not held by this process (it restarted): taken back.
-        for raw in await redis.smembers(key("node-clients", me)):
+        held: set[bytes] = await redis.smembers(key("node-clients", me))  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+        for raw in held:
             cid = raw.decode()
             if cid not in self.fences:
-                node, fence = await redis.hmget(key("client", cid), "node", "fence")
-                if node is not None and node.decode() == me:
+                pair: list[bytes | None] = await redis.hmget(key("client", cid), "node", "fence")  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+                node, fence = pair
+                if node is not None and fence is not None and node.decode() == me:
                     await self._take_in(redis, cid, int(fence))
         if self.store is not None:
             if not self._carried:
@@ -898,7 +904,10 @@ class ClientRegistry:
         sessions = [broker.sessions[cid] for cid in cids if cid in broker.sessions]
         stream = inbox(name)
         start = "-"
-        while entries := await redis.xrange(stream, min=start, count=100):
+        while True:
+            entries: StreamEntries = await redis.xrange(stream, min=start, count=100)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            if not entries:
+                break
             for _, fields in entries:
                 for msg in split(fields.get(b"m", b"")):
                     for session in sessions:

@@ -60,7 +60,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from redis import asyncio as aioredis
@@ -74,7 +74,7 @@ from ferrymq.cluster.beat import KeepAlive
 from ferrymq.cluster.codec import read_batch
 from ferrymq.cluster.inbox0 import read_inbox0
 from ferrymq.cluster.outbox import Outbox
-from ferrymq.cluster.part import ClusterPart
+from ferrymq.cluster.part import ClusterPart, StreamReply
 from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.retained import CLEARED, Cleared, ms_of, sync_retained
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
@@ -86,6 +86,8 @@ from ferrymq.model.message import Message
 from ferrymq.storage.codec import dump_message, load_message
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
     from ferrymq.cluster.broker import ClusterBroker
 
 log = logging.getLogger("ferrymq.cluster")
@@ -412,7 +414,7 @@ class ClusterNode:
             if "BUSYGROUP" not in str(exc):
                 raise
         await self._heartbeat(redis)
-        last = await redis.xrevrange(CHANGES, count=1)
+        last: list[tuple[bytes, Any]] = await redis.xrevrange(CHANGES, count=1)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
         self._last_change = last[0][0].decode() if last else "0-0"
         self.pending.take()
         self._shared_out.clear()
@@ -440,7 +442,8 @@ class ClusterNode:
 
     async def _push_routes(self, redis: aioredis.Redis) -> None:
         """This node's whole route set replaces what Redis holds for it."""
-        held = {f.decode() for f in await redis.smembers(node_routes_key(self.name))}
+        raw: set[bytes] = await redis.smembers(node_routes_key(self.name))  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+        held = {f.decode() for f in raw}
         local = sorted(self.local)
         groups = self.shared.counts_of(self.name)
         serial = self.subacks.serial
@@ -470,7 +473,7 @@ class ClusterNode:
 
     async def _serve(self, redis: aioredis.Redis) -> None:
         """Run the node's loops until one fails (then all stop and the caller reconnects)."""
-        loops: list[Callable[[aioredis.Redis], Awaitable[None]]] = [
+        loops: list[Callable[[aioredis.Redis], Coroutine[Any, Any, None]]] = [
             self._heartbeats,
             self._read_changes,
             self._read_qos0,
@@ -563,7 +566,7 @@ class ClusterNode:
 
     async def _membership(self, redis: aioredis.Redis) -> None:
         """Read every node's record and liveness; drop and clean up after the dead ones."""
-        records: dict[bytes, bytes] = await redis.hgetall(NODES)
+        records: dict[bytes, bytes] = await redis.hgetall(NODES)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
         names = [n.decode() for n in records if n.decode() != self.name]
         pipe = redis.pipeline(transaction=False)
         for name in names:
@@ -606,7 +609,8 @@ class ClusterNode:
     async def _read_changes(self, redis: aioredis.Redis) -> None:
         """Tail the change stream: other nodes' route and retained changes."""
         while True:
-            reply = await redis.xread({CHANGES: self._last_change}, count=1000, block=READ_BLOCK_MS)
+            read = redis.xread({CHANGES: self._last_change}, count=1000, block=READ_BLOCK_MS)
+            reply: StreamReply | None = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             routes = False
             for _stream, entries in reply or ():
                 for raw_id, fields in entries:
@@ -619,6 +623,7 @@ class ClusterNode:
                 await self._report_applied(redis)
 
     async def _report_applied(self, redis: aioredis.Redis) -> None:
+        entry: dict[FieldT, EncodableT]
         entry = {"op": "applied", "node": self.name, "id": self._last_change}
         await redis.xadd(CHANGES, entry, maxlen=CHANGES_MAXLEN, approximate=True)
 
@@ -678,6 +683,7 @@ class ClusterNode:
         ids: list[bytes] = []
         async with _held(redis) as conn:
             while True:
+                read: tuple[str | int, ...]
                 read = ("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", READ_COUNT)
                 read += ("BLOCK", READ_BLOCK_MS, "STREAMS", stream, start)
                 if ids:

@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
+#: Stream entries (id, fields) as XRANGE answers on the node's client, whose replies are
+#: bytes (redis' stubs say bytes | str, for a client with decode_responses).
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+#: The reply of XREAD / XREADGROUP on that client: per stream, its entries.
+StreamReply = list[tuple[bytes, StreamEntries]]
+
 
 class ClusterPart(Protocol):
     """One piece of a node's cluster work, driven by ``ClusterNode``."""

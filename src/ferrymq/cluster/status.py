@@ -61,7 +61,7 @@ async def _read(
 ) -> tuple[dict[bytes, bytes], list[str], list[int]]:
     client = redis_url.client(target, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
-        records: dict[bytes, bytes] = await client.hgetall(NODES)  # type: ignore[misc]
+        records: dict[bytes, bytes] = await client.hgetall(NODES)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
         names = sorted(name.decode() for name in records)
         pipe = client.pipeline(transaction=False)
         for name in names:

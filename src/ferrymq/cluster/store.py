@@ -55,7 +55,7 @@ class ClusterStore:
     # --- group commit -----------------------------------------------------------
 
     @property
-    def open_batch(self) -> int:  # type: ignore[override]
+    def open_batch(self) -> int:
         return self.local.open_batch
 
     @property

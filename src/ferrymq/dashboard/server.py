@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ferrymq.admin.store import admin_store
 from ferrymq.api import status
 from ferrymq.api.app import build_app, serve_site
 from ferrymq.api.cluster import CLUSTER
@@ -132,7 +133,7 @@ def build_dashboard(
     if api is not None:  # one view of the node and of its life for both listeners
         app[CLUSTER] = api.app[CLUSTER]
         app[status.LIFECYCLE] = api.lifecycle
-    app[SESSIONS] = Sessions(broker.store, broker.settings.dashboard_session_timeout)
+    app[SESSIONS] = Sessions(admin_store(broker), broker.settings.dashboard_session_timeout)
     app.on_response_prepare.append(_headers)
     app.router.add_get("/", index)
     app.router.add_post("/session", login)

@@ -328,7 +328,7 @@ class WebSocketStream(asyncio.Protocol):
             self.failed = True
             self.on_error(why)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes | bytearray) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)

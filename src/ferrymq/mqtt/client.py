@@ -86,9 +86,10 @@ class ClientConnection:
         self.version = version
         self.decoder = Decoder(server=False, version=version)
         self._next_pid = 0
-        # Each acknowledgement up to its packet id (a success needs nothing after it).
+        # Each acknowledgement up to its packet id (a success needs nothing after it); the
+        # lambda is called at once, in its own iteration, so it may read the loop's cls.
         self.heads: dict[int, bytes] = {
-            cls.type: split_at_packet_id(lambda pid, cls=cls: encode(cls(pid), version))[0]
+            cls.type: split_at_packet_id(lambda pid: encode(cls(pid), version))[0]  # noqa: B023
             for cls in (Puback, Pubrec, Pubrel, Pubcomp)
         }
 
@@ -148,7 +149,7 @@ class ClientConnection:
                 will=will,
                 username=username,
                 password=password,
-                properties=properties,
+                properties=properties or {},
             )
         )
 
@@ -156,7 +157,7 @@ class ClientConnection:
         self, filters: list[SubscriptionOptions], properties: dict[str, Any] | None = None
     ) -> bytes:
         """One SUBSCRIBE (with the next packet id) for ``filters``."""
-        return self.encode(Subscribe(self.pid(), filters, properties))
+        return self.encode(Subscribe(self.pid(), filters, properties or {}))
 
     def unsubscribe(self, filters: list[str]) -> bytes:
         return self.encode(Unsubscribe(self.pid(), filters))

@@ -93,7 +93,8 @@ class Will:
     retain: bool = False
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -112,7 +113,8 @@ class Connect(Packet):
     password: bytes | None = None
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -124,7 +126,8 @@ class Connack(Packet):
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -189,7 +192,8 @@ class Subscribe(Packet):
     subscriptions: list[SubscriptionOptions]
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -201,7 +205,8 @@ class Suback(Packet):
     reason_codes: list[int]
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -211,7 +216,8 @@ class Unsubscribe(Packet):
     topic_filters: list[str]
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -245,7 +251,8 @@ class Disconnect(Packet):
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)
 
 
 @dataclass(slots=True)
@@ -254,4 +261,5 @@ class Auth(Packet):
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
-    __post_init__ = _none_to_empty
+    def __post_init__(self) -> None:
+        _none_to_empty(self)

@@ -139,8 +139,8 @@ def _read_value(prop: Property, buf: bytes, pos: int, end: int) -> tuple[Any, in
         return read_string(buf, pos, end)
     if kind == STRING_PAIR:
         key, pos = read_string(buf, pos, end)
-        value, pos = read_string(buf, pos, end)
-        return (key, value), pos
+        text, pos = read_string(buf, pos, end)
+        return (key, text), pos
     if kind == BINARY:
         return read_binary(buf, pos, end)
     if kind == BYTE:

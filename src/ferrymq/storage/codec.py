@@ -143,7 +143,7 @@ def load_will(text: str) -> Will:
         msg = load_message(binascii.a2b_base64(text))
     except binascii.Error as exc:
         raise ValueError(str(exc)) from None
-    return Will(msg.topic, msg.payload, msg.qos, msg.retain, msg.properties)
+    return Will(msg.topic, msg.payload, msg.qos, msg.retain, msg.properties or {})
 
 
 def _tag(value: Any) -> Any:

@@ -221,7 +221,7 @@ class SqliteStore:
         self._requested = 0
         self._on_commit: Callable[[int], None] | None = None
         #: Told (on the writer thread) after each admin write that succeeded.
-        self._on_admin_write: Callable[[], None] | None = None
+        self._on_admin_write: Callable[[], object] | None = None
         # Writer-thread state: statements of batches that failed to commit.
         self._backlog: _Statements = []
         self._failures = 0
@@ -291,7 +291,7 @@ class SqliteStore:
         it) is committed, for each ``n`` passed to :meth:`request_commit`."""
         self._on_commit = listener
 
-    def set_admin_listener(self, listener: Callable[[], None] | None) -> None:
+    def set_admin_listener(self, listener: Callable[[], object] | None) -> None:
         """``listener()`` runs on the writer thread after every admin write (apps, auth
         records, ACL rules, bans, dashboard users) that succeeded; cluster mode spreads
         them from there."""

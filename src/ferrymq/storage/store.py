@@ -65,8 +65,9 @@ class Store(Protocol):
     """Durable state of one broker node, as the core uses it."""
 
     # --- group commit ---
-    #: Number of the batch the next message-path write joins.
-    open_batch: int
+    @property
+    def open_batch(self) -> int:
+        """Number of the batch the next message-path write joins (read-only)."""
 
     @property
     def atomic(self) -> AbstractContextManager[Any]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ferrymq.transport.listeners import bind_sockets
 
@@ -28,7 +29,10 @@ class DeferredListener:
     """Bound sockets handed to ``build`` when the first client connects (or on ``ready``)."""
 
     def __init__(
-        self, host: str, port: int, build: Callable[[list[socket.socket]], Awaitable[None]]
+        self,
+        host: str,
+        port: int,
+        build: Callable[[list[socket.socket]], Coroutine[Any, Any, None]],
     ) -> None:
         self.socks = bind_sockets(host, port, BACKLOG)
         self.addresses: list[tuple[str, int]] = [sock.getsockname()[:2] for sock in self.socks]

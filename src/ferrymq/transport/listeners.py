@@ -396,8 +396,10 @@ def bind_sockets(host: str, port: int, backlog: int = BACKLOG) -> list[socket.so
             try:
                 sock.bind(sockaddr)
             except OSError as exc:
+                # typeshed's (int, bytes) address is a Python's without IPv6, not ours.
                 raise OSError(
-                    exc.errno, f"cannot bind {sockaddr[0]}:{sockaddr[1]}: {exc.strerror}"
+                    exc.errno,
+                    f"cannot bind {sockaddr[0]}:{sockaddr[1]}: {exc.strerror}",  # type: ignore[str-bytes-safe]
                 ) from None
             sock.listen(backlog)
             sock.setblocking(False)

@@ -27,7 +27,8 @@ class MQTTProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-        self.client = Client(self.broker, transport, self.listener, self.zone)
+        # typeshed: BaseTransport; a stream protocol is handed an asyncio.Transport's methods.
+        self.client = Client(self.broker, transport, self.listener, self.zone)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self.client.data_received(data)  # type: ignore[union-attr]

@@ -106,6 +106,9 @@ class WSTransport:
     def can_write_eof(self) -> bool:
         return False  # a close frame, not a TCP half-close, ends a WebSocket
 
+    def write_eof(self) -> None:
+        raise NotImplementedError("a WebSocket has no half-close (can_write_eof is False)")
+
     def abort(self) -> None:
         self.transport.abort()
 
