@@ -33,8 +33,8 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose help formatter is ``HelpFormatter`` unless told otherwise;
     ``add_subparsers`` makes the subcommands' parsers of the same class."""
 
-    def __init__(self, *args: Any, formatter_class: Any = HelpFormatter, **kwargs: Any) -> None:
-        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+    def __init__(self, formatter_class: Any = HelpFormatter, **kwargs: Any) -> None:
+        super().__init__(formatter_class=formatter_class, **kwargs)
 
 
 def terminal_width() -> int:
@@ -44,7 +44,7 @@ def terminal_width() -> int:
     except (KeyError, ValueError):
         pass
     try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]  # None without a stdout: AttributeError, caught
     except (AttributeError, ValueError, OSError):
         return 80
 

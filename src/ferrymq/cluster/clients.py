@@ -70,7 +70,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ferrymq.cluster.codec import split
 from ferrymq.cluster.node import GROUP, alive_key, inbox
-from ferrymq.cluster.part import StreamEntries
+from ferrymq.cluster.part import StreamEntries, StreamReply
 from ferrymq.cluster.session_writes import load_session, pairs
 from ferrymq.model.delivery import Delivery, fields_from_meta
 from ferrymq.mqtt import reason_codes as rc
@@ -442,7 +442,9 @@ class ClientRegistry:
         that come that way later are dropped: ``note``), as the session's subscriptions
         here take them (after an outage its old node's may not be the same: see
         ``_win``). False: no session here."""
-        session = self.node.broker.sessions.get(cid)
+        broker = self.node.broker
+        assert broker is not None
+        session = broker.sessions.get(cid)
         if session is None:
             return False
         seen = self.recent.get(cid)
@@ -705,9 +707,8 @@ class ClientRegistry:
         stream = key("handover", me)
         while True:
             pending = self._last != ">"  # read before and not acknowledged (a restart)
-            reply = await redis.xreadgroup(
-                GROUP, me, {stream: self._last}, 100, None if pending else 1000
-            )
+            read = redis.xreadgroup(GROUP, me, {stream: self._last}, 100, None if pending else 1000)
+            reply: StreamReply | None = await read  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
             entries = reply[0][1] if reply else []
             if pending:
                 self._last = entries[-1][0].decode() if entries else ">"
@@ -755,7 +756,7 @@ class ClientRegistry:
         """Late messages of ``stream`` (a hand-over stream, this node's or a gone node's):
         to their session here (once its claim is over), or on to the node that owns it
         now; then acknowledged and deleted, with what they wrote, in one script call."""
-        onward: dict[str, list[dict[bytes, bytes]]] = {}
+        onward: dict[str, list[dict[FieldT, EncodableT]]] = {}
         for _entry_id, fields in entries:
             if fields.get(b"op") != b"late":
                 continue
@@ -770,21 +771,23 @@ class ClientRegistry:
             if busy is not None:
                 await busy  # the session it is for is being loaded here
             if not self._deliver_late(cid, [Delivery(msg, qos, retain, ids)]):
-                onward.setdefault(cid, []).append(fields)
+                onward.setdefault(cid, []).append({k: v for k, v in fields.items()})
         pipe = redis.pipeline(transaction=False)
         if onward:
             for cid in onward:
                 pipe.hget(key("client", cid), "node")
-            owners = await pipe.execute()
+            owners: list[bytes | None] = await pipe.execute()
             for found, owner in zip(onward.values(), owners, strict=True):
                 if owner is not None and owner.decode() != self.node.name:
-                    for fields in found:
-                        pipe.xadd(key("handover", owner.decode()), fields, maxlen=HANDOVER_MAXLEN)
+                    for onward_fields in found:
+                        pipe.xadd(
+                            key("handover", owner.decode()), onward_fields, maxlen=HANDOVER_MAXLEN
+                        )
             await pipe.execute()
-        ids = [entry_id for entry_id, _ in entries]
-        if not await self._settle(redis, stream, ids):
-            pipe.xack(stream, GROUP, *ids)
-            pipe.xdel(stream, *ids)
+        done = [entry_id for entry_id, _ in entries]
+        if not await self._settle(redis, stream, done):
+            pipe.xack(stream, GROUP, *done)
+            pipe.xdel(stream, *done)
             await pipe.execute()
 
     async def _drain_handover(self, redis: aioredis.Redis, name: str) -> None:
@@ -792,7 +795,10 @@ class ClientRegistry:
         in from it, or on to their owners."""
         stream = key("handover", name)
         start = "-"
-        while entries := await redis.xrange(stream, min=start, count=100):
+        while True:
+            entries: StreamEntries = await redis.xrange(stream, min=start, count=100)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+            if not entries:
+                break
             await self._hand_on(redis, stream, entries)
             start = "(" + entries[-1][0].decode()
 

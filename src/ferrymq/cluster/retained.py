@@ -136,8 +136,8 @@ async def sync_retained(
     ``restoring``: this node's set is not all loaded yet, so it sends no set of its own."""
     now_ms = int(time.time() * 1000)
     known.forget_old(now_ms)
-    raw: dict[bytes, bytes] = await redis.hgetall(RETAINED)
-    tombs: dict[bytes, bytes] = await redis.hgetall(CLEARED)
+    raw: dict[bytes, bytes] = await redis.hgetall(RETAINED)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
+    tombs: dict[bytes, bytes] = await redis.hgetall(CLEARED)  # type: ignore[assignment]  # redis' stubs: str with decode_responses; this client's replies are bytes
     stored = {t.decode(): load_message(d) for t, d in raw.items()}
     cleared = dict(known.at)
     old: list[str] = []
