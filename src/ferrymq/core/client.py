@@ -21,7 +21,8 @@ Rules kept here:
 - a violation closes this connection only, after the bytes the machine
   chose (MQTT 5: CONNACK or DISCONNECT with the reason code);
 - outgoing packets are collected and written once per event-loop iteration
-  (``Broker.mark_dirty``), never one syscall per packet;
+  (``Broker.mark_dirty``), or once per read while the broker keeps up
+  (``Flow.write_at_once``), never one syscall per packet;
 - when the socket backs up (``pause_writing``) deliveries wait in the session
   queue; publishers that feed this client are paused only while the broker is
   saturated (core/flow.py);
@@ -222,6 +223,9 @@ class Client:
             if count >= INPUT_BACKLOG:
                 self.broker.flow.bound_input(self)
         self._handle_packets()
+        flow = self.broker.flow
+        if flow.write_at_once:
+            flow.flush()
 
     def _handle_packets(self) -> None:
         """The machine hands each packet it lets through to its handler below."""

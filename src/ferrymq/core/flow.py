@@ -3,7 +3,11 @@
 Rules kept here:
 - outgoing bytes are written once per event-loop iteration: a connection with
   something to send marks itself dirty (``mark_dirty``) and one callback flushes
-  every dirty connection at the end of the iteration;
+  every dirty connection at the end of the iteration; while the broker keeps up
+  (``write_at_once``: CPU to spare at the last load probe, and few sockets ready
+  at the last poll) every read's writes leave right after it instead, so a
+  message does not wait for the other reads of the same poll (the latency tail
+  at moderate rates);
 - a slow subscriber costs only itself: while its socket is backed up
   (``pause_writing``) its deliveries wait in its own bounded session queue;
 - publishers are slowed (TCP back-pressure: their reading is paused) only while
@@ -56,6 +60,11 @@ _HOLD = 1.0
 _SUSTAINED = 0.5
 _LAG_HIGH = 0.05
 _LAG_HOLD = 0.25
+# A poll that finds at most FEW_READY sockets ready shows the broker keeping up with its
+# input (see ``Flow.polled``). A few, not one: what adds to the tail at moderate rates
+# is a message whose delivery waits while two or three other reads of the same poll
+# are handled. A fan-in then costs at most this many writes where one would do.
+FEW_READY = 4
 _NEVER = float("inf")
 
 
@@ -96,6 +105,14 @@ class Flow:
         self._load_probe: asyncio.TimerHandle | None = None
         self._probe_due = float("inf")
         self._busy_until = 0.0
+        #: The broker keeps up: a read's writes are flushed right after it
+        #: (``Client.data_received``), not at the end of the iteration. Under load the
+        #: end-of-iteration flush saves system calls (one write per connection however
+        #: many reads fed it); while the broker keeps up a write per read costs no more
+        #: than CPU that is idle anyway. Set from ``_spare`` (not saturated at the last
+        #: load probe) and the last poll's ready count (``polled``).
+        self.write_at_once = True
+        self._spare = True
         self.cpu_mark = (time.monotonic(), time.process_time())
 
     # --- writing ------------------------------------------------------------
@@ -115,6 +132,13 @@ class Flow:
         self._dirty = []
         for client in dirty:
             client.flush()
+
+    def polled(self, ready: int) -> None:
+        """A listener's poll found ``ready`` sockets with something to do (the transport
+        of our own reports it once per poll; the event loop's transports do not). Many
+        at once mean input is waiting for the broker, whatever the CPU probe says (a
+        process starved of CPU by others looks idle to it): write once per iteration."""
+        self.write_at_once = self._spare and ready <= FEW_READY
 
     # --- a publisher's socket -----------------------------------------------
 
@@ -243,6 +267,7 @@ class Flow:
         interval does for ``_HOLD``: the state under test without the load (``saturated``
         is a compiled method, not one to patch)."""
         self._busy_until = time.monotonic() + seconds
+        self.write_at_once = self._spare = False
 
     def probe_load(self) -> None:
         """Sample CPU use and loop lag; reschedules itself every ``_PROBE`` seconds."""
@@ -267,6 +292,7 @@ class Flow:
         self.queue_high, self.queue_low = (
             self._tight if now < self._cpu_bound_until else self._loose
         )
+        self.write_at_once = self._spare = now >= self._busy_until
         self._probe_due = now + _PROBE
         self._load_probe = self.loop.call_later(_PROBE, self.probe_load)
 

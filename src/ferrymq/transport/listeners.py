@@ -134,7 +134,7 @@ class Listener:
         self.port = self.sockets[0].getsockname()[1]
         self._accepting = True
         if self.raw:
-            self.poller = poller.Poller(self.broker.loop, self.closed)
+            self.poller = poller.Poller(self.broker.loop, self.closed, self.broker.flow.polled)
         self._watch(True)
 
     def close(self) -> None:

@@ -15,7 +15,9 @@ the socket is watched for writing only then), ``pause_writing`` /
 quarter of it, ``pause_reading`` / ``resume_reading``, ``write_eof`` (the
 reading side stays open), ``close`` (after what is buffered), ``abort``, the
 peer address and, for its options (``core/flow.py`` pins the receive buffer),
-the socket. As asyncio does, ``connection_lost`` comes in a later callback,
+the socket. Each poll tells the broker how many sockets it found ready
+(``polled``: few means the broker keeps up, so a read's writes leave at once,
+``core/flow.py``). As asyncio does, ``connection_lost`` comes in a later callback,
 never inside ``close`` or ``abort``, and one read is at most 256 KiB, into one
 shared buffer. Linux only (``select.epoll``); elsewhere the listener uses the
 event loop's transport.
@@ -66,9 +68,15 @@ _CLOSED = 3
 class Poller:
     """One listener's connections: its epoll, read by the event loop as one file descriptor."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, closed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        closed: Callable[[], None],
+        polled: Callable[[int], None],
+    ) -> None:
         self.loop = loop
         self.closed = closed  # called after each connection_lost (the listener's count)
+        self.polled = polled  # told how many sockets each poll found ready (core/flow.py)
         self.epoll = select.epoll()
         self.transports: dict[int, SocketTransport] = {}
         loop.add_reader(self.epoll.fileno(), self._ready)
@@ -86,7 +94,9 @@ class Poller:
 
     def _ready(self) -> None:
         transports = self.transports
-        for fd, events in self.epoll.poll(0):
+        ready = self.epoll.poll(0)
+        self.polled(len(ready))
+        for fd, events in ready:
             transport = transports.get(fd)
             if transport is None:
                 continue  # closed by a callback of this same batch

@@ -65,7 +65,7 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> None:
 async def pair() -> AsyncIterator[Pair]:
     loop = asyncio.get_running_loop()
     closed: list[int] = []
-    polls = poller.Poller(loop, lambda: closed.append(1))
+    polls = poller.Poller(loop, lambda: closed.append(1), lambda _ready: None)
     listening = socket.create_server(("127.0.0.1", 0))
     peer = socket.create_connection(listening.getsockname())
     fd, addr = listening._accept()

@@ -18,7 +18,7 @@ import pytest
 from ferrymq.config import Settings
 from ferrymq.core.broker import Broker
 from ferrymq.core.client import Client
-from ferrymq.core.flow import INPUT_BACKLOG
+from ferrymq.core.flow import FEW_READY, INPUT_BACKLOG
 from ferrymq.mqtt.codec import Decoder, encode
 from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
 from memory import FakeTransport
@@ -208,6 +208,52 @@ async def test_a_cpu_bound_broker_lets_a_publisher_one_queued_window_ahead() -> 
         assert pub.wire.reading and not broker.flow.paused
     finally:
         broker.shutdown()
+
+
+async def test_writes_leave_with_their_read_until_the_broker_is_short_of_cpu(
+    broker: Broker,
+) -> None:
+    """With CPU to spare a read's delivery and its PUBACK are written before the next
+    read is handled; once the load probe finds the broker busy they wait for the one
+    flush at the end of the loop iteration."""
+    sub = subscriber(broker, 1)
+    pub = Peer(broker, "pub")
+    pub.wire.data = b""
+    sent = len(sub.wire.data)
+    pub.send(Publish("f/a", b"now", 1, packet_id=1))
+    assert len(sub.wire.data) > sent and pub.wire.data  # no flush called: written at once
+    busy_for(broker, 0.1)
+    assert not broker.flow.write_at_once
+    sent, acked = len(sub.wire.data), len(pub.wire.data)
+    pub.send(Publish("f/a", b"later", 1, packet_id=2))
+    assert (len(sub.wire.data), len(pub.wire.data)) == (sent, acked)
+    await asyncio.sleep(0)  # the end-of-iteration flush
+    assert len(sub.wire.data) > sent and len(pub.wire.data) > acked
+    assert [p.payload for p in sub.publishes()][-2:] == [b"now", b"later"]
+    broker.flow.cpu_mark = (time.monotonic() - 0.05, time.process_time())  # idle since
+    broker.flow.probe_load()
+    assert not broker.flow.write_at_once  # busy counts for _HOLD: a lull is no recovery
+    broker.flow.polled(1)
+    assert not broker.flow.write_at_once  # a short poll does not overrule the probe
+
+
+async def test_a_poll_with_many_sockets_ready_batches_the_writes(broker: Broker) -> None:
+    """The CPU probe cannot see a broker starved by other programs; a poll that finds
+    more than FEW_READY sockets ready shows input waiting, so writes wait for the
+    end-of-iteration flush until a poll finds few again."""
+    sub = subscriber(broker, 0)
+    pub = Peer(broker, "pub")
+    broker.flow.polled(FEW_READY + 1)
+    sent = len(sub.wire.data)
+    pub.send(Publish("f/a", b"batched"))
+    assert len(sub.wire.data) == sent
+    await asyncio.sleep(0)
+    assert [p.payload for p in sub.publishes()] == [b"batched"]
+    broker.flow.polled(FEW_READY)
+    sent = len(sub.wire.data)
+    pub.send(Publish("f/a", b"at once"))
+    assert len(sub.wire.data) > sent  # no flush called
+    assert [p.payload for p in sub.publishes()] == [b"at once"]
 
 
 class SocketTransport(FakeTransport):
