@@ -49,13 +49,15 @@ def test_a_node_without_api_or_dashboard_answers_the_others(tmp_path: Path, clie
         assert n3.wait_log("joined through", 10)
         n1, n2, _ = nodes
         api = Api(n1.api_port)
-        assert wait_until(
-            lambda: (
-                {(n["node"], n["node_status"]) for n in _listed(api, "/nodes")}
-                >= {(name3, "Running")}
-            ),
-            timeout=10,
-        )
+        # Both API nodes see it (each reads the heartbeats on its own schedule).
+        for each in (api, Api(n2.api_port)):
+            assert wait_until(
+                lambda each=each: (
+                    {(n["node"], n["node_status"]) for n in _listed(each, "/nodes")}
+                    >= {(name3, "Running")}
+                ),
+                timeout=10,
+            )
         sub = subscribed(clients, n3.port, f"{uid}-sub", f"{uid}/headless/#", 1)
         victim = TestClient(f"{uid}-victim", protocol=V5)
         victim.connect(n3.port)
