@@ -108,15 +108,13 @@ class ClusterBroker(Broker):
         #: The cluster-wide client registry (one client id, one session).
         self.cluster_clients = ClientRegistry(node, cluster_store)
         node.parts.append(self.cluster_clients)
-        self._recent = self.cluster_clients.recent  # not empty while a hand-over is recent
         self._nodes_for = node.replica.nodes_for
         self._answers = node.replica.answers()
         self._groups_for = node.shared.groups_for
-        self._any_shared = node.shared.by_node  # empty while no node has a shared group
-        # Read by Broker.publish, which keeps local-only traffic in compiled code.
+        # Read by Broker.publish too, which keeps local-only traffic in compiled code.
         self.cluster_answers = self._answers
-        self.cluster_recent = self._recent
-        self.cluster_shared = self._any_shared
+        self.cluster_recent = self.cluster_clients.recent  # not empty while a hand-over is recent
+        self.cluster_shared = node.shared.by_node  # empty while no node has a shared group
         #: During a publish: the local groups to serve, ``{plain filter: {group name}}``
         #: (None: every matching one, as standalone); what is left after it was not served.
         self._serve: dict[str, set[str]] | None = None
@@ -136,9 +134,9 @@ class ClusterBroker(Broker):
     def publish_cluster(self, msg: Message, origin: Client | None) -> int:
         """What ``Broker.publish`` hands over: a hand-over is recent, a shared group exists
         somewhere, or the topic is not cached as going to no other node."""
-        if self._recent:
+        if self.cluster_recent:
             self.cluster_clients.note(msg)
-        if self._any_shared:
+        if self.cluster_shared:
             return self._publish_shared(msg, origin)
         count = Broker.publish(self, msg, origin, True)
         topic = msg.topic
@@ -282,7 +280,7 @@ class ClusterBroker(Broker):
         topic = msg.topic
         if self._retain_mode == _SKIP:
             return True
-        return not self._nodes_for(topic) and not (self._any_shared and self._groups_for(topic))
+        return not self._nodes_for(topic) and not (self.cluster_shared and self._groups_for(topic))
 
     def after_routes(self, client: Client, done: Callable[[], None]) -> bool:
         """Hold a SUBACK (``done``) until the routes it added are in Redis, boundedly."""
@@ -298,7 +296,7 @@ class ClusterBroker(Broker):
         metrics = self.metrics
         now = time.monotonic()
         publish = Broker.publish
-        recent = self._recent
+        recent = self.cluster_recent
         try:
             for i, msg in enumerate(messages):
                 if msg.expired(now):
