@@ -19,6 +19,7 @@ from importlib.util import spec_from_file_location
 
 # The modules of the message path (bench/profile.py), the ones setup.py compiles.
 HOT = (
+    "ferrymq.model.message",
     "ferrymq.mqtt.wire",
     "ferrymq.mqtt.codec",
     "ferrymq.mqtt.trie",
