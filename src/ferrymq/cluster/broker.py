@@ -346,6 +346,7 @@ class ClusterBroker(Broker):
             Broker._retain(self, msg)
         finally:
             self._retain_mode = _ANNOUNCE
+            self.add_held()  # its count, held as in a publish
 
     def _retain(self, msg: Message) -> None:
         mode = self._retain_mode

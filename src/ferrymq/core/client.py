@@ -228,12 +228,20 @@ class Client:
             flow.flush()
 
     def _handle_packets(self) -> None:
-        """The machine hands each packet it lets through to its handler below."""
+        """The machine hands each packet it lets through to its handler below; the
+        broker holds the message path's counts until the last one (``Broker.in_read``)."""
+        broker = self.broker
+        outer = broker.in_read  # a publisher resumed from within another client's read
+        broker.in_read = True
         try:
             self.conn.dispatch(_HANDLERS, self)
         except ProtocolViolation as exc:
             if not self.closing:
                 self._violation(exc)
+        finally:
+            if not outer:
+                broker.in_read = False
+                broker.add_held()
 
     def resume_input(self) -> None:
         """Flow control let this publisher go on: route the rest of the read it held,
@@ -636,11 +644,10 @@ class Client:
         """A PUBLISH the machine checked (topic alias resolved): route it and acknowledge."""
         self.recv_msg += 1
         broker = self.broker
-        metrics = self.metrics
-        metrics["packets.publish.received"] += 1
+        broker.held_publish_packets += 1  # added to metrics at the end of the read
         topic = packet.topic
         if not broker.acl_publish(self, topic):
-            metrics["packets.publish.auth_error"] += 1
+            self.metrics["packets.publish.auth_error"] += 1
             return self._refuse_publish(
                 packet,
                 self.conn.refuse_publish(

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ferrymq.core.broker import Broker
+from ferrymq.model.message import Message
 from ferrymq.mqtt import reason_codes as rc
+from ferrymq.mqtt.codec import encode
 from ferrymq.mqtt.packets import (
     Connack,
     Disconnect,
@@ -151,3 +153,45 @@ async def test_a_topic_alias_above_the_maximum_closes_with_0x94(broker: Broker) 
     (disconnect,) = await pub.expect()
     assert isinstance(disconnect, Disconnect) and disconnect.reason_code == rc.TOPIC_ALIAS_INVALID
     assert pub.closed
+
+
+async def test_the_counters_of_a_read_are_exact_once_it_is_handled(broker: Broker) -> None:
+    """A read's message counts are held in native integers and added at its end: what
+    the API and Prometheus read afterwards is the same as counting one by one."""
+    sub = await connected(broker, "sub", ("t/#", 1))
+    pub = await connected(broker, "pub")
+    before = dict(broker.metrics)
+    read = [
+        Publish("t/a", b"zero"),
+        Publish("t/b", b"one", 1, packet_id=1),
+        Publish("t/c", b"two", 2, packet_id=2),
+        Publish("r/1", b"kept", 0, True),  # retained, no subscriber
+        Publish("r/2", b"kept", 1, True, packet_id=3),
+        Publish("r/1", b"again", 0, True),  # replaces r/1, retained (and counted) again
+        Publish("x/y", b"nobody"),
+    ]
+    pub.send_bytes(b"".join(encode(p, 4) for p in read))
+    grown = {k: v - before[k] for k, v in broker.metrics.items() if v != before[k]}
+    assert {k: v for k, v in grown.items() if k.startswith("messages.")} == {
+        "messages.received": 7,
+        "messages.publish": 7,
+        "messages.qos0.received": 4,
+        "messages.qos1.received": 2,
+        "messages.qos2.received": 1,
+        "messages.retained": 3,
+        "messages.dropped": 4,
+        "messages.dropped.no_subscribers": 4,
+        "messages.sent": 3,
+        "messages.delivered": 3,
+        "messages.qos0.sent": 1,
+        "messages.qos1.sent": 2,  # t/c's QoS 2 down to the subscription's 1
+    }
+    assert grown["packets.publish.received"] == 7
+    assert grown["client.check_acl"] == grown["client.acl.allow"] == 7  # no rule: allowed
+    assert not broker.in_read and broker.held_qos0 == broker.held_unrouted == 0
+    assert len(await sub.expect()) == 3
+    broker.publish(Message("x/z", b"api"))  # outside a read: counted at once
+    assert broker.metrics["messages.received"] == before["messages.received"] + 8
+    assert broker.metrics["messages.dropped.no_subscribers"] == (
+        before["messages.dropped.no_subscribers"] + 5
+    )
