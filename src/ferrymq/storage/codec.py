@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Will
 
-__all__ = ["dump_message", "dump_row", "dump_will", "load_message", "load_will"]
+__all__ = [
+    "dump_message",
+    "dump_row",
+    "dump_will",
+    "load_message",
+    "load_will",
+    "retained_row_encoder",
+]
 
 _B = TypeVar("_B", bytes, bytearray)
 
@@ -64,6 +71,41 @@ def dump_row(msg: Message, with_topic: bool = True) -> bytearray:
 
 _join_bytes = b"".join
 _join_bytearray = bytearray().join  # a new bytearray per call
+
+
+def retained_row_encoder() -> Callable[[Message], bytearray]:
+    """:func:`dump_row` without the topic, for the many retained rows of one batch: the
+    wall-clock offset is read once, and the common message (no properties, no expiry)
+    takes one call and no join."""
+    offset = time.time() - time.monotonic()
+    pack = _HEADER.pack
+    publishers: dict[str, bytes] = {}  # a batch's messages come from few clients
+
+    def encode(msg: Message) -> bytearray:
+        if msg.properties:
+            return _dump(msg, False, _join_bytearray)
+        name = msg.publisher
+        publisher = publishers.get(name)
+        if publisher is None:
+            publisher = publishers[name] = name.encode()
+        expiry = msg.expiry_at
+        flags = msg.qos | (_RETAIN if msg.retain else 0)
+        row = bytearray(
+            pack(
+                _VERSION,
+                flags,
+                expiry + offset if expiry else expiry,
+                msg.created,
+                0,
+                len(publisher),
+                0,
+            )
+        )
+        row += publisher
+        row += msg.payload
+        return row
+
+    return encode
 
 
 def _dump(msg: Message, with_topic: bool, join: Callable[[Iterable[bytes]], _B]) -> _B:
