@@ -48,8 +48,8 @@ class Message:
         retain: bool = False,
         properties: dict[str, Any] | None = None,
         publisher: str = "",
-        expiry_at: float = 0.0,
-        created: float | None = None,
+        expiry_at: Any = 0.0,  # a float; see below
+        created: Any = None,  # a float, or None for now
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -57,10 +57,13 @@ class Message:
         self.retain = retain
         self.properties = properties or None
         self.publisher = publisher
-        # Any, not float: compiled, a float field is unboxed and boxed anew (48 bytes) on
-        # every read, where these keep the object they were given (often a shared one).
-        self.expiry_at: Any = expiry_at
-        self.created: Any = time.time() if created is None else created
+        # Any, not float, here and in the signature: compiled code unboxes a float and
+        # boxes it anew (a 24-byte object a message), where these keep the object they
+        # are given, which is shared (the read's clock, the one "never").
+        self.expiry_at = expiry_at
+        if created is None:
+            created = time.time()
+        self.created = created
         self.cache: dict[Any, bytes] | None = None
 
     def expired(self, now: float) -> bool:
