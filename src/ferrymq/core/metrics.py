@@ -1,7 +1,10 @@
 """Broker-wide counters under their EMQX names.
 
-A plain ``dict`` of name -> int: incrementing one is a single dict operation,
-cheap enough for the message path, and the API serves it as it is.
+A plain ``dict`` of name -> int, which the API serves as it is. The counters
+of every message (received, by QoS, dropped without subscribers, retained, the
+ACL's open check) are held in native integers while a client's read is handled
+and added once at its end (``Broker.in_read``, ``Broker.add_held``): a dict
+increment costs about 650 instructions.
 """
 
 from __future__ import annotations
