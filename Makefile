@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 build: src/ferrymq/_compiled.json
 
 src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py \
-		$(wildcard src/ferrymq/mqtt/*.py src/ferrymq/core/*.py src/ferrymq/model/*.py)
+		$(wildcard src/ferrymq/mqtt/*.py src/ferrymq/core/*.py src/ferrymq/model/*.py \
+		src/ferrymq/storage/*.py)
 	$(PY) setup.py -q build_ext --inplace
 
 run: build

@@ -20,6 +20,7 @@ from importlib.util import spec_from_file_location
 # The modules of the message path (bench/profile.py), the ones setup.py compiles.
 HOT = (
     "ferrymq.model.message",
+    "ferrymq.storage.codec",
     "ferrymq.mqtt.wire",
     "ferrymq.mqtt.codec",
     "ferrymq.mqtt.trie",
@@ -33,7 +34,7 @@ HOT = (
 )
 # The packages of the hot modules and of the types they read: compiled code checks those
 # types and calls the other compiled modules directly, so an edit here stales the build.
-BUILT_FROM = ("mqtt", "core", "model")
+BUILT_FROM = ("mqtt", "core", "model", "storage")
 PURE_ENV = "FERRYMQ_PURE_PYTHON"
 _PACKAGE = os.path.dirname(os.path.realpath(__file__))  # os.path: pathlib costs 0.7 MB of RSS
 _RECORD = os.path.join(_PACKAGE, "_compiled.json")

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import binascii
 import json
+import logging
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from ferrymq.model.message import Message
@@ -39,10 +40,12 @@ __all__ = [
     "dump_will",
     "load_message",
     "load_will",
-    "retained_row_encoder",
+    "retained_rows",
 ]
 
 _B = TypeVar("_B", bytes, bytearray)
+
+log = logging.getLogger("ferrymq.storage")
 
 _VERSION = 1
 _HEADER = struct.Struct("<BBddIII")
@@ -73,39 +76,36 @@ _join_bytes = b"".join
 _join_bytearray = bytearray().join  # a new bytearray per call
 
 
-def retained_row_encoder() -> Callable[[Message], bytearray]:
-    """:func:`dump_row` without the topic, for the many retained rows of one batch: the
-    wall-clock offset is read once, and the common message (no properties, no expiry)
-    takes one call and no join."""
+def retained_rows(retained: dict[str, Message | None]) -> Iterator[tuple[str, bytearray]]:
+    """(topic, row) of every put of a batch's retained writes (``None``: a delete, left
+    out): :func:`dump_row` without the topic, compiled with the message it reads. The
+    wall-clock offset is read once a batch and each publisher encoded once; a message
+    that cannot be encoded is logged and left out."""
     offset = time.time() - time.monotonic()
     pack = _HEADER.pack
     publishers: dict[str, bytes] = {}  # a batch's messages come from few clients
-
-    def encode(msg: Message) -> bytearray:
-        if msg.properties:
-            return _dump(msg, False, _join_bytearray)
-        name = msg.publisher
-        publisher = publishers.get(name)
-        if publisher is None:
-            publisher = publishers[name] = name.encode()
-        expiry = msg.expiry_at
-        flags = msg.qos | (_RETAIN if msg.retain else 0)
-        row = bytearray(
-            pack(
-                _VERSION,
-                flags,
-                expiry + offset if expiry else expiry,
-                msg.created,
-                0,
-                len(publisher),
-                0,
-            )
-        )
-        row += publisher
-        row += msg.payload
-        return row
-
-    return encode
+    for topic, msg in retained.items():
+        if msg is None:
+            continue
+        try:
+            if msg.properties:
+                row = _dump(msg, False, _join_bytearray)
+            else:
+                name = msg.publisher
+                publisher = publishers.get(name)
+                if publisher is None:
+                    publisher = publishers[name] = name.encode()
+                expiry = msg.expiry_at
+                if expiry:
+                    expiry += offset
+                flags = msg.qos | (_RETAIN if msg.retain else 0)
+                row = bytearray(pack(_VERSION, flags, expiry, msg.created, 0, len(publisher), 0))
+                row += publisher
+                row += msg.payload
+        except Exception:
+            log.exception("cannot store retained message on %r", topic)
+            continue
+        yield topic, row
 
 
 def _dump(msg: Message, with_topic: bool, join: Callable[[Iterable[bytes]], _B]) -> _B:

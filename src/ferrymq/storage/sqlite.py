@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ferrymq.model.message import Message
 from ferrymq.storage import records
-from ferrymq.storage.codec import dump_row, load_message, retained_row_encoder
+from ferrymq.storage.codec import dump_row, load_message, retained_rows
 from ferrymq.storage.store import (
     ACL_KINDS,
     AUTH_KINDS,
@@ -166,16 +166,7 @@ class _RetainedRows:
         return self._count
 
     def __iter__(self) -> Iterator[tuple[str, bytearray]]:
-        encode = retained_row_encoder()
-        for topic, msg in self._retained.items():
-            if msg is None:
-                continue
-            try:
-                data = encode(msg)
-            except Exception:
-                log.exception("cannot store retained message on %r", topic)
-                continue
-            yield topic, data
+        return retained_rows(self._retained)
 
 
 class SqliteStore:

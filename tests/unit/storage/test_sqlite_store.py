@@ -8,7 +8,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import ferrymq.storage.sqlite as sqlite_module
 from ferrymq.model.message import Message
-from ferrymq.storage.codec import dump_message, dump_row, load_message, retained_row_encoder
+from ferrymq.storage.codec import dump_message, dump_row, load_message, retained_rows
 from ferrymq.storage.sqlite import SCHEMA_VERSION, SqliteStore
 from ferrymq.storage.store import DuplicateError, StorageError
 
@@ -93,8 +93,8 @@ def test_codec_round_trips_every_property_kind() -> None:
 )
 def test_retained_rows_load_as_dump_row_writes_them(msg: Message) -> None:
     """The batch encoder of retained rows is ``dump_row(msg, False)``, cheaper."""
-    encode = retained_row_encoder()
-    row = encode(msg)
+    ((topic, row),) = retained_rows({msg.topic: msg, "deleted": None})
+    assert topic == msg.topic
     assert type(row) is bytearray
     back = load_message(bytes(row), topic=msg.topic)
     reference = load_message(bytes(dump_row(msg, False)), topic=msg.topic)
@@ -288,17 +288,13 @@ def count_dumps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(msg.topic)
         return dump_row(msg, with_topic)
 
-    def counting_encoder() -> Callable[[Message], bytearray]:
-        encode = retained_row_encoder()
-
-        def counting_retained(msg: Message) -> bytearray:
-            seen.append(msg.topic)
-            return encode(msg)
-
-        return counting_retained
+    def counting_rows(retained: dict[str, Message | None]) -> Iterator[tuple[str, bytearray]]:
+        for topic, row in retained_rows(retained):
+            seen.append(topic)
+            yield topic, row
 
     monkeypatch.setattr(sqlite_module, "dump_row", counting)
-    monkeypatch.setattr(sqlite_module, "retained_row_encoder", counting_encoder)
+    monkeypatch.setattr(sqlite_module, "retained_rows", counting_rows)
     return seen
 
 
