@@ -92,12 +92,6 @@ class Settings:
         "SQLite synchronous level: normal survives a killed process, full also power loss",
         ("normal", "full"),
     )
-    event_loop: str = _s(
-        "auto",
-        "auto: uvloop where the broker speaks TLS, else asyncio's own, which leaves OpenSSL "
-        "unloaded (4.5 MiB); uvloop: always (more msg/s)",
-        ("auto", "uvloop"),
-    )
     log_level: str = _s("info", "log level", ("debug", "info", "warning", "error"))
     log_format: str = _s("text", "log line format", ("text", "json"))
     # --- alarms ---
@@ -154,14 +148,10 @@ class Settings:
     def speaks_tls(self) -> bool:
         """Whether the broker may speak TLS: an ssl or wss listener, the API over HTTPS, or a
         cluster (its Redis client imports ``ssl`` whatever the URL). Else ``ssl`` and its
-        OpenSSL stay unloaded (``eventloop``), unless ``event_loop`` is uvloop."""
+        OpenSSL stay unloaded (``eventloop``)."""
         if self.api_certfile or self.cluster_redis_url:
             return True
         return any(spec.tls for spec in self.effective_listeners())
-
-    def uvloop(self) -> bool:
-        """Whether the broker runs on uvloop (which imports ``ssl``): ``event_loop``."""
-        return self.event_loop == "uvloop" or self.speaks_tls()
 
     def effective_listeners(self) -> list[ListenerSettings]:
         """The listeners to open: the [[listeners]] tables, else one TCP on bind:port."""

@@ -306,7 +306,7 @@ def _trim_heap() -> None:
 
 def run(settings: Settings) -> int:
     try:
-        eventloop.runner(settings.uvloop())(serve(settings))
+        eventloop.runner()(serve(settings))
     except (OSError, ConfigError) as exc:  # ConfigError: a check made at start (Redis URL)
         log.error("cannot start: %s", exc)
         print(f"ferrymq: cannot start: {exc}", file=sys.stderr)

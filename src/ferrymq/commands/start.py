@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"ferrymq: {exc}", file=sys.stderr)
         return 2
-    eventloop.import_asyncio(settings.uvloop())  # before the server imports it
+    eventloop.import_asyncio(settings.speaks_tls())  # before the server imports it
     from ferrymq.server import run as serve
 
     ignored = [f"--{name}" for name in ("bind", "port") if flags.get(name) is not None]

@@ -212,6 +212,3 @@ def test_speaks_tls_with_a_tls_listener_the_api_over_https_or_a_cluster(tmp_path
     assert config.load(flags=https, environ={}).speaks_tls() is True
     cluster = {"cluster_redis_url": "redis://127.0.0.1:6379/0"}
     assert config.load(flags=cluster, environ={}).speaks_tls() is True
-    assert config.load(flags=cluster, environ={}).uvloop() is True
-    assert config.load(environ={}).uvloop() is False
-    assert config.load(flags={"event_loop": "uvloop"}, environ={}).uvloop() is True
