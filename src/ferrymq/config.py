@@ -145,6 +145,14 @@ class Settings:
             return self.allow_anonymous
         return all(_is_loopback(spec.bind) for spec in self.effective_listeners())
 
+    def speaks_tls(self) -> bool:
+        """Whether the broker may speak TLS: an ssl or wss listener, the API over HTTPS, or a
+        cluster (its Redis client imports ``ssl`` whatever the URL). Else ``ssl`` and its
+        OpenSSL stay unloaded (``eventloop``)."""
+        if self.api_certfile or self.cluster_redis_url:
+            return True
+        return any(spec.tls for spec in self.effective_listeners())
+
     def effective_listeners(self) -> list[ListenerSettings]:
         """The listeners to open: the [[listeners]] tables, else one TCP on bind:port."""
         if not self.listeners:

@@ -10,12 +10,13 @@ say."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from importlib.util import spec_from_file_location
+
+from ferrymq.digests import sha256_hex
 
 # The modules of the message path (bench/profile.py), the ones setup.py compiles.
 HOT = (
@@ -90,9 +91,7 @@ def _decide() -> tuple[list[str], str]:
     stale = sorted(
         name
         for name in now.keys() | built.keys()
-        if name not in now
-        or name not in built
-        or hashlib.sha256(_read(now[name])).hexdigest() != built[name]
+        if name not in now or name not in built or sha256_hex(_read(now[name])) != built[name]
     )
     if stale:
         return [], f"pure Python (changed since the build: {', '.join(stale)}; make build)"

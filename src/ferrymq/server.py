@@ -31,7 +31,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-from ferrymq import native
+from ferrymq import eventloop, native
 from ferrymq.admin.apps import bootstrap_apps
 from ferrymq.admin.store import admin_store
 from ferrymq.api.ops import NodeContext, answer
@@ -306,13 +306,7 @@ def _trim_heap() -> None:
 
 def run(settings: Settings) -> int:
     try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - platforms without uvloop
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    try:
-        runner(serve(settings))
+        eventloop.runner()(serve(settings))
     except (OSError, ConfigError) as exc:  # ConfigError: a check made at start (Redis URL)
         log.error("cannot start: %s", exc)
         print(f"ferrymq: cannot start: {exc}", file=sys.stderr)

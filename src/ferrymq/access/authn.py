@@ -14,10 +14,9 @@ operations; call from the event loop (or one worker thread for slow hashes).
 from __future__ import annotations
 
 import enum
-import hmac
-import secrets
 
 from ferrymq.access.passwords import verify_password
+from ferrymq.digests import keyed_digest, token_bytes
 from ferrymq.mqtt import reason_codes as rc
 
 
@@ -50,7 +49,7 @@ class Authenticator:
         # The digest is keyed with a per-process secret so the cache never
         # holds anything usable to guess a password offline.
         self._verified: dict[tuple[str, bytes], None] = {}
-        self._cache_key = secrets.token_bytes(32)
+        self._cache_key = token_bytes(32)
 
     def load(self, usernames: dict[str, str], clientids: dict[str, str]) -> None:
         """Replace both tables (username -> stored hash, clientid -> stored hash)."""
@@ -105,7 +104,7 @@ class Authenticator:
         # Salted sha256 costs about as much as the cache lookup would: skip it.
         if stored.startswith("sha256$"):
             return verify_password(password, stored)
-        key = (stored, hmac.digest(self._cache_key, password, "sha256"))
+        key = (stored, keyed_digest(self._cache_key, password))
         verified = self._verified
         if key in verified:
             return True

@@ -18,10 +18,9 @@ simply a failed check, so a bad database row cannot crash a CONNECT.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from types import ModuleType
+
+from ferrymq.digests import compare_digest, sha256_hex, token_bytes, token_urlsafe
 
 ALGORITHMS = ("sha256", "pbkdf2", "bcrypt")
 
@@ -46,6 +45,16 @@ def _to_bytes(password: str | bytes) -> bytes:
     raise TypeError(f"password must be str or bytes, not {type(password).__name__}")
 
 
+def _pbkdf2_hmac(
+    digest: str, password: bytes, salt: bytes, rounds: int, dklen: int | None = None
+) -> bytes:
+    """OpenSSL's PBKDF2, imported with the first pbkdf2 hash made or checked (hashlib loads
+    libcrypto: 3.6 MiB a broker without pbkdf2 hashes does without)."""
+    import hashlib
+
+    return hashlib.pbkdf2_hmac(digest, password, salt, rounds, dklen)
+
+
 def _bcrypt() -> ModuleType:
     try:
         import bcrypt
@@ -67,14 +76,14 @@ def hash_password(
     """
     pw = _to_bytes(password)
     if algorithm == "sha256":
-        salt = secrets.token_bytes(SALT_BYTES)
-        return f"sha256${salt.hex()}${hashlib.sha256(salt + pw).hexdigest()}"
+        salt = token_bytes(SALT_BYTES)
+        return f"sha256${salt.hex()}${sha256_hex(salt + pw)}"
     if algorithm == "pbkdf2":
         rounds = PBKDF2_ITERATIONS if iterations is None else iterations
         if not 1 <= rounds <= _PBKDF2_MAX_ITERATIONS:
             raise ValueError(f"pbkdf2 iterations must be in 1..{_PBKDF2_MAX_ITERATIONS}")
-        salt = secrets.token_bytes(SALT_BYTES)
-        key = hashlib.pbkdf2_hmac("sha256", pw, salt, rounds)
+        salt = token_bytes(SALT_BYTES)
+        key = _pbkdf2_hmac("sha256", pw, salt, rounds)
         return f"pbkdf2$sha256${rounds}${salt.hex()}${key.hex()}"
     if algorithm == "bcrypt":
         bcrypt = _bcrypt()
@@ -92,8 +101,8 @@ def verify_password(password: str | bytes, stored: str) -> bool:
             salt_hex, sep, digest_hex = rest.partition("$")
             if not sep or "$" in digest_hex:
                 return False
-            computed = hashlib.sha256(bytes.fromhex(salt_hex) + pw).hexdigest()
-            return hmac.compare_digest(computed, digest_hex.lower())
+            computed = sha256_hex(bytes.fromhex(salt_hex) + pw)
+            return compare_digest(computed, digest_hex.lower())
         if scheme == "pbkdf2":
             digest, rounds_s, salt_hex, key_hex = rest.split("$")
             rounds = int(rounds_s)
@@ -102,10 +111,8 @@ def verify_password(password: str | bytes, stored: str) -> bool:
             expected = bytes.fromhex(key_hex)
             if not expected:
                 return False
-            key = hashlib.pbkdf2_hmac(
-                digest, pw, bytes.fromhex(salt_hex), rounds, dklen=len(expected)
-            )
-            return hmac.compare_digest(key, expected)
+            key = _pbkdf2_hmac(digest, pw, bytes.fromhex(salt_hex), rounds, dklen=len(expected))
+            return compare_digest(key, expected)
         if scheme == "bcrypt":
             return bool(_bcrypt().checkpw(pw[:_BCRYPT_MAX_BYTES], rest.encode("ascii")))
     except (ValueError, TypeError, RuntimeError, AttributeError):
@@ -115,4 +122,4 @@ def verify_password(password: str | bytes, stored: str) -> bool:
 
 def new_secret(nbytes: int = 24) -> str:
     """A URL-safe random secret (``nbytes`` of entropy), e.g. for API app secrets."""
-    return secrets.token_urlsafe(nbytes)
+    return token_urlsafe(nbytes)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import sys
 from typing import TYPE_CHECKING
 
 from ferrymq.access.passwords import hash_password, new_secret, verify_password
+from ferrymq.digests import token_hex
 from ferrymq.storage.store import DuplicateError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ SECRET_HASH = "sha256"
 
 
 def new_app_id() -> str:
-    return secrets.token_hex(6)
+    return token_hex(6)
 
 
 def valid_app_id(app_id: str) -> bool:

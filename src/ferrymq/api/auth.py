@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
-import secrets
 import time
 from typing import TYPE_CHECKING
 
 from ferrymq.admin.apps import secret_matches
+from ferrymq.digests import keyed_digest, token_bytes
 
 if TYPE_CHECKING:
     from ferrymq.storage.sqlite import SqliteStore
@@ -46,7 +45,7 @@ class AppAuth:
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        self._key = secrets.token_bytes(32)
+        self._key = token_bytes(32)
         self._verified: dict[tuple[str, bytes], float] = {}
 
     def clear(self) -> None:
@@ -57,7 +56,7 @@ class AppAuth:
         if creds is None:
             return False
         app_id, secret = creds
-        key = (app_id, hmac.digest(self._key, secret.encode("utf-8"), "sha256"))
+        key = (app_id, keyed_digest(self._key, secret.encode("utf-8")))
         now = time.monotonic()
         until = self._verified.get(key)
         if until is not None and until > now:

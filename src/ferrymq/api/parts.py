@@ -9,7 +9,6 @@ live here, so holding them imports no aiohttp; the applications take them over.
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,8 @@ from ferrymq.admin.sync import AccessSync
 from ferrymq.api.auth import AppAuth
 
 if TYPE_CHECKING:
+    import ssl
+
     from ferrymq.core.broker import Broker
 
 BASE = "/api/v4"  # routes.BASE, which imports aiohttp
@@ -56,6 +57,9 @@ class ApiParts:
 
 
 def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """The API's HTTPS context; ``ssl`` (OpenSSL) is imported only for one."""
+    import ssl
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certfile, keyfile or None)
     return context

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ferrymq import config
+from ferrymq import config, eventloop
 from ferrymq.logs import setup_logging
 
 
@@ -25,14 +25,15 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferrymq.server import run as serve
-
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func")}
     try:
         settings = config.load(args.config, flags)
     except config.ConfigError as exc:
         print(f"ferrymq: {exc}", file=sys.stderr)
         return 2
+    eventloop.import_asyncio(settings.speaks_tls())  # before the server imports it
+    from ferrymq.server import run as serve
+
     ignored = [f"--{name}" for name in ("bind", "port") if flags.get(name) is not None]
     if settings.listeners and ignored:
         # Not an error (test harnesses and scripts pass --port everywhere), but never silent.

@@ -15,10 +15,11 @@ the store's writer thread, so they are serialised with the API's own writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from typing import Any
+
+from ferrymq.digests import sha1_hex
 
 #: The kinds of record, in the order they are applied.
 KINDS = ("app", "username", "clientid", "acl", "ban", "dashboard_user")
@@ -40,7 +41,7 @@ def digest(record: Record | None) -> str | None:
     if record is None:
         return None
     data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+    return sha1_hex(data)
 
 
 def key_of(kind: str, record: Record) -> str:

@@ -11,7 +11,8 @@ nodes) both watch the same file.
 from __future__ import annotations
 
 import os
-import secrets
+
+from ferrymq.digests import token_hex
 
 STAMP = "access.stamp"
 
@@ -23,9 +24,9 @@ def stamp_path(data_dir: str | os.PathLike[str]) -> str:
 def touch_stamp(data_dir: str | os.PathLike[str]) -> None:
     """Tell running brokers on ``data_dir`` that access data changed."""
     path = stamp_path(data_dir)
-    tmp = f"{path}.{secrets.token_hex(4)}"
+    tmp = f"{path}.{token_hex(4)}"
     with open(tmp, "w") as f:
-        f.write(secrets.token_hex(8))
+        f.write(token_hex(8))
     os.replace(tmp, path)
 
 

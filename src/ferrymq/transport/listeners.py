@@ -28,7 +28,6 @@ import errno
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -38,9 +37,10 @@ from ferrymq.core.client import Client
 from ferrymq.transport import poller, proxy_protocol
 from ferrymq.transport.options import ListenerOptions
 from ferrymq.transport.tcp import MQTTProtocol
-from ferrymq.transport.tls import apply_cert_identity, server_context
 
 if TYPE_CHECKING:
+    import ssl
+
     from aiohttp import web
 
     from ferrymq.core.broker import Broker
@@ -72,7 +72,10 @@ class ListenerProtocol(MQTTProtocol):
         assert client is not None
         if self.peer is not None:
             client.peer = self.peer
-        apply_cert_identity(client, transport, owner.cert_username, owner.cert_clientid)
+        if owner.cert_username or owner.cert_clientid:
+            from ferrymq.transport.tls import apply_cert_identity
+
+            apply_cert_identity(client, transport, owner.cert_username, owner.cert_clientid)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.closed()
@@ -86,7 +89,11 @@ class Listener:
         self.broker = broker
         self.spec = spec
         self.id = spec.id  # one string every connection of this listener shares
-        self.ssl: ssl.SSLContext | None = server_context(spec) if spec.tls else None
+        self.ssl: ssl.SSLContext | None = None
+        if spec.tls:  # transport.tls imports ssl (OpenSSL: 6 MiB of RSS) only for TLS
+            from ferrymq.transport.tls import server_context
+
+            self.ssl = server_context(spec)
         self.cert_username = spec.peer_cert_as_username
         self.cert_clientid = spec.peer_cert_as_clientid
         self.sockets: list[socket.socket] = []
@@ -444,6 +451,8 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 def _ssl_reason(exc: BaseException) -> str:
+    import ssl  # a TLS listener's: loaded
+
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).lower().replace("_", " ")
     return str(exc) or type(exc).__name__

@@ -194,3 +194,21 @@ def test_cluster_redis_url_must_be_a_redis_url():
     for bad in ("http://h:6379", "h:6379", "redis:/h"):
         with pytest.raises(config.ConfigError, match="cluster_redis_url"):
             config.load(environ={"FERRYMQ_CLUSTER_REDIS_URL": bad})
+
+
+def test_speaks_tls_with_a_tls_listener_the_api_over_https_or_a_cluster(tmp_path):
+    """Without any of them the broker leaves ssl (OpenSSL) unloaded: ferrymq.eventloop."""
+    assert config.load(environ={}).speaks_tls() is False
+    ws = _toml(tmp_path, '[[listeners]]\nkind = "ws"\nport = 8083\n')
+    assert config.load(ws, environ={}).speaks_tls() is False
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("")
+    pem = f'certfile = "{tmp_path}/cert.pem"\nkeyfile = "{tmp_path}/key.pem"\n'
+    for kind in ("ssl", "wss"):
+        tables = f'[[listeners]]\nkind = "tcp"\n[[listeners]]\nkind = "{kind}"\n{pem}'
+        path = _toml(tmp_path, tables)
+        assert config.load(path, environ={}).speaks_tls() is True, kind
+    https = {"api_certfile": f"{tmp_path}/cert.pem", "api_keyfile": f"{tmp_path}/key.pem"}
+    assert config.load(flags=https, environ={}).speaks_tls() is True
+    cluster = {"cluster_redis_url": "redis://127.0.0.1:6379/0"}
+    assert config.load(flags=cluster, environ={}).speaks_tls() is True
