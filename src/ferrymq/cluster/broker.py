@@ -53,6 +53,7 @@ from ferrymq.cluster.clients import SKIP, ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.outbox import HIGH, Backlog
+from ferrymq.cluster.pressure import DispatchGate
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
 from ferrymq.cluster.store import ClusterStore
@@ -82,10 +83,15 @@ CLUSTER_METRICS = (
     "cluster.received",  # messages received from other nodes and dispatched here
     "cluster.forward.paused",  # (message, node) pairs not sent: Redis unreachable
     "cluster.dropped.expired",  # received from another node after their expiry
+    "cluster.dropped.queue_full",  # QoS 0 received, dropped: more than this node dispatched
     "cluster.shared.passed_on",  # (message, group) pairs passed on: members left here
     "cluster.shared.dropped",  # (message, group) pairs no member was left for
     "cluster.suback.bound",  # SUBACKs sent on their bound, before every node had the route
 )
+
+#: ``dispatch_remote`` looks at the clock once per this many messages.
+_CLOCK_EVERY = 16
+_NEVER = float("inf")
 
 #: What a forwarded message without groups asks of the local shared groups: nothing.
 _SERVE_NONE: dict[str, set[str]] = {}
@@ -287,18 +293,33 @@ class ClusterBroker(Broker):
         return self.node.hold_suback(client, done)
 
     def dispatch_remote(
-        self, messages: list[Message], served: dict[int, Serve] | None = None
-    ) -> None:
-        """Messages forwarded by another node: to the local subscribers only, and to one
-        member of each local shared group a message names (``served``, by index)."""
+        self,
+        messages: list[Message],
+        served: dict[int, Serve] | None = None,
+        start: int = 0,
+        gate: DispatchGate | None = None,
+        until: float = _NEVER,
+    ) -> int:
+        """Messages forwarded by another node, from index ``start``: to the local subscribers
+        only, and to one member of each local shared group a message names (``served``, by
+        index). It stops at ``until`` (a ``time.monotonic`` time, looked at every
+        ``_CLOCK_EVERY`` messages: one batch may hold thousands) and, with ``gate`` (the QoS
+        1/2 inbox's), after a message that filled a local subscriber's queue, or before the
+        first while the gate still waits: the index to go on from (``len(messages)`` once
+        all went)."""
+        clock = time.monotonic
+        now = clock()
+        if gate and not gate.ready(now):
+            return start
         self._retain_mode = _SKIP
         self._serve = _SERVE_NONE
         metrics = self.metrics
-        now = time.monotonic()
         publish = Broker.publish
         recent = self.cluster_recent
+        targets = self.router.targets
         try:
-            for i, msg in enumerate(messages):
+            for i in range(start, len(messages)):
+                msg = messages[i]
                 if msg.expired(now):
                     metrics["cluster.dropped.expired"] += 1
                     continue
@@ -314,9 +335,14 @@ class ClusterBroker(Broker):
                     self._serve_groups(msg, *ask)
                 if saved is not None:
                     metrics.update(saved)
+                if gate is not None and gate.check(targets(msg.topic).per_client, now):
+                    return i + 1
+                if not i % _CLOCK_EVERY and clock() >= until:
+                    return i + 1
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE
+        return len(messages)
 
     def _serve_groups(self, msg: Message, keys: tuple[str, ...], hops: int) -> None:
         serve: dict[str, set[str]] = {}
