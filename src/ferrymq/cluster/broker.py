@@ -53,7 +53,7 @@ from ferrymq.cluster.clients import SKIP, ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.outbox import HIGH, Backlog
-from ferrymq.cluster.pressure import DispatchGate
+from ferrymq.cluster.pressure import LOOK_EVERY, DispatchGate
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
 from ferrymq.cluster.store import ClusterStore
@@ -89,8 +89,6 @@ CLUSTER_METRICS = (
     "cluster.suback.bound",  # SUBACKs sent on their bound, before every node had the route
 )
 
-#: ``dispatch_remote`` looks at the clock once per this many messages.
-_CLOCK_EVERY = 16
 _NEVER = float("inf")
 
 #: What a forwarded message without groups asks of the local shared groups: nothing.
@@ -302,11 +300,12 @@ class ClusterBroker(Broker):
     ) -> int:
         """Messages forwarded by another node, from index ``start``: to the local subscribers
         only, and to one member of each local shared group a message names (``served``, by
-        index). It stops at ``until`` (a ``time.monotonic`` time, looked at every
-        ``_CLOCK_EVERY`` messages: one batch may hold thousands) and, with ``gate`` (the QoS
-        1/2 inbox's), after a message that filled a local subscriber's queue, or before the
-        first while the gate still waits: the index to go on from (``len(messages)`` once
-        all went)."""
+        index). Every few messages (``LOOK_EVERY``, or the gate's ``every``) it looks at
+        the clock, and stops once it is past ``until`` (a ``time.monotonic`` time: one
+        batch may hold thousands), and, with ``gate`` (the QoS 1/2 inbox's), at the local
+        queues the messages since the last look went to, and stops if one is full; it does
+        not start while the gate still waits. The index to go on from (``len(messages)``
+        once all went)."""
         clock = time.monotonic
         now = clock()
         if gate and not gate.ready(now):
@@ -317,6 +316,8 @@ class ClusterBroker(Broker):
         publish = Broker.publish
         recent = self.cluster_recent
         targets = self.router.targets
+        topics: list[str] = []  # dispatched since the gate last looked
+        every = LOOK_EVERY if gate is None else gate.every
         try:
             for i in range(start, len(messages)):
                 msg = messages[i]
@@ -335,10 +336,15 @@ class ClusterBroker(Broker):
                     self._serve_groups(msg, *ask)
                 if saved is not None:
                     metrics.update(saved)
-                if gate is not None and gate.check(targets(msg.topic).per_client, now):
-                    return i + 1
-                if not i % _CLOCK_EVERY and clock() >= until:
-                    return i + 1
+                if gate is not None:
+                    topics.append(msg.topic)
+                if not i % every:
+                    if topics and gate.check(topics, targets, now):  # type: ignore[union-attr]
+                        return i + 1
+                    if clock() >= until:
+                        return i + 1
+            if topics:
+                gate.check(topics, targets, now)  # type: ignore[union-attr]
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE

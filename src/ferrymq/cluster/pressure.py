@@ -24,19 +24,20 @@ message path and its acknowledgements"):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ferrymq.cluster.codec import count_frames
 
 if TYPE_CHECKING:
-    from ferrymq.core.router import Overlap
+    from ferrymq.core.router import Targets
     from ferrymq.core.session import Session
-    from ferrymq.model.subscription import Subscription
 
 #: Seconds an inbox reader dispatches before the loop's other work (other inboxes, the
 #: clients) runs: short against the latency it adds, long against one turn of the loop.
 SLICE = 0.005
+#: Messages an inbox reader dispatches between two looks at the clock and at the queues.
+LOOK_EVERY = 16
 #: Seconds a subscriber's queue may stay as long as it was before it stops holding the
 #: QoS 1/2 reader: as long as the standalone broker pauses a publisher for one.
 STALL = 1.0
@@ -55,11 +56,16 @@ BACKLOG0_BYTES = 4 << 20
 class DispatchGate:
     """The local subscribers the QoS 1/2 inbox reader waits for."""
 
-    __slots__ = ("_stalled", "_waiting", "high", "low")
+    __slots__ = ("_stalled", "_waiting", "every", "high", "low")
 
     def __init__(self, max_mqueue_len: int) -> None:
+        # The reader looks every few messages (``ClusterBroker.dispatch_remote``), so a
+        # queue may pass ``high`` by that many: half the queue stays free for them and for
+        # what the node's own publishers add.
         self.high = max(1, max_mqueue_len // 2)
         self.low = max_mqueue_len // 4
+        #: Messages dispatched between two looks: at most half the room left above ``high``.
+        self.every = max(1, min(LOOK_EVERY, (max_mqueue_len - self.high) // 2))
         #: Waited for: session -> (its queue's length when last shorter, since when).
         self._waiting: dict[Session, tuple[int, float]] = {}
         self._stalled: set[Session] = set()  # not waited for until they drain to ``low``
@@ -67,24 +73,27 @@ class DispatchGate:
     def __bool__(self) -> bool:
         return bool(self._waiting)
 
-    def check(self, targets: Iterable[Subscription | Overlap], now: float) -> bool:
-        """Whether the session of one of ``targets`` (the subscriptions a message was just
-        delivered to) is full: the reader then stops before the next message."""
+    def check(self, topics: list[str], targets: Callable[[str], Targets], now: float) -> bool:
+        """Whether the session of a subscriber of one of ``topics`` (just dispatched; the
+        list is emptied) is full: the reader then stops before the next message.
+        ``targets`` is the router's look-up."""
         high = self.high
         waiting = self._waiting
-        for target in targets:
-            session: Session = target.session  # type: ignore[assignment]
-            if session.client is None or session in waiting:
-                continue
-            queued = len(session.queue)
-            if queued < high:
-                continue
-            stalled = self._stalled
-            if session in stalled:
-                if queued > self.low:
+        for topic in set(topics):
+            for target in targets(topic).per_client:
+                session: Session = target.session  # type: ignore[assignment]
+                if session.client is None or session in waiting:
                     continue
-                stalled.discard(session)
-            waiting[session] = (queued, now)
+                queued = len(session.queue)
+                if queued < high:
+                    continue
+                stalled = self._stalled
+                if session in stalled:
+                    if queued > self.low:
+                        continue
+                    stalled.discard(session)
+                waiting[session] = (queued, now)
+        topics.clear()
         return bool(waiting)
 
     def ready(self, now: float) -> bool:
