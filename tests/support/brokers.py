@@ -38,6 +38,14 @@ API_APP_ID = "test-app"
 API_APP_SECRET = "test-secret"
 
 
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB (``VmRSS``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 class BrokerProcess:
     """One ``ferrymq start`` subprocess with its own data directory and port."""
 

@@ -53,6 +53,7 @@ from ferrymq.cluster.clients import SKIP, ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
 from ferrymq.cluster.outbox import HIGH, Backlog
+from ferrymq.cluster.pressure import LOOK_EVERY, DispatchGate
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
 from ferrymq.cluster.store import ClusterStore
@@ -82,10 +83,13 @@ CLUSTER_METRICS = (
     "cluster.received",  # messages received from other nodes and dispatched here
     "cluster.forward.paused",  # (message, node) pairs not sent: Redis unreachable
     "cluster.dropped.expired",  # received from another node after their expiry
+    "cluster.dropped.queue_full",  # QoS 0 received, dropped: more than this node dispatched
     "cluster.shared.passed_on",  # (message, group) pairs passed on: members left here
     "cluster.shared.dropped",  # (message, group) pairs no member was left for
     "cluster.suback.bound",  # SUBACKs sent on their bound, before every node had the route
 )
+
+_NEVER = float("inf")
 
 #: What a forwarded message without groups asks of the local shared groups: nothing.
 _SERVE_NONE: dict[str, set[str]] = {}
@@ -287,18 +291,36 @@ class ClusterBroker(Broker):
         return self.node.hold_suback(client, done)
 
     def dispatch_remote(
-        self, messages: list[Message], served: dict[int, Serve] | None = None
-    ) -> None:
-        """Messages forwarded by another node: to the local subscribers only, and to one
-        member of each local shared group a message names (``served``, by index)."""
+        self,
+        messages: list[Message],
+        served: dict[int, Serve] | None = None,
+        start: int = 0,
+        gate: DispatchGate | None = None,
+        until: float = _NEVER,
+    ) -> int:
+        """Messages forwarded by another node, from index ``start``: to the local subscribers
+        only, and to one member of each local shared group a message names (``served``, by
+        index). Every few messages (``LOOK_EVERY``, or the gate's ``every``) it looks at
+        the clock, and stops once it is past ``until`` (a ``time.monotonic`` time: one
+        batch may hold thousands), and, with ``gate`` (the QoS 1/2 inbox's), at the local
+        queues the messages since the last look went to, and stops if one is full; it does
+        not start while the gate still waits. The index to go on from (``len(messages)``
+        once all went)."""
+        clock = time.monotonic
+        now = clock()
+        if gate and not gate.ready(now):
+            return start
         self._retain_mode = _SKIP
         self._serve = _SERVE_NONE
         metrics = self.metrics
-        now = time.monotonic()
         publish = Broker.publish
         recent = self.cluster_recent
+        targets = self.router.targets
+        topics: list[str] = []  # dispatched since the gate last looked
+        every = LOOK_EVERY if gate is None else gate.every
         try:
-            for i, msg in enumerate(messages):
+            for i in range(start, len(messages)):
+                msg = messages[i]
                 if msg.expired(now):
                     metrics["cluster.dropped.expired"] += 1
                     continue
@@ -314,9 +336,19 @@ class ClusterBroker(Broker):
                     self._serve_groups(msg, *ask)
                 if saved is not None:
                     metrics.update(saved)
+                if gate is not None:
+                    topics.append(msg.topic)
+                if not i % every:
+                    if topics and gate.check(topics, targets, now):  # type: ignore[union-attr]
+                        return i + 1
+                    if clock() >= until:
+                        return i + 1
+            if topics:
+                gate.check(topics, targets, now)  # type: ignore[union-attr]
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE
+        return len(messages)
 
     def _serve_groups(self, msg: Message, keys: tuple[str, ...], hops: int) -> None:
         serve: dict[str, set[str]] = {}

@@ -86,3 +86,16 @@ def read_batch(batch: bytes) -> tuple[list[Message], dict[int, Serve] | None]:
         out.append(load_message(bytes(view[start : pos + size])))
         pos += size
     return out, served
+
+
+def count_frames(batch: bytes) -> int:
+    """How many frames ``batch`` holds (read from their lengths alone, nothing decoded);
+    a truncated last frame counts as one."""
+    count = 0
+    pos, end = 0, len(batch)
+    unpack = _LEN.unpack_from
+    while pos + _LEN_SIZE <= end:
+        (size,) = unpack(batch, pos)
+        pos += _LEN_SIZE + (size & ~_SHARED)
+        count += 1
+    return count

@@ -7,42 +7,105 @@ socket holds in one read and lets hiredis (redis-py's own C parser) split it
 into replies, RESP2 arrays and RESP3 pushes alike: one Python loop turn per
 batch. The channel is subscribed by redis-py (``PubSub.subscribe`` only sends
 the command), so the stream holds nothing read yet when this starts.
+
+The connection is read as soon as bytes arrive, whatever the dispatch costs: a reader
+that dispatched everything before reading again would leave a backlog in Redis' output
+buffer for this connection, which Redis closes past ``client-output-buffer-limit pubsub``
+(the node would take that for an outage). So the batches read wait in a bounded
+``Backlog0`` (``cluster/pressure.py``: oldest dropped and counted) for a task of their own
+that dispatches them ``SLICE`` seconds at a time (a batch may hold thousands of
+messages), letting the loop's other work, and this reader, run between slices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from ferrymq.cluster.pressure import SLICE, Backlog0
+
 READ_SIZE = 1 << 18  # bytes taken from the socket per read, at most
 MESSAGE = b"message"
 
 
-async def read_inbox0(stream: asyncio.StreamReader, dispatch: Callable[[bytes], None]) -> None:
+#: Decodes a batch: its messages and what they ask of shared groups; None when unreadable.
+Decode = Callable[[bytes], tuple[list[Any], Any] | None]
+#: Dispatches messages from an index until a ``time.monotonic`` time: the index it reached.
+Dispatch = Callable[[list[Any], Any, int, float], int]
+
+
+async def read_inbox0(
+    stream: asyncio.StreamReader,
+    decode: Decode,
+    dispatch: Dispatch,
+    dropped: Callable[[int], None],
+) -> None:
     """Dispatch the payload of every ``message`` reply on ``stream`` (the subscription's
     confirmation and anything else are skipped) until the connection fails: a closed
     connection raises ``ConnectionError``, an error reply ``ResponseError``, as redis-py's
-    reader would, and the node reconnects."""
+    reader would, and the node reconnects. ``dropped`` is told how many messages were
+    dropped unread: by the bounded backlog, and what it held when the reader ended."""
     reader = hiredis.Reader()
     feed, gets = reader.feed, reader.gets
     read = stream.read
-    while True:
-        data = await read(READ_SIZE)
-        if not data:
-            raise RedisConnectionError("Redis closed the pub/sub connection")
-        try:
-            feed(data)
-            reply = gets()
-            while reply is not False:
-                # [b"message", channel, batch]: a RESP2 array or a RESP3 push (a list)
-                if isinstance(reply, list) and len(reply) == 3 and reply[0] == MESSAGE:
-                    dispatch(reply[2])
-                elif isinstance(reply, hiredis.ReplyError):
-                    raise ResponseError(str(reply))
+    backlog = Backlog0()
+    put = backlog.put
+    waiting = asyncio.Event()
+    drainer = asyncio.get_running_loop().create_task(_drain(backlog, waiting, decode, dispatch))
+    try:
+        while True:
+            data = await read(READ_SIZE)
+            if not data:
+                raise RedisConnectionError("Redis closed the pub/sub connection")
+            try:
+                feed(data)
                 reply = gets()
-        except hiredis.ProtocolError as exc:
-            raise RedisConnectionError(f"unreadable pub/sub reply: {exc}") from exc
+                while reply is not False:
+                    # [b"message", channel, batch]: a RESP2 array or a RESP3 push (a list)
+                    if isinstance(reply, list) and len(reply) == 3 and reply[0] == MESSAGE:
+                        lost = put(reply[2])
+                        if lost:
+                            dropped(lost)
+                    elif isinstance(reply, hiredis.ReplyError):
+                        raise ResponseError(str(reply))
+                    reply = gets()
+            except hiredis.ProtocolError as exc:
+                raise RedisConnectionError(f"unreadable pub/sub reply: {exc}") from exc
+            if backlog:
+                waiting.set()
+    finally:
+        drainer.cancel()
+        left = backlog.clear()
+        if left:
+            dropped(left)
+
+
+async def _drain(
+    backlog: Backlog0, waiting: asyncio.Event, decode: Decode, dispatch: Dispatch
+) -> None:
+    """Dispatch what the reader leaves in ``backlog``, in order, ``SLICE`` seconds at a time."""
+    clock = time.monotonic
+    sleep = asyncio.sleep
+    while True:
+        await waiting.wait()
+        waiting.clear()
+        until = clock() + SLICE
+        while backlog:
+            decoded = decode(backlog.take())
+            if decoded is None:
+                continue
+            messages, served = decoded
+            done = dispatch(messages, served, 0, until)
+            while done < len(messages):
+                await sleep(0)
+                until = clock() + SLICE
+                done = dispatch(messages, served, done, until)
+            if clock() >= until:
+                await sleep(0)
+                until = clock() + SLICE

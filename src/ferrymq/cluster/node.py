@@ -41,6 +41,11 @@ Rules this module keeps:
   what the dispatch wrote of persistent sessions goes to Redis in the same
   script call as the acknowledgement (``settle``), so a batch is in the
   sessions and acknowledged, or neither, whenever the node dies;
+- back-pressure (``cluster/pressure.py``): the QoS 1/2 inbox is read no faster than
+  local subscribers' queues take it (``DispatchGate``), and a sender that finds a
+  destination's stream at ``INBOX_HIGH`` holds its forwarded messages' PUBACKs / PUBRECs
+  until it is back to ``INBOX_LOW``; the QoS 0 inbox is read at once, its backlog
+  bounded (``Backlog0``);
 - a node whose ``alive`` key expired is down: every node drops its routes at
   once, and the one that takes its cleanup lock removes them from Redis
   (atomically, unless the node came back meanwhile); a node that finds its
@@ -75,6 +80,13 @@ from ferrymq.cluster.codec import read_batch
 from ferrymq.cluster.inbox0 import read_inbox0
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart, StreamReply
+from ferrymq.cluster.pressure import (
+    CHECK_EVERY,
+    DISPATCH_POLL,
+    SLICE,
+    Destinations,
+    DispatchGate,
+)
 from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.retained import CLEARED, Cleared, ms_of, sync_retained
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
@@ -167,6 +179,14 @@ class ClusterNode:
         self._shared_out: dict[str, int] = {}  # group key -> local members, not yet in Redis
         self.subacks = SubackGate()
         self.outbox = Outbox()
+        #: The other nodes' QoS 1/2 streams as the sender last read them.
+        self.destinations = Destinations()
+        self._sent = 0  # the last forwarding send Redis executed
+        self._released = 0  # the last send whose acknowledgements were let go
+        self._check_timer: asyncio.TimerHandle | None = None
+        self._check_due = False
+        #: The local queues the QoS 1/2 inbox reader waits for (set by ``attach``).
+        self.gate = DispatchGate(1000)
         self.broker: ClusterBroker | None = None
         #: Further cluster work that shares this node's connection (``cluster.part``).
         self.parts: list[ClusterPart] = []
@@ -206,6 +226,7 @@ class ClusterNode:
     def attach(self, broker: ClusterBroker) -> None:
         self.broker = broker
         self.subacks.metrics = broker.metrics
+        self.gate = DispatchGate(broker.settings.max_mqueue_len)
 
     def start(self) -> None:
         """Join the cluster in the background (the node serves its clients meanwhile)."""
@@ -397,6 +418,12 @@ class ClusterNode:
         for part in self.parts:
             part.went_down()
         _, _, lost = self.outbox.take()
+        self.destinations.clear()
+        if self._check_timer is not None:
+            self._check_timer.cancel()
+            self._check_timer = None
+        self._check_due = False
+        self._sent = self._released = self.outbox.sends - 1
         if self.broker is not None:
             if lost:
                 self.broker.metrics["cluster.forward.paused"] += lost
@@ -582,6 +609,7 @@ class ClusterNode:
             if is_alive:
                 self._down.discard(name)
                 continue
+            self.destinations.forget(name)
             self.replica.drop_node(name)  # also what a snapshot may still hold of it
             self.shared.drop_node(name)
             if name not in self._down:
@@ -653,12 +681,14 @@ class ClusterNode:
                 replica.add(node, topic_filter)
             self.shared.replace_node(node, json.loads(fields.get(b"s", b"{}")))
         elif op == b"down":  # another node noticed first and cleaned up after it
+            self.destinations.forget(node)
             replica.drop_node(node)
             self.shared.drop_node(node)
             if node not in self._down:
                 self._down.add(node)
                 log.warning("cluster: node %s is down; its routes are dropped", node)
         elif op == b"leave":
+            self.destinations.forget(node)
             replica.drop_node(node)
             self.shared.drop_node(node)
             self.peers.pop(node, None)
@@ -671,14 +701,27 @@ class ClusterNode:
 
     async def _read_qos0(self, _redis: aioredis.Redis) -> None:
         """The QoS 0 inbox, read in bulk from the subscription's own connection."""
-        await read_inbox0(self._pubsub.connection._reader, self._dispatch)
+        broker = self.broker
+        assert broker is not None
+        metrics = broker.metrics
+
+        def dispatch(messages: list[Message], served: Any, start: int, until: float) -> int:
+            return broker.dispatch_remote(messages, served, start, None, until)
+
+        def dropped(count: int) -> None:
+            metrics["cluster.dropped.queue_full"] += count
+
+        await read_inbox0(self._pubsub.connection._reader, self._decode, dispatch, dropped)
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
         """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
         acknowledgement of what was just dispatched travels with the next read (one round
         trip per batch, on a connection of the pool held by this loop: no pipeline)."""
         stream = inbox(self.name)
-        dispatch = self._dispatch
+        decode = self._decode
+        dispatch = self.broker.dispatch_remote  # type: ignore[union-attr]
+        gate = self.gate
+        clock = time.monotonic
         start = "0"  # this consumer's pending entries (from before a restart)
         ids: list[bytes] = []
         async with _held(redis) as conn:
@@ -696,21 +739,34 @@ class ClusterNode:
                 if start == "0" and not entries:
                     start = ">"
                     continue
+                until = clock() + SLICE
                 for entry_id, fields in entries:
                     # [b"m", batch]; None for an entry deleted while it was pending
-                    if fields and len(fields) == 2 and fields[1]:
-                        dispatch(fields[1])
+                    batch = decode(fields[1]) if fields and len(fields) == 2 else None
+                    if batch is not None:
+                        messages, served = batch
+                        done = dispatch(messages, served, 0, gate, until)
+                        while done < len(messages):  # a local queue is full, or time is up
+                            await asyncio.sleep(0 if not gate else DISPATCH_POLL)
+                            until = clock() + SLICE
+                            done = dispatch(messages, served, done, gate, until)
                     ids.append(entry_id)
+                    if clock() >= until:
+                        await asyncio.sleep(0)
+                        until = clock() + SLICE
                 if ids and self.settle is not None and await self.settle(redis, stream, ids):
                     ids = []  # acknowledged by settle, atomically with what the dispatch wrote
 
-    def _dispatch(self, batch: bytes) -> None:
+    def _decode(self, batch: bytes | None) -> tuple[list[Message], Any] | None:
+        """A forwarded batch's messages and what they ask of shared groups; None (logged
+        once) for one this node cannot read, or an entry deleted while it was pending."""
+        if not batch:
+            return None
         try:
-            messages, served = read_batch(batch)
+            return read_batch(batch)
         except ValueError as exc:
             self._bad_data(exc)
-            return
-        self.broker.dispatch_remote(messages, served)  # type: ignore[union-attr]
+            return None
 
     def _bad_data(self, exc: Exception) -> None:
         """Something in Redis this node cannot read (another version's?): skipped, logged once."""
@@ -729,6 +785,9 @@ class ClusterNode:
             while True:
                 await wake.wait()
                 wake.clear()
+                if self._check_due:
+                    self._check_due = False
+                    await self._check_full(conn)
                 if self._routes_due:
                     self._routes_due = False
                     await self._send_routes(redis)
@@ -738,13 +797,52 @@ class ClusterNode:
                     continue
                 qos0, reliable, count = self.outbox.take()
                 send = self.outbox.sends - 1
+                commands = _batch_commands(qos0, reliable)
+                checks = self.destinations.to_check(reliable, time.monotonic()) if reliable else []
+                commands += [("XLEN", inbox(node)) for node in checks]
                 try:
-                    await _round_trip(conn, _batch_commands(qos0, reliable))
+                    if checks:
+                        lengths = await _round_trip(conn, commands, len(checks))
+                    else:
+                        lengths = ()
+                        await _round_trip(conn, commands)
                 except (RedisError, OSError):
                     metrics["cluster.forward.paused"] += count
                     raise
                 metrics["cluster.forwarded"] += count
-                self.broker.forwarded(send)  # type: ignore[union-attr]
+                for node, length in zip(checks, lengths, strict=True):
+                    self.destinations.measured(node, length)
+                self._sent = send
+                self._release()
+
+    def _release(self) -> None:
+        """Let go of the acknowledgements of what was sent, unless a destination is full:
+        then they wait for it (its length read again every ``CHECK_EVERY``)."""
+        if self.destinations.full:
+            if self._check_timer is None:
+                self._check_timer = asyncio.get_running_loop().call_later(
+                    CHECK_EVERY, self._check_later
+                )
+        else:
+            self._released = self._sent
+        self.broker.forwarded(self._released)  # type: ignore[union-attr]
+
+    def _check_later(self) -> None:
+        self._check_timer = None
+        self._check_due = True
+        self._wake.set()
+
+    async def _check_full(self, conn: Any) -> None:
+        """Read the lengths of the full destinations' streams again."""
+        destinations = self.destinations
+        full = [n for n in destinations.full if n not in self._down]
+        for node in destinations.full - set(full):
+            destinations.forget(node)
+        if full:
+            lengths = await _round_trip(conn, [("XLEN", inbox(n)) for n in full], len(full))
+            for node, length in zip(full, lengths, strict=True):
+                destinations.measured(node, length)
+        self._release()
 
     async def _send_routes(self, redis: aioredis.Redis) -> None:
         serial = self.subacks.serial
@@ -834,14 +932,19 @@ async def _held(redis: aioredis.Redis) -> AsyncIterator[Any]:
         await pool.release(conn)
 
 
-async def _round_trip(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+async def _round_trip(conn: Any, commands: list[tuple[Any, ...]], keep: int = 0) -> Any:
     """Send ``commands`` in one write, read their replies (raw, as Redis sent them); the
-    last one's. An error reply raises (``ResponseError``), as a pipeline's would. The write
+    last one's, or with ``keep`` the list of the last ``keep``. An error reply raises
+    (``ResponseError``), as a pipeline's would. The write
     skips ``send_packed_command``'s ``wait_for`` (a task per call): a Redis that stops
     reading shows in the reply's read timeout, and in the heartbeat's."""
     if not conn.is_connected:
         raise RedisConnectionError("the connection to Redis was closed")
     await conn._send_packed_command(conn.pack_commands(commands))
+    if keep:
+        skip = len(commands) - keep
+        replies = [await conn.read_response() for _ in commands]
+        return replies[skip:]
     for _ in range(len(commands) - 1):
         await conn.read_response()
     return await conn.read_response()

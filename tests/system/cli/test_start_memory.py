@@ -13,19 +13,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from brokers import BrokerProcess, wait_port
+from brokers import BrokerProcess, rss_kib, wait_port
 
 # KiB of RSS once started, the API's port bound (not yet used), no dashboard: about
 # 25,000 compiled on this kind of machine; 29,700 with OpenSSL loaded, 31,900
 # before the imports were cut and the heap trimmed, 47,300 with the API's server built.
 BOUND_KIB = 26_000
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_a_fresh_broker_starts_small(tmp_path: Path) -> None:

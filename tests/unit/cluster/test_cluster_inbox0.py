@@ -4,12 +4,17 @@ pushes, replies split across reads, the subscription's confirmation skipped."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from ferrymq.cluster.codec import frame
 from ferrymq.cluster.inbox0 import read_inbox0
+from ferrymq.cluster.pressure import BACKLOG0_BYTES, SLICE, Backlog0
+from ferrymq.model.message import Message
+from memory import until
 
 
 def bulk(data: bytes) -> bytes:
@@ -24,15 +29,26 @@ def confirmation(kind: bytes, channel: bytes) -> bytes:
     return kind + b"3\r\n" + bulk(b"subscribe") + bulk(channel) + b":1\r\n"
 
 
+def whole(batch: bytes) -> tuple[list[bytes], None]:
+    """Each batch as one "message": what these tests follow is the reader's bytes."""
+    return [batch], None
+
+
 async def read_all(chunks: list[bytes]) -> tuple[list[bytes], BaseException]:
     """What the reader dispatched from ``chunks`` fed one by one, then the error that
-    ended it (the connection closes after the last chunk)."""
+    ended it (the connection closes after the last chunk, once the reader is idle)."""
     stream = asyncio.StreamReader()
     got: list[bytes] = []
-    task = asyncio.create_task(read_inbox0(stream, got.append))
+
+    def dispatch(messages: list[bytes], served: object, start: int, until: float) -> int:
+        got.extend(messages[start:])
+        return len(messages)
+
+    task = asyncio.create_task(read_inbox0(stream, whole, dispatch, lambda n: None))
     for chunk in chunks:
         stream.feed_data(chunk)
-        await asyncio.sleep(0)
+        for _ in range(3):  # the reader's turn, then its dispatcher's
+            await asyncio.sleep(0)
     stream.feed_eof()
     with pytest.raises((RedisConnectionError, ResponseError)) as failure:
         await asyncio.wait_for(task, 5)
@@ -54,7 +70,10 @@ async def test_every_batch_is_dispatched_in_order_however_the_bytes_arrive(kind:
 
 
 async def test_an_error_reply_ends_the_reader() -> None:
-    got, ended = await read_all([reply(b"*", b"message", b"c", b"one") + b"-ERR broken\r\n"])
+    """The batch read with the error is not dispatched: the reconnection drops it (QoS 0)
+    and counts it, as it counts everything the backlog held."""
+    one = reply(b"*", b"message", b"c", b"one")
+    got, ended = await read_all([one, one + b"-ERR broken\r\n"])
     assert got == [b"one"]
     assert isinstance(ended, ResponseError) and "broken" in str(ended)
 
@@ -63,3 +82,66 @@ async def test_bytes_that_are_no_reply_end_the_connection() -> None:
     got, ended = await read_all([b"?what\r\n"])
     assert got == []
     assert isinstance(ended, RedisConnectionError) and "unreadable" in str(ended)
+
+
+async def test_batches_not_yet_dispatched_wait_in_order_and_a_slice_at_a_time() -> None:
+    """A dispatch that takes its whole slice per message leaves the loop between
+    messages, and the reader keeps reading meanwhile: nothing waits in Redis."""
+    channel = b"ferrymq:inbox0:n2"
+    stream = asyncio.StreamReader()
+    order: list[str] = []
+    got: list[bytes] = []
+
+    def dispatch(messages: list[bytes], served: object, start: int, until: float) -> int:
+        got.append(messages[start])
+        order.append("dispatch")
+        time.sleep(SLICE)  # a message that takes the whole slice
+        return start + 1
+
+    async def reader_turns() -> None:
+        for i in range(5):
+            stream.feed_data(reply(b"*", b"message", channel, b"b%d" % i))
+            order.append("fed")
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(read_inbox0(stream, whole, dispatch, lambda n: None))
+    await reader_turns()
+    await until(lambda: len(got) == 5)
+    task.cancel()
+    assert got == [b"b0", b"b1", b"b2", b"b3", b"b4"]
+    assert order.index("dispatch") > order.index("fed")
+    assert order[:2] != ["dispatch", "dispatch"]  # the loop ran between the slices
+
+
+async def test_a_backlog_past_its_bound_drops_its_oldest_and_counts_them() -> None:
+    """While the dispatcher is behind, what is read past ``BACKLOG0_BYTES`` pushes the
+    oldest batches out, each counted by its messages; what the reader held when the
+    connection closed is counted too."""
+    channel = b"ferrymq:inbox0:n2"
+    one = frame(Message("t", b"x" * 1000))
+    batch = one * 100  # 100 messages, some 100 KB
+    dropped: list[int] = []
+    stream = asyncio.StreamReader()
+
+    def dispatch(messages: list[bytes], served: object, start: int, until: float) -> int:
+        return start  # never gets anywhere: the node is that far behind
+
+    task = asyncio.create_task(read_inbox0(stream, whole, dispatch, dropped.append))
+    count = BACKLOG0_BYTES // len(batch) + 10
+    stream.feed_data(b"".join(reply(b"*", b"message", channel, batch) for _ in range(count)))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    held = sum(dropped)
+    assert 9 * 100 <= held <= 11 * 100  # ten batches past the bound, about
+    stream.feed_eof()
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(task, 5)
+    assert sum(dropped) == count * 100 - 100  # the one being dispatched is not counted
+
+
+def test_a_backlog_counts_frames_without_decoding_them() -> None:
+    backlog = Backlog0(limit=10)
+    assert backlog.put(frame(Message("a", b"1")) * 3) == 0  # one batch is always kept
+    newest = frame(Message("a", b"2"))
+    assert backlog.put(newest) == 3
+    assert backlog.take() == newest and not backlog and backlog.size == 0
