@@ -62,6 +62,20 @@ def pubacks(peer: Peer) -> list[int]:
     return [p.packet_id for p in peer.received() if isinstance(p, Puback)]
 
 
+async def publish(pub: Peer, payloads: list[bytes]) -> None:
+    """QoS 1 PUBLISHes with packet ids from 1, each in a turn of its own (a send each)."""
+    for i, payload in enumerate(payloads, 1):
+        pub.send(Publish("t/1", payload, 1, packet_id=i))
+        await settle()
+
+
+@pytest.fixture
+async def pub(broker: ClusterBroker) -> Peer:
+    peer = Peer(broker, "pub")
+    await peer.connack()
+    return peer
+
+
 @pytest.fixture
 async def sending(broker: ClusterBroker) -> Any:
     conn = Conn()
@@ -73,15 +87,10 @@ async def sending(broker: ClusterBroker) -> Any:
 
 
 async def test_a_message_leaves_while_the_send_before_it_awaits_its_reply(
-    broker: ClusterBroker, sending: tuple[Conn, asyncio.Task[None]]
+    broker: ClusterBroker, pub: Peer, sending: tuple[Conn, asyncio.Task[None]]
 ) -> None:
     conn, _ = sending
-    pub = Peer(broker, "pub")
-    await pub.connack()
-    pub.send(Publish("t/1", b"one", 1, packet_id=1))
-    await settle()
-    pub.send(Publish("t/1", b"two", 1, packet_id=2))
-    await settle()
+    await publish(pub, [b"one", b"two"])
     assert [payloads(c) for c in conn.written] == [[b"one"], [b"two"]]  # no reply yet
     assert pubacks(pub) == []  # each waits until its message is in Redis
     conn.replies.put_nowait(b"1-0")
@@ -94,14 +103,10 @@ async def test_a_message_leaves_while_the_send_before_it_awaits_its_reply(
 
 
 async def test_past_the_sends_ahead_what_is_queued_joins_one_send(
-    broker: ClusterBroker, sending: tuple[Conn, asyncio.Task[None]]
+    pub: Peer, sending: tuple[Conn, asyncio.Task[None]]
 ) -> None:
     conn, _ = sending
-    pub = Peer(broker, "pub")
-    await pub.connack()
-    for i in range(SENDS_AHEAD + 3):
-        pub.send(Publish("t/1", b"%d" % i, 1, packet_id=i + 1))
-        await settle()
+    await publish(pub, [b"%d" % i for i in range(SENDS_AHEAD + 3)])
     assert len(conn.written) == SENDS_AHEAD
     conn.replies.put_nowait(b"1-0")
     await settle()
@@ -114,14 +119,10 @@ async def test_past_the_sends_ahead_what_is_queued_joins_one_send(
 
 
 async def test_a_lost_connection_counts_what_it_had_not_answered(
-    broker: ClusterBroker, sending: tuple[Conn, asyncio.Task[None]]
+    broker: ClusterBroker, pub: Peer, sending: tuple[Conn, asyncio.Task[None]]
 ) -> None:
     conn, task = sending
-    pub = Peer(broker, "pub")
-    await pub.connack()
-    for i in range(2):
-        pub.send(Publish("t/1", b"%d" % i, 1, packet_id=i + 1))
-        await settle()
+    await publish(pub, [b"0", b"1"])
     conn.replies.put_nowait(RedisConnectionError("gone"))
     await asyncio.wait({task}, timeout=2)
     with pytest.raises(RedisConnectionError):
