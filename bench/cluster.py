@@ -17,7 +17,9 @@ and writes MQTT and Redis), and on one shared core the tail is each process
 waiting for the other's time slice (94 % of the core busy at 5,000 msg/s),
 which is the machine's, not the message path's; each node on a core of its
 own is what a cluster of machines has. CLUSTER_NODE2_CPU sets node 2's core
-for every scenario. mqttbench drives one port,
+for every scenario, CLUSTER_REDIS_CPU redis-server's (X3a leaves the generator's
+core 87-99 % busy with node 2, Redis and both generator processes; Redis beside
+node 1 balances the two cores). mqttbench drives one port,
 so a cross-node run is two generator processes: the subscribers first (on
 node 2), then, once their routes are in Redis, the publishers (on node 1),
 whose publishing covers the subscribers' whole measurement window (the
@@ -59,6 +61,7 @@ REDIS_PORT = 18838
 NODE2_PORT, NODE2_API_PORT = 18836, 18837
 # Where node 2 runs (see the module docstring); CLUSTER_NODE2_CPU for every scenario.
 NODE2_CPU = os.environ.get("CLUSTER_NODE2_CPU", "")
+REDIS_CPU = os.environ.get("CLUSTER_REDIS_CPU", "")  # where redis-server runs (see above)
 NODE2_OWN_CORE = ("X3a",)  # latency: node 2 beside the generator, not beside node 1
 CROSS = {"X1": "S1", "X3a": "S3a"}  # cross-node scenario -> the standalone one it mirrors
 LOCAL = {"L1": "S1", "L3a": "S3a"}
@@ -91,7 +94,7 @@ def two_nodes(scen: str = "") -> Iterator[tuple[RunningBroker, RunningBroker, in
     with open(WORK / "redis.log", "ab") as logf:
         redis = subprocess.Popen(
             [
-                *("taskset", "-c", GEN_CPU, redis_server()),
+                *("taskset", "-c", REDIS_CPU or GEN_CPU, redis_server()),
                 *("--port", str(REDIS_PORT), "--bind", HOST, "--save", "", "--appendonly", "no"),
             ],
             stdout=logf,

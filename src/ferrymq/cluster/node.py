@@ -21,8 +21,10 @@ Rules this module keeps:
 - nothing here is on a standalone node's path, and nothing on the message
   path waits for Redis: ``forward`` appends to the outbox and wakes one sender
   task, which sends everything queued since its last send in one write on a
-  pool connection it holds (one command per destination node and kind), then
-  releases the PUBACKs / PUBRECs that waited for that send (``cluster/acks.py``);
+  pool connection it holds (one command per destination node and kind), up to
+  ``SENDS_AHEAD`` sends ahead of their replies; the replies are read in order,
+  and each releases the PUBACKs / PUBRECs that waited for its send
+  (``cluster/acks.py``);
 - route changes are written every few milliseconds in one transaction (the
   per-filter hashes, this node's set and one change-stream entry); the other
   nodes apply the entry to their replica and report it applied (op
@@ -65,6 +67,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +118,9 @@ ALIVE_TTL_MS = 3000
 ROUTE_FLUSH_DELAY = 0.005  # route changes are batched this long
 READ_BLOCK_MS = 1000
 READ_COUNT = 100  # QoS 1/2 batches taken per read of the inbox
+#: Forwarding sends written before the oldest of them is answered; past it what is
+#: queued waits, and joins the next send (one per reply under load, as before).
+SENDS_AHEAD = 2
 CHANGES_MAXLEN = 10_000
 #: Change-stream ops a SUBACK may wait for the others to apply.
 _ROUTE_OPS = frozenset((b"add", b"share", b"set"))
@@ -716,12 +722,14 @@ class ClusterNode:
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
         """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
         acknowledgement of what was just dispatched travels with the next read (one round
-        trip per batch, on a connection of the pool held by this loop: no pipeline)."""
+        trip per batch, on a connection of the pool held by this loop: no pipeline), which
+        is written once the dispatch's deliveries are."""
         stream = inbox(self.name)
         decode = self._decode
         dispatch = self.broker.dispatch_remote  # type: ignore[union-attr]
         gate = self.gate
         clock = time.monotonic
+        flush = self.broker.flow.flush  # type: ignore[union-attr]
         start = "0"  # this consumer's pending entries (from before a restart)
         ids: list[bytes] = []
         async with _held(redis) as conn:
@@ -754,6 +762,9 @@ class ClusterNode:
                     if clock() >= until:
                         await asyncio.sleep(0)
                         until = clock() + SLICE
+                # The deliveries leave now, not after the next read is written: that write
+                # wakes Redis, which on a shared core may run first.
+                flush()
                 if ids and self.settle is not None and await self.settle(redis, stream, ids):
                     ids = []  # acknowledged by settle, atomically with what the dispatch wrote
 
@@ -778,42 +789,73 @@ class ClusterNode:
 
     async def _send(self, redis: aioredis.Redis) -> None:
         """The one sender: forwarded batches (on a connection of the pool held by this
-        loop, no pipeline object per send), route changes and retained changes."""
-        wake = self._wake
-        metrics = self.broker.metrics  # type: ignore[union-attr]
+        loop, no pipeline object per send), route changes and retained changes.
+
+        A batch is written as soon as it is taken, up to ``SENDS_AHEAD`` sends ahead of
+        their replies, which ``_answers`` reads in order: a message queued while the
+        last send waits for Redis does not wait for that reply before it leaves too."""
         async with _held(redis) as conn:
-            while True:
-                await wake.wait()
-                wake.clear()
-                if self._check_due:
-                    self._check_due = False
-                    await self._check_full(conn)
+            sends = Sends()
+            tasks = [
+                asyncio.create_task(self._write_sends(redis, conn, sends)),
+                asyncio.create_task(self._answers(conn, sends)),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # raises the failure
+            except (RedisError, OSError):
+                # Given up with the connection (``_went_down`` releases their acks).
+                lost = sum(entry[1] for entry in sends.unanswered)
+                self.broker.metrics["cluster.forward.paused"] += lost  # type: ignore[union-attr]
+                raise
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks, timeout=STOP_WAIT)
+
+    async def _write_sends(self, redis: aioredis.Redis, conn: Any, sends: Sends) -> None:
+        wake = self._wake
+        outbox = self.outbox
+        while True:
+            await wake.wait()
+            wake.clear()
+            if self._check_due:
+                self._check_due = False
+                await sends.answered_all()  # its replies would come after theirs
+                await self._check_full(conn)
+            if self._routes_due or self._retained_out:
+                await sends.answered_all()  # in Redis after the messages queued before them
                 if self._routes_due:
                     self._routes_due = False
                     await self._send_routes(redis)
                 if self._retained_out:
                     await self._send_retained(redis)
-                if not self.outbox:
-                    continue
-                qos0, reliable, count = self.outbox.take()
-                send = self.outbox.sends - 1
-                commands = _batch_commands(qos0, reliable)
-                checks = self.destinations.to_check(reliable, time.monotonic()) if reliable else []
-                commands += [("XLEN", inbox(node)) for node in checks]
-                try:
-                    if checks:
-                        lengths = await _round_trip(conn, commands, len(checks))
-                    else:
-                        lengths = ()
-                        await _round_trip(conn, commands)
-                except (RedisError, OSError):
-                    metrics["cluster.forward.paused"] += count
-                    raise
-                metrics["cluster.forwarded"] += count
-                for node, length in zip(checks, lengths, strict=True):
-                    self.destinations.measured(node, length)
-                self._sent = send
-                self._release()
+            if not outbox:
+                continue
+            await sends.room()  # meanwhile what is queued joins this send
+            qos0, reliable, count = outbox.take()
+            commands = _batch_commands(qos0, reliable)
+            checks = self.destinations.to_check(reliable, time.monotonic()) if reliable else []
+            commands += [("XLEN", inbox(node)) for node in checks]
+            sends.written(outbox.sends - 1, count, len(commands), checks)
+            await _write(conn, commands)
+
+    async def _answers(self, conn: Any, sends: Sends) -> None:
+        """The replies to the forwarding sends, in the order they were written; the last
+        ones are the lengths of the destinations' streams the send asked for."""
+        metrics = self.broker.metrics  # type: ignore[union-attr]
+        destinations = self.destinations
+        while True:
+            send, count, replies, checks = await sends.next()
+            for _ in range(replies - len(checks)):
+                await conn.read_response()  # an error reply raises: the node reconnects
+            for node in checks:
+                destinations.measured(node, await conn.read_response())
+            sends.answered()
+            metrics["cluster.forwarded"] += count
+            self._sent = send
+            self._release()
 
     def _release(self) -> None:
         """Let go of the acknowledgements of what was sent, unless a destination is full:
@@ -932,15 +974,60 @@ async def _held(redis: aioredis.Redis) -> AsyncIterator[Any]:
         await pool.release(conn)
 
 
-async def _round_trip(conn: Any, commands: list[tuple[Any, ...]], keep: int = 0) -> Any:
-    """Send ``commands`` in one write, read their replies (raw, as Redis sent them); the
-    last one's, or with ``keep`` the list of the last ``keep``. An error reply raises
-    (``ResponseError``), as a pipeline's would. The write
+class Sends:
+    """The forwarding sends written and not yet answered, oldest first, shared by the
+    sender (``_write_sends``) and the reader of their replies (``_answers``)."""
+
+    __slots__ = ("_changed", "unanswered")
+
+    def __init__(self) -> None:
+        #: (send number, messages, replies to read, the destinations whose stream lengths
+        #: end those replies) of each send written, oldest first.
+        self.unanswered: deque[tuple[int, int, int, list[str]]] = deque()
+        self._changed = asyncio.Event()  # a send written or answered
+
+    def written(self, send: int, count: int, replies: int, checks: list[str]) -> None:
+        self.unanswered.append((send, count, replies, checks))
+        self._changed.set()
+
+    def answered(self) -> None:
+        self.unanswered.popleft()
+        self._changed.set()
+
+    async def next(self) -> tuple[int, int, int, list[str]]:
+        """The oldest unanswered send, once there is one."""
+        while not self.unanswered:
+            await self._wait()
+        return self.unanswered[0]
+
+    async def room(self) -> None:
+        """Until fewer than ``SENDS_AHEAD`` sends wait for their replies."""
+        while len(self.unanswered) >= SENDS_AHEAD:
+            await self._wait()
+
+    async def answered_all(self) -> None:
+        while self.unanswered:
+            await self._wait()
+
+    async def _wait(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+
+async def _write(conn: Any, commands: list[tuple[Any, ...]]) -> None:
+    """Send ``commands`` in one write; their replies are read by the caller. The write
     skips ``send_packed_command``'s ``wait_for`` (a task per call): a Redis that stops
     reading shows in the reply's read timeout, and in the heartbeat's."""
     if not conn.is_connected:
         raise RedisConnectionError("the connection to Redis was closed")
     await conn._send_packed_command(conn.pack_commands(commands))
+
+
+async def _round_trip(conn: Any, commands: list[tuple[Any, ...]], keep: int = 0) -> Any:
+    """Send ``commands`` in one write, read their replies (raw, as Redis sent them); the
+    last one's, or with ``keep`` the list of the last ``keep``. An error reply raises
+    (``ResponseError``), as a pipeline's would."""
+    await _write(conn, commands)
     if keep:
         skip = len(commands) - keep
         replies = [await conn.read_response() for _ in commands]
