@@ -1,10 +1,12 @@
 """CPU time per message of the broker's own code, in memory: compiled against pure Python.
 
-usage: python bench/interp.py [--messages 200000] [--rounds 3]
+usage: python bench/interp.py [--messages 200000] [--rounds 3] [--workloads a,b]
 
 Each workload runs in a fresh child process, alternately compiled and with
 FERRYMQ_PURE_PYTHON=1, and reports microseconds of CPU time per delivered message (the
-best of ``--rounds``); ``decode-publish`` is the decoder alone, per PUBLISH. The broker
+best of ``--rounds``); ``decode-publish`` is the decoder alone, per PUBLISH;
+``fan-in-qos0-cluster`` is ``fan-in-qos0`` on a clustered node's broker (``ClusterBroker``
+as joined, no other node subscribing, no Redis: L1's local traffic). The broker
 core runs on an asyncio loop with transports that keep nothing, so sockets, the kernel and
 the load generator are out of the figure: it is the interpreter's share of bench/run.py's
 S1 and S3b, and CPU time hardly moves when other programs load the machine, where
@@ -19,8 +21,10 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 PUBLISHERS, PAIRS, WINDOW, BATCH = 20, 50, 32, 50
+WORKLOADS = ("decode-publish", "fan-in-qos0", "fan-in-qos0-cluster", "pairs-qos1")
 
 
 class NullTransport:
@@ -77,15 +81,32 @@ def publish_ids(data: bytearray) -> list[int]:
     return ids
 
 
-async def run(workload: str, messages: int) -> float:
-    """CPU seconds per delivered message of one workload."""
+def new_broker(clustered: bool) -> Any:
+    """A standalone ``Broker``, or a clustered node's as joined (no Redis: nothing to send)."""
     from ferrymq.config import Settings
     from ferrymq.core.broker import Broker
+
+    loop = asyncio.get_running_loop()
+    if not clustered:
+        return Broker(Settings(sys_interval=0), None, loop)
+    from ferrymq.cluster.broker import clustered_broker
+
+    settings = Settings(node_name="me", sys_interval=0, cluster_redis_url="redis://unused")
+    broker = clustered_broker(settings, None, loop)
+    broker.node.up = True  # joined: what it forwarded would wait in its outbox
+    broker.node.subacks.bound = 0.0  # no other node to wait for at SUBACK
+    return broker
+
+
+async def run(workload: str, messages: int) -> float:
+    """CPU seconds per delivered message of one workload."""
     from ferrymq.core.client import Client
     from ferrymq.mqtt.codec import encode
     from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
 
-    broker = Broker(Settings(sys_interval=0), None, asyncio.get_running_loop())
+    clustered = workload.endswith("-cluster")
+    workload = workload.removesuffix("-cluster")
+    broker = new_broker(clustered)
     broker.start()
 
     def client(name: str, keep: bool = False) -> tuple[Client, NullTransport]:
@@ -169,6 +190,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -177,7 +199,7 @@ def main() -> None:
     print("| workload | compiled µs/msg | pure µs/msg | pure / compiled |")
     print("|---|---:|---:|---:|")
     builds = set()
-    for workload in ("decode-publish", "fan-in-qos0", "pairs-qos1"):
+    for workload in args.workloads.split(","):
         best: dict[str, list[float]] = {"compiled": [], "pure": []}
         for _ in range(args.rounds):
             for mode in ("compiled", "pure"):

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 from mypy_extensions import mypyc_attr
 
@@ -288,6 +288,7 @@ class Broker:
 
     # --- access ----------------------------------------------------------------
 
+    @final
     def acl_publish(self, client: Client, topic: str) -> bool:
         acl = self.acl
         if acl.allows_all:
@@ -336,10 +337,17 @@ class Broker:
 
     # --- publish -------------------------------------------------------------
 
+    @final
     def publish(self, msg: Message, origin: Client | None = None, here: bool = False) -> int:
         """Route ``msg`` to every matching subscription; return how many it went to. On a
         cluster node, unless ``here`` (route it on this node only), a message that may
-        concern other nodes goes to ``publish_cluster``."""
+        concern other nodes goes to ``publish_cluster``.
+
+        Final, as ``acl_publish``: the compiled client calls both as ``Broker.publish(broker,
+        ...)``, a direct C call. A method call on an instance of an interpreted subclass
+        (``ClusterBroker``) would go through mypyc's glue instead (attribute look-up, a
+        bound method, an argument tuple and dict, parsing), for each message a clustered
+        node reads; what a cluster node changes it changes through the hooks below."""
         answers = self.cluster_answers
         if answers is not None and not here:
             nodes = answers.get(msg.topic)
@@ -488,9 +496,9 @@ class Broker:
         store = self.store
         if store is None:
             session.awaiting_rel[pid] = time.monotonic()
-            return self.publish(msg, origin)
+            return Broker.publish(self, msg, origin)
         with store.atomic:
-            matched = self.publish(msg, origin)
+            matched = Broker.publish(self, msg, origin)
             session.awaiting_rel[pid] = time.monotonic()
             if session.expiry_interval:
                 self.store_awaiting_rel(session, pid, True)

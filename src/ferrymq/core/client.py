@@ -40,6 +40,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ferrymq.core.banned import peer_host
+from ferrymq.core.broker import Broker
 from ferrymq.core.flow import INPUT_BACKLOG
 from ferrymq.core.metrics import RECEIVED_KEYS as _RECV_KEYS
 from ferrymq.core.metrics import SENT_KEYS as _SENT_KEYS
@@ -75,7 +76,6 @@ from ferrymq.mqtt.packets import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ferrymq.core.broker import Broker
     from ferrymq.core.deadlines import Slot
     from ferrymq.core.flow import Holder
     from ferrymq.core.interfaces import Transport
@@ -646,7 +646,8 @@ class Client:
         broker = self.broker
         broker.held_publish_packets += 1  # added to metrics at the end of the read
         topic = packet.topic
-        if not broker.acl_publish(self, topic):
+        # Broker.method(broker, ...): a direct call, also on a cluster node (see Broker.publish).
+        if not Broker.acl_publish(broker, self, topic):
             self.metrics["packets.publish.auth_error"] += 1
             return self._refuse_publish(
                 packet,
@@ -678,11 +679,11 @@ class Client:
             broker.read_at,
         )
         if qos == 0:
-            broker.publish(msg, self)
+            Broker.publish(broker, msg, self)
             return
         writes = broker.durable_writes
         if qos == 1:
-            matched = broker.publish(msg, self)
+            matched = Broker.publish(broker, msg, self)
             ptype = PUBACK
         else:
             matched = broker.publish_exactly_once(msg, self, packet.packet_id)
