@@ -28,7 +28,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from ferrymq.cluster.pressure import SLICE, Backlog0
+from ferrymq.cluster.pressure import SLICE, Backlog0, Dispatch, dispatch_sliced
 
 READ_SIZE = 1 << 18  # bytes taken from the socket per read, at most
 MESSAGE = b"message"
@@ -36,8 +36,6 @@ MESSAGE = b"message"
 
 #: Decodes a batch: its messages and what they ask of shared groups; None when unreadable.
 Decode = Callable[[bytes], tuple[list[Any], Any] | None]
-#: Dispatches messages from an index until a ``time.monotonic`` time: the index it reached.
-Dispatch = Callable[[list[Any], Any, int, float], int]
 
 
 async def read_inbox0(
@@ -91,21 +89,11 @@ async def _drain(
 ) -> None:
     """Dispatch what the reader leaves in ``backlog``, in order, ``SLICE`` seconds at a time."""
     clock = time.monotonic
-    sleep = asyncio.sleep
     while True:
         await waiting.wait()
         waiting.clear()
         until = clock() + SLICE
         while backlog:
             decoded = decode(backlog.take())
-            if decoded is None:
-                continue
-            messages, served = decoded
-            done = dispatch(messages, served, 0, until)
-            while done < len(messages):
-                await sleep(0)
-                until = clock() + SLICE
-                done = dispatch(messages, served, done, until)
-            if clock() >= until:
-                await sleep(0)
-                until = clock() + SLICE
+            if decoded is not None:
+                until = await dispatch_sliced(dispatch, *decoded, until)

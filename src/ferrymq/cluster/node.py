@@ -85,10 +85,10 @@ from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart, StreamReply
 from ferrymq.cluster.pressure import (
     CHECK_EVERY,
-    DISPATCH_POLL,
     SLICE,
     Destinations,
     DispatchGate,
+    dispatch_sliced,
 )
 from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.retained import CLEARED, Cleared, ms_of, sync_retained
@@ -726,9 +726,12 @@ class ClusterNode:
         is written once the dispatch's deliveries are."""
         stream = inbox(self.name)
         decode = self._decode
-        dispatch = self.broker.dispatch_remote  # type: ignore[union-attr]
+        remote = self.broker.dispatch_remote  # type: ignore[union-attr]
         gate = self.gate
-        clock = time.monotonic
+
+        def dispatch(messages: list[Message], served: Any, start: int, until: float) -> int:
+            return remote(messages, served, start, gate, until)
+
         flush = self.broker.flow.flush  # type: ignore[union-attr]
         start = "0"  # this consumer's pending entries (from before a restart)
         ids: list[bytes] = []
@@ -747,21 +750,13 @@ class ClusterNode:
                 if start == "0" and not entries:
                     start = ">"
                     continue
-                until = clock() + SLICE
+                until = time.monotonic() + SLICE
                 for entry_id, fields in entries:
                     # [b"m", batch]; None for an entry deleted while it was pending
                     batch = decode(fields[1]) if fields and len(fields) == 2 else None
                     if batch is not None:
-                        messages, served = batch
-                        done = dispatch(messages, served, 0, gate, until)
-                        while done < len(messages):  # a local queue is full, or time is up
-                            await asyncio.sleep(0 if not gate else DISPATCH_POLL)
-                            until = clock() + SLICE
-                            done = dispatch(messages, served, done, gate, until)
+                        until = await dispatch_sliced(dispatch, *batch, until, gate)
                     ids.append(entry_id)
-                    if clock() >= until:
-                        await asyncio.sleep(0)
-                        until = clock() + SLICE
                 # The deliveries leave now, not after the next read is written: that write
                 # wakes Redis, which on a shared core may run first.
                 flush()

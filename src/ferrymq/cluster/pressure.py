@@ -23,9 +23,11 @@ message path and its acknowledgements"):
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ferrymq.cluster.codec import count_frames
 
@@ -51,6 +53,32 @@ INBOX_LOW = 500
 CHECK_EVERY = 0.01
 #: Bytes of QoS 0 batches read and not yet dispatched, past which the oldest are dropped.
 BACKLOG0_BYTES = 4 << 20
+
+#: Dispatches messages from an index until a ``time.monotonic`` time (or a full local
+#: queue): the index it reached (``ClusterBroker.dispatch_remote``).
+Dispatch = Callable[[list[Any], Any, int, float], int]
+
+
+async def dispatch_sliced(
+    dispatch: Dispatch,
+    messages: list[Any],
+    served: Any,
+    until: float,
+    gate: DispatchGate | None = None,
+) -> float:
+    """Dispatch all of one batch, ``SLICE`` seconds at a time, letting the loop's other
+    work run between slices, and every ``DISPATCH_POLL`` while ``gate`` (the one
+    ``dispatch`` consults) waits for full queues; the end of the slice under way after it."""
+    clock = time.monotonic
+    done = dispatch(messages, served, 0, until)
+    while done < len(messages):
+        await asyncio.sleep(DISPATCH_POLL if gate else 0)
+        until = clock() + SLICE
+        done = dispatch(messages, served, done, until)
+    if clock() >= until:
+        await asyncio.sleep(0)
+        until = clock() + SLICE
+    return until
 
 
 class DispatchGate:
