@@ -73,7 +73,6 @@ from typing import TYPE_CHECKING, Any
 
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
@@ -85,16 +84,15 @@ from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart, StreamReply
 from ferrymq.cluster.pressure import (
     CHECK_EVERY,
-    SLICE,
     Destinations,
     DispatchGate,
-    dispatch_sliced,
 )
 from ferrymq.cluster.redis_url import client, close, parse, safe_url
 from ferrymq.cluster.retained import CLEARED, Cleared, ms_of, sync_retained
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.cluster.rpc import Rpc
 from ferrymq.cluster.shared import SharedRoutes, is_shared
+from ferrymq.cluster.stream_inbox import StreamCommands, read_inbox, replies_skippable, write_packed
 from ferrymq.cluster.subacks import SubackGate, entry_id
 from ferrymq.core import system
 from ferrymq.model.message import Message
@@ -117,7 +115,6 @@ HEARTBEAT_INTERVAL = 1.0
 ALIVE_TTL_MS = 3000
 ROUTE_FLUSH_DELAY = 0.005  # route changes are batched this long
 READ_BLOCK_MS = 1000
-READ_COUNT = 100  # QoS 1/2 batches taken per read of the inbox
 #: Forwarding sends written before the oldest of them is answered; past it what is
 #: queued waits, and joins the next send (one per reply under load, as before).
 SENDS_AHEAD = 2
@@ -720,48 +717,23 @@ class ClusterNode:
         await read_inbox0(self._pubsub.connection._reader, self._decode, dispatch, dropped)
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
-        """The QoS 1/2 inbox: what was left unacknowledged first, then new batches. The
-        acknowledgement of what was just dispatched travels with the next read (one round
-        trip per batch, on a connection of the pool held by this loop: no pipeline), which
-        is written once the dispatch's deliveries are."""
+        """The QoS 1/2 inbox (``cluster/stream_inbox.py``), on a connection of the pool held
+        by this loop: no pipeline, one write per batch read."""
         stream = inbox(self.name)
-        decode = self._decode
         remote = self.broker.dispatch_remote  # type: ignore[union-attr]
         gate = self.gate
 
         def dispatch(messages: list[Message], served: Any, start: int, until: float) -> int:
             return remote(messages, served, start, gate, until)
 
+        async def settle(ids: list[bytes]) -> bool:
+            return self.settle is not None and await self.settle(redis, stream, ids)
+
         flush = self.broker.flow.flush  # type: ignore[union-attr]
-        start = "0"  # this consumer's pending entries (from before a restart)
-        ids: list[bytes] = []
         async with _held(redis) as conn:
-            while True:
-                read: tuple[str | int, ...]
-                read = ("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", READ_COUNT)
-                read += ("BLOCK", READ_BLOCK_MS, "STREAMS", stream, start)
-                if ids:
-                    acked = [("XACK", stream, GROUP, *ids), ("XDEL", stream, *ids)]
-                    reply = await _round_trip(conn, [*acked, read])
-                else:
-                    reply = await _round_trip(conn, [read])
-                entries = _entries(reply)
-                ids = []
-                if start == "0" and not entries:
-                    start = ">"
-                    continue
-                until = time.monotonic() + SLICE
-                for entry_id, fields in entries:
-                    # [b"m", batch]; None for an entry deleted while it was pending
-                    batch = decode(fields[1]) if fields and len(fields) == 2 else None
-                    if batch is not None:
-                        until = await dispatch_sliced(dispatch, *batch, until, gate)
-                    ids.append(entry_id)
-                # The deliveries leave now, not after the next read is written: that write
-                # wakes Redis, which on a shared core may run first.
-                flush()
-                if ids and self.settle is not None and await self.settle(redis, stream, ids):
-                    ids = []  # acknowledged by settle, atomically with what the dispatch wrote
+            quiet = await replies_skippable(conn)
+            commands = StreamCommands(stream, GROUP, self.name, READ_BLOCK_MS, quiet)
+            await read_inbox(conn, commands, self._decode, dispatch, gate, flush, settle)
 
     def _decode(self, batch: bytes | None) -> tuple[list[Message], Any] | None:
         """A forwarded batch's messages and what they ask of shared groups; None (logged
@@ -947,16 +919,6 @@ def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]
         pipe.execute_command(*command)
 
 
-def _entries(reply: Any) -> list[Any]:
-    """The entries of a raw XREADGROUP reply on one stream: RESP3 sends a map, RESP2 a
-    list of (stream, entries); nothing (the block timed out) is empty."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return next(iter(reply.values()))
-    return reply[0][1]  # type: ignore[no-any-return]
-
-
 @contextlib.asynccontextmanager
 async def _held(redis: aioredis.Redis) -> AsyncIterator[Any]:
     """A connection of the node's pool, held by one loop for its whole life (its commands
@@ -1010,12 +972,8 @@ class Sends:
 
 
 async def _write(conn: Any, commands: list[tuple[Any, ...]]) -> None:
-    """Send ``commands`` in one write; their replies are read by the caller. The write
-    skips ``send_packed_command``'s ``wait_for`` (a task per call): a Redis that stops
-    reading shows in the reply's read timeout, and in the heartbeat's."""
-    if not conn.is_connected:
-        raise RedisConnectionError("the connection to Redis was closed")
-    await conn._send_packed_command(conn.pack_commands(commands))
+    """Send ``commands`` in one write; their replies are read by the caller."""
+    await write_packed(conn, conn.pack_commands(commands))
 
 
 async def _round_trip(conn: Any, commands: list[tuple[Any, ...]], keep: int = 0) -> Any:

@@ -9,7 +9,7 @@ import pytest
 
 from ferrymq.cluster.broker import ClusterBroker
 from ferrymq.cluster.codec import frame, split
-from ferrymq.cluster.node import _batch_commands, _entries
+from ferrymq.cluster.node import _batch_commands
 from ferrymq.cluster.outbox import HIGH, Outbox
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Publish, Subscribe, SubscriptionOptions
@@ -170,14 +170,6 @@ async def test_a_long_outbox_pauses_its_publishers_until_it_is_sent(broker: Clus
     node.outbox.take()
     broker.forwarded(node.outbox.sends - 1)  # what the sender does once Redis took the batch
     assert not pub.client.read_paused and pub.transport.reading is True
-
-
-def test_raw_inbox_replies_are_read_in_both_protocols() -> None:
-    """The inbox reader reads Redis' raw XREADGROUP reply: RESP2 and RESP3 shapes."""
-    entries = [[b"1-0", [b"m", b"batch"]], [b"2-0", None]]  # the second deleted while pending
-    assert _entries([[b"ferrymq:inbox:me", entries]]) == entries
-    assert _entries({b"ferrymq:inbox:me": entries}) == entries
-    assert _entries(None) == [] and _entries([]) == []
 
 
 def test_one_command_per_destination_and_kind() -> None:
