@@ -69,6 +69,8 @@ class Trace:
         self.writes: dict[Stamp, int] = {}  # node 2: the subscriber's socket
         self.gcs: list[tuple[int, int, int]] = []  # (start, end, generation)
         self.marks: list[int] = []  # the heartbeat thread's marks, as the loop ran them
+        self.rounds: list[tuple[int, int]] = []  # the loop's heartbeat rounds: (start, end)
+        self._round = 0
         self._gc_start = 0
         self._pending: list[Stamp] = []  # queued since the last take
         self._taken: list[Stamp] = []
@@ -86,7 +88,7 @@ def _payload_stamp(payload: bytes) -> Stamp | None:
 
 def install_hooks() -> None:
     """Patch the node's uncompiled parts to record every stage this process sees."""
-    from ferrymq.cluster import beat, node, outbox
+    from ferrymq.cluster import beat, node, outbox, stream_inbox
     from ferrymq.transport import poller
 
     trace = TRACE
@@ -96,8 +98,11 @@ def install_hooks() -> None:
     orig_forward = node.ClusterNode.forward
     orig_take = outbox.Outbox.take
     orig_round_trip = node._round_trip
-    orig_dispatch = node.ClusterNode._dispatch
+    orig_read_write = stream_inbox.write_packed
+    orig_entries = stream_inbox._entries
     orig_mark = beat.KeepAlive._mark
+    orig_run_id = node.ClusterNode._server_run_id
+    orig_membership = node.ClusterNode._membership
 
     class ClientTap:
         def __init__(self, client: Any) -> None:
@@ -141,8 +146,6 @@ def install_hooks() -> None:
         if first in ("XADD", "PUBLISH"):
             trace.sends.append((asked, mono(), trace._taken))
             trace._taken = []
-        elif commands[-1][0] == "XREADGROUP":
-            trace._read = (asked, mono())
         return reply
 
     if hasattr(node, "Sends"):  # sends written ahead of their replies
@@ -164,9 +167,29 @@ def install_hooks() -> None:
         node._write = write_ahead
         node.Sends.answered = answered  # type: ignore[method-assign]
 
-    def dispatch(self: node.ClusterNode, batch: bytes) -> None:
-        trace.batches.append((*trace._read, batch))
-        orig_dispatch(self, batch)
+    async def read_write(conn: Any, data: list[bytes]) -> None:
+        if b"XREADGROUP" in data[-1]:  # the QoS 1/2 reader asks for the next batches
+            trace._read = (mono(), 0)
+        await orig_read_write(conn, data)
+
+    def entries(reply: Any) -> list[Any]:
+        """The reader's reply, just read: every batch it holds was got now."""
+        found = orig_entries(reply)
+        got = mono()
+        for _entry_id, fields in found:
+            if fields and len(fields) == 2:
+                trace.batches.append((trace._read[0], got, fields[1]))
+        return found
+
+    async def run_id(self: node.ClusterNode, redis: Any) -> str:
+        trace._round = mono()  # a heartbeat round starts with the run id's INFO
+        return await orig_run_id(self, redis)
+
+    async def membership(self: node.ClusterNode, redis: Any) -> None:
+        await orig_membership(self, redis)  # and ends with the membership read
+        if trace._round:
+            trace.rounds.append((trace._round, mono()))
+            trace._round = 0
 
     def mark(self: beat.KeepAlive) -> None:
         trace.marks.append(mono())
@@ -177,8 +200,11 @@ def install_hooks() -> None:
     node.ClusterNode.forward = forward  # type: ignore[method-assign]
     outbox.Outbox.take = take  # type: ignore[method-assign]
     node._round_trip = round_trip
-    node.ClusterNode._dispatch = dispatch  # type: ignore[method-assign]
+    stream_inbox.write_packed = read_write
+    stream_inbox._entries = entries
     beat.KeepAlive._mark = mark  # type: ignore[method-assign]
+    node.ClusterNode._server_run_id = run_id  # type: ignore[method-assign]
+    node.ClusterNode._membership = membership  # type: ignore[method-assign]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -212,6 +238,7 @@ def run_node(out: str, argv: list[str]) -> None:
             "writes": t.writes,
             "gcs": t.gcs,
             "marks": t.marks,
+            "rounds": t.rounds,
             "sends": len(t.sends),
             "batches": len(t.batches),
         }
@@ -363,6 +390,18 @@ def report(n1: dict[str, Any], n2: dict[str, Any], window: tuple[int, int]) -> N
             f"  {node}: a collector pass between sent and written: {hit}"
             f" (gen 2 passes in the run: {len(gen2)}); a heartbeat mark within: {near}"
         )
+        rounds = data.get("rounds", [])
+        if rounds:
+            took = [(e - s) / 1000 for s, e in rounds]
+
+            def overlaps(rs: list[Any], rounds: list[tuple[int, int]] = rounds) -> int:
+                return sum(1 for r in rs if any(s < r[7] and e > r[0] for s, e in rounds))
+
+            print(
+                f"  {node}: heartbeat rounds {len(rounds)}, p50 {pct(took, 0.5):.0f} µs,"
+                f" max {max(took):.0f}; overlapping one: {overlaps(slow)} of the slowest"
+                f" {len(slow)}, {100 * overlaps(rows) / len(rows):.1f} % of all messages"
+            )
     phase = [((r[0] // 1000) % 1_000_000) // 50_000 for r in slow]
     print(f"  by 50 ms slot of the second: {[phase.count(k) for k in range(20)]}")
 
