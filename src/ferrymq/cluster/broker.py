@@ -24,6 +24,9 @@ Rules kept here:
 - while the outbox holds more than ``outbox.HIGH`` messages and the broker
   is short of CPU, the publishers adding to it are paused until the sender
   has handed it to Redis (one comparison per forwarded message otherwise);
+- while a destination says it is behind with its QoS 0 inbox
+  (``pressure.Destinations.behind``), a client whose QoS 0 message goes there is
+  paused until it is not (one truth test per forwarded message otherwise);
 - a QoS 1/2 message from a client that goes to other nodes has its PUBACK /
   PUBREC held until the send carrying it is in Redis (``cluster/acks.py``:
   ``durable_writes`` is bumped, so the client asks ``hold_batch``); a
@@ -64,7 +67,7 @@ from ferrymq.mqtt.topics import parse_shared
 from ferrymq.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from ferrymq.config import Settings
     from ferrymq.core.client import Client
@@ -125,6 +128,7 @@ class ClusterBroker(Broker):
         self._retain_mode = _ANNOUNCE
         self._outbox = node.outbox
         self._backlog = Backlog()
+        self._behind = node.destinations.behind  # node -> the publishers paused for it
         #: PUBACKs / PUBRECs held for the forwarding send (and the store, when "acked").
         self._acks = AckGate()
         self.holds_acks = True
@@ -154,9 +158,19 @@ class ClusterBroker(Broker):
             if msg.qos:
                 self.durable_writes += 1  # its acknowledgement waits for the send
                 self._forward_bump = self.durable_writes
+            elif self._behind:
+                self._hold_behind(origin, nodes)
             if self._outbox.messages >= HIGH:
                 self._hold(origin)
         return count + len(nodes)
+
+    def _hold_behind(self, origin: Client, nodes: Iterable[str]) -> None:
+        """``origin``'s QoS 0 message went to ``nodes``: it waits for those that are behind."""
+        behind = self._behind
+        for node in nodes:
+            held = behind.get(node)
+            if held is not None:
+                self.flow.block(origin, held, elsewhere=True)  # type: ignore[arg-type]
 
     def _hold(self, origin: Client) -> None:
         """The outbox is long: while the broker is short of CPU, ``origin`` waits for it."""
@@ -227,6 +241,8 @@ class ClusterBroker(Broker):
             if msg.qos:
                 self.durable_writes += 1  # its acknowledgement waits for the send
                 self._forward_bump = self.durable_writes
+            elif self._behind:
+                self._hold_behind(origin, (*nodes, *remote))
             if self._outbox.messages >= HIGH:
                 self._hold(origin)
         return count

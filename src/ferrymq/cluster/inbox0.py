@@ -14,7 +14,10 @@ buffer for this connection, which Redis closes past ``client-output-buffer-limit
 (the node would take that for an outage). So the batches read wait in a bounded
 ``Backlog0`` (``cluster/pressure.py``: oldest dropped and counted) for a task of their own
 that dispatches them ``SLICE`` seconds at a time (a batch may hold thousands of
-messages), letting the loop's other work, and this reader, run between slices.
+messages), letting the loop's other work, and this reader, run between slices. Past the
+backlog's high mark the node says it is behind (``say``), and its senders pause the
+publishers feeding it until it is down to the low mark: its CPU goes to messages it
+delivers, not to ones it reads only to drop.
 """
 
 from __future__ import annotations
@@ -43,16 +46,18 @@ async def read_inbox0(
     decode: Decode,
     dispatch: Dispatch,
     dropped: Callable[[int], None],
+    say: Callable[[bool], None] | None = None,
 ) -> None:
     """Dispatch the payload of every ``message`` reply on ``stream`` (the subscription's
     confirmation and anything else are skipped) until the connection fails: a closed
     connection raises ``ConnectionError``, an error reply ``ResponseError``, as redis-py's
     reader would, and the node reconnects. ``dropped`` is told how many messages were
-    dropped unread: by the bounded backlog, and what it held when the reader ended."""
+    dropped unread: by the bounded backlog, and what it held when the reader ended;
+    ``say`` whether the backlog is past its high mark (``Backlog0``)."""
     reader = hiredis.Reader()
     feed, gets = reader.feed, reader.gets
     read = stream.read
-    backlog = Backlog0()
+    backlog = Backlog0(say=say)
     put = backlog.put
     waiting = asyncio.Event()
     drainer = asyncio.get_running_loop().create_task(_drain(backlog, waiting, decode, dispatch))
@@ -97,3 +102,4 @@ async def _drain(
             decoded = decode(backlog.take())
             if decoded is not None:
                 until = await dispatch_sliced(dispatch, *decoded, until)
+            backlog.done()

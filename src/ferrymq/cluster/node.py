@@ -13,6 +13,7 @@ Keys (all under ``ferrymq:``)::
     retained              hash  topic -> stored message (storage.codec)
     retained:cleared      hash  topic -> when it was cleared (cluster/retained.py)
     inbox0:{node}         pub/sub channel: QoS 0 batches for the node (cluster/inbox0.py)
+    behind0:{node}        string, set (expiring) while the node's QoS 0 backlog is long
     inbox:{node}          stream (consumer group "ferrymq"): QoS 1/2 batches
     cleanup:{node}        lock held by the node that cleans up after a dead one
     rpc:{node}            pub/sub channel: requests between nodes (cluster/rpc.py)
@@ -47,7 +48,8 @@ Rules this module keeps:
   local subscribers' queues take it (``DispatchGate``), and a sender that finds a
   destination's stream at ``INBOX_HIGH`` holds its forwarded messages' PUBACKs / PUBRECs
   until it is back to ``INBOX_LOW``; the QoS 0 inbox is read at once, its backlog
-  bounded (``Backlog0``);
+  bounded (``Backlog0``); a node whose QoS 0 backlog is long says so (``behind0``),
+  and a sender that reads it pauses the publishers whose QoS 0 messages go there;
 - a node whose ``alive`` key expired is down: every node drops its routes at
   once, and the one that takes its cleanup lock removes them from Redis
   (atomically, unless the node came back meanwhile); a node that finds its
@@ -83,6 +85,7 @@ from ferrymq.cluster.inbox0 import read_inbox0
 from ferrymq.cluster.outbox import Outbox
 from ferrymq.cluster.part import ClusterPart, StreamReply
 from ferrymq.cluster.pressure import (
+    BEHIND0_TTL,
     CHECK_EVERY,
     Destinations,
     DispatchGate,
@@ -157,6 +160,10 @@ def inbox(node: str) -> str:
     return f"{P}inbox:{node}"
 
 
+def behind0(node: str) -> str:
+    return f"{P}behind0:{node}"
+
+
 class RedisRestarted(RedisError):
     """Redis answers again, but as a new process: what it held is gone."""
 
@@ -188,6 +195,8 @@ class ClusterNode:
         self._released = 0  # the last send whose acknowledgements were let go
         self._check_timer: asyncio.TimerHandle | None = None
         self._check_due = False
+        self._behind0 = False  # this node's QoS 0 backlog is past its high mark
+        self._behind0_changed = asyncio.Event()
         #: The local queues the QoS 1/2 inbox reader waits for (set by ``attach``).
         self.gate = DispatchGate(1000)
         self.broker: ClusterBroker | None = None
@@ -230,6 +239,7 @@ class ClusterNode:
         self.broker = broker
         self.subacks.metrics = broker.metrics
         self.gate = DispatchGate(broker.settings.max_mqueue_len)
+        self.destinations.release = broker.flow.release_publishers  # type: ignore[assignment]
 
     def start(self) -> None:
         """Join the cluster in the background (the node serves its clients meanwhile)."""
@@ -507,6 +517,7 @@ class ClusterNode:
             self._heartbeats,
             self._read_changes,
             self._read_qos0,
+            self._say_behind0,
             self._read_reliable,
             self._send,
             *(part.run for part in self.parts),
@@ -714,7 +725,31 @@ class ClusterNode:
         def dropped(count: int) -> None:
             metrics["cluster.dropped.queue_full"] += count
 
-        await read_inbox0(self._pubsub.connection._reader, self._decode, dispatch, dropped)
+        def say(behind: bool) -> None:
+            self._behind0 = behind
+            self._behind0_changed.set()
+
+        reader = self._pubsub.connection._reader
+        await read_inbox0(reader, self._decode, dispatch, dropped, say)
+
+    async def _say_behind0(self, redis: aioredis.Redis) -> None:
+        """Keep ``behind0`` set while the QoS 0 backlog is past its high mark (again every
+        quarter of its lifetime), and delete it once the backlog is back to the low one."""
+        key = behind0(self.name)
+        changed = self._behind0_changed
+        ttl_ms = int(BEHIND0_TTL * 1000)
+        said = False
+        while True:
+            changed.clear()
+            timeout: float | None = None
+            if self._behind0:
+                await redis.set(key, b"1", px=ttl_ms)
+                said, timeout = True, BEHIND0_TTL / 4
+            elif said:
+                await redis.delete(key)
+                said = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
 
     async def _read_reliable(self, redis: aioredis.Redis) -> None:
         """The QoS 1/2 inbox (``cluster/stream_inbox.py``), on a connection of the pool held
@@ -803,22 +838,28 @@ class ClusterNode:
             await sends.room()  # meanwhile what is queued joins this send
             qos0, reliable, count = outbox.take()
             commands = _batch_commands(qos0, reliable)
-            checks = self.destinations.to_check(reliable, time.monotonic()) if reliable else []
+            now = time.monotonic()
+            checks = self.destinations.to_check(reliable, now) if reliable else []
+            checks0 = self.destinations.to_check0(qos0, now) if qos0 else []
             commands += [("XLEN", inbox(node)) for node in checks]
-            sends.written(outbox.sends - 1, count, len(commands), checks)
+            commands += [("EXISTS", behind0(node)) for node in checks0]
+            sends.written(outbox.sends - 1, count, len(commands), checks, checks0)
             await _write(conn, commands)
 
     async def _answers(self, conn: Any, sends: Sends) -> None:
         """The replies to the forwarding sends, in the order they were written; the last
-        ones are the lengths of the destinations' streams the send asked for."""
+        ones are the lengths of the destinations' streams the send asked for, then
+        whether its QoS 0 destinations say they are behind."""
         metrics = self.broker.metrics  # type: ignore[union-attr]
         destinations = self.destinations
         while True:
-            send, count, replies, checks = await sends.next()
-            for _ in range(replies - len(checks)):
+            send, count, replies, checks, checks0 = await sends.next()
+            for _ in range(replies - len(checks) - len(checks0)):
                 await conn.read_response()  # an error reply raises: the node reconnects
             for node in checks:
                 destinations.measured(node, await conn.read_response())
+            for node in checks0:
+                destinations.said(node, bool(await conn.read_response()))
             sends.answered()
             metrics["cluster.forwarded"] += count
             self._sent = send
@@ -826,13 +867,14 @@ class ClusterNode:
 
     def _release(self) -> None:
         """Let go of the acknowledgements of what was sent, unless a destination is full:
-        then they wait for it (its length read again every ``CHECK_EVERY``)."""
-        if self.destinations.full:
-            if self._check_timer is None:
-                self._check_timer = asyncio.get_running_loop().call_later(
-                    CHECK_EVERY, self._check_later
-                )
-        else:
+        then they wait for it (its length read again every ``CHECK_EVERY``, and so is
+        the flag of a destination that said it is behind: its publishers wait for it)."""
+        destinations = self.destinations
+        if (destinations.full or destinations.behind) and self._check_timer is None:
+            self._check_timer = asyncio.get_running_loop().call_later(
+                CHECK_EVERY, self._check_later
+            )
+        if not destinations.full:
             self._released = self._sent
         self.broker.forwarded(self._released)  # type: ignore[union-attr]
 
@@ -842,15 +884,21 @@ class ClusterNode:
         self._wake.set()
 
     async def _check_full(self, conn: Any) -> None:
-        """Read the lengths of the full destinations' streams again."""
+        """Read the lengths of the full destinations' streams again, and the flags of
+        those that said they are behind."""
         destinations = self.destinations
-        full = [n for n in destinations.full if n not in self._down]
-        for node in destinations.full - set(full):
-            destinations.forget(node)
-        if full:
-            lengths = await _round_trip(conn, [("XLEN", inbox(n)) for n in full], len(full))
-            for node, length in zip(full, lengths, strict=True):
+        for node in [*destinations.full, *destinations.behind]:
+            if node in self._down:
+                destinations.forget(node)
+        full, behind = list(destinations.full), list(destinations.behind)
+        if full or behind:
+            commands = [("XLEN", inbox(n)) for n in full]
+            commands += [("EXISTS", behind0(n)) for n in behind]
+            replies = await _round_trip(conn, commands, len(commands))
+            for node, length in zip(full, replies[: len(full)], strict=True):
                 destinations.measured(node, length)
+            for node, flag in zip(behind, replies[len(full) :], strict=True):
+                destinations.said(node, bool(flag))
         self._release()
 
     async def _send_routes(self, redis: aioredis.Redis) -> None:
@@ -931,6 +979,10 @@ async def _held(redis: aioredis.Redis) -> AsyncIterator[Any]:
         await pool.release(conn)
 
 
+#: A send written: (number, messages, replies, stream lengths read, QoS 0 flags read).
+Written = tuple[int, int, int, list[str], list[str]]
+
+
 class Sends:
     """The forwarding sends written and not yet answered, oldest first, shared by the
     sender (``_write_sends``) and the reader of their replies (``_answers``)."""
@@ -939,19 +991,21 @@ class Sends:
 
     def __init__(self) -> None:
         #: (send number, messages, replies to read, the destinations whose stream lengths
-        #: end those replies) of each send written, oldest first.
-        self.unanswered: deque[tuple[int, int, int, list[str]]] = deque()
+        #: then whose QoS 0 flags end those replies) of each send written, oldest first.
+        self.unanswered: deque[Written] = deque()
         self._changed = asyncio.Event()  # a send written or answered
 
-    def written(self, send: int, count: int, replies: int, checks: list[str]) -> None:
-        self.unanswered.append((send, count, replies, checks))
+    def written(
+        self, send: int, count: int, replies: int, checks: list[str], checks0: list[str]
+    ) -> None:
+        self.unanswered.append((send, count, replies, checks, checks0))
         self._changed.set()
 
     def answered(self) -> None:
         self.unanswered.popleft()
         self._changed.set()
 
-    async def next(self) -> tuple[int, int, int, list[str]]:
+    async def next(self) -> Written:
         """The oldest unanswered send, once there is one."""
         while not self.unanswered:
             await self._wait()

@@ -18,7 +18,15 @@ message path and its acknowledgements"):
 - QoS 0, receiving (``Backlog0``): the pub/sub connection is read as soon as bytes
   arrive; what the node has not dispatched yet waits here, at most ``BACKLOG0_BYTES``,
   the oldest batches dropped past it and counted (``cluster.dropped.queue_full``), as a
-  slow subscriber's own queue drops.
+  slow subscriber's own queue drops. From ``BEHIND0_HIGH`` bytes held the node says it
+  is behind (a key expiring ``BEHIND0_TTL`` after it was last set, set again while it
+  stays behind), down to ``BEHIND0_LOW``;
+- QoS 0, sending (``Destinations.behind``): whether a destination says it is behind is
+  read with the sends to it (at most every ``CHECK_EVERY``); meanwhile the publishers
+  whose QoS 0 messages go to it are paused (``core/flow.py``, each behind node its own
+  ``outbox.Backlog``), until it is no longer behind, goes down, its key expires (it died)
+  or Redis is gone; ``Flow``'s own bound (a second) applies too. Nothing else waits: the
+  node's other publishers and its local deliveries go on.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ferrymq.cluster.codec import count_frames
+from ferrymq.cluster.outbox import Backlog
 
 if TYPE_CHECKING:
     from ferrymq.core.router import Targets
@@ -51,8 +60,19 @@ INBOX_HIGH = 1_000
 INBOX_LOW = 500
 #: Seconds between two reads of a destination's stream length.
 CHECK_EVERY = 0.01
-#: Bytes of QoS 0 batches read and not yet dispatched, past which the oldest are dropped.
-BACKLOG0_BYTES = 4 << 20
+#: Bytes of QoS 0 batches read and not yet dispatched, past which the oldest are dropped:
+#: room for what the senders still send after the node said it is behind. A sender
+#: learns it with its next send and pauses its publishers in the loop turn after; under
+#: load one turn's batch is 3-6 MB (20 publishers' reads), and at 4 MiB one such batch
+#: past the mark already dropped the one before it.
+BACKLOG0_BYTES = 16 << 20
+#: Bytes of that backlog (with the batch being dispatched) from which a node says it is
+#: behind, and down to which it says so once that batch is done.
+BEHIND0_HIGH = 2 << 20
+BEHIND0_LOW = 1 << 20
+#: Seconds a node's "behind" key lives after it was last set (set again every quarter of
+#: it while the node stays behind): a node that died pauses no one for longer.
+BEHIND0_TTL = 0.5
 
 #: Dispatches messages from an index until a ``time.monotonic`` time (or a full local
 #: queue): the index it reached (``ClusterBroker.dispatch_remote``).
@@ -144,14 +164,20 @@ class DispatchGate:
 
 
 class Destinations:
-    """What a sending node knows of its destinations' QoS 1/2 streams."""
+    """What a sending node knows of its destinations' QoS 1/2 streams, and of whether
+    they are behind with their QoS 0 inbox."""
 
-    __slots__ = ("_checked", "full")
+    __slots__ = ("_checked", "_checked0", "behind", "full", "release")
 
     def __init__(self) -> None:
         #: Nodes whose stream was at ``INBOX_HIGH`` and has not been down to ``INBOX_LOW``.
         self.full: set[str] = set()
         self._checked: dict[str, float] = {}  # node -> when its length was last read
+        #: Nodes that said they are behind -> the publishers paused for them.
+        self.behind: dict[str, Backlog] = {}
+        self._checked0: dict[str, float] = {}  # node -> when its QoS 0 flag was last read
+        #: Resumes the publishers of a ``Backlog`` (``Flow.release_publishers``).
+        self.release: Callable[[Backlog], None] = _release_none
 
     def to_check(self, nodes: Iterable[str], now: float) -> list[str]:
         """Of ``nodes`` (a send's QoS 1/2 destinations), those whose length to read with it."""
@@ -168,26 +194,66 @@ class Destinations:
         elif length <= INBOX_LOW:
             self.full.discard(node)
 
+    def to_check0(self, nodes: Iterable[str], now: float) -> list[str]:
+        """Of ``nodes`` (a send's QoS 0 destinations), those whose flag to read with it."""
+        checked = self._checked0
+        due = [n for n in nodes if now - checked.get(n, 0.0) >= CHECK_EVERY]
+        for node in due:
+            checked[node] = now
+        return due
+
+    def said(self, node: str, behind: bool) -> None:
+        """``node`` is (or is no longer) behind with its QoS 0 inbox."""
+        if behind:
+            if node not in self.behind:
+                self.behind[node] = Backlog()
+        else:
+            held = self.behind.pop(node, None)
+            if held is not None:
+                self.release(held)
+
     def forget(self, node: str) -> None:
         """``node`` is down (or left): nothing waits for it."""
         self.full.discard(node)
         self._checked.pop(node, None)
+        self._checked0.pop(node, None)
+        self.said(node, False)
 
     def clear(self) -> None:
-        """Redis is out of reach: acknowledgements wait for nothing."""
+        """Redis is out of reach: acknowledgements and publishers wait for nothing."""
         self.full.clear()
         self._checked.clear()
+        self._checked0.clear()
+        for node in list(self.behind):
+            self.said(node, False)
+
+
+def _release_none(_held: Backlog) -> None:
+    """``Destinations.release`` until a broker is attached: no publisher to resume."""
 
 
 class Backlog0:
-    """QoS 0 batches read from the pub/sub connection and not yet dispatched, bounded."""
+    """QoS 0 batches read from the pub/sub connection and not yet dispatched, bounded;
+    ``say(True)`` once it holds ``high`` bytes (with the batch being dispatched: under
+    load one batch is what the sender took in a turn, megabytes), ``say(False)`` once
+    that batch is done and the rest is back to ``low``."""
 
-    __slots__ = ("_batches", "limit", "size")
+    __slots__ = ("_batches", "behind", "dispatching", "high", "limit", "low", "say", "size")
 
-    def __init__(self, limit: int = BACKLOG0_BYTES) -> None:
+    def __init__(
+        self,
+        limit: int = BACKLOG0_BYTES,
+        say: Callable[[bool], None] | None = None,
+        high: int = BEHIND0_HIGH,
+        low: int = BEHIND0_LOW,
+    ) -> None:
         self._batches: deque[bytes] = deque()
         self.size = 0  # bytes held
         self.limit = limit
+        self.say = say
+        self.high, self.low = high, low
+        self.behind = False
+        self.dispatching = 0  # bytes of the batch taken and not yet dispatched (``done``)
 
     def __bool__(self) -> bool:
         return bool(self._batches)
@@ -197,6 +263,8 @@ class Backlog0:
         batches = self._batches
         batches.append(batch)
         self.size += len(batch)
+        if self.size + self.dispatching >= self.high and not self.behind:
+            self._say(True)
         dropped = 0
         while self.size > self.limit and len(batches) > 1:
             old = batches.popleft()
@@ -205,13 +273,28 @@ class Backlog0:
         return dropped
 
     def take(self) -> bytes:
+        """The oldest batch, to dispatch (then ``done``)."""
         batch = self._batches.popleft()
         self.size -= len(batch)
+        self.dispatching = len(batch)
         return batch
+
+    def done(self) -> None:
+        """The batch last taken is dispatched."""
+        self.dispatching = 0
+        if self.behind and self.size <= self.low:
+            self._say(False)
 
     def clear(self) -> int:
         """Forget every batch held (the connection is gone); the messages they held."""
         dropped = sum(count_frames(batch) for batch in self._batches)
         self._batches.clear()
-        self.size = 0
+        self.size = self.dispatching = 0
+        if self.behind:
+            self._say(False)
         return dropped
+
+    def _say(self, behind: bool) -> None:
+        self.behind = behind
+        if self.say is not None:
+            self.say(behind)

@@ -20,7 +20,9 @@ Rules kept here:
   (``ServerConnection.on_hold``) and routed first when it resumes, so one large
   read cannot overflow a queue; for at most ``_MAX_PAUSE`` seconds, after which the
   subscriber is marked ``slow`` and only queues and drops; every pause ends as
-  soon as the broker has CPU to spare again.
+  soon as the broker has CPU to spare again, except one for a target whose shortage
+  is not this broker's CPU (``block(..., elsewhere=True)``: another node behind, in
+  cluster mode), which its owner ends, or ``_MAX_PAUSE`` does.
 
 The per-connection state (``write_paused``, ``read_paused``, ``blocked``,
 ``paused_by``, ``paused_since``, ``slow``) lives in ``Client`` slots, where the
@@ -87,6 +89,8 @@ class Flow:
         self._flush_scheduled = False
         #: Publishers whose reading is paused.
         self.paused: set[Client] = set()
+        #: Targets short of something other than this broker's CPU (``block``).
+        self._elsewhere: set[Holder] = set()
         # A subscriber whose queue reaches queue_high (QoS 1/2 messages wait for acks
         # there) pauses its publishers while the broker is saturated; at queue_low they
         # resume. While the broker's own CPU is the limit its throughput is set by it, so
@@ -187,17 +191,23 @@ class Flow:
 
     # --- publishers -----------------------------------------------------------
 
-    def block(self, origin: Client, target: Holder, queued: int = 0) -> None:
-        """``origin`` published to the backed-up ``target`` while the broker is saturated:
-        stop reading ``origin`` until ``target`` drains, and once the queue of ``target``
-        (``queued`` messages) is half full, stop routing the rest of the read that
-        brought the message too."""
+    def block(
+        self, origin: Client, target: Holder, queued: int = 0, elsewhere: bool = False
+    ) -> None:
+        """``origin`` published to the backed-up ``target`` while the broker is saturated
+        (or, ``elsewhere``, while ``target`` is short of another process' CPU: spare CPU
+        here does not end that pause): stop reading ``origin`` until ``target`` drains,
+        and once the queue of ``target`` (``queued`` messages) is half full, or for a
+        target elsewhere, stop routing the rest of the read that brought the message too."""
         if target.slow or target is origin:
             return
-        if queued >= self._hold_at:
+        if elsewhere:
+            self._elsewhere.add(target)
+        if queued >= self._hold_at or elsewhere:
             # One read (up to 1,700 small messages) could overflow the queue: the rest
-            # waits unrouted. Only then: holding every pause would make a fan-out go at
-            # the pace of its slowest subscriber's socket.
+            # waits unrouted. Only then, or for a target elsewhere (every publisher
+            # resumed at once would bring it a read each): holding every pause would
+            # make a fan-out go at the pace of its slowest subscriber's socket.
             origin.conn.on_hold = True
         if target in origin.paused_by:
             return
@@ -217,6 +227,8 @@ class Flow:
 
     def release_publishers(self, target: Holder) -> None:
         """``target`` can take more again: resume the publishers it held up."""
+        if self._elsewhere:
+            self._elsewhere.discard(target)
         blocked = target.blocked
         if not blocked:
             return
@@ -286,9 +298,11 @@ class Flow:
                 self._busy_until = max(self._busy_until, now + _LAG_HOLD)
             elif self.paused and now >= self._busy_until:
                 # CPU to spare again: whoever is still backed up only queues and drops.
+                elsewhere = self._elsewhere
                 for origin in list(self.paused):
                     for target in list(origin.paused_by):
-                        self.release_publishers(target)
+                        if target not in elsewhere:
+                            self.release_publishers(target)
         self.queue_high, self.queue_low = (
             self._tight if now < self._cpu_bound_until else self._loose
         )

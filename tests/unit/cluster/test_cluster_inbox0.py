@@ -145,3 +145,24 @@ def test_a_backlog_counts_frames_without_decoding_them() -> None:
     newest = frame(Message("a", b"2"))
     assert backlog.put(newest) == 3
     assert backlog.take() == newest and not backlog and backlog.size == 0
+
+
+def test_a_backlog_says_it_is_behind_from_its_high_mark_down_to_its_low_one() -> None:
+    said: list[bool] = []
+    backlog = Backlog0(limit=100, say=said.append, high=50, low=20)
+    backlog.put(b"x" * 30)
+    assert said == []
+    backlog.put(b"x" * 20)
+    assert said == [True]
+    backlog.put(b"x" * 10)  # still behind: said once
+    backlog.take()
+    backlog.done()
+    assert said == [True]  # 30 bytes left: above the low mark
+    backlog.take()
+    assert said == [True]  # 10 bytes left, but 20 not dispatched yet
+    backlog.done()
+    assert said == [True, False]
+    backlog.take()
+    backlog.done()
+    backlog.put(b"x" * 60)
+    assert backlog.clear() == 1 and said == [True, False, True, False]

@@ -1,6 +1,8 @@
 """Back-pressure between nodes, in memory: the QoS 1/2 inbox stops at a full local queue
 and goes on as it drains (or stalls), a sender holds its publishers' acknowledgements
-while a destination's stream is long, and lets them go once it is short again."""
+while a destination's stream is long, and lets them go once it is short again; a node
+says when its QoS 0 backlog is long, and a sender pauses the QoS 0 publishers feeding it
+until it is not, it is down, or Redis is gone."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ferrymq.cluster.broker import ClusterBroker, clustered_broker
-from ferrymq.cluster.codec import count_frames, frame
+from ferrymq.cluster.codec import count_frames, frame, split
 from ferrymq.cluster.pressure import (
+    BEHIND0_TTL,
     CHECK_EVERY,
     INBOX_HIGH,
     INBOX_LOW,
@@ -191,3 +194,102 @@ async def test_a_full_destination_that_goes_down_holds_nothing(broker: ClusterBr
     node._release()
     await settle()
     assert [p.packet_id for p in pub.received() if isinstance(p, Puback)] == [1]
+
+
+async def qos0_feeder(broker: ClusterBroker, name: str = "feeder") -> Peer:
+    """A client publishing QoS 0 to ``remote/#``, which n2 subscribes to."""
+    broker.node.replica.add("n2", "remote/#")
+    pub = Peer(broker, name, version=5)
+    await pub.connack()
+    return pub
+
+
+@pytest.mark.parametrize("ends", ["caught up", "down", "redis gone"])
+async def test_a_qos0_publisher_waits_while_its_destination_is_behind(
+    broker: ClusterBroker, ends: str
+) -> None:
+    node = broker.node
+    pub = await qos0_feeder(broker)
+    node.destinations.said("n2", True)
+    pub.send(Publish("remote/a", b"1", 0))
+    await settle()
+    assert not pub.transport.reading
+    pub.send(Publish("remote/a", b"2", 0))  # read once the pause ends
+    await settle()
+    assert node.outbox.messages == 1
+    if ends == "caught up":
+        node.destinations.said("n2", False)
+    elif ends == "down":
+        node._apply_change({b"op": b"down", b"node": b"n2"})
+    else:
+        node._went_down()
+    await settle()
+    assert pub.transport.reading
+    assert not node.destinations.behind
+    qos0, _, _ = node.outbox.take()
+    if ends == "caught up":
+        assert [m.payload for m in split(qos0["n2"])] == [b"1", b"2"]
+    elif ends == "down":  # its routes went with it
+        assert [m.payload for m in split(qos0["n2"])] == [b"1"]
+
+
+async def test_only_the_publishers_feeding_a_node_that_is_behind_wait(
+    broker: ClusterBroker,
+) -> None:
+    node = broker.node
+    feeder = await qos0_feeder(broker)
+    node.replica.add("n3", "other/#")
+    other, qos1 = Peer(broker, "other", version=5), Peer(broker, "qos1", version=5)
+    await other.connack()
+    await qos1.connack()
+    node.destinations.said("n2", True)
+    feeder.send(Publish("remote/a", b"1", 0))
+    other.send(Publish("other/a", b"1", 0))  # to n3, which is not behind
+    qos1.send(Publish("remote/a", b"1", 1, packet_id=1))  # held by n2's stream instead
+    await settle()
+    assert not feeder.transport.reading
+    assert other.transport.reading and qos1.transport.reading
+
+
+def test_a_node_that_is_behind_is_asked_with_each_qos0_send_at_most_every_interval() -> None:
+    d = Destinations()
+    assert d.to_check0(["n2"], 100.0) == ["n2"]
+    assert d.to_check0(["n2"], 100.0 + CHECK_EVERY / 2) == []
+    assert d.to_check0(["n2"], 100.0 + CHECK_EVERY) == ["n2"]
+
+
+class FlagRedis:
+    """What ``_say_behind0`` asks of Redis, kept in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def set(self, key: str, value: bytes, px: int) -> None:
+        self.calls.append(("set", key, str(px)))
+
+    async def delete(self, key: str) -> None:
+        self.calls.append(("delete", key))
+
+
+async def test_a_node_keeps_saying_it_is_behind_until_its_backlog_is_short(
+    broker: ClusterBroker,
+) -> None:
+    """The key is set when the backlog passes its high mark, set again before it expires
+    while the node stays behind, and deleted once it is back to the low mark."""
+    node = broker.node
+    redis = FlagRedis()
+    task = asyncio.create_task(node._say_behind0(redis))  # type: ignore[arg-type]
+    await settle()
+    assert redis.calls == []  # not behind: nothing is written
+    node._behind0 = True
+    node._behind0_changed.set()
+    await settle()
+    set_it = ("set", "ferrymq:behind0:me", str(int(BEHIND0_TTL * 1000)))
+    assert redis.calls == [set_it]
+    await asyncio.sleep(BEHIND0_TTL / 2)
+    assert redis.calls[:2] == [set_it, set_it]  # refreshed within its lifetime
+    node._behind0 = False
+    node._behind0_changed.set()
+    await settle()
+    assert redis.calls[-1] == ("delete", "ferrymq:behind0:me")
+    task.cancel()

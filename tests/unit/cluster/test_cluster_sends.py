@@ -14,7 +14,7 @@ from ferrymq.cluster.broker import ClusterBroker
 from ferrymq.cluster.codec import split
 from ferrymq.cluster.node import SENDS_AHEAD
 from ferrymq.mqtt.packets import Puback, Publish
-from memory import Peer, settle
+from memory import Peer, settle, until
 
 
 class Conn:
@@ -133,3 +133,40 @@ async def test_a_lost_connection_counts_what_it_had_not_answered(
         task.result()
     assert broker.metrics["cluster.forward.paused"] == 2
     assert broker.metrics["cluster.forwarded"] == 0
+
+
+async def test_a_node_that_says_it_is_behind_pauses_the_qos0_publishers_feeding_it(
+    broker: ClusterBroker, sending: tuple[Conn, asyncio.Task[None]]
+) -> None:
+    """The flag is read with the QoS 0 send to n2; while it is set, the publisher whose
+    messages go there is not read, a local-only publisher is; once n2's flag is gone
+    (read again on its own every ``CHECK_EVERY``) the publisher is read again, and
+    every message it published went to n2."""
+    conn, _ = sending
+    feeder, local = Peer(broker, "feeder"), Peer(broker, "local")
+    await feeder.connack()
+    await local.connack()
+    feeder.send(Publish("t/1", b"0", 0))
+    await settle()
+    assert conn.written[-1] == ("EXISTS", "ferrymq:behind0:n2")
+    assert [c[0] for c in conn.written] == ["PUBLISH", "EXISTS"]
+    conn.replies.put_nowait(1)  # PUBLISH: one subscriber had it
+    conn.replies.put_nowait(1)  # EXISTS: n2 is behind
+    await settle()
+    assert set(broker.node.destinations.behind) == {"n2"}
+    assert feeder.transport.reading  # its message went before n2 said so
+    feeder.send(Publish("t/1", b"1", 0))
+    local.send(Publish("here/1", b"x", 0))
+    await settle()
+    assert not feeder.transport.reading  # paused: its message went to n2
+    assert local.transport.reading  # nothing of it goes to n2
+    conn.replies.put_nowait(1)  # the PUBLISH of b"1" (its flag is not due yet)
+    await until(
+        lambda: conn.written[-1] == ("EXISTS", "ferrymq:behind0:n2") and len(conn.written) == 4
+    )
+    assert not feeder.transport.reading
+    conn.replies.put_nowait(0)  # n2 caught up
+    await until(lambda: feeder.transport.reading)
+    assert not broker.node.destinations.behind
+    sent = [p for c in conn.written if c[0] == "PUBLISH" for p in payloads(c)]
+    assert sent == [b"0", b"1"]

@@ -288,3 +288,33 @@ async def test_a_read_of_many_packets_pins_the_receive_buffer(broker: Broker, co
     assert broker.metrics["messages.received"] == count
     assert _rcvbuf(wire.sock) == (expected if count >= INPUT_BACKLOG else grown)
     wire.sock.close()
+
+
+class Elsewhere:
+    """A target short of another process' CPU (cluster mode: another node behind)."""
+
+    def __init__(self) -> None:
+        self.blocked: list[Client] | tuple[()] = ()
+        self.slow = False
+
+
+async def test_spare_cpu_ends_local_pauses_but_not_one_for_a_target_elsewhere(
+    broker: Broker,
+) -> None:
+    """An idle probe resumes the publishers of a backed-up local subscriber; one paused
+    for a target elsewhere waits for its owner's release (or ``tick``'s bound), with the
+    rest of its read held."""
+    far, near = Elsewhere(), Elsewhere()
+    waits, resumes = Peer(broker, "waits"), Peer(broker, "resumes")
+    broker.flow.block(waits.client, far, elsewhere=True)  # type: ignore[arg-type]
+    broker.flow.block(resumes.client, near)  # type: ignore[arg-type]
+    assert not waits.wire.reading and not resumes.wire.reading
+    assert waits.client.conn.on_hold and not resumes.client.conn.on_hold
+    broker.flow._busy_until = 0.0
+    broker.flow.cpu_mark = (time.monotonic() - 0.05, time.process_time())  # idle since
+    broker.flow.probe_load()
+    assert resumes.wire.reading
+    assert not waits.wire.reading
+    broker.flow.release_publishers(far)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert waits.wire.reading and not broker.flow.paused
