@@ -145,6 +145,8 @@ TABLE: list[tuple[str, str, str | Callable[[Row], Any], str | None]] = [
     ("S4", "S4 connect latency p99 ms", "connect_ms.p99", "lower"),
     ("S4", "S4 broker RSS per connection, KiB", rss_per_conn, "lower"),
     ("S4", "S4 alive after 5 s hold", "alive_after_hold", None),
+    ("S4b", "S4b the same at 2,000/s: connected", "connected", None),
+    ("S4b", "S4b connect latency p99 ms", "connect_ms.p99", "lower"),
     ("S5a", "S5a S1 with 100,000 subscriptions: delivered msg/s", "recv_rate", "higher"),
     ("S5a", "S5a time to make the 100,000 subscriptions, s", "s5.subscribe_s", "lower"),
     ("S5a", "S5a broker RSS holding them, KiB", "s5.rss_with_subs_kb", None),
@@ -285,6 +287,14 @@ def targets(res: Results) -> list[str]:
     per = res.median("S4", f, rss_per_conn)
     if per is not None:
         add("S4 ≤ 8 KiB RSS per idle connection", f"{per:.1f} KiB", per <= 8.0)
+    fm = res.median("S4b", f, "connect_ms.p99")
+    mm = res.median("S4b", "mosquitto", "connect_ms.p99")
+    if fm is not None and mm:
+        add(
+            "S4b connect p99 at 2,000/s ≤ 3x Mosquitto",
+            f"{fmt(fm)} vs {fmt(mm)} ms: {fm / mm:.2f}x",
+            fm / mm <= 3.0,
+        )
     s5a, s1 = res.median("S5a", f, "recv_rate"), res.median("S1", f, "recv_rate")
     if s5a is not None and s1:
         add(
@@ -376,6 +386,7 @@ def noise(res: Results) -> list[str]:
             "S3b",
             "S8",
             "S4",
+            "S4b",
             "S5a",
             "S5b",
             *DURABILITY,

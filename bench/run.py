@@ -1,7 +1,7 @@
 """Run the benchmark: ferrymq, Mosquitto and amqtt side by side, one after the other.
 
 usage: python bench/run.py [--rounds 3] [--quick] [--brokers ferrymq,mosquitto,amqtt]
-                           [--scenarios S0,S1,S2,S3a,S3b,S8,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,
+                           [--scenarios S0,S1,S2,S3a,S3b,S8,S4,S4b,S5a,S5b,S6a,S6b,S6c,S6d,S7,
                                         X1,X3a,L1,L3a]
                            [--soak 300]
 
@@ -422,7 +422,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one round, no reruns")
     ap.add_argument("--brokers", default="ferrymq,mosquitto,amqtt")
     ap.add_argument(
-        "--scenarios", default="S0,S1,S2,S3a,S3b,S8,S4,S5a,S5b,S6a,S6b,S6c,S6d,S7,X1,X3a,L1,L3a"
+        "--scenarios", default="S0,S1,S2,S3a,S3b,S8,S4,S4b,S5a,S5b,S6a,S6b,S6c,S6d,S7,X1,X3a,L1,L3a"
     )
     ap.add_argument("--soak", type=int, default=0, help="seconds of ferrymq soak (0: none)")
     ap.add_argument("--s2-rate", action="append", default=[], help="broker=rate: skip its sweep")

@@ -41,6 +41,7 @@ from ferrymq.config import LISTENER_PORTS, ConfigError, ListenerSettings, Settin
 from ferrymq.core.broker import Broker
 from ferrymq.dashboard.users import bootstrap_admin
 from ferrymq.storage.sqlite import SqliteStore
+from ferrymq.transport import descriptors
 from ferrymq.transport.deferred import DeferredListener
 from ferrymq.transport.listeners import ListenerManager
 from ferrymq.transport.options import ListenerOptions
@@ -61,6 +62,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     log.info("ferrymq %s", native.SUMMARY)  # compiled or pure Python (FERRYMQ_PURE_PYTHON)
     gc.disable()  # until _tune_gc: loading creates many objects and no garbage
+    descriptors.TABLE.reserve(descriptors.START_SLOTS)  # before the store's thread: no RCU wait
     store = SqliteStore(
         settings.db_path, settings.flush_interval, synchronous=settings.db_synchronous
     )

@@ -17,7 +17,7 @@ from ferrymq.commands.certs import write_dev_certs
 from ferrymq.config import ListenerSettings, Settings
 from ferrymq.core.broker import Broker
 from ferrymq.server import listener_option, listener_options
-from ferrymq.transport import proxy_protocol
+from ferrymq.transport import descriptors, listeners, proxy_protocol
 from ferrymq.transport.listeners import ListenerManager
 
 CONNACK_OK = b"\x20\x02\x00\x00"
@@ -134,6 +134,24 @@ def test_describe_in_the_emqx_shape_with_live_counts(run: Runner) -> None:
         assert ws["current_conns"] == 0 and ws["zone"] == "external" and ws["path"] == "/mqtt"
         clients[0][1].close()
         await until(lambda: info(manager, "mqtt:tcp:default")["current_conns"] == 1)
+
+    run(body)
+
+
+def test_accepting_past_half_the_descriptor_table_grows_it_ahead(
+    run: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table known to hold 8 descriptors, grown to 32 by the connection that passes 4,
+    while that connection is served as any other."""
+    table = descriptors.Table()
+    table.slots, table.grow_at = 8, 4
+    monkeypatch.setattr(listeners, "_TABLE", table)
+
+    async def body(start: Start) -> None:
+        manager = await start(spec("tcp"))
+        await mqtt_connect(port_of(manager), "fd1")
+        await until(lambda: table.slots == 32)
+        assert table.grow_at == 16
 
     run(body)
 
