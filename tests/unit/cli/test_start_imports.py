@@ -7,11 +7,14 @@ import sys
 
 # Each is imported elsewhere when needed: another subcommand, a configuration file or a
 # PROXY protocol listener (ipaddress), the API's first request (aiohttp), --help (shutil),
-# TLS (ssl, transport.tls), a pbkdf2 hash (hashlib, which loads OpenSSL as ssl does).
+# TLS (ssl, transport.tls), a pbkdf2 hash (hashlib, which loads OpenSSL as ssl does); the
+# store runs on _sqlite3, without the sqlite3 package's date/time adapters (datetime).
 NOT_AT_START = (
+    "_datetime",
     "_hashlib",
     "_ssl",
     "aiohttp",
+    "datetime",
     "ferrymq.api.app",
     "ferrymq.commands.apps",
     "ferrymq.commands.bench",
@@ -24,6 +27,7 @@ NOT_AT_START = (
     "pathlib",
     "secrets",
     "shutil",
+    "sqlite3",
     "ssl",
 )
 
