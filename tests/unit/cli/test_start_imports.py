@@ -8,7 +8,8 @@ import sys
 # Each is imported elsewhere when needed: another subcommand, a configuration file or a
 # PROXY protocol listener (ipaddress), the API's first request (aiohttp), --help (shutil),
 # TLS (ssl, transport.tls), a pbkdf2 hash (hashlib, which loads OpenSSL as ssl does); the
-# store runs on _sqlite3, without the sqlite3 package's date/time adapters (datetime).
+# store runs on _sqlite3, without the sqlite3 package's date/time adapters (datetime); a
+# random or sticky shared group's first draw (random); shared groups hash with binascii (zlib).
 NOT_AT_START = (
     "_datetime",
     "_hashlib",
@@ -25,10 +26,12 @@ NOT_AT_START = (
     "hmac",
     "ipaddress",
     "pathlib",
+    "random",
     "secrets",
     "shutil",
     "sqlite3",
     "ssl",
+    "zlib",
 )
 
 # What commands/start.py does, up to running the loop.
