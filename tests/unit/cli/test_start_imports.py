@@ -9,8 +9,10 @@ import sys
 # PROXY protocol listener (ipaddress), the API's first request (aiohttp), --help (shutil),
 # TLS (ssl, transport.tls), a pbkdf2 hash (hashlib, which loads OpenSSL as ssl does); the
 # store runs on _sqlite3, without the sqlite3 package's date/time adapters (datetime); a
-# random or sticky shared group's first draw (random); shared groups hash with binascii (zlib).
+# random or sticky shared group's first draw (random); shared groups hash with binascii (zlib);
+# the first credential check (_blake2).
 NOT_AT_START = (
+    "_blake2",
     "_datetime",
     "_hashlib",
     "_ssl",
