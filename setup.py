@@ -61,9 +61,10 @@ def extensions() -> list:
         return []
     for ext in exts:
         ext.optional = True  # no C compiler: the build goes on, pure Python
-        if sys.platform.startswith("linux"):
+        if sys.platform.startswith("linux") and "__mypyc" not in ext.name:
             # Code and read-only data on shared pages: each of the twelve small extensions
-            # maps 2 pages instead of 4 or 5, about 0.1 MiB less RSS at start in all.
+            # maps 2 pages instead of 5, 0.15 MiB less RSS at start in all. Not the library
+            # they load, where the hot code runs: its layout stays the linker's default.
             ext.extra_link_args = [*ext.extra_link_args, "-Wl,-z,noseparate-code"]
     return exts
 
