@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml
 # The editable install above builds pure (FERRYMQ_BUILD_PURE): the one compile is this one.
 # The compiled hot modules (setup.py, mypyc; pyproject's [build-system] is installed above),
 # built again when a source they are built from changed. Without a C compiler: pure Python.
+# And every module's bytecode, as an installed package has it: a start that compiles its
+# sources (none cached, or PYTHONDONTWRITEBYTECODE) holds 0.3 MB more RSS for the compiler's
+# leftovers. compileall skips what is up to date.
 build: src/ferrymq/_compiled.json
+	$(PY) -m compileall -q src/ferrymq
 
 src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py \
 		$(wildcard src/ferrymq/mqtt/*.py src/ferrymq/core/*.py src/ferrymq/model/*.py \

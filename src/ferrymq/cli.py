@@ -1,72 +1,23 @@
-"""The ``ferrymq`` command line: one module per subcommand in ``ferrymq.commands``.
-
-Only the subcommand named on the command line is imported (all of them for
-``--help`` or a mistyped name), and the help formatter reads the terminal's
-width from ``os``: a broker started with ``ferrymq start`` carries neither the
-other commands' modules nor ``shutil`` (and the compression modules it
-imports) for the life of the process.
-"""
+"""The ``ferrymq`` command line: one module per subcommand in ``ferrymq.commands``, parsed by
+``ferrymq.commands.parser``."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
 import sys
-from collections.abc import Sequence
-from typing import Any
-
-from ferrymq import __version__, native
-
-# Each module defines register(subparsers) and sets args.func.
-COMMANDS = ("start", "certs", "apps", "users", "acl", "dashboard", "bench", "cluster")
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, with ``shutil.get_terminal_size``'s width taken from ``os``."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24) -> None:
-        super().__init__(prog, indent_increment, max_help_position, width=terminal_width() - 2)
-
-
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose help formatter is ``HelpFormatter`` unless told otherwise;
-    ``add_subparsers`` makes the subcommands' parsers of the same class."""
-
-    def __init__(self, formatter_class: Any = HelpFormatter, **kwargs: Any) -> None:
-        super().__init__(formatter_class=formatter_class, **kwargs)
-
-
-def terminal_width() -> int:
-    """What ``shutil.get_terminal_size().columns`` says: ``COLUMNS``, the terminal, or 80."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]  # None without a stdout: AttributeError, caught
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; given ``argv``, with only the subcommand it names when it names one."""
-    parser = Parser(prog="ferrymq", description="ferrymq MQTT broker")
-    parser.add_argument(
-        "--version", action="version", version=f"ferrymq {__version__}, {native.SUMMARY}"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    named = [arg for arg in argv or () if not arg.startswith("-")][:1]
-    for name in named if named and named[0] in COMMANDS else COMMANDS:
-        importlib.import_module(f"ferrymq.commands.{name}").register(sub)
-    return parser
+from types import SimpleNamespace
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    args = build_parser(argv).parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else argv)
     return int(args.func(args))
+
+
+def _parse(argv: list[str]) -> SimpleNamespace:
+    """The command line, as a plain namespace: argparse's ``Namespace`` would keep all of
+    ``argparse`` alive for as long as the command runs (``parser.forget``)."""
+    from ferrymq.commands.parser import build_parser
+
+    return SimpleNamespace(**vars(build_parser(argv).parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ all accept exactly the same names (``max_inflight`` / ``FERRYMQ_MAX_INFLIGHT``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 
 class ConfigError(ValueError):
@@ -387,6 +389,8 @@ def _apply(settings: Settings, values: dict[str, Any], origin: str) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config`` and one flag per setting to ``parser``."""
+    import argparse  # here: a broker lets argparse go once parsed (commands/parser.py)
+
     parser.add_argument("--config", "-c", help="TOML config file")
     for f in fields(Settings):
         kind = _field_type(f)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-from _blake2 import blake2b
 from _operator import _compare_digest
 from typing import Any
 
@@ -51,7 +50,10 @@ def sha1_hex(data: bytes) -> str:
 
 def keyed_digest(key: bytes, data: bytes) -> bytes:
     """A MAC of ``data`` under ``key`` (BLAKE2b's keyed mode, 32 bytes): a cache key that
-    says nothing about ``data`` to whoever does not hold ``key``."""
+    says nothing about ``data`` to whoever does not hold ``key``. ``_blake2`` is loaded at the
+    first call: a broker nobody logs in to never maps it."""
+    from _blake2 import blake2b
+
     return blake2b(data, key=key, digest_size=32).digest()
 
 

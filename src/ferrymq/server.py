@@ -272,7 +272,6 @@ def _tune_gc(loop: asyncio.AbstractEventLoop) -> None:
     Cycles among young objects (tracebacks, callbacks) are still collected; those
     among old ones are left for a full pass every ``FULL_COLLECT_INTERVAL``."""
     gc.collect()  # the cycles start-up left (the collector was off while loading)
-    _trim_heap()
     gc.callbacks.append(_freeze_survivors)
     gc.freeze()  # the state loaded at start
     gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
@@ -295,9 +294,10 @@ def _collect_everything(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _trim_heap() -> None:
-    """Give the free pages of the C heap back to the system (glibc's ``malloc_trim``):
-    start-up's imports and loading leave about 0.7 MB of them (more after a burst of
-    large allocations); glibc keeps them otherwise. A no-op where there is no glibc."""
+    """Give the free pages of the C heap back to the system (glibc's ``malloc_trim``), which
+    glibc keeps otherwise: after a burst of large allocations, many. Not at start: with the
+    modules' bytecode cached, start-up leaves fewer free pages than ctypes, which the call
+    needs, costs (0.2 MiB more RSS with the trim). A no-op where there is no glibc."""
     try:
         import ctypes
 

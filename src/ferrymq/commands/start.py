@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
+import gc
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferrymq import config, eventloop
 from ferrymq.logs import setup_logging
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def register(sub: Any) -> None:
@@ -31,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"ferrymq: {exc}", file=sys.stderr)
         return 2
+    _forget_parser()
+    gc.collect()  # the parser's cycles: their memory goes to the broker's modules
     eventloop.import_asyncio(settings.speaks_tls())  # before the server imports it
     from ferrymq.server import run as serve
 
@@ -50,3 +55,10 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _forget_parser() -> None:
+    """The settings are read: the parser goes (``parser.forget``), once this returns."""
+    from ferrymq.commands import parser
+
+    parser.forget()

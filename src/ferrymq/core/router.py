@@ -22,8 +22,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import random
-import zlib
+from binascii import crc32  # zlib's CRC-32, without loading zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, cast
 
@@ -91,6 +90,14 @@ def _per_client(subs: list[Subscription]) -> list[Subscription | Overlap]:
     for sub in subs:
         by_client.setdefault(sub.client_id, []).append(sub)
     return [m[0] if len(m) == 1 else Overlap(m) for m in by_client.values()]
+
+
+def _random_index(n: int) -> int:
+    """A random index below ``n``. ``random`` (with ``_sha512`` and ``bisect``) is imported at
+    the first draw: a broker without random or sticky groups never loads it."""
+    import random
+
+    return random.randrange(n)
 
 
 class SharedGroup:
@@ -162,13 +169,13 @@ class SharedGroup:
             sticky = self._sticky
             if sticky is not None and available(sticky):
                 return sticky
-            start = random.randrange(n)
+            start = _random_index(n)
         elif strategy == "round_robin":
             start = self._next % n
         elif strategy == "hash_clientid":
-            start = zlib.crc32(publisher_id.encode()) % n
+            start = crc32(publisher_id.encode()) % n
         else:
-            start = random.randrange(n)
+            start = _random_index(n)
         for k in range(n):
             i = (start + k) % n
             sub = members[i]

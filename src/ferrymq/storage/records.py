@@ -16,10 +16,12 @@ the store's writer thread, so they are serialised with the API's own writes.
 from __future__ import annotations
 
 import json
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferrymq.digests import sha1_hex
+
+if TYPE_CHECKING:
+    import sqlite3
 
 #: The kinds of record, in the order they are applied.
 KINDS = ("app", "username", "clientid", "acl", "ban", "dashboard_user")

@@ -7,32 +7,52 @@ import sys
 
 # Each is imported elsewhere when needed: another subcommand, a configuration file or a
 # PROXY protocol listener (ipaddress), the API's first request (aiohttp), --help (shutil),
-# TLS (ssl, transport.tls), a pbkdf2 hash (hashlib, which loads OpenSSL as ssl does).
+# TLS (ssl, transport.tls), a pbkdf2 hash (hashlib, which loads OpenSSL as ssl does); the
+# store runs on _sqlite3, without the sqlite3 package's date/time adapters (datetime); a
+# random or sticky shared group's first draw (random); shared groups hash with binascii (zlib);
+# the first credential check (_blake2); the parser leaves once the settings are read
+# (argparse, gettext, commands.parser).
 NOT_AT_START = (
+    "_blake2",
+    "argparse",
+    "_datetime",
     "_hashlib",
     "_ssl",
     "aiohttp",
+    "datetime",
     "ferrymq.api.app",
     "ferrymq.commands.apps",
     "ferrymq.commands.bench",
     "ferrymq.commands.certs",
+    "ferrymq.commands.parser",
     "ferrymq.loadgen",
     "ferrymq.transport.tls",
+    "gettext",
     "hashlib",
     "hmac",
     "ipaddress",
     "pathlib",
+    "random",
     "secrets",
     "shutil",
+    "sqlite3",
     "ssl",
+    "zlib",
 )
 
 # What commands/start.py does, up to running the loop.
 CODE = """
-import sys
-from ferrymq import cli, config, eventloop
-args = cli.build_parser(["start"]).parse_args(["start"])
+import gc, sys, weakref
+from ferrymq import config, eventloop
+from ferrymq.commands import start
+from ferrymq.commands.parser import build_parser
+args = build_parser(["start"]).parse_args(["start"])
 settings = config.load(None, {}, {})
+parsers = [weakref.ref(sys.modules[name]) for name in ("argparse", "gettext")]
+del args, build_parser
+start._forget_parser()
+gc.collect()
+assert all(ref() is None for ref in parsers), "argparse or gettext is still referenced"
 eventloop.import_asyncio(settings.speaks_tls())
 from ferrymq import server
 settings.anonymous_allowed()

@@ -6,7 +6,7 @@ import re
 from dataclasses import fields
 
 from ferrymq import config
-from ferrymq.cli import build_parser
+from ferrymq.commands.parser import build_parser
 from paths import ROOT
 
 EXAMPLE = ROOT / "docs" / "ferrymq.example.toml"
