@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -141,7 +142,9 @@ class TestClient:
         self.c._thread_terminate = True
         sock = self.c.socket()
         if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
+            # The broker may be gone already (SIGKILL): then there is nothing to end.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
