@@ -92,12 +92,19 @@ def _per_client(subs: list[Subscription]) -> list[Subscription | Overlap]:
     return [m[0] if len(m) == 1 else Overlap(m) for m in by_client.values()]
 
 
+_randrange: Callable[[int], int] | None = None  # random.randrange, once a draw needed it
+
+
 def _random_index(n: int) -> int:
     """A random index below ``n``. ``random`` (with ``_sha512`` and ``bisect``) is imported at
-    the first draw: a broker without random or sticky groups never loads it."""
-    import random
+    the first draw, and kept: a broker without random or sticky groups never loads it, and
+    a message to such a group pays no import statement."""
+    global _randrange
+    if _randrange is None:
+        import random
 
-    return random.randrange(n)
+        _randrange = random.randrange
+    return _randrange(n)
 
 
 class SharedGroup:
