@@ -222,9 +222,15 @@ class Client:
             metrics["packets.received"] += count
             if count >= INPUT_BACKLOG:
                 self.broker.flow.bound_input(self)
-        self._handle_packets()
         flow = self.broker.flow
-        if flow.write_at_once:
+        if not flow.write_at_once:
+            self._handle_packets()
+            return
+        flow.in_read_flush = True
+        try:
+            self._handle_packets()
+        finally:
+            flow.in_read_flush = False
             flow.flush()
 
     def _handle_packets(self) -> None:

@@ -116,15 +116,21 @@ class Flow:
         #: than CPU that is idle anyway. Set from ``_spare`` (not saturated at the last
         #: load probe) and the last poll's ready count (``polled``).
         self.write_at_once = True
+        #: Inside a read whose writes leave right after it (``Client.data_received``
+        #: while ``write_at_once``): the read flushes, so a write schedules nothing.
+        self.in_read_flush = False
         self._spare = True
         self.cpu_mark = (time.monotonic(), time.process_time())
 
     # --- writing ------------------------------------------------------------
 
     def mark_dirty(self, client: Client) -> None:
-        """``client`` has bytes to write: flush it at the end of this iteration."""
+        """``client`` has bytes to write: flush it at the end of this iteration, or at the
+        end of the read being handled (``in_read_flush``), which needs no callback: at a
+        moderate rate every read is an iteration of its own, and one per read found
+        nothing left to flush."""
         self._dirty.append(client)
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self.in_read_flush:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
 

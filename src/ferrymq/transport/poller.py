@@ -49,7 +49,6 @@ _WRITE_LOW_WATER = WRITE_HIGH_WATER // 4
 # Every read lands here first: one event loop, one read at a time. An anonymous mapping, not
 # a bytearray (which is zeroed, so resident at once): a page is resident once a read reached it.
 _BUFFER = mmap.mmap(-1, READ_SIZE)
-_VIEW = memoryview(_BUFFER)
 _BUFFERS = [_BUFFER]
 
 if AVAILABLE:
@@ -222,7 +221,7 @@ class SocketTransport:
             return
         if size:
             try:
-                self.client.data_received(_VIEW[:size].tobytes())
+                self.client.data_received(_BUFFER[:size])
             except Exception as exc:  # a bug: as asyncio's transports, close this connection only
                 log.exception("fatal error in data_received of %s:%s", *self.peer)
                 self._close(exc)

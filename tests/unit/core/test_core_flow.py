@@ -256,6 +256,36 @@ async def test_a_poll_with_many_sockets_ready_batches_the_writes(broker: Broker)
     assert [p.payload for p in sub.publishes()] == [b"at once"]
 
 
+async def test_a_read_whose_writes_leave_with_it_schedules_no_flush(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While writes leave with their read, the read flushes what it wrote, so no
+    end-of-iteration callback is scheduled (at a moderate rate each read is an
+    iteration of its own); batched writes still get theirs."""
+    sub = subscriber(broker, 1)
+    pub = Peer(broker, "pub")
+    loop = asyncio.get_running_loop()
+    scheduled: list[Any] = []
+    call_soon = loop.call_soon
+
+    def recording(callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon", recording)
+    sent, acked = len(sub.wire.data), len(pub.wire.data)
+    pub.send(Publish("f/a", b"now", 1, packet_id=1))
+    assert len(sub.wire.data) > sent and len(pub.wire.data) > acked
+    assert broker.flow.flush not in scheduled
+    broker.flow.polled(FEW_READY + 1)
+    sent = len(sub.wire.data)
+    pub.send(Publish("f/a", b"batched", 1, packet_id=2))
+    assert len(sub.wire.data) == sent
+    assert broker.flow.flush in scheduled
+    await asyncio.sleep(0)
+    assert [p.payload for p in sub.publishes()][-2:] == [b"now", b"batched"]
+
+
 class SocketTransport(FakeTransport):
     """A FakeTransport that shows a real (unconnected) TCP socket as its ``socket``."""
 
