@@ -21,6 +21,7 @@ from ferrymq.digests import sha256_hex
 # The modules of the message path (bench/profile.py), the ones setup.py compiles.
 HOT = (
     "ferrymq.model.message",
+    "ferrymq.model.delivery",
     "ferrymq.storage.codec",
     "ferrymq.mqtt.wire",
     "ferrymq.mqtt.codec",
