@@ -121,13 +121,10 @@ def main() -> None:
         )
     for who, _proc, out in traces:
         lines = out.read_text().splitlines()
-        total = next((ln for ln in lines if ln.strip().endswith("total")), "")
-        print(
-            f"  {who} syscalls: {total.split()[2] if total else '?'} "
-            f"({int(total.split()[2]) / messages:.2f} per message)"
-            if total
-            else ""
-        )
+        # "% time  seconds  usecs/call  calls  [errors]  syscall", then a "total" row
+        total = next((ln.split() for ln in lines if ln.split()[-1:] == ["total"]), None)
+        calls = int(total[3]) if total else 0
+        print(f"  {who} syscalls: {calls} ({calls / messages:.2f} per message); the most:")
         for ln in lines[2:12]:
             print("    " + ln)
 
