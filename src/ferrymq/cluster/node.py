@@ -95,7 +95,13 @@ from ferrymq.cluster.retained import CLEARED, Cleared, ms_of, sync_retained
 from ferrymq.cluster.routes import PendingRoutes, RouteReplica
 from ferrymq.cluster.rpc import Rpc
 from ferrymq.cluster.shared import SharedRoutes, is_shared
-from ferrymq.cluster.stream_inbox import StreamCommands, read_inbox, replies_skippable, write_packed
+from ferrymq.cluster.stream_inbox import (
+    Owed,
+    StreamCommands,
+    read_inbox,
+    replies_skippable,
+    write_packed,
+)
 from ferrymq.cluster.subacks import SubackGate, entry_id
 from ferrymq.core import system
 from ferrymq.model.message import Message
@@ -128,6 +134,8 @@ INBOX_MAXLEN = 100_000
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 3.0
 # Longest a stopping node waits for each of its Redis steps: a shutdown never hangs on Redis.
 STOP_WAIT = 1.0
+#: Longest the QoS 1/2 reader, stopped, waits to acknowledge what it dispatched and still owed.
+OWED_WAIT = 0.25
 
 # Remove a dead node's routes unless it came back (its alive key exists again).
 _CLEANUP = """
@@ -765,10 +773,16 @@ class ClusterNode:
             return self.settle is not None and await self.settle(redis, stream, ids)
 
         flush = self.broker.flow.flush  # type: ignore[union-attr]
-        async with _held(redis) as conn:
-            quiet = await replies_skippable(conn)
-            commands = StreamCommands(stream, GROUP, self.name, READ_BLOCK_MS, quiet)
-            await read_inbox(conn, commands, self._decode, dispatch, gate, flush, settle)
+        owed = Owed()
+        try:
+            async with _held(redis) as conn:
+                quiet = await replies_skippable(conn)
+                commands = StreamCommands(stream, GROUP, self.name, READ_BLOCK_MS, quiet)
+                await read_inbox(conn, commands, self._decode, dispatch, gate, flush, settle, owed)
+        finally:
+            if owed.ids:  # dispatched: acknowledged now, not dispatched again after a restart
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(_acknowledge(redis, stream, owed.take()), OWED_WAIT)
 
     def _decode(self, batch: bytes | None) -> tuple[list[Message], Any] | None:
         """A forwarded batch's messages and what they ask of shared groups; None (logged
@@ -965,6 +979,13 @@ def _batch_commands(qos0: dict[str, bytes], reliable: dict[str, bytes]) -> list[
 def _queue_batches(pipe: Any, qos0: dict[str, bytes], reliable: dict[str, bytes]) -> None:
     for command in _batch_commands(qos0, reliable):
         pipe.execute_command(*command)
+
+
+async def _acknowledge(redis: aioredis.Redis, stream: str, ids: list[bytes]) -> None:
+    pipe = redis.pipeline(transaction=False)
+    pipe.xack(stream, GROUP, *ids)
+    pipe.xdel(stream, *ids)
+    await pipe.execute()
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hiredis
 from redis.asyncio.connection import Connection
 
-from ferrymq.cluster.stream_inbox import StreamCommands, _entries, pack
+from ferrymq.cluster.stream_inbox import ACK_DELAY, ACK_MOST, Owed, StreamCommands, _entries, pack
 
 
 def commands_in(data: bytes) -> list[list[bytes]]:
@@ -31,6 +31,32 @@ def test_the_read_asks_the_group_for_pending_then_new_entries() -> None:
     head += [b"1000", b"STREAMS", b"ferrymq:inbox:me"]
     assert commands_in(commands.read(b"0")) == [[*head, b"0"]]
     assert commands_in(commands.read(b">")) == [[*head, b">"]]
+
+
+def test_the_read_blocks_briefly_while_acknowledgements_are_owed() -> None:
+    commands = StreamCommands("ferrymq:inbox:me", "ferrymq", "me@host", 1000, quiet=True)
+    [read] = commands_in(commands.read(b">", owing=True))
+    assert read[read.index(b"BLOCK") + 1] == b"%d" % round(ACK_DELAY * 1000)
+    assert read[-1] == b">"
+
+
+def test_acknowledgements_wait_for_others_until_due() -> None:
+    owed = Owed()
+    assert not owed.ready(0.0, True)  # nothing owed
+    owed.add([b"1-0"], 10.0)
+    assert not owed.ready(10.0, False)
+    owed.add([b"2-0"], 10.0 + ACK_DELAY / 2)  # joins, the oldest's deadline kept
+    assert not owed.ready(10.0 + ACK_DELAY * 0.9, False)
+    assert owed.ready(10.0 + ACK_DELAY, False)
+    assert owed.take() == [b"1-0", b"2-0"] and not owed.ids
+
+
+def test_acknowledgements_leave_at_once_when_idle_or_many() -> None:
+    owed = Owed()
+    owed.add([b"1-0"], 10.0)
+    assert owed.ready(10.0, True)  # the last read found nothing: no reason to wait more
+    owed.add([b"%d-0" % i for i in range(ACK_MOST)], 10.0)
+    assert owed.ready(10.0, False)
 
 
 def test_acknowledgements_skip_their_replies_where_redis_allows() -> None:
