@@ -28,6 +28,7 @@ import json
 import logging
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ __all__ = [
     "dump_message",
     "dump_row",
     "dump_will",
+    "latest_retained",
     "load_message",
     "load_will",
     "retained_rows",
@@ -76,6 +78,21 @@ _join_bytes = b"".join
 _join_bytearray = bytearray().join  # a new bytearray per call
 
 
+def latest_retained(log: deque[Message | str], count: int) -> dict[str, Message | None]:
+    """The first ``count`` retained writes of ``log`` (a Message to put, a topic to delete),
+    taken off it, as the last write per topic (None: a delete). Compiled: in pure Python
+    this loop was a tenth of the writer thread's work per retained row."""
+    out: dict[str, Message | None] = {}
+    popleft = log.popleft
+    for _ in range(count):
+        item = popleft()
+        if isinstance(item, str):
+            out[item] = None
+        else:
+            out[item.topic] = item
+    return out
+
+
 def retained_rows(retained: dict[str, Message | None]) -> Iterator[tuple[str, bytearray]]:
     """(topic, row) of every put of a batch's retained writes (``None``: a delete, left
     out): :func:`dump_row` without the topic, compiled with the message it reads. The
@@ -99,9 +116,9 @@ def retained_rows(retained: dict[str, Message | None]) -> Iterator[tuple[str, by
                 if expiry:
                     expiry += offset
                 flags = msg.qos | (_RETAIN if msg.retain else 0)
-                row = bytearray(pack(_VERSION, flags, expiry, msg.created, 0, len(publisher), 0))
-                row += publisher
-                row += msg.payload
+                # One join: a third of the work of bytearray(header) and two +=.
+                header = pack(_VERSION, flags, expiry, msg.created, 0, len(publisher), 0)
+                row = _join_bytearray((header, publisher, msg.payload))
         except Exception:
             log.exception("cannot store retained message on %r", topic)
             continue

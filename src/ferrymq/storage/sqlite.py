@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ferrymq.model.message import Message
 from ferrymq.storage import records
-from ferrymq.storage.codec import dump_row, load_message, retained_rows
+from ferrymq.storage.codec import dump_row, latest_retained, load_message, retained_rows
 from ferrymq.storage.store import (
     ACL_KINDS,
     AUTH_KINDS,
@@ -592,7 +592,7 @@ class SqliteStore:
         if not (retained or self._sessions or self._messages or self._wipes or self._rel):
             return None
         batch = (
-            self._take_retained(retained),
+            latest_retained(self._retained_log, retained),
             self._sessions,
             self._wipes,
             self._messages,
@@ -603,18 +603,6 @@ class SqliteStore:
         self._messages = {}
         self._rel = {}
         return batch
-
-    def _take_retained(self, count: int) -> dict[str, Message | None]:
-        """The first ``count`` retained writes, the last one per topic (None: a delete)."""
-        out: dict[str, Message | None] = {}
-        popleft = self._retained_log.popleft
-        for _ in range(count):
-            item = popleft()
-            if isinstance(item, str):
-                out[item] = None
-            else:
-                out[item.topic] = item
-        return out
 
     def _commit(self, conn: sqlite3.Connection, batch: _Batch | None) -> None:
         """Commit the backlog and ``batch`` in one transaction; on failure keep them as

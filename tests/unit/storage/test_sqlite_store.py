@@ -8,6 +8,7 @@ import sqlite3
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,13 @@ from hypothesis import strategies as st
 
 import ferrymq.storage.sqlite as sqlite_module
 from ferrymq.model.message import Message
-from ferrymq.storage.codec import dump_message, dump_row, load_message, retained_rows
+from ferrymq.storage.codec import (
+    dump_message,
+    dump_row,
+    latest_retained,
+    load_message,
+    retained_rows,
+)
 from ferrymq.storage.sqlite import SCHEMA_VERSION, SqliteStore
 from ferrymq.storage.store import DuplicateError, StorageError
 
@@ -102,6 +109,17 @@ def test_retained_rows_load_as_dump_row_writes_them(msg: Message) -> None:
     assert back.expiry_at == pytest.approx(reference.expiry_at, abs=0.05)
     assert (back.expiry_at == 0.0) == (msg.expiry_at == 0.0)
     assert len(row) == len(dump_row(msg, False))
+
+
+def test_latest_retained_takes_only_the_counted_writes_and_keeps_the_last_per_topic() -> None:
+    """The writer counts the log once it has numbered a batch; writes appended after
+    that count belong to a later batch and must stay queued."""
+    a1, a2, b, late = Message("a", b"1"), Message("a", b"2"), Message("b", b"x"), Message("c", b"")
+    log: deque[Message | str] = deque([a1, "b", a2, b, "a", a2, late])
+    assert latest_retained(log, 6) == {"a": a2, "b": b}
+    assert list(log) == [late]
+    assert latest_retained(deque(["gone"]), 1) == {"gone": None}
+    assert latest_retained(log, 0) == {} and list(log) == [late]
 
 
 def test_codec_without_properties_is_compact() -> None:
