@@ -18,8 +18,9 @@ Rules kept here:
   the sender has handed the batch to Redis: otherwise an event loop busy
   reading publishers never lets the sender (or the heartbeat) run.
 
-Compiled with mypyc (``native.HOT``), with the codec: every forwarded message is framed
-and batched here.
+Compiled with mypyc (``native.HOT``), with the codec: a clustered node's compiled
+``Broker.publish`` puts a message whose topic's nodes are known here itself
+(``core.interfaces.Forwarding``), so a forwarded message is framed in C.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ class Backlog:
 class Outbox:
     """Frames per destination node, QoS 0 apart from QoS 1/2."""
 
-    __slots__ = ("messages", "qos0", "reliable", "sends")
+    __slots__ = ("high", "messages", "qos0", "reliable", "sends")
 
     def __init__(self) -> None:
+        self.high = HIGH  # read by core.Broker, which does not import this module
         self.qos0: dict[str, list[bytes]] = {}
         self.reliable: dict[str, list[bytes]] = {}
         self.messages = 0  # (message, node) pairs waiting

@@ -171,6 +171,31 @@ async def test_dispatch_remote_delivers_locally_and_never_forwards(broker: Clust
     assert node._retained_out == {}
     assert broker.metrics["cluster.received"] == 1
     assert broker.metrics["cluster.dropped.expired"] == 1
+    # Counted once the slice is dispatched; another node's $SYS message is not counted.
+    assert broker.metrics["messages.received"] == 1
+    broker.dispatch_remote(split(frame(Message("$SYS/brokers/n2/uptime", b"1"))))
+    assert broker.metrics["messages.received"] == 1
+    assert broker.metrics["cluster.received"] == 2
+    assert not broker.in_read
+
+
+async def test_a_message_into_an_empty_outbox_wakes_the_sender(broker: ClusterBroker) -> None:
+    """Once a topic's nodes are cached, its messages go into the outbox from the compiled
+    publish; the first after a take wakes the sender, which takes what joins until it runs."""
+    node = broker.node
+    node.replica.add("n2", "t/#")
+    msg = Message("t/x", b"x", 0, publisher="pub")
+    assert broker.publish(msg) == 1  # the topic is not cached yet: publish_cluster
+    assert broker.cluster_answers == {"t/x": ("n2",)}
+    node.outbox.take()
+    for _ in range(2):
+        node._wake.clear()
+        assert broker.publish(msg) == 1 and node._wake.is_set()
+        node._wake.clear()
+        assert broker.publish(msg) == 1 and not node._wake.is_set()  # it will run anyway
+        node.outbox.take()
+    assert broker.metrics["messages.dropped.no_subscribers"] == 0
+    assert broker.metrics["messages.received"] == 5
 
 
 async def test_retained_changes_are_announced_once(broker: ClusterBroker) -> None:
