@@ -26,7 +26,7 @@ build: src/ferrymq/_compiled.json
 
 src/ferrymq/_compiled.json: $(VENV)/.installed setup.py src/ferrymq/native.py \
 		$(wildcard src/ferrymq/mqtt/*.py src/ferrymq/core/*.py src/ferrymq/model/*.py \
-		src/ferrymq/storage/*.py)
+		src/ferrymq/storage/*.py) src/ferrymq/cluster/codec.py src/ferrymq/cluster/outbox.py
 	$(PY) setup.py -q build_ext --inplace
 
 run: build

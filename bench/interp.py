@@ -6,7 +6,12 @@ Each workload runs in a fresh child process, alternately compiled and with
 FERRYMQ_PURE_PYTHON=1, and reports microseconds of CPU time per delivered message (the
 best of ``--rounds``); ``decode-publish`` is the decoder alone, per PUBLISH;
 ``fan-in-qos0-cluster`` is ``fan-in-qos0`` on a clustered node's broker (``ClusterBroker``
-as joined, no other node subscribing, no Redis: L1's local traffic). The broker
+as joined, no other node subscribing, no Redis: L1's local traffic). ``cross-send`` is
+X1's node 1: ``fan-in-qos0``'s publishers on a clustered node whose every message goes
+to one other node (its route cached), framed into the outbox, which is emptied as the
+sender would; ``cross-receive`` is X1's node 2: batches of ``BATCH`` forwarded frames
+read (``codec.read_batch``) and dispatched to one local subscriber (``dispatch_remote``).
+The broker
 core runs on an asyncio loop with transports that keep nothing, so sockets, the kernel and
 the load generator are out of the figure: it is the interpreter's share of bench/run.py's
 S1 and S3b, and CPU time hardly moves when other programs load the machine, where
@@ -24,7 +29,14 @@ import time
 from typing import Any
 
 PUBLISHERS, PAIRS, WINDOW, BATCH = 20, 50, 32, 50
-WORKLOADS = ("decode-publish", "fan-in-qos0", "fan-in-qos0-cluster", "pairs-qos1")
+WORKLOADS = (
+    "decode-publish",
+    "fan-in-qos0",
+    "fan-in-qos0-cluster",
+    "pairs-qos1",
+    "cross-send",
+    "cross-receive",
+)
 
 
 class NullTransport:
@@ -104,7 +116,7 @@ async def run(workload: str, messages: int) -> float:
     from ferrymq.mqtt.codec import encode
     from ferrymq.mqtt.packets import Connect, Puback, Publish, Subscribe, SubscriptionOptions
 
-    clustered = workload.endswith("-cluster")
+    clustered = workload.endswith("-cluster") or workload.startswith("cross-")
     workload = workload.removesuffix("-cluster")
     broker = new_broker(clustered)
     broker.start()
@@ -171,6 +183,41 @@ async def run(workload: str, messages: int) -> float:
         while delivered < messages:
             start = time.process_time()
             decoder.feed(chunk)
+            spent += time.process_time() - start
+            delivered += BATCH
+    elif workload == "cross-send":
+        broker.node.replica.add("other", "bench/#")
+        outbox = broker.node.outbox
+        pubs = [client(f"pub{i}")[0] for i in range(PUBLISHERS)]
+        chunks = [
+            b"".join(encode(Publish(f"bench/{i}", b"x" * 64), 4) for _ in range(BATCH))
+            for i in range(PUBLISHERS)
+        ]
+        await feed([], [])
+        while delivered < messages:
+            spent += await feed(pubs, chunks)
+            start = time.process_time()
+            outbox.take()  # what the sender joins into one command per node
+            spent += time.process_time() - start
+            delivered += PUBLISHERS * BATCH
+    elif workload == "cross-receive":
+        from ferrymq.cluster.codec import frame, read_batch
+        from ferrymq.model.message import Message
+
+        sub, _ = client("sub")
+        sub.data_received(encode(Subscribe(1, [SubscriptionOptions("bench/#")]), 4))
+        batch = b"".join(
+            frame(Message(f"bench/{i % PUBLISHERS}", b"x" * 64, publisher="pub"))
+            for i in range(BATCH)
+        )
+        await feed([], [])
+        forever = float("inf")
+        while delivered < messages:
+            start = time.process_time()
+            got, served = read_batch(batch)
+            broker.dispatch_remote(got, served, 0, None, forever)
+            for _ in range(3):
+                await asyncio.sleep(0)
             spent += time.process_time() - start
             delivered += BATCH
     else:

@@ -33,10 +33,13 @@ HOT = (
     "ferrymq.core.session",
     "ferrymq.core.client",
     "ferrymq.core.broker",
+    "ferrymq.cluster.codec",
+    "ferrymq.cluster.outbox",
 )
 # The packages of the hot modules and of the types they read: compiled code checks those
 # types and calls the other compiled modules directly, so an edit here stales the build.
-BUILT_FROM = ("mqtt", "core", "model", "storage")
+# Of ``cluster`` only the two compiled files: the rest imports redis and is never compiled.
+BUILT_FROM = ("mqtt", "core", "model", "storage", "cluster/codec.py", "cluster/outbox.py")
 PURE_ENV = "FERRYMQ_PURE_PYTHON"
 _PACKAGE = os.path.dirname(os.path.realpath(__file__))  # os.path: pathlib costs 0.7 MB of RSS
 _RECORD = os.path.join(_PACKAGE, "_compiled.json")
@@ -83,12 +86,7 @@ def _decide() -> tuple[list[str], str]:
     if record.get("modules") != list(HOT) or not all(_has_extension(name) for name in HOT):
         return [], "pure Python (not compiled)"
     built: dict[str, str] = record.get("sources", {})
-    now = {
-        f"{package}/{name}": os.path.join(_PACKAGE, package, name)
-        for package in BUILT_FROM
-        for name in os.listdir(os.path.join(_PACKAGE, package))
-        if name.endswith(".py")
-    }
+    now = {name: os.path.join(_PACKAGE, name) for name in built_from(_PACKAGE)}
     stale = sorted(
         name
         for name in now.keys() | built.keys()
@@ -97,6 +95,18 @@ def _decide() -> tuple[list[str], str]:
     if stale:
         return [], f"pure Python (changed since the build: {', '.join(stale)}; make build)"
     return list(HOT), f"compiled with {record.get('compiler', '?')} ({len(HOT)} hot modules)"
+
+
+def built_from(package_dir: str) -> list[str]:
+    """The sources of ``BUILT_FROM`` under ``package_dir``, as ``"core/broker.py"``."""
+    names: list[str] = []
+    for entry in BUILT_FROM:
+        if entry.endswith(".py"):
+            names.append(entry)
+        else:
+            folder = os.path.join(package_dir, entry)
+            names += sorted(f"{entry}/{n}" for n in os.listdir(folder) if n.endswith(".py"))
+    return names
 
 
 COMPILED: list[str] = []

@@ -4,9 +4,12 @@ A standalone node uses ``core.Broker`` itself, so cluster mode costs it
 nothing. Here, after local routing, a message goes to every other node whose
 route matches its topic (``RouteReplica.nodes_for``: a dict look-up once the
 topic is cached), framed once, in the next batch to each node. A message whose
-topic is cached as going to no other node, while no hand-over is recent and no
-node has a shared group, never leaves the compiled ``Broker.publish`` (it reads
-the replica's cache itself); everything else comes here (``publish_cluster``).
+topic is cached (as going to no other node, or to known ones), while no hand-over
+is recent and no node has a shared group, never leaves the compiled
+``Broker.publish`` (it reads the replica's cache itself and puts into the
+compiled outbox, ``Broker._forward``); everything else comes here
+(``publish_cluster``). Received messages are counted as a client's read is
+(``Broker.in_read``): once per dispatched slice, not per message.
 
 Rules kept here:
 - a message received from another node is dispatched locally only, never
@@ -67,7 +70,7 @@ from ferrymq.mqtt.topics import parse_shared
 from ferrymq.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
     from ferrymq.config import Settings
     from ferrymq.core.client import Client
@@ -129,10 +132,14 @@ class ClusterBroker(Broker):
         self._outbox = node.outbox
         self._backlog = Backlog()
         self._behind = node.destinations.behind  # node -> the publishers paused for it
+        # What Broker.publish forwards with when the topic's nodes are cached (_forward).
+        self.cluster_node = node
+        self.cluster_outbox = node.outbox
+        self.cluster_wake = node._wake.set
+        self.cluster_behind = self._behind
         #: PUBACKs / PUBRECs held for the forwarding send (and the store, when "acked").
         self._acks = AckGate()
         self.holds_acks = True
-        self._forward_bump = 0  # durable_writes right after the last forwarding bump
         self._held_at = 0  # durable_writes at the last hold_batch
         #: Cluster-wide admin data (``adminsync.py``), with a SQLite store.
         self.admin: AdminSync | None = None
@@ -141,7 +148,8 @@ class ClusterBroker(Broker):
 
     def publish_cluster(self, msg: Message, origin: Client | None) -> int:
         """What ``Broker.publish`` hands over: a hand-over is recent, a shared group exists
-        somewhere, or the topic is not cached as going to no other node."""
+        somewhere, the node is down, or the topic's nodes are not cached (a topic cached
+        as going to other nodes stays in ``Broker._forward``, which keeps these rules)."""
         if self.cluster_recent:
             self.cluster_clients.note(msg)
         if self.cluster_shared:
@@ -157,14 +165,14 @@ class ClusterBroker(Broker):
         if origin is not None:
             if msg.qos:
                 self.durable_writes += 1  # its acknowledgement waits for the send
-                self._forward_bump = self.durable_writes
+                self.cluster_forward_bump = self.durable_writes
             elif self._behind:
-                self._hold_behind(origin, nodes)
+                self.hold_behind(origin, nodes)
             if self._outbox.messages >= HIGH:
-                self._hold(origin)
+                self.hold_forwarding(origin)
         return count + len(nodes)
 
-    def _hold_behind(self, origin: Client, nodes: Iterable[str]) -> None:
+    def hold_behind(self, origin: Client, nodes: tuple[str, ...]) -> None:
         """``origin``'s QoS 0 message went to ``nodes``: it waits for those that are behind."""
         behind = self._behind
         for node in nodes:
@@ -172,7 +180,7 @@ class ClusterBroker(Broker):
             if held is not None:
                 self.flow.block(origin, held, elsewhere=True)  # type: ignore[arg-type]
 
-    def _hold(self, origin: Client) -> None:
+    def hold_forwarding(self, origin: Client) -> None:
         """The outbox is long: while the broker is short of CPU, ``origin`` waits for it."""
         if self.flow.saturated():
             self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
@@ -194,7 +202,7 @@ class ClusterBroker(Broker):
         writes = self.durable_writes
         # Nothing but the forwarding bump since the last hold: no store write to wait for
         # (and no empty commit asked of the store for each forwarded message).
-        forward_only = self._forward_bump == writes and self._held_at == writes - 1
+        forward_only = self.cluster_forward_bump == writes and self._held_at == writes - 1
         self._held_at = writes
         batch = Broker.hold_batch(self) if self.ack_on_commit and not forward_only else 0
         return self._acks.hold(batch, self._outbox.due())
@@ -240,11 +248,11 @@ class ClusterBroker(Broker):
         if origin is not None and (remote or nodes):
             if msg.qos:
                 self.durable_writes += 1  # its acknowledgement waits for the send
-                self._forward_bump = self.durable_writes
+                self.cluster_forward_bump = self.durable_writes
             elif self._behind:
-                self._hold_behind(origin, (*nodes, *remote))
+                self.hold_behind(origin, (*nodes, *remote))
             if self._outbox.messages >= HIGH:
-                self._hold(origin)
+                self.hold_forwarding(origin)
         return count
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:
@@ -328,7 +336,10 @@ class ClusterBroker(Broker):
             return start
         self._retain_mode = _SKIP
         self._serve = _SERVE_NONE
+        was_in_read = self.in_read
+        self.in_read = True  # the held counts are added once, at the end
         metrics = self.metrics
+        received = expired = 0
         publish = Broker.publish
         recent = self.cluster_recent
         targets = self.router.targets
@@ -338,20 +349,28 @@ class ClusterBroker(Broker):
             for i in range(start, len(messages)):
                 msg = messages[i]
                 if msg.expired(now):
-                    metrics["cluster.dropped.expired"] += 1
+                    expired += 1
                     continue
-                metrics["cluster.received"] += 1
+                received += 1
                 if recent:
                     self.cluster_clients.note(msg)
                 ask = None if served is None else served.get(i)
-                # Another node describing itself is not traffic here either.
-                saved = uncounted(metrics) if msg.topic.startswith("$SYS/") else None
-                if ask is None:
+                if msg.topic.startswith("$SYS/"):
+                    # Another node describing itself is not traffic here either: its
+                    # counts are added at once, then taken back.
+                    self.add_held()
+                    saved = uncounted(metrics)
+                    self.in_read = False
+                    if ask is None:
+                        publish(self, msg, None, True)
+                    else:
+                        self._serve_groups(msg, *ask)
+                    self.in_read = True
+                    metrics.update(saved)
+                elif ask is None:
                     publish(self, msg, None, True)
                 else:
                     self._serve_groups(msg, *ask)
-                if saved is not None:
-                    metrics.update(saved)
                 if gate is not None:
                     topics.append(msg.topic)
                 if not i % every:
@@ -364,6 +383,13 @@ class ClusterBroker(Broker):
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE
+            self.in_read = was_in_read
+            if received:
+                metrics["cluster.received"] += received
+            if expired:
+                metrics["cluster.dropped.expired"] += expired
+            if not was_in_read:
+                self.add_held()
         return len(messages)
 
     def _serve_groups(self, msg: Message, keys: tuple[str, ...], hops: int) -> None:

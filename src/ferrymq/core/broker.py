@@ -66,7 +66,7 @@ from ferrymq.mqtt.topics import (
 if TYPE_CHECKING:
     from ferrymq.config import Settings
     from ferrymq.core.client import Client
-    from ferrymq.core.interfaces import RouteTable
+    from ferrymq.core.interfaces import Forwarding, RouteTable
     from ferrymq.storage.store import Store
 
 log = logging.getLogger("ferrymq.broker")
@@ -83,6 +83,10 @@ def _count_topic(counts: list[int], qos: int, delivered: Iterable[int]) -> None:
     counts[OUT] += out
     if not out:
         counts[DROPPED] += 1
+
+
+def _nothing() -> None:
+    """``cluster_wake`` of a standalone broker, which forwards nothing."""
 
 
 def online(sub: Subscription) -> bool:
@@ -159,6 +163,15 @@ class Broker:
         self.cluster_answers: dict[str, tuple[str, ...]] | None = None
         self.cluster_recent: dict[str, Any] = {}
         self.cluster_shared: dict[str, Any] = {}
+        #: The node (its ``up``), the outbox a cached forward goes to (``_forward``) and
+        #: what wakes the node's sender, ``durable_writes`` at the last forwarding bump
+        #: (``ClusterBroker.hold_batch``) and the destinations behind with their QoS 0
+        #: inbox (not empty: ``hold_behind``).
+        self.cluster_node: Any = None
+        self.cluster_outbox: Forwarding | None = None
+        self.cluster_wake: Callable[[], object] = _nothing
+        self.cluster_forward_bump = 0
+        self.cluster_behind: dict[str, Any] = {}
         self.durable_writes = 0
         #: The message path's counts, kept in native integers while a client's read is
         #: handled (``in_read``, set by ``Client._handle_packets``) and added to ``metrics``
@@ -352,7 +365,37 @@ class Broker:
         if answers is not None and not here:
             nodes = answers.get(msg.topic)
             if nodes is None or nodes or self.cluster_recent or self.cluster_shared:
+                if nodes and not self.cluster_recent and not self.cluster_shared:
+                    node = self.cluster_node
+                    if node is not None and node.up:
+                        return self._route(msg, origin, True) + self._forward(msg, origin, nodes)
                 return self.publish_cluster(msg, origin)
+        return self._route(msg, origin, False)
+
+    @final
+    def _forward(self, msg: Message, origin: Client | None, nodes: tuple[str, ...]) -> int:
+        """The warm path of ``ClusterBroker.publish_cluster``, here in compiled code: ``msg``
+        into the outbox for ``nodes``, with the same acknowledgement and pause rules
+        (cluster/broker.py); how many nodes it goes to."""
+        outbox = self.cluster_outbox
+        assert outbox is not None
+        if not outbox.messages:
+            self.cluster_wake()  # the sender takes all that joins until it runs
+        outbox.put(msg, nodes)
+        if origin is not None:
+            if msg.qos:
+                self.durable_writes += 1  # its acknowledgement waits for the send
+                self.cluster_forward_bump = self.durable_writes
+            elif self.cluster_behind:
+                self.hold_behind(origin, nodes)
+            if outbox.messages >= outbox.high:
+                self.hold_forwarding(origin)
+        return len(nodes)
+
+    @final
+    def _route(self, msg: Message, origin: Client | None, elsewhere: bool) -> int:
+        """``publish`` on this node: to every matching local subscription; ``elsewhere``
+        when other nodes get it too (then it is not dropped for want of subscribers)."""
         qos = msg.qos
         if qos == 0:
             self.held_qos0 += 1
@@ -367,7 +410,7 @@ class Broker:
         targets = self.router.targets(msg.topic)
         subs, groups = targets.per_client, targets.groups
         if not subs and not groups:
-            if self.unrouted(msg):
+            if not elsewhere and self.unrouted(msg):
                 self.held_unrouted += 1
             if counters is not None:
                 _count_topic(counters.counts, qos, ())
@@ -453,6 +496,13 @@ class Broker:
     def publish_cluster(self, msg: Message, origin: Client | None) -> int:
         """``publish`` of a message other nodes may want (a cluster node forwards it)."""
         return self.publish(msg, origin, True)
+
+    def hold_behind(self, origin: Client, nodes: tuple[str, ...]) -> None:
+        """``origin``'s QoS 0 message went to ``nodes``, some of which are behind (a cluster
+        node pauses it for them)."""
+
+    def hold_forwarding(self, origin: Client) -> None:
+        """The outbox is past its high mark (a cluster node may pause ``origin``)."""
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:
         """The member of each matching shared group ``msg`` goes to (a cluster node: of

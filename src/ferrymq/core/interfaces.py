@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ferrymq.core.router import MatchResult, Targets
+    from ferrymq.model.message import Message
     from ferrymq.model.subscription import Subscription
 
 
@@ -75,6 +76,17 @@ class RouteTable(Protocol):
     def route_filters(self) -> list[str]: ...
 
     def filters(self) -> Iterator[Subscription]: ...
+
+
+class Forwarding(Protocol):
+    """A cluster node's outbox (``cluster/outbox.py``) as ``Broker.publish`` puts into it:
+    core does not import cluster, whose outbox is compiled beside it."""
+
+    #: (message, node) pairs waiting; past ``high`` publishers may be paused.
+    messages: int
+    high: int
+
+    def put(self, msg: Message, nodes: tuple[str, ...]) -> None: ...
 
 
 class ListenerInfo(Protocol):

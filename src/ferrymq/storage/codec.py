@@ -30,7 +30,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ferrymq.model.message import Message
 from ferrymq.mqtt.packets import Will
@@ -49,11 +49,14 @@ _B = TypeVar("_B", bytes, bytearray)
 
 log = logging.getLogger("ferrymq.storage")
 
-_VERSION = 1
+# Final: compiled code reads them as C constants, not module attributes (each message
+# forwarded between nodes is dumped on one and loaded on the other).
+_VERSION: Final = 1
 _HEADER = struct.Struct("<BBddIII")
-_HEADER_SIZE = _HEADER.size
-_RETAIN = 0x04
-_NEVER_PAST = 1e-9  # a deadline that already passed, but is not 0.0 ("never")
+_HEADER_SIZE: Final = 30
+assert _HEADER.size == _HEADER_SIZE
+_RETAIN: Final = 0x04
+_NEVER_PAST: Final = 1e-9  # a deadline that already passed, but is not 0.0 ("never")
 
 _encode_json = json.JSONEncoder(
     ensure_ascii=False, check_circular=False, separators=(",", ":")
@@ -155,7 +158,9 @@ def load_message(data: bytes, strings: dict[str, str] | None = None, topic: str 
     """
     if len(data) < _HEADER_SIZE:
         raise ValueError("stored message is truncated")
-    version, flags, expiry, created, topic_len, publisher_len, props_len = _HEADER.unpack_from(data)
+    # Typed: the lengths and flags are native integers from here on.
+    header: tuple[int, int, float, float, int, int, int] = _HEADER.unpack_from(data)
+    version, flags, expiry, created, topic_len, publisher_len, props_len = header
     if version != _VERSION:
         raise ValueError(f"unknown stored message version {version}")
     start = _HEADER_SIZE

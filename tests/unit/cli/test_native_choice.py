@@ -16,8 +16,10 @@ from ferrymq import native
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A package directory with every hot module built and recorded, as setup.py leaves it."""
     monkeypatch.delenv(native.PURE_ENV, raising=False)
-    for package in native.BUILT_FROM:
-        (tmp_path / package).mkdir()
+    for entry in native.BUILT_FROM:  # a package, or one file of one ("cluster/codec.py")
+        (tmp_path / entry.removesuffix(".py")).parent.mkdir(exist_ok=True)
+        if not entry.endswith(".py"):
+            (tmp_path / entry).mkdir(exist_ok=True)
     sources = {}
     for name in (
         *native.HOT,
@@ -72,6 +74,17 @@ def test_an_edited_file_of_core_or_model_runs_the_sources_too(package: Path, pat
     """A compiled module of core/ or not, or the model types the compiled code checks."""
     (package / path).write_text("# edited\n")
     assert native._decide() == ([], f"pure Python (changed since the build: {path}; make build)")
+
+
+def test_of_cluster_only_its_compiled_files_count(package: Path) -> None:
+    """cluster/ is built from two files; the rest of it (redis) is never compiled."""
+    (package / "cluster" / "node.py").write_text("# not compiled\n")
+    assert native._decide()[0] == list(native.HOT)
+    (package / "cluster" / "outbox.py").write_text("# edited\n")
+    assert native._decide() == (
+        [],
+        "pure Python (changed since the build: cluster/outbox.py; make build)",
+    )
 
 
 def test_a_new_file_of_mqtt_counts_as_a_change(package: Path) -> None:

@@ -3,12 +3,13 @@ clustered node (what it forwards, what it dispatches, what it never sends back).
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pytest
 
 from ferrymq.cluster.broker import ClusterBroker
-from ferrymq.cluster.codec import frame, split
+from ferrymq.cluster.codec import count_frames, frame, frame_shared, read_batch, split
 from ferrymq.cluster.node import _batch_commands
 from ferrymq.cluster.outbox import HIGH, Outbox
 from ferrymq.model.message import Message
@@ -40,6 +41,39 @@ def test_a_truncated_batch_is_refused() -> None:
         with pytest.raises(ValueError):
             split(data[:cut])
     assert split(b"") == []
+
+
+def test_frames_keep_their_layout_across_versions() -> None:
+    """u32 little-endian length (top bit: groups follow as u8 hops | u16 size | keys): what
+    a node of the previous version writes and reads."""
+    stored = b"stored message"
+    assert frame_shared(stored, ["$share/g/a", "$queue/b"], 1) == (
+        struct.pack("<I", (3 + 19 + len(stored)) | 0x8000_0000)
+        + struct.pack("<BH", 1, 19)
+        + b"$share/g/a\x00$queue/b"
+        + stored
+    )
+    plain = frame(Message("a", b"p"))
+    assert struct.unpack_from("<I", plain)[0] == len(plain) - 4
+
+
+def test_malformed_batches_are_refused() -> None:
+    stored = frame(Message("a", b"payload"))[4:]
+    shared = frame_shared(stored, ["$share/g/a"])
+    bad = [
+        b"\x01\x00\x00",  # a length cut short
+        struct.pack("<I", 2**31 - 1) + stored,  # longer than the batch
+        struct.pack("<I", 0x8000_0002) + b"\x00\x00",  # groups header cut short
+        struct.pack("<I", 0x8000_0003) + struct.pack("<BH", 0, 9),  # groups overrun the frame
+        struct.pack("<I", 0x8000_0004) + struct.pack("<BH", 0, 1) + b"\xff",  # not UTF-8
+        struct.pack("<I", 3) + b"\x02\x00\x00",  # not a stored message
+        shared + shared[:-1],  # the second frame truncated
+    ]
+    for batch in bad:
+        with pytest.raises(ValueError):
+            read_batch(batch)
+    assert count_frames(shared + shared + shared[:5]) == 3
+    assert count_frames(b"") == 0
 
 
 def test_outbox_encodes_once_and_batches_per_node_and_kind() -> None:
@@ -137,6 +171,31 @@ async def test_dispatch_remote_delivers_locally_and_never_forwards(broker: Clust
     assert node._retained_out == {}
     assert broker.metrics["cluster.received"] == 1
     assert broker.metrics["cluster.dropped.expired"] == 1
+    # Counted once the slice is dispatched; another node's $SYS message is not counted.
+    assert broker.metrics["messages.received"] == 1
+    broker.dispatch_remote(split(frame(Message("$SYS/brokers/n2/uptime", b"1"))))
+    assert broker.metrics["messages.received"] == 1
+    assert broker.metrics["cluster.received"] == 2
+    assert not broker.in_read
+
+
+async def test_a_message_into_an_empty_outbox_wakes_the_sender(broker: ClusterBroker) -> None:
+    """Once a topic's nodes are cached, its messages go into the outbox from the compiled
+    publish; the first after a take wakes the sender, which takes what joins until it runs."""
+    node = broker.node
+    node.replica.add("n2", "t/#")
+    msg = Message("t/x", b"x", 0, publisher="pub")
+    assert broker.publish(msg) == 1  # the topic is not cached yet: publish_cluster
+    assert broker.cluster_answers == {"t/x": ("n2",)}
+    node.outbox.take()
+    for _ in range(2):
+        node._wake.clear()
+        assert broker.publish(msg) == 1 and node._wake.is_set()
+        node._wake.clear()
+        assert broker.publish(msg) == 1 and not node._wake.is_set()  # it will run anyway
+        node.outbox.take()
+    assert broker.metrics["messages.dropped.no_subscribers"] == 0
+    assert broker.metrics["messages.received"] == 5
 
 
 async def test_retained_changes_are_announced_once(broker: ClusterBroker) -> None:
