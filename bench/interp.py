@@ -136,16 +136,21 @@ async def run(workload: str, messages: int) -> float:
             await asyncio.sleep(0)
         return time.process_time() - start
 
-    spent = 0.0
-    delivered = 0
-    if workload == "fan-in-qos0":
-        sub, _ = client("sub")
-        sub.data_received(encode(Subscribe(1, [SubscriptionOptions("bench/#")]), 4))
+    def publishers() -> tuple[list[Client], list[bytes]]:
+        """fan-in's publishers, each with its chunk of BATCH QoS 0 messages to its topic."""
         pubs = [client(f"pub{i}")[0] for i in range(PUBLISHERS)]
         chunks = [
             b"".join(encode(Publish(f"bench/{i}", b"x" * 64), 4) for _ in range(BATCH))
             for i in range(PUBLISHERS)
         ]
+        return pubs, chunks
+
+    spent = 0.0
+    delivered = 0
+    if workload == "fan-in-qos0":
+        sub, _ = client("sub")
+        sub.data_received(encode(Subscribe(1, [SubscriptionOptions("bench/#")]), 4))
+        pubs, chunks = publishers()
         await feed([], [])
         while delivered < messages:
             spent += await feed(pubs, chunks)
@@ -188,11 +193,7 @@ async def run(workload: str, messages: int) -> float:
     elif workload == "cross-send":
         broker.node.replica.add("other", "bench/#")
         outbox = broker.node.outbox
-        pubs = [client(f"pub{i}")[0] for i in range(PUBLISHERS)]
-        chunks = [
-            b"".join(encode(Publish(f"bench/{i}", b"x" * 64), 4) for _ in range(BATCH))
-            for i in range(PUBLISHERS)
-        ]
+        pubs, chunks = publishers()
         await feed([], [])
         while delivered < messages:
             spent += await feed(pubs, chunks)

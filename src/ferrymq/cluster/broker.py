@@ -58,7 +58,7 @@ from ferrymq.cluster.adminsync import AdminSync
 from ferrymq.cluster.clients import SKIP, ClientRegistry
 from ferrymq.cluster.codec import Serve
 from ferrymq.cluster.node import ClusterNode
-from ferrymq.cluster.outbox import HIGH, Backlog
+from ferrymq.cluster.outbox import Backlog
 from ferrymq.cluster.pressure import LOOK_EVERY, DispatchGate
 from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
@@ -163,13 +163,7 @@ class ClusterBroker(Broker):
             return count
         self.node.forward(msg, nodes)
         if origin is not None:
-            if msg.qos:
-                self.durable_writes += 1  # its acknowledgement waits for the send
-                self.cluster_forward_bump = self.durable_writes
-            elif self._behind:
-                self.hold_behind(origin, nodes)
-            if self._outbox.messages >= HIGH:
-                self.hold_forwarding(origin)
+            Broker._forwarded(self, msg, origin, nodes)
         return count + len(nodes)
 
     def hold_behind(self, origin: Client, nodes: tuple[str, ...]) -> None:
@@ -246,13 +240,7 @@ class ClusterBroker(Broker):
             self.node.forward(msg, nodes)
             count += len(nodes)
         if origin is not None and (remote or nodes):
-            if msg.qos:
-                self.durable_writes += 1  # its acknowledgement waits for the send
-                self.cluster_forward_bump = self.durable_writes
-            elif self._behind:
-                self.hold_behind(origin, (*nodes, *remote))
-            if self._outbox.messages >= HIGH:
-                self.hold_forwarding(origin)
+            Broker._forwarded(self, msg, origin, (*nodes, *remote))
         return count
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:

@@ -383,14 +383,22 @@ class Broker:
             self.cluster_wake()  # the sender takes all that joins until it runs
         outbox.put(msg, nodes)
         if origin is not None:
-            if msg.qos:
-                self.durable_writes += 1  # its acknowledgement waits for the send
-                self.cluster_forward_bump = self.durable_writes
-            elif self.cluster_behind:
-                self.hold_behind(origin, nodes)
-            if outbox.messages >= outbox.high:
-                self.hold_forwarding(origin)
+            self._forwarded(msg, origin, nodes)
         return len(nodes)
+
+    @final
+    def _forwarded(self, msg: Message, origin: Client, nodes: tuple[str, ...]) -> None:
+        """``origin``'s ``msg`` joined the outbox for ``nodes``: a QoS 1/2 acknowledgement
+        waits for the send; a QoS 0 publisher waits for the nodes that are behind, and any
+        publisher for a long outbox. Every forwarding path keeps these rules through here."""
+        if msg.qos:
+            self.durable_writes += 1
+            self.cluster_forward_bump = self.durable_writes
+        elif self.cluster_behind:
+            self.hold_behind(origin, nodes)
+        outbox = self.cluster_outbox
+        if outbox is not None and outbox.messages >= outbox.high:
+            self.hold_forwarding(origin)
 
     @final
     def _route(self, msg: Message, origin: Client | None, elsewhere: bool) -> int:
