@@ -66,6 +66,8 @@ async def read_inbox0(
             data = await read(READ_SIZE)
             if not data:
                 raise RedisConnectionError("Redis closed the pub/sub connection")
+            if drainer.done():  # it never returns: a failure, raised here for the node
+                drainer.result()
             try:
                 feed(data)
                 reply = gets()

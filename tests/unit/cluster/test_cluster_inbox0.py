@@ -166,3 +166,23 @@ def test_a_backlog_says_it_is_behind_from_its_high_mark_down_to_its_low_one() ->
     backlog.done()
     backlog.put(b"x" * 60)
     assert backlog.clear() == 1 and said == [True, False, True, False]
+
+
+async def test_a_failed_dispatch_ends_the_reader_instead_of_stalling_it() -> None:
+    """A bug in dispatching stops the dispatcher task; the reader raises it at the next read
+    (the node logs it and reconnects) rather than filling its backlog to the bound and
+    dropping everything after it unseen."""
+    stream = asyncio.StreamReader()
+    calls = []
+
+    def dispatch(messages: list[bytes], served: object, start: int, until: float) -> int:
+        calls.append(messages)
+        raise KeyError("a bug")
+
+    task = asyncio.create_task(read_inbox0(stream, whole, dispatch, lambda n: None))
+    one = reply(b"*", b"message", b"c", b"one")
+    stream.feed_data(one)
+    await until(lambda: calls)
+    stream.feed_data(one)
+    with pytest.raises(KeyError, match="a bug"):
+        await asyncio.wait_for(task, 5)
