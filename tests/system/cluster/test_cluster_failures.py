@@ -170,7 +170,11 @@ def test_qos1_sent_to_a_node_survive_its_restart(make_cluster, clients, uid) -> 
     back = TestClient(f"{uid}-durable", protocol=V311)
     back.connect(n2.port, clean=False)
     try:
-        got = [m.payload for m in received(back, 2.0)]  # its queue holds the probes too
+        # The restarted node reads its stream once it has rejoined: on a loaded machine
+        # the first message may take seconds; the rest follow it (its queue holds the
+        # probes too, which ``received`` leaves out).
+        assert wait_until(lambda: b"kept0" in [m.payload for m in list(back.messages.queue)], 10)
+        got = [m.payload for m in received(back, 1.0)]
     finally:
         back.disconnect()
     assert got == [f"kept{i}".encode() for i in range(5)]
