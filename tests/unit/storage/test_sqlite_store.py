@@ -23,9 +23,10 @@ from ferrymq.model.message import Message
 from ferrymq.storage.codec import (
     dump_message,
     dump_row,
+    journal_merge,
+    journal_rows,
     latest_retained,
     load_message,
-    retained_rows,
 )
 from ferrymq.storage.sqlite import SCHEMA_VERSION, SqliteStore
 from ferrymq.storage.store import DuplicateError, StorageError
@@ -70,6 +71,30 @@ def store(db: Path) -> Iterator[SqliteStore]:
     s.close()
 
 
+def committed_retained(conn: sqlite3.Connection) -> dict[str, bytes]:
+    """Topic -> row of what is committed: the ``retained`` table, the journal on top."""
+    out = {topic: bytes(data) for topic, data in conn.execute("SELECT topic, data FROM retained")}
+    latest: dict[str, bytearray | None] = {}
+    for (data,) in conn.execute("SELECT data FROM retained_journal ORDER BY seq"):
+        journal_merge(latest, data)
+    for topic, row in latest.items():
+        if row is None:
+            out.pop(topic, None)
+        else:
+            out[topic] = bytes(row)
+    return out
+
+
+def fold_all(s: SqliteStore) -> None:
+    """Fold the whole retained journal into the ``retained`` table now."""
+
+    def fold(conn: sqlite3.Connection) -> None:
+        while s._journal_rows:
+            s._fold(conn)
+
+    s._run(fold)
+
+
 def reopen(s: SqliteStore) -> SqliteStore:
     s.close()
     fresh = SqliteStore(s.path)
@@ -98,10 +123,14 @@ def test_codec_round_trips_every_property_kind() -> None:
         Message("r/3", b"z", 2, True, dict(ALL_PROPS), "pub-2", time.monotonic() - 10, 1.0),
     ],
 )
-def test_retained_rows_load_as_dump_row_writes_them(msg: Message) -> None:
-    """The batch encoder of retained rows is ``dump_row(msg, False)``, cheaper."""
-    ((topic, row),) = retained_rows({msg.topic: msg, "deleted": None})
-    assert topic == msg.topic
+def test_journal_rows_hold_dump_row_rows_and_deletes(msg: Message) -> None:
+    """The journal's encoder of retained rows is ``dump_row(msg, False)``, cheaper, behind
+    the topic; a delete is a topic without a row."""
+    ((blob,),) = journal_rows({msg.topic: msg, "deleted": None}, 1000)
+    latest: dict[str, bytearray | None] = {}
+    assert journal_merge(latest, bytes(blob)) == 2
+    assert list(latest) == [msg.topic, "deleted"] and latest["deleted"] is None
+    row = latest[msg.topic]
     assert type(row) is bytearray
     back = load_message(bytes(row), topic=msg.topic)
     reference = load_message(bytes(dump_row(msg, False)), topic=msg.topic)
@@ -109,6 +138,23 @@ def test_retained_rows_load_as_dump_row_writes_them(msg: Message) -> None:
     assert back.expiry_at == pytest.approx(reference.expiry_at, abs=0.05)
     assert (back.expiry_at == 0.0) == (msg.expiry_at == 0.0)
     assert len(row) == len(dump_row(msg, False))
+
+
+def test_journal_rows_split_a_batch_and_merge_in_order() -> None:
+    writes: dict[str, Message | None] = {f"t/{i}": Message(f"t/{i}", bytes([i])) for i in range(7)}
+    writes["t/3"] = None
+    rows = journal_rows(writes, 3)
+    counts = [journal_merge({}, bytes(blob)) for (blob,) in rows]
+    assert counts == [3, 3, 1]
+    latest: dict[str, bytearray | None] = {"t/3": bytearray(b"older"), "other": None}
+    for (blob,) in rows:
+        journal_merge(latest, bytes(blob))
+    assert latest["t/3"] is None and latest["other"] is None  # a later write replaces
+    assert load_message(bytes(latest["t/6"] or b""), topic="t/6").payload == b"\x06"
+    with pytest.raises(ValueError, match="truncated"):
+        journal_merge({}, bytes(rows[0][0])[:-1])
+    with pytest.raises(ValueError, match="truncated"):
+        journal_merge({}, b"\x01\x00")
 
 
 def test_latest_retained_takes_only_the_counted_writes_and_keeps_the_last_per_topic() -> None:
@@ -306,13 +352,12 @@ def count_dumps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(msg.topic)
         return dump_row(msg, with_topic)
 
-    def counting_rows(retained: dict[str, Message | None]) -> Iterator[tuple[str, bytearray]]:
-        for topic, row in retained_rows(retained):
-            seen.append(topic)
-            yield topic, row
+    def counting_rows(retained: dict[str, Message | None], per_row: int) -> list[Any]:
+        seen.extend(topic for topic, msg in retained.items() if msg is not None)
+        return journal_rows(retained, per_row)
 
     monkeypatch.setattr(sqlite_module, "dump_row", counting)
-    monkeypatch.setattr(sqlite_module, "retained_rows", counting_rows)
+    monkeypatch.setattr(sqlite_module, "journal_rows", counting_rows)
     return seen
 
 
@@ -322,6 +367,7 @@ def test_a_retained_row_keeps_its_topic_once_and_rows_written_before_still_load(
     msg = Message("sensors/7/temp", b"21.5", 1, True, {"content_type": "text"}, "dev-7")
     store.put_retained(msg)
     store.flush()
+    fold_all(store)
     ((blob,),) = raw(db).execute("SELECT data FROM retained").fetchall()
     assert b"sensors/7/temp" not in blob  # the row's key is the topic
     # A row as earlier versions wrote it: the topic inside the blob as well.
@@ -414,9 +460,9 @@ def test_writes_are_invisible_until_flushed(store: SqliteStore, db: Path) -> Non
     store.put_retained(Message("t", b"x"))
     store.put_session("c", {"a": 1})
     with raw(db) as conn:
-        assert conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 0
+        assert committed_retained(conn) == {}
         store.flush()
-        assert conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 1
+        assert list(committed_retained(conn)) == ["t"]
         assert conn.execute("SELECT data FROM sessions").fetchone()[0] == '{"a":1}'
 
 
@@ -424,7 +470,7 @@ def test_writes_commit_by_themselves_within_the_interval(db: Path) -> None:
     with SqliteStore(db, flush_interval=0.02) as s, raw(db) as conn:
         s.put_retained(Message("t", b"x"))
         deadline = time.monotonic() + 5
-        while conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 0:
+        while not committed_retained(conn):
             assert time.monotonic() < deadline, "batch never committed"
             time.sleep(0.01)
 
@@ -437,7 +483,7 @@ def test_request_commit_commits_now_and_reports_the_batch(db: Path) -> None:
 
         def heard(batch: int) -> None:
             with raw(db) as other:  # on the writer thread: its own connection
-                rows = other.execute("SELECT count(*) FROM retained").fetchone()[0]
+                rows = len(committed_retained(other))
             committed.append((batch, rows))
 
         s.set_commit_listener(heard)
@@ -461,7 +507,7 @@ def test_request_commit_commits_now_and_reports_the_batch(db: Path) -> None:
         s.put_retained(Message("b", b"x"))
         time.sleep(0.05)
         assert len(committed) == 2  # not requested: waits for the interval, not reported
-        assert conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 1
+        assert len(committed_retained(conn)) == 1
 
 
 def test_failed_batch_is_reported_only_once_committed(db: Path) -> None:
@@ -506,6 +552,141 @@ def test_awaiting_rel_ids_persist_exactly(store: SqliteStore) -> None:
     }
 
 
+def journal_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM retained_journal").fetchone()[0])
+
+
+def payloads(s: SqliteStore) -> dict[str, bytes]:
+    return {m.topic: m.payload for m in s.load_retained()}
+
+
+def test_retained_writes_go_to_the_journal_and_fold_into_the_table_in_order(
+    store: SqliteStore, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is journal rows; a fold step applies the oldest ones, at least a step's
+    writes, and deletes them in the same transaction; what loads never changes."""
+    monkeypatch.setattr(sqlite_module, "_JOURNAL_ROW", 2)
+    monkeypatch.setattr(sqlite_module, "_FOLD_STEP", 3)
+    store.put_retained(Message("a", b"a1"))
+    store.put_retained(Message("b", b"b1"))
+    store.put_retained(Message("c", b"c1"))
+    store.flush()  # rows 1 (a, b) and 2 (c)
+    store.delete_retained("a")
+    store.put_retained(Message("b", b"b2"))
+    store.flush()  # row 3 (delete a, b2)
+    store.put_retained(Message("a", b"a3"))
+    store.flush()  # row 4 (a3)
+    expected = {"a": b"a3", "b": b"b2", "c": b"c1"}
+    with raw(db) as conn:
+        assert journal_count(conn) == 4
+        assert conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 0
+        assert payloads(store) == expected
+        store._run(store._fold)  # rows 1 and 2: three writes
+        assert journal_count(conn) == 2
+        assert sorted(conn.execute("SELECT topic FROM retained").fetchall()) == [
+            ("a",),
+            ("b",),
+            ("c",),
+        ]
+        assert payloads(store) == expected
+        store._run(store._fold)  # rows 3 and 4: the delete of a, then its new put
+        assert journal_count(conn) == 0 and store._journal_rows == 0
+        rows = committed_retained(conn)
+        assert {t: load_message(d, topic=t).payload for t, d in rows.items()} == expected
+        assert payloads(store) == expected
+    store.delete_retained("c")
+    store.flush()
+    assert payloads(store) == {"a": b"a3", "b": b"b2"}  # a journal delete hides a table row
+    fold_all(store)
+    assert payloads(store) == {"a": b"a3", "b": b"b2"}
+
+
+def test_a_delete_after_a_put_in_a_later_batch_stays_deleted_through_the_fold(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_FOLD_STEP", 1)
+    store.put_retained(Message("t", b"x"))
+    store.flush()
+    store.delete_retained("t")
+    store.flush()
+    assert payloads(store) == {}
+    store._run(store._fold)  # the put folded, the delete still in the journal
+    assert store._journal_rows == 1 and payloads(store) == {}
+    store._run(store._fold)
+    assert store._journal_rows == 0 and payloads(store) == {}
+
+
+def test_a_store_stopped_between_fold_steps_loads_and_folds_the_rest(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step is one transaction: a store closed (or killed) with the journal half
+    folded reopens with the same retained messages and folds the rest by itself."""
+    monkeypatch.setattr(sqlite_module, "_JOURNAL_ROW", 10)
+    monkeypatch.setattr(sqlite_module, "_FOLD_STEP", 10)
+    with SqliteStore(db, flush_interval=3600) as s:
+        for i in range(50):
+            s.put_retained(Message(f"t/{i}", b"%d" % i))
+        s.flush()
+        for i in range(0, 50, 2):
+            s.delete_retained(f"t/{i}")
+        s.put_retained(Message("t/1", b"new"))
+        s.flush()
+        s._run(s._fold)
+        s._run(s._fold)
+        with raw(db) as conn:
+            left = journal_count(conn)
+        assert left == 6  # of 5 + 3 rows
+    expected = {f"t/{i}": b"%d" % i for i in range(1, 50, 2)} | {"t/1": b"new"}
+    with SqliteStore(db, flush_interval=0.01) as s, raw(db) as conn:
+        assert s._journal_rows == left
+        assert payloads(s) == expected
+        deadline = time.monotonic() + 5
+        while journal_count(conn):  # an idle writer folds one step a wake
+            assert time.monotonic() < deadline, "the journal was never folded"
+            time.sleep(0.01)
+        assert payloads(s) == expected
+        assert conn.execute("SELECT count(*) FROM retained").fetchone()[0] == 25
+
+
+def test_a_busy_writer_folds_only_past_the_journal_bound(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake with a job (or many retained writes) does not fold, until the journal
+    holds more than ``_JOURNAL_MAX_ROWS`` rows."""
+    monkeypatch.setattr(sqlite_module, "_JOURNAL_ROW", 1)
+    monkeypatch.setattr(sqlite_module, "_FOLD_STEP", 1)
+    monkeypatch.setattr(sqlite_module, "_JOURNAL_MAX_ROWS", 3)
+    rows = []
+    for i in range(6):
+        store.put_retained(Message(f"t/{i}", b""))
+        store.flush()  # a job: this wake is not idle
+        rows.append(store._run(lambda conn: store._journal_rows))
+    assert rows == [1, 2, 3, 3, 3, 3]
+    assert len(store.load_retained()) == 6
+
+
+def test_an_unreadable_journal_row_is_skipped_on_load_and_dropped_by_the_fold(
+    store: SqliteStore, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="ferrymq.storage")
+    store.put_retained(Message("before", b""))
+    store.flush()
+    with raw(db) as conn:
+        conn.execute("INSERT INTO retained_journal (data) VALUES (?)", (b"\xff\xff",))
+    store.put_retained(Message("after", b""))
+    store.flush()
+    fresh = reopen(store)
+    try:
+        assert sorted(payloads(fresh)) == ["after", "before"]
+        fold_all(fresh)
+        assert sorted(payloads(fresh)) == ["after", "before"]
+        with raw(db) as conn:
+            assert journal_count(conn) == 0
+    finally:
+        fresh.close()
+    assert "unreadable retained journal row" in caplog.text
+
+
 def test_atomic_keeps_writes_in_one_batch(db: Path) -> None:
     """Writes made under ``atomic`` never straddle two batches, however busy the writer."""
     with SqliteStore(db, flush_interval=0.0005) as s:
@@ -547,7 +728,7 @@ def test_admin_writes_are_committed_before_returning(store: SqliteStore, db: Pat
     with raw(db) as conn:
         assert conn.execute("SELECT app_id FROM apps").fetchall() == [("a",)]
         # The admin job ran after the earlier message-path write was committed.
-        assert conn.execute("SELECT topic FROM retained").fetchall() == [("queued",)]
+        assert list(committed_retained(conn)) == ["queued"]
 
 
 def test_writer_survives_unencodable_data(
@@ -695,7 +876,7 @@ def test_version_1_acl_rules_are_migrated(tmp_path) -> None:
         ]
         assert s.put_acl("all", "", "#", "pub", "deny", 30000) is False
     version = sqlite3.connect(db).execute("SELECT version FROM schema_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 def test_admin_calls_from_many_threads(store: SqliteStore) -> None:
