@@ -716,10 +716,9 @@ class Client:
             self.metrics[_SENT_KEYS[ptype]] += 1
         self.send_pkt += 1
 
-    def _on_reply(self, reply: Packet) -> None:
+    def _on_reply(self, reply: Reply) -> None:
         """A packet the machine answered itself (PINGRESP, a resent QoS 2 PUBLISH, a
-        refused payload)."""
-        assert isinstance(reply, Reply)
+        refused payload); a ``Reply`` is not a ``Packet``, and compiled code checks that."""
         packet = reply.packet
         metrics = self.metrics
         metrics[_RECV_KEYS[packet.type]] += 1
