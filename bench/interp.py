@@ -11,6 +11,8 @@ X1's node 1: ``fan-in-qos0``'s publishers on a clustered node whose every messag
 to one other node (its route cached), framed into the outbox, which is emptied as the
 sender would; ``cross-receive`` is X1's node 2: batches of ``BATCH`` forwarded frames
 read (``codec.read_batch``) and dispatched to one local subscriber (``dispatch_remote``).
+``pairs-qos1-each`` is ``pairs-qos1`` with one message a read and its PUBACK in the
+next, as S3a's 5,000 msg/s arrive: what each read costs besides its messages counts.
 The broker
 core runs on an asyncio loop with transports that keep nothing, so sockets, the kernel and
 the load generator are out of the figure: it is the interpreter's share of bench/run.py's
@@ -34,6 +36,7 @@ WORKLOADS = (
     "fan-in-qos0",
     "fan-in-qos0-cluster",
     "pairs-qos1",
+    "pairs-qos1-each",
     "cross-send",
     "cross-receive",
 )
@@ -155,7 +158,8 @@ async def run(workload: str, messages: int) -> float:
         while delivered < messages:
             spent += await feed(pubs, chunks)
             delivered += PUBLISHERS * BATCH
-    elif workload == "pairs-qos1":
+    elif workload in ("pairs-qos1", "pairs-qos1-each"):
+        window = 1 if workload == "pairs-qos1-each" else WINDOW
         pairs = []
         for i in range(PAIRS):
             sub, sub_out = client(f"s{i}", keep=True)
@@ -167,8 +171,8 @@ async def run(workload: str, messages: int) -> float:
             del sub_out.data[:]
         next_id = 1
         while delivered < messages:
-            ids = range(next_id, next_id + WINDOW)
-            next_id = next_id + WINDOW if next_id + 2 * WINDOW < 65535 else 1
+            ids = range(next_id, next_id + window)
+            next_id = next_id + window if next_id + 2 * window < 65535 else 1
             chunks = [
                 b"".join(encode(Publish(topic, b"x" * 256, qos=1, packet_id=p), 4) for p in ids)
                 for _, _, _, topic in pairs
@@ -179,7 +183,7 @@ async def run(workload: str, messages: int) -> float:
                 for _, _, sub_out, _ in pairs
             ]
             spent += await feed([sub for _, sub, _, _ in pairs], acks)
-            delivered += PAIRS * WINDOW
+            delivered += PAIRS * window
     elif workload == "decode-publish":
         from ferrymq.mqtt.codec import Decoder
 

@@ -23,6 +23,7 @@ HOT = (
     "ferrymq.model.message",
     "ferrymq.model.delivery",
     "ferrymq.storage.codec",
+    "ferrymq.mqtt.message_packets",
     "ferrymq.mqtt.wire",
     "ferrymq.mqtt.codec",
     "ferrymq.mqtt.trie",

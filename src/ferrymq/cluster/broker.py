@@ -326,7 +326,7 @@ class ClusterBroker(Broker):
         self._serve = _SERVE_NONE
         was_in_read = self.in_read
         self.in_read = True  # the held counts are added once, at the end
-        metrics = self.metrics
+        metrics = self.counters
         received = expired = 0
         publish = Broker.publish
         recent = self.cluster_recent

@@ -111,7 +111,8 @@ class Broker:
         self.settings = settings
         self.loop = loop = loop or asyncio.get_event_loop()
         self.store = store
-        self.metrics = new_metrics()
+        # The counters as written; ``metrics`` adds the held ones first (``add_held``).
+        self.counters = new_metrics()
         if router is None:
             router = Router(settings.shared_subscription_strategy)
         self.router: RouteTable = router
@@ -136,7 +137,7 @@ class Broker:
         self.sys = SysPublisher(self)
         self.publish_sys = self.sys.publish
         self.authenticator = Authenticator(settings.anonymous_allowed())
-        self.acl = Acl(settings.acl_nomatch, metrics=self.metrics)
+        self.acl = Acl(settings.acl_nomatch, metrics=self.counters)
         self.banned = BanList()
         self.alarm_checks = AlarmChecks(self)
         self.topic_metrics = TopicMetrics()
@@ -173,11 +174,12 @@ class Broker:
         self.cluster_forward_bump = 0
         self.cluster_behind: dict[str, Any] = {}
         self.durable_writes = 0
-        #: The message path's counts, kept in native integers while a client's read is
-        #: handled (``in_read``, set by ``Client._handle_packets``) and added to ``metrics``
-        #: once at its end (``add_held``); a publish outside a read adds them at once, so
-        #: ``metrics`` is exact whenever another callback reads it. A dict increment costs
-        #: about 650 instructions, and a retained message without subscribers made nine.
+        #: The message path's counts, kept in native integers and added to ``counters``
+        #: when anything reads ``metrics`` (``add_held``), so every reader sees exact
+        #: values. A dict increment costs about 650 instructions, and a QoS 1 message
+        #: made about twenty. A publish outside a client's read (``in_read``, set by
+        #: ``Client._handle_packets``: the API, wills, ``$SYS``) adds them at once, which
+        #: ``$SYS`` relies on to take its own counts back (``sys_topics.uncounted``).
         self.in_read = False
         self.held_publish_packets = 0
         self.held_acl_open = 0
@@ -186,6 +188,17 @@ class Broker:
         self.held_qos2 = 0
         self.held_unrouted = 0
         self.held_retained = 0
+        self.held_bytes_received = 0
+        self.held_bytes_sent = 0
+        self.held_packets_received = 0
+        self.held_packets_sent = 0
+        self.held_publish_sent = 0  # packets.publish.sent, messages.sent and .delivered
+        self.held_qos0_sent = 0
+        self.held_qos1_sent = 0
+        self.held_qos2_sent = 0
+        self.held_puback_sent = 0
+        self.held_puback_received = 0
+        self.held_acked = 0
         self._holding: list[Client] = []
         self._commit_wanted = 0
         if self.ack_on_commit:
@@ -259,7 +272,7 @@ class Broker:
 
     def authenticate(self, client_id: str, username: str | None, password: bytes | None) -> int:
         """0 when the CONNECT may proceed, else the MQTT 5 reason code to refuse it with."""
-        metrics = self.metrics
+        metrics = self.counters
         metrics["client.authenticate"] += 1
         result, anonymous = self.authenticator.authenticate_ex(client_id, username, password)
         if anonymous:
@@ -343,7 +356,7 @@ class Broker:
         session: Session = sub.session  # type: ignore[assignment]
         if acl.check_delivery(sub.client_id, session.username, topic):
             return True
-        metrics = self.metrics
+        metrics = self.counters
         metrics["delivery.dropped.acl"] += 1
         metrics["delivery.dropped"] += 1
         return False
@@ -425,7 +438,7 @@ class Broker:
             if not self.in_read:
                 self.add_held()
             return 0
-        metrics = self.metrics
+        metrics = self.counters
         publisher = msg.publisher
         if groups:
             # One member of each shared group; the router's list itself is not ours to extend.
@@ -468,9 +481,15 @@ class Broker:
             self.add_held()
         return count
 
+    @property
+    def metrics(self) -> dict[str, int]:
+        """The counters under their EMQX names, exact: the held ones added first."""
+        self.add_held()
+        return self.counters
+
     def add_held(self) -> None:
-        """Add the counts held in native integers (see ``in_read``) to ``metrics``."""
-        metrics = self.metrics
+        """Add the counts held in native integers (see ``in_read``) to ``counters``."""
+        metrics = self.counters
         if self.held_publish_packets:
             metrics["packets.publish.received"] += self.held_publish_packets
             self.held_publish_packets = 0
@@ -497,6 +516,42 @@ class Broker:
         if self.held_retained:
             metrics["messages.retained"] += self.held_retained
             self.held_retained = 0
+        if self.held_bytes_received:
+            metrics["bytes.received"] += self.held_bytes_received
+            self.held_bytes_received = 0
+        if self.held_packets_received:
+            metrics["packets.received"] += self.held_packets_received
+            self.held_packets_received = 0
+        if self.held_bytes_sent:
+            metrics["bytes.sent"] += self.held_bytes_sent
+            self.held_bytes_sent = 0
+        if self.held_packets_sent:
+            metrics["packets.sent"] += self.held_packets_sent
+            self.held_packets_sent = 0
+        if self.held_publish_sent:
+            sent = self.held_publish_sent
+            metrics["packets.publish.sent"] += sent
+            metrics["messages.sent"] += sent
+            metrics["messages.delivered"] += sent
+            self.held_publish_sent = 0
+            if self.held_qos0_sent:
+                metrics["messages.qos0.sent"] += self.held_qos0_sent
+                self.held_qos0_sent = 0
+            if self.held_qos1_sent:
+                metrics["messages.qos1.sent"] += self.held_qos1_sent
+                self.held_qos1_sent = 0
+            if self.held_qos2_sent:
+                metrics["messages.qos2.sent"] += self.held_qos2_sent
+                self.held_qos2_sent = 0
+        if self.held_puback_sent:
+            metrics["packets.puback.sent"] += self.held_puback_sent
+            self.held_puback_sent = 0
+        if self.held_puback_received:
+            metrics["packets.puback.received"] += self.held_puback_received
+            self.held_puback_received = 0
+        if self.held_acked:
+            metrics["messages.acked"] += self.held_acked
+            self.held_acked = 0
 
     # Cluster mode's hooks, methods ClusterBroker (cluster/broker.py) overrides: compiled
     # code reads an attribute from its own slot, which a subclass's method cannot replace.
@@ -602,7 +657,7 @@ class Broker:
         after the SUBACK has been sent. ``admin``: made by an administrator, so the ACL
         does not apply (EMQX 4.4's API subscribe), neither now nor at delivery."""
         settings = self.settings
-        metrics = self.metrics
+        metrics = self.counters
         codes: list[int] = []
         deliveries: list[Callable[[], None]] = []
         for opt in options:
@@ -682,7 +737,7 @@ class Broker:
         for topic_filter in topic_filters:
             removed = self.router.remove(session.client_id, topic_filter)
             if session.remove_subscription(topic_filter) is not None or removed is not None:
-                self.metrics["client.unsubscribe"] += 1
+                self.counters["client.unsubscribe"] += 1
                 codes.append(rc.SUCCESS)
             else:
                 codes.append(rc.NO_SUBSCRIPTION_EXISTED)

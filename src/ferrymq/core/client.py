@@ -165,7 +165,8 @@ class Client:
         settings = broker.settings
         now = time.monotonic()
         self.conn = ServerConnection(settings, now)
-        self.metrics = broker.metrics  # the broker's dict, one lookup less per message
+        # The broker's dict as written (``Broker.counters``), one lookup less per message.
+        self.metrics = broker.counters
         # Negotiated values the broker, the session and the API read, copied from the
         # machine once the CONNECT is accepted.
         self.version = 4
@@ -213,16 +214,16 @@ class Client:
         size = len(data)
         self.recv_oct += size
         self.recv_cnt += 1
-        metrics = self.metrics
-        metrics["bytes.received"] += size
-        self.broker.read_at = time.time()
+        broker = self.broker
+        broker.held_bytes_received += size  # Broker.add_held
+        broker.read_at = time.time()
         count = self.conn.receive(data, time.monotonic())
         if count:
             self.recv_pkt += count
-            metrics["packets.received"] += count
+            broker.held_packets_received += count
             if count >= INPUT_BACKLOG:
-                self.broker.flow.bound_input(self)
-        flow = self.broker.flow
+                broker.flow.bound_input(self)
+        flow = broker.flow
         if not flow.write_at_once:
             self._handle_packets()
             return
@@ -235,7 +236,8 @@ class Client:
 
     def _handle_packets(self) -> None:
         """The machine hands each packet it lets through to its handler below; the
-        broker holds the message path's counts until the last one (``Broker.in_read``)."""
+        broker holds the message path's counts until its metrics are read
+        (``Broker.in_read``, ``Broker.add_held``)."""
         broker = self.broker
         outer = broker.in_read  # a publisher resumed from within another client's read
         broker.in_read = True
@@ -247,7 +249,6 @@ class Client:
         finally:
             if not outer:
                 broker.in_read = False
-                broker.add_held()
 
     def resume_input(self) -> None:
         """Flow control let this publisher go on: route the rest of the read it held,
@@ -303,24 +304,18 @@ class Client:
         self.out_size = 0
         self.send_oct += len(data)
         self.send_cnt += 1
-        self.metrics["bytes.sent"] += len(data)
+        self.broker.held_bytes_sent += len(data)
         self.transport.write(data)
 
     def _send(self, ptype: int, data: bytes) -> None:
         """Count and queue one packet the machine encoded."""
-        metrics = self.metrics
-        metrics["packets.sent"] += 1
-        metrics[_SENT_KEYS[ptype]] += 1
-        self.send_pkt += 1
+        self._count_sent(ptype)
         self.write(data)
 
     def _send_ack(self, ptype: int, pid: int, reason: int, durable: bool = False) -> None:
         """PUBACK / PUBREC / PUBREL / PUBCOMP without properties (the QoS 1/2 hot path);
         ``durable``: it confirms store writes just made."""
-        metrics = self.metrics
-        metrics["packets.sent"] += 1
-        metrics[_SENT_KEYS[ptype]] += 1
-        self.send_pkt += 1
+        self._count_sent(ptype)
         data = self.conn.ack(ptype, pid, reason)
         if durable or self.held:
             self._ack(data, durable)
@@ -402,12 +397,15 @@ class Client:
                 self.write(data)
         self.send_pkt += 1
         self.send_msg += 1
-        metrics = self.metrics
-        metrics["packets.sent"] += 1
-        metrics["packets.publish.sent"] += 1
-        metrics["messages.sent"] += 1
-        metrics["messages.delivered"] += 1
-        metrics[_QOS_SENT[qos]] += 1
+        broker = self.broker
+        broker.held_packets_sent += 1
+        broker.held_publish_sent += 1
+        if qos == 1:
+            broker.held_qos1_sent += 1
+        elif qos == 0:
+            broker.held_qos0_sent += 1
+        else:
+            broker.held_qos2_sent += 1
         return True
 
     def send_pubrel(self, pid: int) -> None:
@@ -710,15 +708,17 @@ class Client:
             self._ack(data, False)
 
     def _count_sent(self, ptype: int) -> None:
-        metrics = self.metrics
-        metrics["packets.sent"] += 1
-        metrics[_SENT_KEYS[ptype]] += 1
+        broker = self.broker
+        broker.held_packets_sent += 1
+        if ptype == PUBACK:
+            broker.held_puback_sent += 1
+        else:
+            self.metrics[_SENT_KEYS[ptype]] += 1
         self.send_pkt += 1
 
-    def _on_reply(self, reply: Packet) -> None:
+    def _on_reply(self, reply: Reply) -> None:
         """A packet the machine answered itself (PINGRESP, a resent QoS 2 PUBLISH, a
-        refused payload)."""
-        assert isinstance(reply, Reply)
+        refused payload); a ``Reply`` is not a ``Packet``, and compiled code checks that."""
         packet = reply.packet
         metrics = self.metrics
         metrics[_RECV_KEYS[packet.type]] += 1
@@ -735,12 +735,11 @@ class Client:
         self.write(data)
 
     def _on_puback(self, packet: Puback) -> None:
-        metrics = self.metrics
-        metrics["packets.puback.received"] += 1
+        self.broker.held_puback_received += 1
         session = self.session
         assert session is not None
         if not session.acked(packet.packet_id, 1):
-            metrics["packets.puback.missed"] += 1
+            self.metrics["packets.puback.missed"] += 1
 
     def _on_pubrec(self, packet: Pubrec) -> None:
         broker = self.broker
@@ -873,6 +872,3 @@ def _peer(transport: Any) -> tuple[str, int]:
 
 
 _PROTO_NAMES = {"MQTT": "MQTT", "MQIsdp": "MQIsdp"}
-
-
-_QOS_SENT = ("messages.qos0.sent", "messages.qos1.sent", "messages.qos2.sent")

@@ -1,10 +1,11 @@
 """Broker-wide counters under their EMQX names.
 
 A plain ``dict`` of name -> int, which the API serves as it is. The counters
-of every message (received, by QoS, dropped without subscribers, retained, the
-ACL's open check) are held in native integers while a client's read is handled
-and added once at its end (``Broker.in_read``, ``Broker.add_held``): a dict
-increment costs about 650 instructions.
+of every message (bytes and packets in and out, received and sent by QoS, PUBACKs,
+acknowledged, dropped without subscribers, retained, the ACL's open check) are
+held in native integers of the ``Broker`` and added to the dict when something
+reads ``Broker.metrics`` (``Broker.add_held``): a dict increment costs about 650
+instructions, and the metrics are read far less often than messages come.
 """
 
 from __future__ import annotations

@@ -238,8 +238,8 @@ class Session:
             if not self.persistent:
                 return
             if qos == 0 and not self.broker.settings.mqueue_store_qos0:
-                self.broker.metrics["delivery.dropped.qos0_msg"] += 1
-                self.broker.metrics["delivery.dropped"] += 1
+                self.broker.counters["delivery.dropped.qos0_msg"] += 1
+                self.broker.counters["delivery.dropped"] += 1
                 return
             self._enqueue(Delivery(msg, qos, retain, sub_ids))
             return
@@ -280,7 +280,7 @@ class Session:
             old = queue.popleft()
             self._untrack(old)
             self.dropped += 1
-            metrics = self.broker.metrics
+            metrics = self.broker.counters
             metrics["delivery.dropped.queue_full"] += 1
             metrics["delivery.dropped"] += 1
         queue.append(d)
@@ -331,7 +331,7 @@ class Session:
                 self._untrack(d)
 
     def _drop_expired(self, d: Delivery) -> None:
-        metrics = self.broker.metrics
+        metrics = self.broker.counters
         metrics["delivery.dropped.expired"] += 1
         metrics["delivery.dropped"] += 1
         self._untrack(d)
@@ -346,7 +346,7 @@ class Session:
         del self.inflight[pid]
         self._untrack(d)
         broker = self.broker
-        broker.metrics["messages.acked"] += 1
+        broker.held_acked += 1
         if self.queue:
             self.drain()
         client = self.client

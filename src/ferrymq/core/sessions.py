@@ -46,7 +46,7 @@ class Sessions:
         and whether it was present (CONNACK's session present)."""
         broker = self.broker
         client_id = client.client_id
-        metrics = broker.metrics
+        metrics = broker.counters
         old = self.clients.get(client_id)
         if old is not None and old is not client:
             log.info("client %s taken over by a new connection", client_id)
@@ -83,7 +83,7 @@ class Sessions:
         """The connection of the connected ``client`` is gone: detach it from its session,
         which ends now, or when it expires."""
         broker = self.broker
-        broker.metrics["client.disconnected"] += 1
+        broker.counters["client.disconnected"] += 1
         client_id = client.client_id
         if self.clients.get(client_id) is client:
             del self.clients[client_id]
@@ -176,7 +176,7 @@ class Sessions:
         if store is not None and session.persistent:
             store.delete_session(session.client_id)
         session.clear()
-        broker.metrics["session." + why] += 1
+        broker.counters["session." + why] += 1
 
     def cancel_timers(self) -> None:
         """Shutdown: stored sessions keep their expiry (counted from their disconnect)."""

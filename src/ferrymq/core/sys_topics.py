@@ -94,8 +94,7 @@ class SysPublisher:
     def publish(self, messages: Iterable[tuple[str, bytes]], retain: bool) -> None:
         """Publish QoS 0 messages (``$SYS/...``) without counting them as traffic."""
         broker = self.broker
-        metrics = broker.metrics
-        saved = uncounted(metrics)
+        saved = uncounted(broker.metrics)
         for topic, payload in messages:
             broker.publish(Message(topic, payload, 0, retain))
-        metrics.update(saved)
+        broker.metrics.update(saved)  # read again: what the publications held, added

@@ -98,7 +98,7 @@ class Wills:
             return
         broker = self.broker
         if not broker.acl.check_publish(session.client_id, session.username, will.topic):
-            broker.metrics["messages.dropped"] += 1
+            broker.counters["messages.dropped"] += 1
             return
         props = will.properties
         forwarded = {k: props[k] for k in FORWARDED if k in props} or None

@@ -664,7 +664,16 @@ class ServerConnection:
                 if len(cache) >= _CACHE_VARIANTS:
                     # Remaining expiry and subscription ids make new variants over time.
                     cache.clear()
-                entry = cache[key] = _encode_template(msg, version, qos, retain, sub_ids, left)
+                entry = _encode_template(msg, version, qos, retain, sub_ids, left, pid)
+                cache[key] = entry
+                data = entry[0]
+                if not dup:
+                    # Encoded with this delivery's packet id already: no copy to patch
+                    # (a QoS 1 message with one subscriber is encoded once, as it is sent).
+                    # Later deliveries patch theirs into a copy of it, as of any template.
+                    if self.max_packet_out and len(data) > self.max_packet_out:
+                        return None
+                    return data
             data, offset = entry
         if self.max_packet_out and len(data) > self.max_packet_out:
             return None
@@ -725,9 +734,9 @@ def _encode_template(
     retain: bool,
     sub_ids: tuple[int, ...] | None,
     left: int | None,
+    pid: int,
 ) -> tuple[bytes, int]:
+    """The encoding of a variant, with ``pid`` (QoS 1/2), and where its packet id sits."""
     props = _props_for(msg, sub_ids, left) if version == MQTT5 else None
-    data = encode_publish(
-        msg.topic, msg.payload, qos, retain, False, 1 if qos else 0, props, version
-    )
+    data = encode_publish(msg.topic, msg.payload, qos, retain, False, pid, props, version)
     return data, publish_packet_id_offset(data, qos)

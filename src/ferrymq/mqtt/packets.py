@@ -1,4 +1,4 @@
-"""MQTT control packets as slotted dataclasses, shared by every protocol version.
+"""MQTT control packets as slotted classes, shared by every protocol version.
 
 One class per packet type; fields that exist only in MQTT 5 (reason codes,
 properties) are present on all versions and ignored when encoding for 3.1/3.1.1.
@@ -7,32 +7,42 @@ Properties are a plain ``dict`` keyed by the property's snake_case name (see
 ``subscription_identifier`` on PUBLISH holds a list of ints. An empty or ``None``
 properties value means "no properties" to the encoder.
 
+PUBLISH and its four acknowledgements, built for every message, are compiled classes
+with hand-written methods (``message_packets.py``); the rest are dataclasses.
+
 Rules this file keeps:
-- the generated ``__init__`` takes the fields in the order declared here, so
-  positional construction (``Puback(pid, reason, props)``) is part of the API;
+- ``__init__`` takes the fields in the order declared here, so positional
+  construction (``Puback(pid, reason, props)``) is part of the API;
 - ``type`` is a class constant, not a field: it takes no part in ``__eq__``,
   which compares the class and every field;
-- packets built once per message (PUBLISH and its four acknowledgements) store
-  ``properties`` as given, so ``None`` stays ``None`` and the decoder passes
-  ``{}`` itself (a literal is cheaper than the default factory); every other
-  packet turns ``None`` into ``{}`` (and UNSUBACK's ``reason_codes`` into ``[]``)
-  in ``__post_init__``."""
+- ``None`` for properties means none and is stored as ``{}`` (UNSUBACK's
+  ``reason_codes``: ``[]``), by the dataclasses in ``__post_init__``."""
 
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
-Properties = dict[str, Any]
+from ferrymq.mqtt.message_packets import (
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    Packet,
+    Properties,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+)
+
+__all__ = ["Packet", "Properties", "Puback", "Pubcomp", "Publish", "Pubrec", "Pubrel"]
 
 # Control packet type numbers (first nibble of the fixed header).
 CONNECT = 1
 CONNACK = 2
-PUBLISH = 3
-PUBACK = 4
-PUBREC = 5
-PUBREL = 6
-PUBCOMP = 7
 SUBSCRIBE = 8
 SUBACK = 9
 UNSUBSCRIBE = 10
@@ -70,17 +80,6 @@ def _none_to_empty(packet: Any) -> None:
     """``None`` passed for properties (or UNSUBACK's reason codes) means "none": store empty."""
     if packet.properties is None:
         packet.properties = {}
-
-
-@dataclass(slots=True)
-class Packet:
-    """Base class; ``type`` is the control packet type number.
-
-    Subclasses are slotted dataclasses: generated ``__init__``, ``__eq__`` (same
-    class, equal fields) and ``__repr__``; unhashable, as they are mutable.
-    """
-
-    type: ClassVar[int] = 0
 
 
 @dataclass(slots=True)
@@ -128,50 +127,6 @@ class Connack(Packet):
 
     def __post_init__(self) -> None:
         _none_to_empty(self)
-
-
-@dataclass(slots=True)
-class Publish(Packet):
-    """PUBLISH; ``packet_id`` is 0 for QoS 0. ``topic`` may be "" when a v5 topic alias is used."""
-
-    type: ClassVar[int] = PUBLISH
-    topic: str
-    payload: bytes = b""
-    qos: int = 0
-    retain: bool = False
-    dup: bool = False
-    packet_id: int = 0
-    properties: Properties = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Ack(Packet):
-    """PUBACK / PUBREC / PUBREL / PUBCOMP: packet id, v5 reason code and properties."""
-
-    packet_id: int
-    reason_code: int = 0
-    # None as no properties: the acks skip __post_init__, they are on the message path.
-    properties: Properties | None = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Puback(_Ack):
-    type: ClassVar[int] = PUBACK
-
-
-@dataclass(slots=True)
-class Pubrec(_Ack):
-    type: ClassVar[int] = PUBREC
-
-
-@dataclass(slots=True)
-class Pubrel(_Ack):
-    type: ClassVar[int] = PUBREL
-
-
-@dataclass(slots=True)
-class Pubcomp(_Ack):
-    type: ClassVar[int] = PUBCOMP
 
 
 @dataclass(slots=True)

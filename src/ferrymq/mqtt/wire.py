@@ -100,6 +100,8 @@ def encode_varint(value: int) -> bytes:
         if value < 0:
             raise ValueError("variable byte integer cannot be negative")
         return bytes((value,))
+    if value < 0x4000:  # two bytes: a PUBLISH of 128 bytes to 16 KiB, without the loop
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value > MAX_VARINT:
         raise ValueError(f"{value} does not fit a variable byte integer")
     out = bytearray()

@@ -66,6 +66,42 @@ async def test_qos1_puback_to_the_publisher_and_a_qos1_delivery(broker: Broker) 
     assert sub.received() == [] and pub.received() == []
 
 
+async def test_the_counters_of_a_qos1_exchange_are_exact_when_read(broker: Broker) -> None:
+    """Bytes, packets, PUBLISH sent, PUBACK both ways and acknowledged messages are held
+    in native integers too; ``metrics`` adds them before anyone reads it."""
+    sub = await connected(broker, "sub", ("t/#", 1))
+    pub = await connected(broker, "pub")
+    before = dict(broker.metrics)
+    publish = encode(Publish("t/a", b"one", 1, packet_id=7), 4)
+    pub.send_bytes(publish)
+    assert await pub.expect() == [Puback(7)]
+    (delivery,) = await sub.expect()
+    puback = encode(Puback(delivery.packet_id), 4)
+    sub.send_bytes(puback)
+    await settle()
+    grown = {k: v - before[k] for k, v in broker.metrics.items() if v != before[k]}
+    sent = len(encode(delivery, 4)) + len(encode(Puback(7), 4))
+    assert grown == {
+        "bytes.received": len(publish) + len(puback),
+        "bytes.sent": sent,
+        "packets.received": 2,
+        "packets.sent": 2,
+        "packets.publish.received": 1,
+        "packets.publish.sent": 1,
+        "packets.puback.received": 1,
+        "packets.puback.sent": 1,
+        "messages.received": 1,
+        "messages.publish": 1,
+        "messages.qos1.received": 1,
+        "messages.sent": 1,
+        "messages.delivered": 1,
+        "messages.qos1.sent": 1,
+        "messages.acked": 1,
+        "client.check_acl": 1,
+        "client.acl.allow": 1,
+    }
+
+
 async def test_qos1_is_downgraded_to_the_subscription_qos(broker: Broker) -> None:
     sub = await connected(broker, "sub", ("t/#", 0))
     pub = await connected(broker, "pub")
@@ -156,8 +192,8 @@ async def test_a_topic_alias_above_the_maximum_closes_with_0x94(broker: Broker) 
 
 
 async def test_the_counters_of_a_read_are_exact_once_it_is_handled(broker: Broker) -> None:
-    """A read's message counts are held in native integers and added at its end: what
-    the API and Prometheus read afterwards is the same as counting one by one."""
+    """A read's message counts are held in native integers and added when the metrics
+    are read: what the API and Prometheus read is the same as counting one by one."""
     sub = await connected(broker, "sub", ("t/#", 1))
     pub = await connected(broker, "pub")
     before = dict(broker.metrics)

@@ -397,6 +397,20 @@ def test_packet_id_and_dup_patched_into_a_shared_template() -> None:
     assert len(msg.cache) == 1  # one template for every connection of the same version
 
 
+def test_first_delivery_encoded_with_its_own_packet_id_then_patched_for_others() -> None:
+    pair = Pair(4)
+    pair.connect()
+    server = pair.server
+    msg = Msg("t", b"payload")
+    first = server.publish_bytes(msg, 1, False, None, 7, False, None)
+    again = server.publish_bytes(msg, 1, False, None, 8, True, None)
+    third = server.publish_bytes(msg, 1, False, None, 9, False, None)
+    got = [pair.read(data)[0] for data in (first, again, third)]
+    assert [(p.packet_id, p.dup) for p in got] == [(7, False), (8, True), (9, False)]
+    assert first == server.publish_bytes(Msg("t", b"payload"), 1, False, None, 7, False, None)
+    assert msg.cache is not None and len(msg.cache) == 1
+
+
 def test_v5_outgoing_properties() -> None:
     pair = Pair(5)
     pair.connect()

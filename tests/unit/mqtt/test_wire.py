@@ -29,6 +29,15 @@ def test_varint_round_trip_and_cut(value: int) -> None:
         read_varint(wire, 0, len(wire) - 1)  # inside a packet: malformed
 
 
+@pytest.mark.parametrize(
+    "value", [0, 127, 128, 300, 16383, 16384, 2_097_151, 2_097_152, MAX_VARINT]
+)
+def test_varint_length_at_each_boundary(value: int) -> None:
+    wire = encode_varint(value)
+    assert len(wire) == 1 + (value >= 128) + (value >= 16384) + (value >= 2_097_152)
+    assert decode_varint(wire, 0, len(wire)) == (value, len(wire))
+
+
 def test_varint_of_five_bytes_is_malformed() -> None:
     with pytest.raises(MalformedPacket):
         decode_varint(b"\x80\x80\x80\x80\x01", 0, 5)
