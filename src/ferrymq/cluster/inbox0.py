@@ -13,7 +13,7 @@ that dispatched everything before reading again would leave a backlog in Redis' 
 buffer for this connection, which Redis closes past ``client-output-buffer-limit pubsub``
 (the node would take that for an outage). So the batches read wait in a bounded
 ``Backlog0`` (``cluster/pressure.py``: oldest dropped and counted) for a task of their own
-that dispatches them ``SLICE`` seconds at a time (a batch may hold thousands of
+that dispatches them ``SLICE0`` seconds at a time (a batch may hold thousands of
 messages), letting the loop's other work, and this reader, run between slices. Past the
 backlog's high mark the node says it is behind (``say``), and its senders pause the
 publishers feeding it until it is down to the low mark: its CPU goes to messages it
@@ -31,7 +31,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from ferrymq.cluster.pressure import SLICE, Backlog0, Dispatch, dispatch_sliced
+from ferrymq.cluster.pressure import SLICE0, Backlog0, Dispatch, dispatch_sliced
 
 READ_SIZE = 1 << 18  # bytes taken from the socket per read, at most
 MESSAGE = b"message"
@@ -94,14 +94,14 @@ async def read_inbox0(
 async def _drain(
     backlog: Backlog0, waiting: asyncio.Event, decode: Decode, dispatch: Dispatch
 ) -> None:
-    """Dispatch what the reader leaves in ``backlog``, in order, ``SLICE`` seconds at a time."""
+    """Dispatch what the reader leaves in ``backlog``, in order, ``SLICE0`` seconds at a time."""
     clock = time.monotonic
     while True:
         await waiting.wait()
         waiting.clear()
-        until = clock() + SLICE
+        until = clock() + SLICE0
         while backlog:
             decoded = decode(backlog.take())
             if decoded is not None:
-                until = await dispatch_sliced(dispatch, *decoded, until)
+                until = await dispatch_sliced(dispatch, *decoded, until, None, SLICE0)
             backlog.done()

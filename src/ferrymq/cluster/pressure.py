@@ -47,6 +47,13 @@ if TYPE_CHECKING:
 #: Seconds an inbox reader dispatches before the loop's other work (other inboxes, the
 #: clients) runs: short against the latency it adds, long against one turn of the loop.
 SLICE = 0.005
+#: The QoS 0 inbox's slice. Its reader gets one socket read (at most 256 KiB) per turn of
+#: the loop, so the slice bounds how fast it drains the pub/sub connection: about 50 MB/s
+#: at 5 ms, which a sender's burst can pass, and Redis then closes the connection once its
+#: output buffer passes ``client-output-buffer-limit pubsub`` (the back-pressure test's
+#: flood, at 4 MB: in 2 of 6 runs at 5 ms, in none of 9 at 1 ms). 1 ms costs a loop turn
+#: more per millisecond of dispatch.
+SLICE0 = 0.001
 #: Messages an inbox reader dispatches between two looks at the clock and at the queues.
 LOOK_EVERY = 16
 #: Seconds a subscriber's queue may stay as long as it was before it stops holding the
@@ -85,19 +92,20 @@ async def dispatch_sliced(
     served: Any,
     until: float,
     gate: DispatchGate | None = None,
+    slice_s: float = SLICE,
 ) -> float:
-    """Dispatch all of one batch, ``SLICE`` seconds at a time, letting the loop's other
+    """Dispatch all of one batch, ``slice_s`` seconds at a time, letting the loop's other
     work run between slices, and every ``DISPATCH_POLL`` while ``gate`` (the one
     ``dispatch`` consults) waits for full queues; the end of the slice under way after it."""
     clock = time.monotonic
     done = dispatch(messages, served, 0, until)
     while done < len(messages):
         await asyncio.sleep(DISPATCH_POLL if gate else 0)
-        until = clock() + SLICE
+        until = clock() + slice_s
         done = dispatch(messages, served, done, until)
     if clock() >= until:
         await asyncio.sleep(0)
-        until = clock() + SLICE
+        until = clock() + slice_s
     return until
 
 

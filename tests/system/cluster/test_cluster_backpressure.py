@@ -168,9 +168,13 @@ def test_an_overloaded_receiving_node_slows_its_senders_and_loses_nothing_acknow
 
     wait_until(lambda: (lambda f, r, d: f == r + d)(*accounted()), timeout=10.0)
     forwarded, received, dropped = accounted()
-    assert forwarded == received + dropped, (
-        forwarded, received, dropped, cluster_lines(n1), cluster_lines(n2),
-        {k: v for k, v in metrics(n2).items() if k.startswith("cluster.")},
+    # A string, which pytest prints whole (a tuple's repr it cuts short).
+    assert forwarded == received + dropped, "\n".join(
+        [
+            f"forwarded {forwarded}, received {received}, dropped {dropped}",
+            "node 1:", *cluster_lines(n1), "node 2:", *cluster_lines(n2),
+            f"node 2: {({k: v for k, v in metrics(n2).items() if k.startswith('cluster.')})}",
+        ]
     )  # fmt: skip
     m2 = metrics(n2)
     assert m2["delivery.dropped.queue_full"] + m2["cluster.dropped.queue_full"] > 0
