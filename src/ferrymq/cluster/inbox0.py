@@ -103,5 +103,5 @@ async def _drain(
         while backlog:
             decoded = decode(backlog.take())
             if decoded is not None:
-                until = await dispatch_sliced(dispatch, *decoded, until, None, SLICE0)
+                until = await dispatch_sliced(dispatch, *decoded, until, slice_s=SLICE0)
             backlog.done()

@@ -51,7 +51,7 @@ SLICE = 0.005
 #: the loop, so the slice bounds how fast it drains the pub/sub connection: about 50 MB/s
 #: at 5 ms, which a sender's burst can pass, and Redis then closes the connection once its
 #: output buffer passes ``client-output-buffer-limit pubsub`` (the back-pressure test's
-#: flood, at 4 MB: in 2 of 6 runs at 5 ms, in none of 9 at 1 ms). 1 ms costs a loop turn
+#: flood, at 4 MB: in 2 of 6 runs at 5 ms, in none of 12 at 1 ms). 1 ms costs a loop turn
 #: more per millisecond of dispatch.
 SLICE0 = 0.001
 #: Messages an inbox reader dispatches between two looks at the clock and at the queues.
