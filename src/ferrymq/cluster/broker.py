@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ferrymq.cluster.acks import AckGate
@@ -64,7 +65,6 @@ from ferrymq.cluster.router import ClusterRouter
 from ferrymq.cluster.shared import group_key
 from ferrymq.cluster.store import ClusterStore
 from ferrymq.core.broker import Broker, online
-from ferrymq.core.sys_topics import uncounted
 from ferrymq.model.message import Message
 from ferrymq.mqtt.topics import parse_shared
 from ferrymq.storage.sqlite import SqliteStore
@@ -175,9 +175,8 @@ class ClusterBroker(Broker):
                 self.flow.block(origin, held, elsewhere=True)  # type: ignore[arg-type]
 
     def hold_forwarding(self, origin: Client) -> None:
-        """The outbox is long: while the broker is short of CPU, ``origin`` waits for it."""
-        if self.flow.saturated():
-            self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
+        """The outbox is long and the broker short of CPU: ``origin`` waits for the send."""
+        self.flow.block(origin, self._backlog)  # type: ignore[arg-type]
 
     def forwarded(self, send: int) -> None:
         """The sender handed send number ``send`` to Redis (or dropped it): publishers read
@@ -318,6 +317,15 @@ class ClusterBroker(Broker):
         queues the messages since the last look went to, and stops if one is full; it does
         not start while the gate still waits. The index to go on from (``len(messages)``
         once all went)."""
+        if served is None and gate is None and not self.cluster_recent:
+            # Plain messages (the QoS 0 inbox's, mostly): the compiled loop.
+            self._retain_mode = _SKIP
+            self._serve = _SERVE_NONE
+            try:
+                return Broker.dispatch_forwarded(self, messages, start, until, LOOK_EVERY)
+            finally:
+                self._serve = None
+                self._retain_mode = _ANNOUNCE
         clock = time.monotonic
         now = clock()
         if gate and not gate.ready(now):
@@ -326,7 +334,6 @@ class ClusterBroker(Broker):
         self._serve = _SERVE_NONE
         was_in_read = self.in_read
         self.in_read = True  # the held counts are added once, at the end
-        metrics = self.counters
         received = expired = 0
         publish = Broker.publish
         recent = self.cluster_recent
@@ -344,17 +351,9 @@ class ClusterBroker(Broker):
                     self.cluster_clients.note(msg)
                 ask = None if served is None else served.get(i)
                 if msg.topic.startswith("$SYS/"):
-                    # Another node describing itself is not traffic here either: its
-                    # counts are added at once, then taken back.
-                    self.add_held()
-                    saved = uncounted(metrics)
-                    self.in_read = False
-                    if ask is None:
-                        publish(self, msg, None, True)
-                    else:
-                        self._serve_groups(msg, *ask)
-                    self.in_read = True
-                    metrics.update(saved)
+                    Broker.route_uncounted(
+                        self, msg, None if ask is None else partial(self._serve_groups, msg, *ask)
+                    )
                 elif ask is None:
                     publish(self, msg, None, True)
                 else:
@@ -371,13 +370,7 @@ class ClusterBroker(Broker):
         finally:
             self._serve = None
             self._retain_mode = _ANNOUNCE
-            self.in_read = was_in_read
-            if received:
-                metrics["cluster.received"] += received
-            if expired:
-                metrics["cluster.dropped.expired"] += expired
-            if not was_in_read:
-                self.add_held()
+            Broker.dispatched(self, received, expired, was_in_read)
         return len(messages)
 
     def _serve_groups(self, msg: Message, keys: tuple[str, ...], hops: int) -> None:

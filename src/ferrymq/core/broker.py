@@ -48,7 +48,7 @@ from ferrymq.core.router import Overlap, Router, SharedGroup
 from ferrymq.core.session import Session
 from ferrymq.core.sessions import Sessions
 from ferrymq.core.stats import Stats
-from ferrymq.core.sys_topics import SysPublisher
+from ferrymq.core.sys_topics import SysPublisher, uncounted
 from ferrymq.core.topic_metrics import DROPPED, IN, OUT, QOS_IN, QOS_OUT, TopicMetrics
 from ferrymq.core.wills import Wills
 from ferrymq.model.delivery import Delivery
@@ -373,7 +373,10 @@ class Broker:
         ...)``, a direct C call. A method call on an instance of an interpreted subclass
         (``ClusterBroker``) would go through mypyc's glue instead (attribute look-up, a
         bound method, an argument tuple and dict, parsing), for each message a clustered
-        node reads; what a cluster node changes it changes through the hooks below."""
+        node reads; what a cluster node changes it changes through the hooks below. For
+        the same reason the final methods here call each other as ``Broker.m(self, ...)``:
+        mypyc calls ``self.m(...)`` through the vtable even when ``m`` is final, and an
+        interpreted subclass's vtable holds glue only."""
         answers = self.cluster_answers
         if answers is not None and not here:
             nodes = answers.get(msg.topic)
@@ -381,9 +384,11 @@ class Broker:
                 if nodes and not self.cluster_recent and not self.cluster_shared:
                     node = self.cluster_node
                     if node is not None and node.up:
-                        return self._route(msg, origin, True) + self._forward(msg, origin, nodes)
+                        return Broker._route(self, msg, origin, True) + Broker._forward(
+                            self, msg, origin, nodes
+                        )
                 return self.publish_cluster(msg, origin)
-        return self._route(msg, origin, False)
+        return Broker._route(self, msg, origin, False)
 
     @final
     def _forward(self, msg: Message, origin: Client | None, nodes: tuple[str, ...]) -> int:
@@ -396,7 +401,7 @@ class Broker:
             self.cluster_wake()  # the sender takes all that joins until it runs
         outbox.put(msg, nodes)
         if origin is not None:
-            self._forwarded(msg, origin, nodes)
+            Broker._forwarded(self, msg, origin, nodes)
         return len(nodes)
 
     @final
@@ -410,8 +415,75 @@ class Broker:
         elif self.cluster_behind:
             self.hold_behind(origin, nodes)
         outbox = self.cluster_outbox
-        if outbox is not None and outbox.messages >= outbox.high:
+        if outbox is not None and outbox.messages >= outbox.high and self.flow.saturated():
             self.hold_forwarding(origin)
+
+    @final
+    def dispatch_forwarded(
+        self, messages: list[Message], start: int, until: float, every: int
+    ) -> int:
+        """``ClusterBroker.dispatch_remote``'s common case, here in compiled code: messages
+        another node forwarded, from index ``start``, to the local subscribers only (the
+        caller has turned off what a forwarded message skips: its retained state, the
+        local shared groups). Counted as received by the cluster, or dropped for their
+        expiry, and as a client's read is (``in_read``): once, at the end. Every ``every``
+        messages it looks at the clock and stops once past ``until``; the index to go on
+        from (``len(messages)`` once all went)."""
+        clock = time.monotonic
+        now = clock()
+        was_in_read = self.in_read
+        self.in_read = True
+        received = expired = 0
+        end = len(messages)
+        i = start
+        try:
+            while i < end:
+                msg = messages[i]
+                i += 1
+                if msg.expired(now):
+                    expired += 1
+                    continue
+                received += 1
+                if msg.topic.startswith("$SYS/"):
+                    Broker.route_uncounted(self, msg)
+                else:
+                    Broker._route(self, msg, None, False)
+                if not i % every and clock() >= until:
+                    break
+        finally:
+            Broker.dispatched(self, received, expired, was_in_read)
+        return i
+
+    @final
+    def dispatched(self, received: int, expired: int, was_in_read: bool) -> None:
+        """A slice of forwarded messages went: ``received`` dispatched, ``expired`` dropped;
+        the read it made ends (its held counts are added) unless one was under way."""
+        self.in_read = was_in_read
+        metrics = self.counters
+        if received:
+            metrics["cluster.received"] += received
+        if expired:
+            metrics["cluster.dropped.expired"] += expired
+        if not was_in_read:
+            Broker.add_held(self)
+
+    @final
+    def route_uncounted(self, msg: Message, route: Callable[[], object] | None = None) -> None:
+        """Another node's ``$SYS/`` message to the local subscribers (or ``route()``): not
+        traffic here either, so the counts it makes are added at once, then taken back."""
+        metrics = self.counters
+        Broker.add_held(self)
+        saved = uncounted(metrics)
+        was_in_read = self.in_read
+        self.in_read = False
+        try:
+            if route is None:
+                Broker._route(self, msg, None, False)
+            else:
+                route()
+        finally:
+            self.in_read = was_in_read
+        metrics.update(saved)
 
     @final
     def _route(self, msg: Message, origin: Client | None, elsewhere: bool) -> int:
@@ -436,7 +508,7 @@ class Broker:
             if counters is not None:
                 _count_topic(counters.counts, qos, ())
             if not self.in_read:
-                self.add_held()
+                Broker.add_held(self)
             return 0
         metrics = self.counters
         publisher = msg.publisher
@@ -478,15 +550,16 @@ class Broker:
         if counters is not None:
             _count_topic(counters.counts, qos, self._delivered_qos(subs, msg))
         if not self.in_read:
-            self.add_held()
+            Broker.add_held(self)
         return count
 
     @property
     def metrics(self) -> dict[str, int]:
         """The counters under their EMQX names, exact: the held ones added first."""
-        self.add_held()
+        Broker.add_held(self)
         return self.counters
 
+    @final
     def add_held(self) -> None:
         """Add the counts held in native integers (see ``in_read``) to ``counters``."""
         metrics = self.counters
@@ -565,7 +638,8 @@ class Broker:
         node pauses it for them)."""
 
     def hold_forwarding(self, origin: Client) -> None:
-        """The outbox is past its high mark (a cluster node may pause ``origin``)."""
+        """The outbox is past its high mark while the broker is short of CPU (a cluster
+        node pauses ``origin``)."""
 
     def choose_shared(self, groups: list[SharedGroup], msg: Message) -> list[Subscription | None]:
         """The member of each matching shared group ``msg`` goes to (a cluster node: of
